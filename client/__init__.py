@@ -1,0 +1,1 @@
+"""The employee's side of hearth: capture, consent, vault, local training, ClientApp."""

@@ -1,0 +1,17 @@
+"""`hearth`: the employee's command line."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="hearth",
+    help="hearth on your laptop: what is recorded, pause, your data, your budget.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Hearth records how you work only with your consent and keeps it on this laptop."""

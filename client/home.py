@@ -1,0 +1,24 @@
+"""Where a device's or a server's state lives: one directory, owner-only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+ENV_HOME = "HEARTH_HOME"
+
+
+def hearth_home() -> Path:
+    """Return the state directory (``HEARTH_HOME`` or the platform's user data dir), 0700."""
+    override = os.environ.get(ENV_HOME)
+    home = Path(override).expanduser() if override else Path(platformdirs.user_data_dir("hearth"))
+    return ensure_private_dir(home)
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` if needed and restrict it to its owner."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path

@@ -1,0 +1,1 @@
+"""The contract client and server share: event schema, action vocabulary, model."""

@@ -1,0 +1,1 @@
+"""Privacy accounting, budgets, the privacy policy file and `hearth-privacy`."""

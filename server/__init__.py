@@ -1,0 +1,1 @@
+"""The ML team's side: ServerApp, checkpoints, cohort rules, `hearth-server`."""

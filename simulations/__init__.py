@@ -1,0 +1,1 @@
+"""Synthetic employees, simulation runs, experiments and benchmarks."""

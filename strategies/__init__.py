@@ -1,0 +1,1 @@
+"""Aggregation strategies, as plain functions on arrays where possible."""
