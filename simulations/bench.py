@@ -1,0 +1,56 @@
+"""Run every benchmark and write ``results.json`` and ``results.md``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import time
+from pathlib import Path
+
+from simulations.benchmarks import Measurement
+
+# Each name is a module in simulations/benchmarks/ with run(quick) -> list[Measurement].
+SUBJECTS: tuple[str, ...] = ()
+
+
+def _markdown(results: list[Measurement]) -> str:
+    lines = [
+        "| subject | measurement | value | unit | target | met |",
+        "|---|---|---:|---|---|---|",
+    ]
+    for m in results:
+        met = "" if m.passed is None else ("yes" if m.passed else "**no**")
+        value = f"{m.value:,.3f}" if abs(m.value) < 1000 else f"{m.value:,.0f}"
+        lines.append(f"| {m.subject} | {m.name} | {value} | {m.unit} | {m.target or ''} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected benchmarks (all by default)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench"))
+    parser.add_argument("--only", nargs="*", default=list(SUBJECTS))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
+    args = parser.parse_args(argv)
+    results: list[Measurement] = []
+    for subject in args.only:
+        module = importlib.import_module(f"simulations.benchmarks.{subject}")
+        started = time.perf_counter()
+        results.extend(module.run(args.quick))
+        print(f"{subject}: {time.perf_counter() - started:.1f}s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
+        "results": [m.as_dict() for m in results],
+    }
+    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    table = _markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
