@@ -1,0 +1,111 @@
+"""The action vocabulary: how events become the tokens the policy predicts.
+
+A token is a coarse action: a click (button x 3x3 screen cell), a scroll
+direction, a run of keys of one class, a named shortcut, a switch to an app
+category, or a suppressed gap. Pointer moves, thumbnails, text and pause markers
+carry no action and are dropped; a run of keys of the same class is one token,
+so "typed a word" is one action rather than seven.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from policy.events import (
+    AppCategory,
+    Button,
+    Click,
+    Event,
+    Focus,
+    Key,
+    KeyClass,
+    Scroll,
+    Shortcut,
+    ShortcutPressed,
+    Suppressed,
+)
+
+PAD: Final = "<pad>"
+SUPPRESSED: Final = "suppressed"
+GRID: Final = 3
+
+
+def _click_tokens() -> list[str]:
+    cells = [f"{r}{c}" for r in range(GRID) for c in range(GRID)]
+    tokens = [f"click:{b.value}:{cell}" for b in (Button.LEFT, Button.RIGHT) for cell in cells]
+    return [*tokens, "click:middle"]
+
+
+TOKENS: Final[tuple[str, ...]] = (
+    PAD,
+    SUPPRESSED,
+    *_click_tokens(),
+    "scroll:up",
+    "scroll:down",
+    *(f"key:{k.value}" for k in KeyClass),
+    *(f"shortcut:{s.value}" for s in Shortcut),
+    *(f"switch:{c.value}" for c in AppCategory),
+)
+TOKEN_ID: Final[dict[str, int]] = {token: i for i, token in enumerate(TOKENS)}
+VOCAB_SIZE: Final = len(TOKENS)
+PAD_ID: Final = TOKEN_ID[PAD]
+
+# App context: index 0 means "no app seen yet".
+CATEGORIES: Final[tuple[AppCategory | None, ...]] = (None, *AppCategory)
+CATEGORY_ID: Final[dict[AppCategory | None, int]] = {c: i for i, c in enumerate(CATEGORIES)}
+NUM_CATEGORIES: Final = len(CATEGORIES)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One token with the app category in front when it happened."""
+
+    token: int
+    category: int
+
+
+def _cell(x: float, y: float) -> str:
+    col = min(GRID - 1, int(x * GRID))
+    row = min(GRID - 1, int(y * GRID))
+    return f"{row}{col}"
+
+
+def token_of(event: Event) -> str | None:
+    """Return the token of one event, or None for events that are not actions."""
+    match event:
+        case Click(button=Button.MIDDLE):
+            return "click:middle"
+        case Click(x=x, y=y, button=button):
+            return f"click:{button.value}:{_cell(x, y)}"
+        case Scroll(dy=dy):
+            return "scroll:up" if dy > 0 else "scroll:down"
+        case Key(key_class=key_class):
+            return f"key:{key_class.value}"
+        case ShortcutPressed(name=name):
+            return f"shortcut:{name.value}"
+        case Focus(category=category):
+            return f"switch:{category.value}"
+        case Suppressed():
+            return SUPPRESSED
+    return None
+
+
+def actions(events: Iterable[Event]) -> Iterator[Action]:
+    """Turn an event stream into actions, collapsing runs of one key class."""
+    category = CATEGORY_ID[None]
+    previous_key: str | None = None
+    for event in events:
+        token = token_of(event)
+        if token is None:
+            continue
+        if isinstance(event, Key):
+            if token == previous_key:
+                continue
+            previous_key = token
+        else:
+            previous_key = None
+        yield Action(TOKEN_ID[token], category)
+        if isinstance(event, Focus):
+            category = CATEGORY_ID[event.category]
