@@ -33,9 +33,7 @@ class Bigram:
         for p, t in zip(previous.tolist(), targets.tolist(), strict=True):
             counts[p][t] += 1
         self.fallback = MostFrequent(targets).ranked
-        self.ranked = {
-            p: self._merge([t for t, _ in c.most_common()]) for p, c in counts.items()
-        }
+        self.ranked = {p: self._merge([t for t, _ in c.most_common()]) for p, c in counts.items()}
 
     def _merge(self, ranked: list[int]) -> list[int]:
         return ranked + [t for t in self.fallback if t not in ranked]

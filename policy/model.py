@@ -24,9 +24,9 @@ class ModelConfig:
     """Shape of the policy; client and server must agree on it."""
 
     context_length: int = 8
-    token_dim: int = 24
+    token_dim: int = 16
     category_dim: int = 8
-    hidden: int = 128
+    hidden: int = 64
     vocab_size: int = VOCAB_SIZE
     num_categories: int = NUM_CATEGORIES
 

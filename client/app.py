@@ -1,0 +1,201 @@
+"""The ClientApp: local DP training on the vault, stacked with its guards.
+
+Stacking (outermost first), visible in one place::
+
+    egress guard  ->  hearth client (budget check, DP-SGD, update clipping)
+
+In deployment with SecAgg+, ``secaggplus_mod`` goes outside the egress guard,
+so the guard checks the plain update before it is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Context, Message, MessageType
+from flwr.client import NumPyClient
+from flwr.clientapp import ClientApp
+from flwr.common import Scalar
+from numpy.typing import NDArray
+
+from client.clipping import clip_update
+from client.device import Device, device_for
+from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
+from client.featurize import Examples, split_held_out
+from client.training import (
+    PlannedRound,
+    TrainConfig,
+    epsilon_spent,
+    evaluate,
+    plan_round,
+    train_round,
+)
+from policy.baselines import Bigram, MostFrequent
+from policy.model import ModelConfig, NextActionPolicy, set_arrays
+
+HELD_OUT_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class RoundInstructions:
+    """What the server asked for in one round, validated once where it enters."""
+
+    train: TrainConfig
+    context_length: int
+    epsilon_cap: float
+    update_clip_norm: float
+    uniform_weights: bool
+    server_round: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Scalar]) -> RoundInstructions:
+        """Parse the server's config; a missing or mistyped key is a clear error."""
+
+        def get(key: str, kind: type, default: Any) -> Any:
+            value = config.get(key, default)
+            if kind is float and isinstance(value, int):
+                value = float(value)
+            if not isinstance(value, kind):
+                raise ValueError(f"round config {key!r} must be {kind.__name__}")
+            return value
+
+        return cls(
+            train=TrainConfig(
+                epochs=get("epochs", int, 1),
+                batch_size=get("batch-size", int, 64),
+                learning_rate=get("learning-rate", float, 0.05),
+                noise_multiplier=get("noise-multiplier", float, 1.0),
+                max_grad_norm=get("max-grad-norm", float, 1.0),
+                delta=get("delta", float, 1e-5),
+                private=get("private", bool, True),
+                seed=get("seed", int, 0) + get("round", int, 0),
+            ),
+            context_length=get("context-length", int, 8),
+            epsilon_cap=get("epsilon-cap", float, float("inf")),
+            update_clip_norm=get("update-clip-norm", float, 0.0),
+            uniform_weights=get("uniform-weights", bool, False),
+            server_round=get("round", int, 0),
+        )
+
+
+def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextActionPolicy:
+    model = NextActionPolicy(ModelConfig(context_length=context_length))
+    set_arrays(model, parameters)
+    return model
+
+
+class HearthClient(NumPyClient):
+    """Trains on this device's own vault and reports only allowed numbers."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        torch.set_num_threads(1)
+
+    def _split(self, context_length: int) -> tuple[Examples, Examples]:
+        return split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
+
+    def fit(
+        self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
+    ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
+        """One local round: check the budget first, then train, then clip the delta."""
+        ins = RoundInstructions.from_config(config)
+        train, _ = self._split(ins.context_length)
+        history = self.device.dp_history()
+        planned: PlannedRound | None = None
+        if ins.train.private:
+            planned = plan_round(len(train), ins.train)
+            after = epsilon_spent([*history, planned.as_history()], ins.train.delta)
+            if after > ins.epsilon_cap:
+                return self._declined(parameters, history, ins)
+        model = _model(ins.context_length, parameters)
+        result = train_round(model, train, ins.train)
+        if result.planned is not None:
+            self.device.record_dp_round(result.planned.as_history())
+            history = [*history, result.planned.as_history()]
+        delta = clip_update(result.delta, ins.update_clip_norm)
+        metrics: dict[str, Scalar] = {
+            "train_examples": result.num_examples,
+            "train_loss": result.loss,
+            "train_seconds": result.seconds,
+            "epsilon": epsilon_spent(history, ins.train.delta),
+            "delta": ins.train.delta,
+            "upload_bytes": sum(d.nbytes for d in delta),
+            "budget_exhausted": 0,
+        }
+        weight = 1 if ins.uniform_weights else result.num_examples
+        return delta, weight, metrics
+
+    def _declined(
+        self,
+        parameters: list[NDArray[np.float32]],
+        history: list[tuple[float, float, int]],
+        ins: RoundInstructions,
+    ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
+        zero = [np.zeros_like(p, dtype=np.float32) for p in parameters]
+        metrics: dict[str, Scalar] = {
+            "budget_exhausted": 1,
+            "epsilon": epsilon_spent(history, ins.train.delta),
+            "delta": ins.train.delta,
+            "upload_bytes": 0,
+        }
+        return zero, 0, metrics
+
+    def evaluate(
+        self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
+    ) -> tuple[float, int, dict[str, Scalar]]:
+        """Top-1/top-3 of the global model and of the two baselines on held-out data."""
+        ins = RoundInstructions.from_config(config)
+        train, held = self._split(ins.context_length)
+        scores = evaluate(_model(ins.context_length, parameters), held)
+        frequent = MostFrequent(train.target)
+        bigram = Bigram(train.context[:, -1], train.target)
+        previous = held.context[:, -1]
+        metrics: dict[str, Scalar] = {
+            "top1": scores["top1"],
+            "top3": scores["top3"],
+            "baseline_frequent_top1": frequent.accuracy(held.target, 1),
+            "baseline_frequent_top3": frequent.accuracy(held.target, 3),
+            "baseline_bigram_top1": bigram.accuracy(previous, held.target, 1),
+            "baseline_bigram_top3": bigram.accuracy(previous, held.target, 3),
+        }
+        return scores["loss"], len(held), metrics
+
+
+def model_spec(context_length: int = 8) -> list[ArraySpec]:
+    """Names, shapes and dtypes of the global model: all a reply may carry."""
+    model = NextActionPolicy(ModelConfig(context_length=context_length))
+    return [ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters()]
+
+
+def _spec_for(context: Context) -> list[ArraySpec]:
+    return model_spec(int(context.run_config.get("context-length", 8)))
+
+
+def _log_upload(message: Message, context: Context, reply: Message) -> None:
+    """Append every model update that passed the guard to the device's upload history."""
+    if message.metadata.message_type != MessageType.TRAIN:
+        return
+    content = reply.content
+    metrics: Mapping[str, Any] = content.config_records.get("fitres.metrics", {})
+    device_for(context).log_upload(
+        {
+            "round": int(message.metadata.group_id or 0),
+            "bytes": reply_size(content),
+            "arrays": reply_arrays(content),
+            "epsilon": metrics.get("epsilon"),
+        }
+    )
+
+
+def client_fn(context: Context) -> Any:
+    """Build the client for the device this invocation runs on."""
+    return HearthClient(device_for(context)).to_client()
+
+
+egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload)
+
+app = ClientApp(client_fn=client_fn, mods=[egress_guard_mod])

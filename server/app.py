@@ -1,0 +1,64 @@
+"""The ServerApp: one aggregation path for simulation and deployment.
+
+Flower 1.41 runs SecAgg+ only through the legacy ``DefaultWorkflow`` with
+``SecAggPlusWorkflow`` and a ``flwr.server.strategy`` strategy, so hearth uses
+that path everywhere; simulation simply runs it without the SecAgg+ fit workflow.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+
+import torch
+from flwr.app import Context
+from flwr.common import log, ndarrays_to_parameters
+from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
+from flwr.server.workflow import DefaultWorkflow
+
+from policy.model import ModelConfig, NextActionPolicy, get_arrays
+from server.campaign import CampaignStrategy
+from server.config import CampaignConfig
+from server.report import aggregate_evaluate_metrics, aggregate_fit_metrics
+from strategies.delta_fedavg import DeltaFedAvg
+
+app = ServerApp()
+
+
+def build_strategy(config: CampaignConfig, run_id: int) -> CampaignStrategy:
+    """The campaign strategy around delta-aware FedAvg, starting from a seeded model."""
+    torch.manual_seed(config.seed)
+    arrays = get_arrays(NextActionPolicy(ModelConfig(context_length=config.context_length)))
+    inner = DeltaFedAvg(
+        initial_parameters=ndarrays_to_parameters(list(arrays.values())),
+        server_lr=config.server_learning_rate,
+        noise_multiplier=config.central_noise_multiplier,
+        clipping_norm=config.update_clip_norm,
+        seed=config.seed,
+        fraction_fit=config.fraction_train,
+        fraction_evaluate=config.fraction_evaluate,
+        min_fit_clients=config.min_cohort,
+        min_evaluate_clients=config.min_cohort,
+        min_available_clients=config.min_cohort,
+        fit_metrics_aggregation_fn=aggregate_fit_metrics,
+        evaluate_metrics_aggregation_fn=aggregate_evaluate_metrics,
+    )
+    return CampaignStrategy(
+        inner=inner,
+        config=config,
+        checkpoint_dir=config.checkpoint_path(run_id),
+        parameter_names=list(arrays),
+    )
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run one campaign of ``num-server-rounds`` rounds."""
+    config = CampaignConfig.from_run_config(context.run_config)
+    strategy = build_strategy(config, context.run_id)
+    log(INFO, "hearth: checkpoints go to %s", strategy.checkpoint_dir)
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=config.num_server_rounds),
+        strategy=strategy,
+    )
+    DefaultWorkflow()(grid, legacy)

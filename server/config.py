@@ -1,0 +1,82 @@
+"""The ServerApp's settings, read once from Flower's run config and validated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from server.home import server_home
+
+
+class ServerConfigError(ValueError):
+    """A run-config value is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """One campaign (a ``flwr run``): rounds, cohort, local DP and central DP."""
+
+    num_server_rounds: int = 5
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_cohort: int = 2
+    local_epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    epsilon_cap: float = 10.0
+    update_clip_norm: float = 0.0
+    central_noise_multiplier: float = 0.0
+    context_length: int = 8
+    server_learning_rate: float = 1.0
+    seed: int = 7
+    checkpoint_dir: str = ""
+    sim_root: str = ""
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:
+        """Read kebab-case keys (``num-server-rounds``) with type checks."""
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            key = field.name.replace("_", "-")
+            if key not in run_config:
+                continue
+            value = run_config[key]
+            default = field.default
+            if (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
+                value = float(value)
+            if type(value) is not type(default):
+                raise ServerConfigError(
+                    f"run config {key!r} must be {type(default).__name__}, got {value!r}"
+                )
+            values[field.name] = value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the key."""
+        if self.num_server_rounds < 1:
+            raise ServerConfigError("run config 'num-server-rounds' must be at least 1")
+        if not 0 < self.fraction_train <= 1 or not 0 <= self.fraction_evaluate <= 1:
+            raise ServerConfigError("run config 'fraction-train' must be in (0, 1]")
+        if self.min_cohort < 1:
+            raise ServerConfigError("run config 'min-cohort' must be at least 1")
+        if self.central_noise_multiplier > 0 and self.update_clip_norm <= 0:
+            raise ServerConfigError(
+                "run config 'central-noise-multiplier' needs a positive 'update-clip-norm'"
+            )
+
+    def checkpoint_path(self, run_id: int) -> Path:
+        """Where this run's checkpoints go."""
+        if self.checkpoint_dir:
+            return Path(self.checkpoint_dir)
+        return server_home() / "runs" / str(run_id)
