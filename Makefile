@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EMPLOYEES ?= 20
-ROUNDS ?= 5
+ROUNDS ?= 10
 # Debian packages the real-component tests drive: an X server, a window manager,
 # xdotool to send real input, and a browser for the dashboard.
 SYSTEM_PACKAGES := xvfb openbox xdotool chromium

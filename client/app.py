@@ -66,8 +66,9 @@ class RoundInstructions:
         return cls(
             train=TrainConfig(
                 epochs=get("epochs", int, 1),
-                batch_size=get("batch-size", int, 64),
-                learning_rate=get("learning-rate", float, 0.05),
+                batch_size=get("batch-size", int, 128),
+                max_steps=get("max-steps", int, 50),
+                learning_rate=get("learning-rate", float, 2.0),
                 noise_multiplier=get("noise-multiplier", float, 1.0),
                 max_grad_norm=get("max-grad-norm", float, 1.0),
                 delta=get("delta", float, 1e-5),

@@ -33,7 +33,8 @@ class TrainConfig:
 
     epochs: int = 1
     batch_size: int = 64
-    learning_rate: float = 0.05
+    learning_rate: float = 1.0
+    max_steps: int = 50
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5
@@ -41,8 +42,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch-size must be at least 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_steps < 1:
+            raise ValueError("epochs, batch-size and max-steps must be at least 1")
         if self.learning_rate <= 0 or self.max_grad_norm <= 0:
             raise ValueError("learning-rate and max-grad-norm must be positive")
         if self.noise_multiplier < 0 or not 0 < self.delta < 1:
@@ -74,11 +75,14 @@ class RoundResult:
 
 
 def plan_round(num_examples: int, config: TrainConfig) -> PlannedRound:
-    """Compute the sampling and steps of a round (Poisson sampling, as Opacus does)."""
+    """Compute the sampling and steps of a round (Poisson sampling, as Opacus does).
+
+    Steps are capped so a device with a lot of data does not drift far from the
+    global model in one round (and does not spend its budget in one round).
+    """
     steps_per_epoch = math.ceil(max(1, num_examples) / config.batch_size)
-    return PlannedRound(
-        config.noise_multiplier, 1.0 / steps_per_epoch, config.epochs * steps_per_epoch
-    )
+    steps = min(config.epochs * steps_per_epoch, config.max_steps)
+    return PlannedRound(config.noise_multiplier, 1.0 / steps_per_epoch, steps)
 
 
 def epsilon_spent(history: list[HistoryEntry], delta: float) -> float:
@@ -104,12 +108,17 @@ def poisson_batches(
 
 
 def _shuffled_batches(
-    num_examples: int, batch_size: int, epochs: int, generator: torch.Generator
+    num_examples: int, batch_size: int, steps: int, generator: torch.Generator
 ) -> Iterator[torch.Tensor]:
-    for _ in range(epochs):
+    """The non-private twin: the same number of steps, shuffled fixed-size batches."""
+    done = 0
+    while done < steps:
         order = torch.randperm(num_examples, generator=generator)
         for start in range(0, num_examples, batch_size):
+            if done == steps:
+                return
             yield order[start : start + batch_size]
+            done += 1
 
 
 def train_round(model: nn.Module, examples: Examples, config: TrainConfig) -> RoundResult:
@@ -135,7 +144,8 @@ def train_round(model: nn.Module, examples: Examples, config: TrainConfig) -> Ro
         )
         batches = poisson_batches(len(examples), planned.sample_rate, planned.steps, generator)
     else:
-        batches = _shuffled_batches(len(examples), config.batch_size, config.epochs, generator)
+        steps = plan_round(len(examples), config).steps
+        batches = _shuffled_batches(len(examples), config.batch_size, steps, generator)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that embedding inputs need no grad.
         loss = _run_steps(train_model, optimizer, examples, batches)

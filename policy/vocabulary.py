@@ -4,7 +4,8 @@ A token is a coarse action: a click (button x 3x3 screen cell), a scroll
 direction, a run of keys of one class, a named shortcut, a switch to an app
 category, or a suppressed gap. Pointer moves, thumbnails, text and pause markers
 carry no action and are dropped; a run of keys of the same class is one token,
-so "typed a word" is one action rather than seven.
+and spaces inside a run of letters continue it, so "typed a sentence" is one
+action rather than forty; likewise a run of scroll notches is one scroll.
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ def token_of(event: Event) -> str | None:
     return None
 
 
+_LETTER: Final = f"key:{KeyClass.LETTER.value}"
+_SPACE: Final = f"key:{KeyClass.SPACE.value}"
+
+
 def actions(events: Iterable[Event]) -> Iterator[Action]:
     """Turn an event stream into actions, collapsing runs of one key class."""
     category = CATEGORY_ID[None]
@@ -100,9 +105,11 @@ def actions(events: Iterable[Event]) -> Iterator[Action]:
         token = token_of(event)
         if token is None:
             continue
-        if isinstance(event, Key):
+        if isinstance(event, Key | Scroll):
+            if token == _SPACE and previous_key == _LETTER:
+                continue  # a space inside typed text
             if token == previous_key:
-                continue
+                continue  # one run of a key class, or one scroll gesture
             previous_key = token
         else:
             previous_key = None

@@ -37,6 +37,7 @@ def round_instructions(config: CampaignConfig, server_round: int) -> dict[str, S
         "round": server_round,
         "epochs": config.local_epochs,
         "batch-size": config.batch_size,
+        "max-steps": config.max_steps,
         "learning-rate": config.learning_rate,
         "noise-multiplier": config.noise_multiplier,
         "max-grad-norm": config.max_grad_norm,

@@ -18,13 +18,14 @@ class ServerConfigError(ValueError):
 class CampaignConfig:
     """One campaign (a ``flwr run``): rounds, cohort, local DP and central DP."""
 
-    num_server_rounds: int = 5
+    num_server_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_cohort: int = 2
     local_epochs: int = 1
-    batch_size: int = 64
-    learning_rate: float = 0.05
+    batch_size: int = 128
+    max_steps: int = 50
+    learning_rate: float = 2.0
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5

@@ -89,3 +89,24 @@ def round_table(rows: Sequence[dict[str, Any]]) -> str:
         "top-k: next-action accuracy on each employee's held-out last 20%."
     )
     return console.export_text()
+
+
+ROUND_HEADER = (
+    "round   top-1  top-3 | freq top-1 top-3 | bigram top-1 top-3 | eps mean  max | upload"
+)
+
+
+def round_line(row: dict[str, Any]) -> str:
+    """One finished round on one line, aligned under ``ROUND_HEADER``."""
+    fit, ev = row.get("fit", {}), row.get("evaluate", {})
+
+    def get(record: dict[str, Any], key: str) -> float:
+        return float(record.get(key, float("nan")))
+
+    return (
+        f"{row['round']:>5}   {get(ev, 'top1'):.3f}  {get(ev, 'top3'):.3f} |"
+        f"      {get(ev, 'baseline_frequent_top1'):.3f} {get(ev, 'baseline_frequent_top3'):.3f} |"
+        f"        {get(ev, 'baseline_bigram_top1'):.3f} {get(ev, 'baseline_bigram_top3'):.3f} |"
+        f"    {get(fit, 'epsilon_mean'):5.2f} {get(fit, 'epsilon_max'):5.2f} |"
+        f" {get(fit, 'upload_bytes_mean') / 1024:4.0f} KiB"
+    )

@@ -1,12 +1,56 @@
-"""`hearth-sim`: command line."""
+"""`hearth-sim`: synthetic employees, simulation runs, experiments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from client.home import hearth_home
+from simulations.demo import DemoSettings, run_demo, summary
+from simulations.population import seed_population
 
 app = typer.Typer(name="hearth-sim", no_args_is_help=True, add_completion=False)
+console = Console()
 
 
 @app.callback()
 def main() -> None:
-    """Run hearth-sim."""
+    """Simulate a federation of synthetic employees."""
+
+
+@app.command()
+def demo(
+    employees: Annotated[int, typer.Option(min=2, help="synthetic employees")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="federated rounds")] = 10,
+    hours: Annotated[float, typer.Option(min=0.5, help="hours of work per employee")] = 8.0,
+    seed: Annotated[int, typer.Option(help="same seed, same employees")] = 7,
+    root: Annotated[Path | None, typer.Option(help="where the demo keeps its state")] = None,
+) -> None:
+    """Seed synthetic employees and run `flwr run .` on them, printing each round."""
+    settings = DemoSettings(
+        root=(root or hearth_home() / "sim" / "demo").resolve(),
+        employees=employees,
+        rounds=rounds,
+        hours=hours,
+        seed=seed,
+    )
+    result = run_demo(settings, console)
+    console.print(summary(result))
+    if result.run.returncode != 0 or len(result.rounds) < rounds:
+        console.print(f"[red]the run did not finish; see {result.run.log_file}[/]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def seed(
+    root: Annotated[Path, typer.Argument(help="simulation root to create")],
+    employees: Annotated[int, typer.Option(min=1)] = 20,
+    hours: Annotated[float, typer.Option(min=0.5)] = 8.0,
+    seed: Annotated[int, typer.Option()] = 7,
+) -> None:
+    """Create encrypted vaults for synthetic employees (for `flwr run . --run-config`)."""
+    population = seed_population(root.resolve(), employees, seed, hours)
+    console.print(f"{population.employees} employees, {population.events:,} events in {root}")

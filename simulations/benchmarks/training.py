@@ -1,0 +1,131 @@
+"""Local rounds with and without DP-SGD, delta size, and simulated round times.
+
+The DP and non-DP rounds run side by side, interleaved, on the same employee's
+data in one process, so the ratio survives a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from client.device import Device, simulated_device_home
+from client.featurize import split_held_out
+from client.training import TrainConfig, train_round
+from policy.model import NextActionPolicy, count_parameters
+from server.checkpoints import read_sidecars
+from simulations.benchmarks import Measurement
+from simulations.flwr_runner import run_app
+from simulations.population import seed_population
+
+SUBJECT = "training"
+
+
+class _PeakRss:
+    """Samples this process's RSS in a thread while a block runs."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def __enter__(self) -> _PeakRss:
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
+    seed_population(root, employees=1, seed=7, hours=8.0)
+    passphrase = (root / "synthetic.passphrase").read_text()
+    device = Device(simulated_device_home(root, 0), passphrase)
+    torch.set_num_threads(1)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    peak = 0
+    for _ in range(repeats):
+        for private in (False, True):
+            with _PeakRss() as rss:
+                started = time.perf_counter()
+                train, _ = split_held_out(device.examples(8), 0.2)
+                result = train_round(NextActionPolicy(), train, TrainConfig(private=private))
+                timings[private].append(time.perf_counter() - started)
+            peak = max(peak, rss.peak)
+    dp, plain = statistics.median(timings[True]), statistics.median(timings[False])
+    params = count_parameters(NextActionPolicy())
+    delta_bytes = sum(d.nbytes for d in result.delta)
+    return [
+        Measurement(SUBJECT, "local round, DP-SGD (vault read + featurize + train)", dp, "s"),
+        Measurement(SUBJECT, "local round, no DP (same data, same steps)", plain, "s"),
+        Measurement(
+            SUBJECT,
+            "DP / no-DP time ratio",
+            dp / plain,
+            "x",
+            "<= 2",
+            dp / plain <= 2.0,
+            note=f"{len(train)} examples, batch 64, median of {repeats}",
+        ),
+        Measurement(SUBJECT, "peak RSS during a local round", peak / 2**20, "MiB"),
+        Measurement(SUBJECT, "model parameters", params, "count"),
+        Measurement(
+            SUBJECT, "delta size", delta_bytes, "bytes", note=f"{delta_bytes / params:.1f} B/param"
+        ),
+    ]
+
+
+def _round_time(root: Path, clients: int) -> Measurement:
+    seed_population(root, employees=clients, seed=7, hours=8.0)
+    run = run_app(
+        num_supernodes=clients,
+        run_config={
+            "num-server-rounds": 2,
+            "sim-root": str(root),
+            "checkpoint-dir": str(root / "checkpoints"),
+        },
+        flwr_home=root / "flwr-home",
+        log_file=root / "flwr.log",
+    )
+    files = sorted((root / "checkpoints").glob("round-*.json"))
+    if run.returncode != 0 or len(files) < 2:
+        return Measurement(
+            SUBJECT,
+            f"simulated round, {clients} clients",
+            float("nan"),
+            "s",
+            note=f"run failed, see {run.log_file}",
+        )
+    seconds = files[1].stat().st_mtime - files[0].stat().st_mtime
+    rows = read_sidecars(root / "checkpoints")
+    return Measurement(
+        SUBJECT,
+        f"simulated round, {clients} clients",
+        seconds,
+        "s",
+        note=f"round 2 (warm); top-1 {rows[-1]['evaluate']['top1']:.3f}",
+    )
+
+
+def run(quick: bool) -> list[Measurement]:
+    """Local round ratio and memory, then simulated round times."""
+    with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
+        root = Path(tmp)
+        results = _local_rounds(root / "local", repeats=2 if quick else 5)
+        for clients in (4,) if quick else (20, 100):
+            results.append(_round_time(root / f"sim-{clients}", clients))
+    return results

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from client.featurize import Examples
+from client.training import TrainConfig, epsilon_spent, evaluate, plan_round, train_round
+from policy.model import NextActionPolicy, get_arrays
+
+
+def _examples(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    context = rng.integers(0, 20, size=(n, 8))
+    # Learnable: the next action is the last one plus one.
+    target = (context[:, -1] + 1) % 20
+    return Examples(context, rng.integers(0, 5, n), target)
+
+
+def test_delta_is_exactly_what_changed_in_the_model():
+    model = NextActionPolicy()
+    before = get_arrays(model)
+    result = train_round(model, _examples(), TrainConfig(batch_size=32))
+    after = get_arrays(model)
+    for (name, b), d in zip(before.items(), result.delta, strict=True):
+        np.testing.assert_allclose(b + d, after[name], rtol=0, atol=1e-6)
+    assert any(np.abs(d).sum() > 0 for d in result.delta)
+
+
+def test_epsilon_grows_across_rounds_and_never_resets():
+    config = TrainConfig(batch_size=32)
+    planned = plan_round(600, config)
+    history, spent = [], []
+    for _ in range(3):
+        history.append(planned.as_history())
+        spent.append(epsilon_spent(history, config.delta))
+    assert 0 < spent[0] < spent[1] < spent[2]
+
+
+def test_round_records_the_sampling_and_steps_it_actually_used():
+    result = train_round(NextActionPolicy(), _examples(n=640), TrainConfig(batch_size=64))
+    assert result.planned is not None
+    assert result.planned.steps == 10
+    assert result.planned.sample_rate == pytest.approx(0.1)
+
+
+def test_non_private_training_learns_a_simple_rule():
+    model = NextActionPolicy()
+    data = _examples(n=2000)
+    for _ in range(5):
+        train_round(model, data, TrainConfig(private=False, learning_rate=0.5, epochs=2))
+    assert evaluate(model, _examples(n=500, seed=1))["top1"] > 0.9
+
+
+def test_invalid_config_is_refused_with_a_message():
+    with pytest.raises(ValueError, match="delta"):
+        TrainConfig(delta=2.0)

@@ -1,0 +1,82 @@
+import torch
+
+from client.featurize import featurize, split_held_out
+from policy.events import (
+    AppCategory,
+    Button,
+    Click,
+    Focus,
+    Key,
+    KeyClass,
+    PointerMove,
+    Scroll,
+    Suppressed,
+)
+from policy.model import ModelConfig, NextActionPolicy, count_parameters, get_arrays, set_arrays
+from policy.vocabulary import PAD_ID, TOKEN_ID, TOKENS, actions
+
+
+def test_typed_text_and_scroll_gestures_collapse_into_one_action_and_moves_are_dropped():
+    events = [
+        Focus(0, 0.0, "code", AppCategory.EDITOR),
+        Key(1, 0.1, KeyClass.LETTER),
+        Key(2, 0.2, KeyClass.LETTER),
+        PointerMove(3, 0.3, 0.5, 0.5),
+        Key(4, 0.4, KeyClass.LETTER),
+        Key(5, 0.5, KeyClass.SPACE),
+        Key(6, 0.55, KeyClass.DIGIT),
+        Scroll(7, 0.56, 0.5, 0.5, -1),
+        Scroll(8, 0.57, 0.5, 0.5, -1),
+        Click(9, 0.6, 0.9, 0.1, Button.LEFT),
+        Suppressed(10, 0.7, 30.0),
+    ]
+    tokens = [TOKENS[a.token] for a in actions(events)]
+    assert tokens == [
+        "switch:editor",
+        "key:letter",
+        "key:digit",
+        "scroll:down",
+        "click:left:02",
+        "suppressed",
+    ]
+
+
+def test_action_category_is_the_app_in_front_before_the_action():
+    events = [Focus(0, 0.0, "code", AppCategory.EDITOR), Key(1, 0.1, KeyClass.LETTER)]
+    first, second = actions(events)
+    assert first.category == 0  # nothing in front yet
+    assert second.category != 0
+
+
+def test_windows_are_left_padded_and_target_the_next_action():
+    events = [Key(i, float(i), [KeyClass.LETTER, KeyClass.DIGIT][i % 2]) for i in range(5)]
+    examples = featurize(events, context_length=3)
+    assert len(examples) == 4
+    assert examples.context[0].tolist() == [PAD_ID, PAD_ID, TOKEN_ID["key:letter"]]
+    assert examples.target[0] == TOKEN_ID["key:digit"]
+    assert examples.context[3].tolist()[-1] == TOKEN_ID["key:digit"]
+
+
+def test_held_out_split_keeps_time_order():
+    events = [Key(i, float(i), [KeyClass.LETTER, KeyClass.DIGIT][i % 2]) for i in range(101)]
+    train, held = split_held_out(featurize(events, 4), 0.2)
+    assert (len(train), len(held)) == (80, 20)
+
+
+def test_policy_is_small_and_maps_contexts_to_vocabulary_logits():
+    model = NextActionPolicy()
+    assert count_parameters(model) < 1_000_000
+    logits = model(torch.zeros((5, 8), dtype=torch.long), torch.zeros(5, dtype=torch.long))
+    assert logits.shape == (5, len(TOKENS))
+
+
+def test_set_arrays_refuses_a_wrong_shape():
+    model = NextActionPolicy(ModelConfig())
+    arrays = list(get_arrays(model).values())
+    arrays[0] = arrays[0][:1]
+    try:
+        set_arrays(model, arrays)
+    except ValueError as err:
+        assert "shape" in str(err)
+    else:
+        raise AssertionError("a wrong shape was accepted")
