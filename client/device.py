@@ -27,6 +27,10 @@ HISTORY_FILE: Final = "local_dp_history.json"
 UPLOADS_FILE: Final = "uploads.jsonl"
 
 
+_CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
+_EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int]], Examples] = {}
+
+
 def simulated_device_home(sim_root: Path, partition_id: int) -> Path:
     """Where simulated employee ``partition_id`` keeps its state."""
     return sim_root / "devices" / f"device-{partition_id:03d}"
@@ -45,9 +49,20 @@ class Device:
         return self.home / "vault"
 
     def examples(self, context_length: int) -> Examples:
-        """Featurize everything in the vault, streaming it segment by segment."""
+        """Featurize everything in the vault, streaming it segment by segment.
+
+        The result is cached in memory for this process until the vault changes,
+        so a round's training and evaluation decrypt the vault once.
+        """
         with Vault.open(self.vault_dir, self.passphrase) as vault:
-            return featurize(vault.iter_events(), context_length)
+            version = (str(self.vault_dir), context_length, vault.version())
+            cached = _EXAMPLES_CACHE.get(version)
+            if cached is None:
+                cached = featurize(vault.iter_events(), context_length)
+                if len(_EXAMPLES_CACHE) >= _CACHE_ENTRIES:
+                    _EXAMPLES_CACHE.pop(next(iter(_EXAMPLES_CACHE)))
+                _EXAMPLES_CACHE[version] = cached
+            return cached
 
     def dp_history(self) -> list[HistoryEntry]:
         """Every local DP-SGD round this device has run: (noise, sample rate, steps)."""

@@ -153,6 +153,11 @@ class Vault:
             raise
         return segment_id
 
+    def version(self) -> tuple[int, int]:
+        """(segment count, newest segment id): changes whenever the contents change."""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM segments").fetchone()
+        return int(row[0]), int(row[1])
+
     def segments(self) -> list[SegmentInfo]:
         """Plaintext metadata of every segment, oldest first."""
         rows = self._db.execute(
