@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from client.data_commands import data_app
+
 app = typer.Typer(
     name="hearth",
     help="hearth on your laptop: what is recorded, pause, your data, your budget.",
@@ -15,3 +17,6 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """Hearth records how you work only with your consent and keeps it on this laptop."""
+
+
+app.add_typer(data_app, name="data")

@@ -1,44 +1,58 @@
-"""The vault's data key, and the key-encryption key that wraps it.
+"""The vault's data key, and the key-encryption key (KEK) that wraps it.
 
-A random 256-bit data key encrypts every segment. It is stored only wrapped
-(AES-GCM) by a key-encryption key derived from the employee's passphrase with
-scrypt. Destroying the wrapped key file crypto-shreds the vault.
+A random 256-bit data key encrypts every segment. On disk it exists only
+wrapped (AES-GCM) by a KEK that comes from the OS keyring when one is usable,
+else from the employee's passphrase through scrypt. There is no fallback: with
+neither, opening the vault fails with one line that says what to do.
+Destroying the wrapped key (and the keyring entry) crypto-shreds the vault.
 """
 
 from __future__ import annotations
 
+import contextlib
+import getpass
+import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 ENV_PASSPHRASE: Final = "HEARTH_PASSPHRASE"  # noqa: S105
+ENV_NEW_PASSPHRASE: Final = "HEARTH_NEW_PASSPHRASE"  # noqa: S105
+ENV_KEYRING: Final = "HEARTH_KEYRING"  # "0" disables the OS keyring
 KEY_FILE: Final = "key.json"
+KEYRING_SERVICE: Final = "hearth-vault"
 _WRAP_AAD: Final = b"hearth-data-key-v1"
 SCRYPT_N: Final = 2**15
 
+KekSource = Literal["scrypt", "keyring"]
 
-class KeyError_(Exception):
+
+class VaultKeyError(Exception):
     """Base for key problems; the message says what to do."""
 
 
-class NoKeySourceError(KeyError_):
+class NoKeySourceError(VaultKeyError):
     """Neither a usable keyring nor a passphrase is available."""
 
 
-class WrongPassphraseError(KeyError_):
-    """The passphrase does not unwrap the data key."""
+class WrongPassphraseError(VaultKeyError):
+    """The passphrase (or keyring secret) does not unwrap the data key."""
 
 
 @dataclass(frozen=True)
 class WrappedKey:
     """The on-disk form of the data key: never the key itself."""
 
+    kek: KekSource
     salt: bytes
     nonce: bytes
     ciphertext: bytes
@@ -49,7 +63,7 @@ class WrappedKey:
         return json.dumps(
             {
                 "version": 1,
-                "kek": "scrypt",
+                "kek": self.kek,
                 "scrypt_n": self.scrypt_n,
                 "salt": self.salt.hex(),
                 "nonce": self.nonce.hex(),
@@ -59,60 +73,178 @@ class WrappedKey:
 
     @classmethod
     def from_json(cls, text: str) -> WrappedKey:
-        """Parse the key file."""
-        data = json.loads(text)
-        return cls(
-            salt=bytes.fromhex(data["salt"]),
-            nonce=bytes.fromhex(data["nonce"]),
-            ciphertext=bytes.fromhex(data["wrapped"]),
-            scrypt_n=int(data["scrypt_n"]),
-        )
+        """Parse the key file; a damaged file is a clear error."""
+        try:
+            data = json.loads(text)
+            kek = data.get("kek", "scrypt")
+            if kek not in ("scrypt", "keyring"):
+                raise ValueError(kek)
+            return cls(
+                kek=kek,
+                salt=bytes.fromhex(data["salt"]),
+                nonce=bytes.fromhex(data["nonce"]),
+                ciphertext=bytes.fromhex(data["wrapped"]),
+                scrypt_n=int(data["scrypt_n"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise VaultKeyError(
+                f"the vault key file {KEY_FILE} is damaged; the vault cannot be opened"
+            ) from None
 
 
-def passphrase_from_env() -> str:
-    """Return the passphrase from ``HEARTH_PASSPHRASE`` or explain how to give one."""
-    passphrase = os.environ.get(ENV_PASSPHRASE)
-    if not passphrase:
-        raise NoKeySourceError(
-            f"no key source for the vault: set {ENV_PASSPHRASE} (or unlock the OS keyring)"
-        )
-    return passphrase
+# -- KEK sources -------------------------------------------------------------
 
 
-def _kek(passphrase: str, salt: bytes, n: int) -> bytes:
+def _keyring_name(directory: Path) -> str:
+    return hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:32]
+
+
+def keyring_usable() -> bool:
+    """Whether a real OS keyring backend is available (and not disabled)."""
+    if os.environ.get(ENV_KEYRING, "1") == "0":
+        return False
+    try:
+        import keyring  # noqa: PLC0415 - optional at runtime
+        from keyring.backends import fail  # noqa: PLC0415
+    except ImportError:
+        return False
+    backend = keyring.get_keyring()
+    if isinstance(backend, fail.Keyring):
+        return False
+    backends = getattr(backend, "backends", None)
+    return not (backends is not None and not backends)
+
+
+def _keyring_secret(directory: Path, create: bool) -> bytes | None:
+    import keyring  # noqa: PLC0415
+
+    name = _keyring_name(directory)
+    stored = keyring.get_password(KEYRING_SERVICE, name)
+    if stored is None and create:
+        stored = os.urandom(32).hex()
+        keyring.set_password(KEYRING_SERVICE, name, stored)
+    return bytes.fromhex(stored) if stored else None
+
+
+def passphrase_from_env_or_prompt(variable: str = ENV_PASSPHRASE, confirm: bool = False) -> str:
+    """The passphrase from the environment, or asked for on a terminal."""
+    passphrase = os.environ.get(variable)
+    if passphrase:
+        return passphrase
+    if sys.stdin.isatty():
+        passphrase = getpass.getpass("hearth vault passphrase: ")
+        if confirm and getpass.getpass("again: ") != passphrase:
+            raise VaultKeyError("the passphrases do not match")
+        if passphrase:
+            return passphrase
+    raise NoKeySourceError(
+        f"no key for the vault: unlock an OS keyring, or set {variable}, or run hearth "
+        "in a terminal to type a passphrase"
+    )
+
+
+def _kek_from_passphrase(passphrase: str, salt: bytes, n: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode("utf-8"))
 
 
-def wrap(data_key: bytes, passphrase: str) -> WrappedKey:
-    """Wrap ``data_key`` under a fresh scrypt-derived key."""
+def _kek_from_keyring_secret(secret: bytes, salt: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=_WRAP_AAD).derive(secret)
+
+
+# -- wrapping ---------------------------------------------------------------
+
+
+def wrap(data_key: bytes, kek_source: KekSource, secret: bytes | str) -> WrappedKey:
+    """Wrap ``data_key`` under a passphrase (scrypt) or a keyring secret."""
     salt, nonce = os.urandom(16), os.urandom(12)
-    kek = _kek(passphrase, salt, SCRYPT_N)
-    return WrappedKey(salt, nonce, AESGCM(kek).encrypt(nonce, data_key, _WRAP_AAD))
+    kek = (
+        _kek_from_passphrase(secret, salt, SCRYPT_N)
+        if isinstance(secret, str)
+        else _kek_from_keyring_secret(secret, salt)
+    )
+    return WrappedKey(kek_source, salt, nonce, AESGCM(kek).encrypt(nonce, data_key, _WRAP_AAD))
 
 
-def unwrap(wrapped: WrappedKey, passphrase: str) -> bytes:
-    """Recover the data key; a wrong passphrase is a clear error, never garbage."""
-    kek = _kek(passphrase, wrapped.salt, wrapped.scrypt_n)
+def unwrap(wrapped: WrappedKey, secret: bytes | str) -> bytes:
+    """Recover the data key; a wrong secret is a clear error, never garbage."""
+    kek = (
+        _kek_from_passphrase(secret, wrapped.salt, wrapped.scrypt_n)
+        if isinstance(secret, str)
+        else _kek_from_keyring_secret(secret, wrapped.salt)
+    )
     try:
         return AESGCM(kek).decrypt(wrapped.nonce, wrapped.ciphertext, _WRAP_AAD)
     except InvalidTag:
         raise WrongPassphraseError(
-            "wrong passphrase for this vault: check HEARTH_PASSPHRASE"
+            f"wrong passphrase for this vault: check {ENV_PASSPHRASE}"
+            if wrapped.kek == "scrypt"
+            else "the OS keyring holds a different secret for this vault"
         ) from None
 
 
-def load_or_create_data_key(directory: Path, passphrase: str | None = None) -> bytes:
-    """Return the vault's data key, creating and wrapping a new one on first use."""
-    passphrase = passphrase if passphrase is not None else passphrase_from_env()
-    path = directory / KEY_FILE
-    if path.exists():
-        return unwrap(WrappedKey.from_json(path.read_text()), passphrase)
-    data_key = AESGCM.generate_key(bit_length=256)
+def _write_key_file(path: Path, wrapped: WrappedKey) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(wrap(data_key, passphrase).to_json())
+        handle.write(wrapped.to_json())
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def _secret_for(wrapped_kek: KekSource, directory: Path, passphrase: str | None) -> bytes | str:
+    if wrapped_kek == "keyring":
+        secret = _keyring_secret(directory, create=False) if keyring_usable() else None
+        if secret is None:
+            raise NoKeySourceError(
+                "this vault's key is in the OS keyring, which is locked or unavailable"
+            )
+        return secret
+    return passphrase if passphrase is not None else passphrase_from_env_or_prompt()
+
+
+def load_or_create_data_key(directory: Path, passphrase: str | None = None) -> bytes:
+    """Return the vault's data key, creating and wrapping a new one on first use.
+
+    An explicit ``passphrase`` (or ``HEARTH_PASSPHRASE``) chooses scrypt; otherwise
+    a usable OS keyring is preferred for a new vault.
+    """
+    path = directory / KEY_FILE
+    if path.exists():
+        wrapped = WrappedKey.from_json(path.read_text())
+        return unwrap(wrapped, _secret_for(wrapped.kek, directory, passphrase))
+    data_key = AESGCM.generate_key(bit_length=256)
+    if passphrase is None and not os.environ.get(ENV_PASSPHRASE) and keyring_usable():
+        secret = _keyring_secret(directory, create=True)
+        assert secret is not None
+        _write_key_file(path, wrap(data_key, "keyring", secret))
+    else:
+        chosen = passphrase or passphrase_from_env_or_prompt(confirm=True)
+        _write_key_file(path, wrap(data_key, "scrypt", chosen))
     return data_key
+
+
+def rotate_key(directory: Path, new_passphrase: str, passphrase: str | None = None) -> None:
+    """Re-wrap the data key under a new passphrase; the data stays as it is."""
+    data_key = load_or_create_data_key(directory, passphrase)
+    _write_key_file(directory / KEY_FILE, wrap(data_key, "scrypt", new_passphrase))
+
+
+def destroy_key(directory: Path) -> bool:
+    """Crypto-shred: overwrite and remove the wrapped key and its keyring secret."""
+    path = directory / KEY_FILE
+    existed = path.exists()
+    if existed:
+        size = max(path.stat().st_size, 256)
+        with open(path, "r+b") as handle:
+            handle.write(os.urandom(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+        path.unlink()
+    if keyring_usable():
+        import keyring  # noqa: PLC0415
+        from keyring.errors import PasswordDeleteError  # noqa: PLC0415
+
+        with contextlib.suppress(PasswordDeleteError):
+            keyring.delete_password(KEYRING_SERVICE, _keyring_name(directory))
+    return existed

@@ -8,7 +8,9 @@ non-sensitive metadata (time range, event count per modality) is plaintext.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -22,11 +24,15 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from client.home import ensure_private_dir
+from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
 from policy.events import MODALITY_OF, SCHEMA_VERSION, Event, SchemaError, from_record, to_record
 
 DB_FILE: Final = "vault.db"
+DB_FILES: Final = (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal")
+DEFAULT_RETENTION_DAYS: Final = 14.0
+DEFAULT_QUOTA_BYTES: Final = 500 * 2**20
+_log = logging.getLogger(__name__)
 _SCHEMA_SQL: Final = """
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
@@ -40,6 +46,36 @@ CREATE TABLE IF NOT EXISTS segments (
 );
 CREATE INDEX IF NOT EXISTS segments_wall_end ON segments (wall_end);
 """
+
+
+class VaultFullError(OSError):
+    """The disk is full: nothing was written, nothing committed was harmed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            errno.ENOSPC,
+            "the vault's disk is full: free some space under HEARTH_HOME; "
+            "recording resumes writing when space returns",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """What one retention pass deleted."""
+
+    deleted_by_age: int
+    deleted_by_quota: int
+
+
+def default_vault_dir() -> Path:
+    """The device's vault directory: ``hearth_home() / "vault"``."""
+    return hearth_home() / "vault"
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc).lower()
 
 
 class CorruptSegmentError(Exception):
@@ -103,14 +139,39 @@ class Vault:
             path.chmod(0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA_SQL)
+        self._secure_files()
         self.corrupt_segments: list[int] = []
 
+    def _secure_files(self) -> None:
+        """Owner-only modes on the database and its -wal/-shm companions."""
+        for name in DB_FILES:
+            path = self.directory / name
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
     @classmethod
-    def open(cls, directory: Path, passphrase: str | None = None) -> Vault:
-        """Open (or create) the vault in ``directory``, unlocking its data key."""
+    def open(
+        cls,
+        directory: Path,
+        passphrase: str | None = None,
+        *,
+        retention_days: float | None = None,
+        quota_bytes: int | None = None,
+    ) -> Vault:
+        """Open (or create) the vault in ``directory``, unlocking its data key.
+
+        With ``retention_days`` or ``quota_bytes``, retention runs right away.
+        """
         ensure_private_dir(directory)
-        return cls(directory, load_or_create_data_key(directory, passphrase))
+        vault = cls(directory, load_or_create_data_key(directory, passphrase))
+        if retention_days is not None or quota_bytes is not None:
+            vault.enforce_retention(
+                retention_days if retention_days is not None else DEFAULT_RETENTION_DAYS,
+                quota_bytes if quota_bytes is not None else DEFAULT_QUOTA_BYTES,
+            )
+        return vault
 
     def close(self) -> None:
         """Close the database."""
@@ -129,7 +190,12 @@ class Vault:
         now = time.time() if wall_time is None else wall_time
         span = max(0.0, events[-1].t - events[0].t)
         counts = Counter((m.value if (m := MODALITY_OF[e.kind]) else "marker") for e in events)
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                raise VaultFullError() from None
+            raise
         try:
             row = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments").fetchone()
             segment_id = int(row[0])
@@ -148,9 +214,13 @@ class Vault:
                 ),
             )
             self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if _is_disk_full(exc):
+                raise VaultFullError() from None
             raise
+        self._secure_files()
         return segment_id
 
     def version(self) -> tuple[int, int]:
@@ -184,6 +254,7 @@ class Vault:
             try:
                 events = open_segment(self._key, last_id, int(row[1]), row[2], row[3])
             except CorruptSegmentError as exc:
+                _log.warning("%s", exc)  # the id and a reason, never content
                 self.corrupt_segments.append(exc.segment_id)
                 continue
             yield from events
@@ -192,3 +263,41 @@ class Vault:
         """Delete segments that ended before ``wall_time``; returns how many."""
         cursor = self._db.execute("DELETE FROM segments WHERE wall_end < ?", (wall_time,))
         return cursor.rowcount
+
+    def size(self) -> int:
+        """Bytes of sealed event data (what the quota counts)."""
+        row = self._db.execute("SELECT COALESCE(SUM(length(ciphertext)), 0) FROM segments")
+        return int(row.fetchone()[0])
+
+    def enforce_retention(
+        self,
+        max_age_days: float = DEFAULT_RETENTION_DAYS,
+        max_bytes: int = DEFAULT_QUOTA_BYTES,
+        now: float | None = None,
+    ) -> RetentionReport:
+        """Delete segments past their lifetime, then the oldest beyond the quota."""
+        now = time.time() if now is None else now
+        by_age = self.delete_older_than(now - max_age_days * 86400.0)
+        by_quota = 0
+        excess = self.size() - max_bytes
+        if excess > 0:
+            rows = self._db.execute(
+                "SELECT id, length(ciphertext) FROM segments ORDER BY id"
+            ).fetchall()
+            doomed: list[int] = []
+            for segment_id, size in rows:
+                if excess <= 0:
+                    break
+                doomed.append(int(segment_id))
+                excess -= int(size)
+            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in doomed])
+            by_quota = len(doomed)
+        if by_age or by_quota:
+            # Move the deletion out of the WAL too, so no ciphertext lingers there.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return RetentionReport(by_age, by_quota)
+
+    def export(self) -> Iterator[dict[str, object]]:
+        """Decrypted records for the employee's own eyes (``hearth data export``)."""
+        for event in self.iter_events():
+            yield to_record(event)
