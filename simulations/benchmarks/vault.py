@@ -1,4 +1,4 @@
-"""Vault throughput with encryption on: can storage ever be the recorder's bottleneck?
+"""Vault throughput with encryption on, so storage is never the recorder's bottleneck.
 
 Writes realistic, already-minimized events (a synthetic employee's day) in
 segments the size a recorder flushes once a second, then streams them back the
