@@ -8,6 +8,9 @@ import subprocess
 import sys
 import time
 
+import keyring
+import keyring.backend
+import keyring.errors
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -252,3 +255,44 @@ def test_cli_errors_are_one_line_without_traceback(hearth_home, monkeypatch):
     assert result.exit_code == 1
     assert "wrong passphrase" in result.output
     assert "Traceback" not in result.output
+
+
+class _MemoryKeyring(keyring.backend.KeyringBackend):
+    """Stands in for the OS keyring (Secret Service, Keychain), which cannot run here."""
+
+    priority = 10
+
+    def __init__(self):
+        super().__init__()
+        self.store = {}
+
+    def get_password(self, service, username):
+        return self.store.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.store[(service, username)] = password
+
+    def delete_password(self, service, username):
+        if (service, username) not in self.store:
+            raise keyring.errors.PasswordDeleteError(username)
+        del self.store[(service, username)]
+
+
+def test_a_usable_keyring_holds_the_kek_and_delete_removes_it(hearth_home, monkeypatch):
+    backend = _MemoryKeyring()
+    previous = keyring.get_keyring()
+    keyring.set_keyring(backend)
+    monkeypatch.delenv("HEARTH_PASSPHRASE")
+    monkeypatch.setenv("HEARTH_KEYRING", "1")
+    try:
+        with Vault.open(hearth_home / "vault") as vault:
+            vault.append(_events(3))
+        assert json.loads((hearth_home / "vault" / KEY_FILE).read_text())["kek"] == "keyring"
+        assert len(backend.store) == 1
+        with Vault.open(hearth_home / "vault") as vault:
+            assert len(list(vault.iter_events())) == 3
+        result = CliRunner().invoke(app, ["data", "delete", "--yes"])
+        assert result.exit_code == 0
+        assert backend.store == {}
+    finally:
+        keyring.set_keyring(previous)
