@@ -65,10 +65,12 @@ class Habits:
 COPY_SOURCES: Final = ("firefox", "writer", "thunderbird", "calc", "code")
 
 
-def _jitter_cell(rng: random.Random, x: float, y: float) -> tuple[float, float]:
+def _jitter_cell(
+    rng: random.Random, x: float, y: float, spread: float = 0.2
+) -> tuple[float, float]:
     return (
-        min(0.99, max(0.0, x + rng.uniform(-0.2, 0.2))),
-        min(0.99, max(0.0, y + rng.uniform(-0.2, 0.2))),
+        min(0.99, max(0.0, x + rng.uniform(-spread, spread))),
+        min(0.99, max(0.0, y + rng.uniform(-spread, spread))),
     )
 
 
@@ -80,8 +82,8 @@ def draw_habits(persona: Persona, rng: random.Random) -> Habits:
         workflow_weights=weights,
         seconds_per_key=rng.uniform(0.08, 0.25),
         uses_shortcuts=rng.uniform(0.3, 0.95),
-        menu_cell=_jitter_cell(rng, 0.1, 0.05),
-        content_cell=_jitter_cell(rng, 0.5, 0.5),
+        menu_cell=_jitter_cell(rng, 0.1, 0.05, spread=0.05),  # apps put menus where they do
+        content_cell=_jitter_cell(rng, 0.5, 0.5, spread=0.1),
         submit_cell=_jitter_cell(rng, 0.85, 0.9),
         button_bias=Button.RIGHT if rng.random() < 0.15 else Button.LEFT,
         scroll_length=rng.randint(1, 5),

@@ -1,0 +1,123 @@
+"""Accountants behind one interface: local DP-SGD and user-level DP-FedAvg.
+
+Local DP-SGD (unit: one example on one device) is accounted with Opacus' RDP or
+PRV accountants over the (noise multiplier, sample rate, steps) history.
+User-level DP over a campaign (unit: one user) is accounted with Google's
+``dp-accounting`` (RDP or PLD) for a Gaussian mechanism on Poisson-sampled
+cohorts, composed over rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Final, Literal
+
+import dp_accounting
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.accountant import IAccountant
+
+LocalAccountant = Literal["rdp", "prv"]
+UserAccountant = Literal["rdp", "pld"]
+LOCAL_ACCOUNTANTS: Final[tuple[LocalAccountant, ...]] = ("rdp", "prv")
+USER_ACCOUNTANTS: Final[tuple[UserAccountant, ...]] = ("rdp", "pld")
+UNIT_LOCAL: Final = "one example on one device"
+UNIT_USER: Final = "one user across the campaign"
+
+HistoryEntry = tuple[float, float, int]
+# Orders for dp-accounting's RDP: fractional orders near 1 fail to converge there.
+_RDP_ORDERS: Final = [1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, *range(5, 64), 80.0, 128.0, 256.0]
+
+
+class PlanningError(ValueError):
+    """A plan cannot be met (e.g. a target epsilon no noise reaches)."""
+
+
+def _opacus(name: LocalAccountant) -> IAccountant:
+    registry: dict[str, Callable[[], IAccountant]] = {"rdp": RDPAccountant, "prv": PRVAccountant}
+    return registry[name]()
+
+
+def epsilon_local(
+    history: Sequence[HistoryEntry], delta: float, accountant: LocalAccountant = "rdp"
+) -> float:
+    """Epsilon after every (noise, sample rate, steps) round in ``history``."""
+    if not history:
+        return 0.0
+    if any(z <= 0 for z, _, _ in history):
+        return math.inf
+    acc = _opacus(accountant)
+    acc.history = [(float(z), float(q), int(s)) for z, q, s in history]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "optimal order is the largest alpha" at tiny epsilon
+        return float(acc.get_epsilon(delta))
+
+
+def _user_event(noise: float, sampling: float, rounds: int) -> dp_accounting.DpEvent:
+    gaussian = dp_accounting.GaussianDpEvent(noise)
+    sampled = dp_accounting.PoissonSampledDpEvent(sampling, gaussian) if sampling < 1 else gaussian
+    return dp_accounting.SelfComposedDpEvent(sampled, rounds)
+
+
+def epsilon_user(
+    noise: float,
+    sampling: float,
+    rounds: int,
+    delta: float,
+    accountant: UserAccountant = "rdp",
+) -> float:
+    """User-level epsilon of ``rounds`` Gaussian rounds on cohorts sampled at ``sampling``."""
+    if rounds <= 0:
+        return 0.0
+    if noise <= 0:
+        return math.inf
+    acc: dp_accounting.PrivacyAccountant = (
+        dp_accounting.rdp.RdpAccountant(orders=_RDP_ORDERS)
+        if accountant == "rdp"
+        else dp_accounting.pld.PLDAccountant()
+    )
+    acc.compose(_user_event(noise, sampling, rounds))
+    return float(acc.get_epsilon(delta))
+
+
+def smallest_noise(
+    epsilon_of: Callable[[float], float], target: float, high: float = 64.0, tol: float = 1e-3
+) -> float:
+    """The smallest noise multiplier whose epsilon is at most ``target`` (bisection)."""
+    if target <= 0:
+        raise PlanningError("target epsilon must be positive")
+    if epsilon_of(high) > target:
+        raise PlanningError(f"even noise {high} spends more than epsilon {target}")
+    low = 0.0
+    while high - low > tol:
+        mid = (low + high) / 2
+        if mid > 0 and epsilon_of(mid) <= target:
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def noise_for_local(
+    target: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: LocalAccountant = "rdp",
+) -> float:
+    """The smallest local noise multiplier meeting ``target`` for one plan."""
+    return smallest_noise(
+        lambda z: epsilon_local([(z, sample_rate, steps)], delta, accountant), target
+    )
+
+
+def noise_for_user(
+    target: float,
+    sampling: float,
+    rounds: int,
+    delta: float,
+    accountant: UserAccountant = "rdp",
+) -> float:
+    """The smallest central noise multiplier meeting ``target`` over a campaign."""
+    return smallest_noise(lambda z: epsilon_user(z, sampling, rounds, delta, accountant), target)

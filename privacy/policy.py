@@ -1,0 +1,162 @@
+"""The privacy policy: a TOML file the privacy team writes, validated once here.
+
+Every problem is one line that names the key. The policy's hash (SHA-256 of a
+canonical JSON of the validated values) travels with every round, so a device
+can refuse a round run under a policy other than the one it agreed to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from policy.events import AppCategory, Modality
+
+ENV_POLICY: Final = "HEARTH_POLICY"
+
+
+class PolicyError(ValueError):
+    """The policy file is malformed or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrivacySection(_Section):
+    """The (epsilon, delta) budgets."""
+
+    delta: float = Field(gt=0, lt=1)
+    device_epsilon_cap: float = Field(gt=0)
+    user_epsilon_target: float = Field(gt=0)
+
+
+class TrainingSection(_Section):
+    """Clipping, noise and the cohort rule."""
+
+    max_grad_norm: float = Field(gt=0)
+    local_noise_multiplier: float = Field(ge=0)
+    update_clip_norm: float = Field(gt=0)
+    central_noise_multiplier: float = Field(ge=0)
+    min_cohort: int = Field(ge=1)
+
+
+class DataSection(_Section):
+    """What may be captured and for how long."""
+
+    allowed_modalities: tuple[Modality, ...]
+    retention_days: float = Field(gt=0, le=365)
+    vault_quota_mb: int = Field(gt=0)
+    sensitive_apps: tuple[str, ...]
+    sensitive_categories: tuple[AppCategory, ...]
+
+    @field_validator("sensitive_apps")
+    @classmethod
+    def _lowercase(cls, apps: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(sorted({a.strip().lower() for a in apps if a.strip()}))
+
+
+class GovernorSection(_Section):
+    """When training may run on a laptop."""
+
+    idle_seconds: float = Field(ge=0)
+    max_cpu_percent: float = Field(gt=0, le=100)
+    require_mains_power: bool
+
+
+class PrivacyPolicy(_Section):
+    """The whole policy."""
+
+    privacy: PrivacySection
+    training: TrainingSection
+    data: DataSection
+    governor: GovernorSection
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "is not a known setting"
+    elif first["type"] == "missing":
+        message = "is required"
+    elif "input" in first and first["type"] != "missing":
+        message = f"{message}, got {first['input']!r}"
+    return f"privacy policy error: '{key}' {message} (in {source})"
+
+
+def parse_policy(text: str, source: str = "policy") -> PrivacyPolicy:
+    """Parse and validate policy TOML; raise ``PolicyError`` with one clear line."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"privacy policy error: not valid TOML: {exc} (in {source})") from None
+    try:
+        return PrivacyPolicy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_one_line(exc, source)) from None
+
+
+def default_policy_text() -> str:
+    """The policy hearth ships with."""
+    return resources.files("privacy").joinpath("default_policy.toml").read_text()
+
+
+def load_policy(path: Path | None = None) -> PrivacyPolicy:
+    """Load ``path``, else ``HEARTH_POLICY``, else the shipped default."""
+    chosen = path or (Path(os.environ[ENV_POLICY]) if os.environ.get(ENV_POLICY) else None)
+    if chosen is None:
+        return parse_policy(default_policy_text(), "the default policy")
+    try:
+        text = chosen.read_text()
+    except OSError as exc:
+        raise PolicyError(f"privacy policy error: cannot read {chosen}: {exc.strerror}") from None
+    return parse_policy(text, str(chosen))
+
+
+def policy_hash(policy: PrivacyPolicy) -> str:
+    """SHA-256 of the canonical JSON of the validated policy (order-independent)."""
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def describe(policy: PrivacyPolicy) -> str:
+    """The policy in plain words, for employees and auditors."""
+    p, t, d, g = policy.privacy, policy.training, policy.data, policy.governor
+    central = (
+        f"the server adds Gaussian noise (multiplier {t.central_noise_multiplier}) to the sum"
+        if t.central_noise_multiplier > 0
+        else "the server adds no central noise (no user-level guarantee is claimed)"
+    )
+    lines: list[str] = [
+        f"Recording may cover: {', '.join(m.value for m in d.allowed_modalities)}.",
+        f"Raw events are deleted after {d.retention_days:g} days, or sooner beyond "
+        f"{d.vault_quota_mb} MB.",
+        f"Nothing but a gap is kept while these are in front: {', '.join(d.sensitive_apps)} "
+        f"(and any {', '.join(c.value for c in d.sensitive_categories)} app).",
+        f"Each laptop spends at most epsilon {p.device_epsilon_cap:g} per campaign "
+        f"(unit: one example on one device, delta {p.delta:g}); "
+        f"DP-SGD clips each example's gradient to {t.max_grad_norm:g} and adds noise "
+        f"x{t.local_noise_multiplier:g}.",
+        f"Each update is clipped to norm {t.update_clip_norm:g}; {central}; the campaign "
+        f"stops before user-level epsilon {p.user_epsilon_target:g} (unit: one user, "
+        f"delta {p.delta:g}).",
+        f"The server combines a round only with at least {t.min_cohort} laptops.",
+        f"Training runs only after {g.idle_seconds:g} s idle, below {g.max_cpu_percent:g}% CPU"
+        + (", on mains power." if g.require_mains_power else "."),
+        f"Policy hash: {policy_hash(policy)}",
+    ]
+    return "\n".join(lines)
+
+
+def policy_as_dict(policy: PrivacyPolicy) -> dict[str, Any]:
+    """JSON-ready form (for sidecars and the dashboard)."""
+    return policy.model_dump(mode="json")
