@@ -11,7 +11,7 @@ so the guard checks the plain update before it is masked.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,18 +26,16 @@ from client.clipping import clip_update
 from client.device import Device, device_for
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
-from client.training import (
-    PlannedRound,
-    TrainConfig,
-    epsilon_spent,
-    evaluate,
-    plan_round,
-    train_round,
-)
+from client.training import TrainConfig, evaluate, plan_round, train_round
 from policy.baselines import Bigram, MostFrequent
 from policy.model import ModelConfig, NextActionPolicy, set_arrays
+from privacy.ledger import DeviceLedger, check_round, effective_cap
+from privacy.policy import load_policy, policy_hash
 
 HELD_OUT_FRACTION = 0.2
+# Why a device replied without training (the "declined" metric).
+DECLINED_BUDGET = 1
+DECLINED_POLICY_MISMATCH = 2
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,7 @@ class RoundInstructions:
     update_clip_norm: float
     uniform_weights: bool
     server_round: int
+    policy_hash: str
 
     @classmethod
     def from_config(cls, config: dict[str, Scalar]) -> RoundInstructions:
@@ -80,6 +79,7 @@ class RoundInstructions:
             update_clip_norm=get("update-clip-norm", float, 0.0),
             uniform_weights=get("uniform-weights", bool, False),
             server_round=get("round", int, 0),
+            policy_hash=get("policy-hash", str, ""),
         )
 
 
@@ -102,44 +102,57 @@ class HearthClient(NumPyClient):
     def fit(
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
-        """One local round: check the budget first, then train, then clip the delta."""
+        """One local round: policy and budget checks first, then train, then clip."""
         ins = RoundInstructions.from_config(config)
+        policy = load_policy()
+        if ins.policy_hash != policy_hash(policy):
+            return self._declined(parameters, DECLINED_POLICY_MISMATCH, None, ins)
+        delta = policy.privacy.delta
+        train_config = replace(
+            ins.train,
+            delta=delta,
+            noise_multiplier=policy.training.local_noise_multiplier,
+            max_grad_norm=policy.training.max_grad_norm,
+            private=policy.training.local_noise_multiplier > 0,
+        )
         train, _ = self._split(ins.context_length)
-        history = self.device.dp_history()
-        planned: PlannedRound | None = None
-        if ins.train.private:
-            planned = plan_round(len(train), ins.train)
-            after = epsilon_spent([*history, planned.as_history()], ins.train.delta)
-            if after > ins.epsilon_cap:
-                return self._declined(parameters, history, ins)
+        ledger = self.device.ledger()
+        if train_config.private:
+            planned = plan_round(len(train), train_config).as_history()
+            cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+            if not check_round(ledger, planned, delta, cap).allowed:
+                return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
         model = _model(ins.context_length, parameters)
-        result = train_round(model, train, ins.train)
+        result = train_round(model, train, train_config)
         if result.planned is not None:
-            self.device.record_dp_round(result.planned.as_history())
-            history = [*history, result.planned.as_history()]
-        delta = clip_update(result.delta, ins.update_clip_norm)
+            ledger.record(ins.server_round, result.planned.as_history(), delta, ins.policy_hash)
+        delta_arrays = clip_update(result.delta, policy.training.update_clip_norm)
         metrics: dict[str, Scalar] = {
             "train_examples": result.num_examples,
             "train_loss": result.loss,
             "train_seconds": result.seconds,
-            "epsilon": epsilon_spent(history, ins.train.delta),
-            "delta": ins.train.delta,
-            "upload_bytes": sum(d.nbytes for d in delta),
+            "epsilon": ledger.spent(delta),
+            "delta": delta,
+            "upload_bytes": sum(d.nbytes for d in delta_arrays),
             "budget_exhausted": 0,
+            "declined": 0,
         }
         weight = 1 if ins.uniform_weights else result.num_examples
-        return delta, weight, metrics
+        return delta_arrays, weight, metrics
 
     def _declined(
         self,
         parameters: list[NDArray[np.float32]],
-        history: list[tuple[float, float, int]],
+        reason: int,
+        ledger: DeviceLedger | None,
         ins: RoundInstructions,
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
+        """Reply without training: a zero update with zero weight and the reason code."""
         zero = [np.zeros_like(p, dtype=np.float32) for p in parameters]
         metrics: dict[str, Scalar] = {
-            "budget_exhausted": 1,
-            "epsilon": epsilon_spent(history, ins.train.delta),
+            "budget_exhausted": int(reason == DECLINED_BUDGET),
+            "declined": reason,
+            "epsilon": ledger.spent(ins.train.delta) if ledger is not None else 0.0,
             "delta": ins.train.delta,
             "upload_bytes": 0,
         }

@@ -15,15 +15,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
 from client.featurize import Examples, featurize
 from client.home import ensure_private_dir, hearth_home
-from client.training import HistoryEntry
+from client.keys import load_or_create_data_key
 from client.vault import Vault
+from privacy.ledger import DeviceLedger
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
-HISTORY_FILE: Final = "local_dp_history.json"
+LEDGER_FILE: Final = "ledger.bin"
+EMPLOYEE_CAP_FILE: Final = "employee_cap.json"
+_LEDGER_INFO: Final = b"hearth-device-ledger-key"
 UPLOADS_FILE: Final = "uploads.jsonl"
 
 
@@ -64,24 +69,28 @@ class Device:
                 _EXAMPLES_CACHE[version] = cached
             return cached
 
-    def dp_history(self) -> list[HistoryEntry]:
-        """Every local DP-SGD round this device has run: (noise, sample rate, steps)."""
-        path = self.home / "privacy" / HISTORY_FILE
-        if not path.exists():
-            return []
-        return [(float(z), float(q), int(s)) for z, q, s in json.loads(path.read_text())]
+    def ledger(self) -> DeviceLedger:
+        """The encrypted record of every local DP round (key derived from the vault key)."""
+        data_key = load_or_create_data_key(self.vault_dir, self.passphrase)
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
+            data_key
+        )
+        return DeviceLedger(self.home / "privacy" / LEDGER_FILE, key)
 
-    def record_dp_round(self, entry: HistoryEntry) -> None:
-        """Append one round to the history, atomically."""
+    def employee_cap(self) -> float | None:
+        """The stricter epsilon cap the employee set with ``hearth budget set``, if any."""
+        path = self.home / "privacy" / EMPLOYEE_CAP_FILE
+        if not path.exists():
+            return None
+        return float(json.loads(path.read_text())["epsilon_cap"])
+
+    def set_employee_cap(self, epsilon: float) -> None:
+        """Store the employee's own cap."""
         directory = ensure_private_dir(self.home / "privacy")
-        history = [*self.dp_history(), entry]
-        tmp = directory / (HISTORY_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        path = directory / EMPLOYEE_CAP_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump(history, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(directory / HISTORY_FILE)
+            json.dump({"epsilon_cap": epsilon, "set_at": time.time()}, handle)
 
     def log_upload(self, record: dict[str, Any]) -> None:
         """Append what left the device (sizes, names, shapes; never content)."""

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
 from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from client.featurize import Examples
 from policy.model import get_arrays
+from privacy.accountants import epsilon_local
 
 HistoryEntry = tuple[float, float, int]
 
@@ -87,11 +87,7 @@ def plan_round(num_examples: int, config: TrainConfig) -> PlannedRound:
 
 def epsilon_spent(history: list[HistoryEntry], delta: float) -> float:
     """Epsilon of one example on this device after every round in ``history`` (RDP)."""
-    if not history:
-        return 0.0
-    accountant = RDPAccountant()
-    accountant.history = list(history)
-    return float(accountant.get_epsilon(delta))
+    return epsilon_local(history, delta, "rdp")
 
 
 def poisson_batches(

@@ -8,6 +8,7 @@ that path everywhere; simulation simply runs it without the SecAgg+ fit workflow
 from __future__ import annotations
 
 from logging import INFO
+from pathlib import Path
 
 import torch
 from flwr.app import Context
@@ -16,6 +17,7 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
+from privacy.policy import PrivacyPolicy, load_policy, policy_hash
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
 from server.report import aggregate_evaluate_metrics, aggregate_fit_metrics
@@ -24,27 +26,29 @@ from strategies.delta_fedavg import DeltaFedAvg
 app = ServerApp()
 
 
-def build_strategy(config: CampaignConfig, run_id: int) -> CampaignStrategy:
+def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -> CampaignStrategy:
     """The campaign strategy around delta-aware FedAvg, starting from a seeded model."""
+    training = policy.training
     torch.manual_seed(config.seed)
     arrays = get_arrays(NextActionPolicy(ModelConfig(context_length=config.context_length)))
     inner = DeltaFedAvg(
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),
         server_lr=config.server_learning_rate,
-        noise_multiplier=config.central_noise_multiplier,
-        clipping_norm=config.update_clip_norm,
+        noise_multiplier=training.central_noise_multiplier,
+        clipping_norm=training.update_clip_norm,
         seed=config.seed,
         fraction_fit=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
-        min_fit_clients=config.min_cohort,
-        min_evaluate_clients=config.min_cohort,
-        min_available_clients=config.min_cohort,
+        min_fit_clients=training.min_cohort,
+        min_evaluate_clients=training.min_cohort,
+        min_available_clients=training.min_cohort,
         fit_metrics_aggregation_fn=aggregate_fit_metrics,
         evaluate_metrics_aggregation_fn=aggregate_evaluate_metrics,
     )
     return CampaignStrategy(
         inner=inner,
         config=config,
+        policy=policy,
         checkpoint_dir=config.checkpoint_path(run_id),
         parameter_names=list(arrays),
     )
@@ -54,8 +58,10 @@ def build_strategy(config: CampaignConfig, run_id: int) -> CampaignStrategy:
 def main(grid: Grid, context: Context) -> None:
     """Run one campaign of ``num-server-rounds`` rounds."""
     config = CampaignConfig.from_run_config(context.run_config)
-    strategy = build_strategy(config, context.run_id)
+    policy = load_policy(Path(config.policy_file) if config.policy_file else None)
+    strategy = build_strategy(config, policy, context.run_id)
     log(INFO, "hearth: checkpoints go to %s", strategy.checkpoint_dir)
+    log(INFO, "hearth: privacy policy %s", policy_hash(policy))
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=config.num_server_rounds),

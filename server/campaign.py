@@ -25,29 +25,38 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from privacy.accountants import epsilon_user
+from privacy.policy import PrivacyPolicy, policy_hash
 from server.checkpoints import save_checkpoint
 from server.config import CampaignConfig
 from server.report import aggregate_evaluate_metrics, round_table
 from strategies.delta_fedavg import DeltaFedAvg
 
 
-def round_instructions(config: CampaignConfig, server_round: int) -> dict[str, Scalar]:
-    """What every client is told for a round (validated again where it lands)."""
+def round_instructions(
+    config: CampaignConfig, policy: PrivacyPolicy, server_round: int
+) -> dict[str, Scalar]:
+    """What every client is told for a round (validated again where it lands).
+
+    The privacy numbers are the policy's; the device checks the hash against the
+    policy it agreed to and applies its own copy, so a server cannot loosen them.
+    """
     return {
         "round": server_round,
+        "policy-hash": policy_hash(policy),
         "epochs": config.local_epochs,
         "batch-size": config.batch_size,
         "max-steps": config.max_steps,
         "learning-rate": config.learning_rate,
-        "noise-multiplier": config.noise_multiplier,
-        "max-grad-norm": config.max_grad_norm,
-        "delta": config.delta,
-        "epsilon-cap": config.epsilon_cap,
-        "update-clip-norm": config.update_clip_norm,
-        "uniform-weights": config.central_noise_multiplier > 0,
+        "noise-multiplier": policy.training.local_noise_multiplier,
+        "max-grad-norm": policy.training.max_grad_norm,
+        "delta": policy.privacy.delta,
+        "epsilon-cap": policy.privacy.device_epsilon_cap,
+        "update-clip-norm": policy.training.update_clip_norm,
+        "uniform-weights": policy.training.central_noise_multiplier > 0,
         "context-length": config.context_length,
         "seed": config.seed,
-        "private": config.noise_multiplier > 0,
+        "private": policy.training.local_noise_multiplier > 0,
     }
 
 
@@ -57,10 +66,29 @@ class CampaignStrategy(Strategy):
 
     inner: DeltaFedAvg
     config: CampaignConfig
+    policy: PrivacyPolicy
     checkpoint_dir: Path
     parameter_names: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
     _fit: dict[int, dict[str, Any]] = field(default_factory=dict)
+    user_rounds: list[float] = field(default_factory=list)  # sampling rate of each noised round
+    stopped: bool = False
+
+    @property
+    def central_noise(self) -> float:
+        """The policy's central noise multiplier (0: no user-level claim)."""
+        return self.policy.training.central_noise_multiplier
+
+    def user_epsilon(self, sampling_rates: list[float]) -> float | None:
+        """User-level epsilon after rounds with these cohort sampling rates (RDP)."""
+        if self.central_noise <= 0:
+            return None
+        if not sampling_rates:
+            return 0.0
+        # Composition with the largest rate bounds rounds with smaller ones.
+        return epsilon_user(
+            self.central_noise, max(sampling_rates), len(sampling_rates), self.policy.privacy.delta
+        )
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         """The server's own initial model."""
@@ -69,9 +97,27 @@ class CampaignStrategy(Strategy):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Sample the cohort and attach this round's instructions."""
+        """Sample the cohort and attach this round's instructions, unless the campaign is over."""
         pairs = self.inner.configure_fit(server_round, parameters, client_manager)
-        extra = round_instructions(self.config, server_round)
+        target = self.policy.privacy.user_epsilon_target
+        population = max(1, client_manager.num_available())
+        next_eps = self.user_epsilon([*self.user_rounds, len(pairs) / population])
+        if self.stopped or (next_eps is not None and next_eps > target):
+            if not self.stopped:
+                log(
+                    WARNING,
+                    "campaign ended before round %s: it would bring user-level epsilon to "
+                    "%.3f, over the policy's target %s (delta %s, unit: one user)",
+                    server_round,
+                    next_eps,
+                    target,
+                    self.policy.privacy.delta,
+                )
+            self.stopped = True
+            return []
+        if self.central_noise > 0:
+            self.user_rounds.append(len(pairs) / population)
+        extra = round_instructions(self.config, self.policy, server_round)
         return [(proxy, FitIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in pairs]
 
     def aggregate_fit(
@@ -91,14 +137,15 @@ class CampaignStrategy(Strategy):
         )
         metrics = {**metrics, "failures": len(failures)}
         self._fit[server_round] = dict(metrics)
-        if len(contributing) < self.config.min_cohort:
+        min_cohort = self.policy.training.min_cohort
+        if len(contributing) < min_cohort:
             log(
                 WARNING,
                 "round %s: %s devices contributed, fewer than the minimum cohort of %s; "
                 "the global model is unchanged",
                 server_round,
                 len(contributing),
-                self.config.min_cohort,
+                min_cohort,
             )
             self._fit[server_round]["skipped"] = 1
             return None, metrics
@@ -110,7 +157,7 @@ class CampaignStrategy(Strategy):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """Federated evaluation on each device's held-out data."""
         pairs = self.inner.configure_evaluate(server_round, parameters, client_manager)
-        extra = round_instructions(self.config, server_round)
+        extra = round_instructions(self.config, self.policy, server_round)
         return [
             (proxy, EvaluateIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in pairs
         ]
@@ -130,9 +177,11 @@ class CampaignStrategy(Strategy):
             "evaluate": {**metrics, "loss": loss},
             "epsilon_local_max": self._fit.get(server_round, {}).get("epsilon_max"),
             "epsilon_unit": "one example on one device",
-            "delta": self.config.delta,
+            "delta": self.policy.privacy.delta,
             "cohort_size": self._fit.get(server_round, {}).get("clients_trained", 0),
-            "epsilon_user": None,
+            "epsilon_user": self.user_epsilon(self.user_rounds),
+            "epsilon_user_unit": "one user across the campaign",
+            "policy_hash": policy_hash(self.policy),
             "config": {k: v for k, v in vars(self.config).items()},
         }
         self.rows.append(row)

@@ -16,27 +16,21 @@ class ServerConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CampaignConfig:
-    """One campaign (a ``flwr run``): rounds, cohort, local DP and central DP."""
+    """One campaign (a ``flwr run``): rounds and training; privacy comes from the policy."""
 
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    min_cohort: int = 2
     local_epochs: int = 1
     batch_size: int = 128
     max_steps: int = 50
     learning_rate: float = 2.0
-    noise_multiplier: float = 1.0
-    max_grad_norm: float = 1.0
-    delta: float = 1e-5
-    epsilon_cap: float = 10.0
-    update_clip_norm: float = 0.0
-    central_noise_multiplier: float = 0.0
     context_length: int = 8
     server_learning_rate: float = 1.0
     seed: int = 7
     checkpoint_dir: str = ""
     sim_root: str = ""
+    policy_file: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:
@@ -69,12 +63,6 @@ class CampaignConfig:
             raise ServerConfigError("run config 'num-server-rounds' must be at least 1")
         if not 0 < self.fraction_train <= 1 or not 0 <= self.fraction_evaluate <= 1:
             raise ServerConfigError("run config 'fraction-train' must be in (0, 1]")
-        if self.min_cohort < 1:
-            raise ServerConfigError("run config 'min-cohort' must be at least 1")
-        if self.central_noise_multiplier > 0 and self.update_clip_norm <= 0:
-            raise ServerConfigError(
-                "run config 'central-noise-multiplier' needs a positive 'update-clip-norm'"
-            )
 
     def checkpoint_path(self, run_id: int) -> Path:
         """Where this run's checkpoints go."""
