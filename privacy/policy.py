@@ -82,7 +82,7 @@ class PrivacyPolicy(_Section):
 
 def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"])
+    key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "is not a known setting"

@@ -1,0 +1,76 @@
+import os
+
+import dp_accounting
+import pytest
+from opacus.accountants import PRVAccountant, RDPAccountant
+
+from privacy.accountants import (
+    epsilon_local,
+    epsilon_user,
+    noise_for_local,
+    noise_for_user,
+)
+from privacy.ledger import DeviceLedger, LedgerError, check_round, effective_cap
+
+
+def test_local_epsilon_agrees_with_the_opacus_accountants():
+    history = [(1.1, 0.02, 300), (1.1, 0.02, 300)]
+    for ours, theirs in (("rdp", RDPAccountant()), ("prv", PRVAccountant())):
+        theirs.history = list(history)
+        assert epsilon_local(history, 1e-5, ours) == pytest.approx(theirs.get_epsilon(1e-5))
+
+
+def test_user_epsilon_agrees_with_dp_accounting():
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.3)), 40
+    )
+    pld = dp_accounting.pld.PLDAccountant()
+    pld.compose(event)
+    assert epsilon_user(1.3, 0.05, 40, 1e-6, "pld") == pytest.approx(pld.get_epsilon(1e-6))
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_local_planning_directions_invert_each_other(accountant):
+    noise = noise_for_local(2.0, 0.01, 1000, 1e-5, accountant)
+    assert epsilon_local([(noise, 0.01, 1000)], 1e-5, accountant) <= 2.0
+    assert epsilon_local([(noise - 0.01, 0.01, 1000)], 1e-5, accountant) > 2.0
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_user_planning_directions_invert_each_other(accountant):
+    noise = noise_for_user(4.0, 0.1, 30, 1e-5, accountant)
+    assert epsilon_user(noise, 0.1, 30, 1e-5, accountant) <= 4.0
+    assert epsilon_user(noise - 0.01, 0.1, 30, 1e-5, accountant) > 4.0
+
+
+def test_a_round_over_the_cap_is_refused_and_the_ledger_is_unchanged(tmp_path):
+    ledger = DeviceLedger(tmp_path / "ledger.bin", os.urandom(32))
+    planned = (1.0, 0.05, 200)
+    ledger.record(1, planned, 1e-5, "hash")
+    spent = ledger.spent(1e-5)
+    decision = check_round(ledger, planned, 1e-5, cap=spent + 0.01)
+    assert not decision.allowed
+    assert "budget exhausted" in decision.reason
+    assert len(ledger.entries) == 1
+    assert check_round(ledger, planned, 1e-5, cap=100).allowed
+
+
+def test_the_ledger_persists_encrypted_and_refuses_tampering(tmp_path):
+    key = os.urandom(32)
+    path = tmp_path / "ledger.bin"
+    DeviceLedger(path, key).record(3, (1.0, 0.1, 10), 1e-5, "abc")
+    again = DeviceLedger(path, key)
+    assert [e.round for e in again.entries] == [3]
+    assert b"abc" not in path.read_bytes()
+    assert path.stat().st_mode & 0o777 == 0o600
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(LedgerError, match="failed authentication"):
+        DeviceLedger(path, key)
+
+
+def test_the_employee_cap_can_only_make_things_stricter():
+    assert effective_cap(10.0, 3.0) == 3.0
+    assert effective_cap(10.0, 30.0) == 10.0
+    assert effective_cap(10.0, None) == 10.0
