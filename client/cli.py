@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from client.budget_commands import budget_app
 from client.data_commands import data_app
 
 app = typer.Typer(
@@ -20,3 +21,4 @@ def main() -> None:
 
 
 app.add_typer(data_app, name="data")
+app.add_typer(budget_app, name="budget")

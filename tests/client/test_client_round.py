@@ -1,0 +1,68 @@
+"""The ClientApp's gates on one device: policy hash, budget, and what leaves."""
+
+import numpy as np
+from typer.testing import CliRunner
+
+from client.app import HearthClient
+from client.cli import app
+from client.device import Device
+from client.vault import Vault
+from policy.model import NextActionPolicy, get_arrays
+from privacy.policy import load_policy, policy_hash
+from simulations.generator import generate_employee
+
+
+def _device(home):
+    with Vault.open(home / "vault") as vault:
+        vault.append(generate_employee(0, seed=3, hours=1))
+    return Device(home)
+
+
+def _config(**extra):
+    return {"round": 1, "policy-hash": policy_hash(load_policy()), "max-steps": 5, **extra}
+
+
+def _params():
+    return list(get_arrays(NextActionPolicy()).values())
+
+
+def test_a_round_under_another_policy_is_refused_without_training(hearth_home):
+    client = HearthClient(_device(hearth_home))
+    delta, weight, metrics = client.fit(_params(), _config(**{"policy-hash": "0" * 64}))
+    assert weight == 0
+    assert metrics["declined"] == 2
+    assert all(not d.any() for d in delta)
+    assert client.device.ledger().entries == []
+
+
+def test_a_round_over_the_cap_trains_nothing_and_leaves_the_ledger_alone(hearth_home):
+    device = _device(hearth_home)
+    client = HearthClient(device)
+    client.fit(_params(), _config())
+    entries = list(device.ledger().entries)
+    device.set_employee_cap(entries[-1].epsilon_after + 0.001)
+    delta, weight, metrics = client.fit(_params(), _config(round=2))
+    assert (weight, metrics["budget_exhausted"]) == (0, 1)
+    assert all(not d.any() for d in delta)
+    assert device.ledger().entries == entries
+
+
+def test_a_normal_round_records_what_it_spent_and_returns_a_delta(hearth_home):
+    device = _device(hearth_home)
+    delta, weight, metrics = HearthClient(device).fit(_params(), _config())
+    assert weight > 0 and any(np.abs(d).sum() > 0 for d in delta)
+    [entry] = device.ledger().entries
+    assert metrics["epsilon"] == entry.epsilon_after
+    assert entry.policy_hash == policy_hash(load_policy())
+
+
+def test_budget_show_and_set(hearth_home):
+    device = _device(hearth_home)
+    HearthClient(device).fit(_params(), _config())
+    runner = CliRunner()
+    shown = runner.invoke(app, ["budget", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert '"unit": "one example on one device"' in shown.output
+    assert runner.invoke(app, ["budget", "set", "1000"]).exit_code == 1
+    assert runner.invoke(app, ["budget", "set", "2"]).exit_code == 0
+    assert device.employee_cap() == 2.0
