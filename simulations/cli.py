@@ -11,6 +11,7 @@ from rich.console import Console
 from client.home import hearth_home
 from simulations.demo import DemoSettings, run_demo, summary
 from simulations.population import seed_population
+from simulations.sweep import run_sweep, write_outputs
 
 app = typer.Typer(name="hearth-sim", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -54,3 +55,26 @@ def seed(
     """Create encrypted vaults for synthetic employees (for `flwr run . --run-config`)."""
     population = seed_population(root.resolve(), employees, seed, hours)
     console.print(f"{population.employees} employees, {population.events:,} events in {root}")
+
+
+@app.command()
+def sweep(
+    epsilons: Annotated[str, typer.Option(help="device epsilon caps, 'inf' for no DP")] = (
+        "1,2,4,8,inf"
+    ),
+    employees: Annotated[int, typer.Option(min=2)] = 10,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
+    root: Annotated[Path | None, typer.Option(help="where the sweep keeps its state")] = None,
+    out: Annotated[Path, typer.Option(help="where the plot and table go")] = Path("bench/sweep"),
+) -> None:
+    """Accuracy against epsilon: one real federation per budget, a plot and a table."""
+    try:
+        values = [float(e) for e in epsilons.split(",")]
+    except ValueError:
+        console.print("[red]--epsilons must be numbers or inf, comma-separated[/]")
+        raise typer.Exit(1) from None
+    sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
+    points = run_sweep(sweep_root, values, employees, rounds)
+    png, table = write_outputs(points, out)
+    console.print(table.read_text())
+    console.print(f"plot: {png}")

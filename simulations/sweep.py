@@ -1,0 +1,146 @@
+"""Utility against privacy: the same federation at several device-level budgets.
+
+For each epsilon, a privacy policy is written whose local noise multiplier is the
+smallest that keeps a typical device (median sample rate, all planned steps)
+within that epsilon, with the device cap set to it; ``inf`` means no DP. Each
+budget runs as a real ``flwr run`` over the same synthetic employees.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+from client.device import Device, simulated_device_home
+from client.featurize import split_held_out
+from client.training import TrainConfig, plan_round
+from privacy.accountants import noise_for_local
+from privacy.policy import default_policy_text
+from server.checkpoints import read_sidecars
+from simulations.flwr_runner import run_app
+from simulations.population import seed_population
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One budget's outcome on the last round."""
+
+    epsilon: float
+    noise_multiplier: float
+    top1: float
+    top3: float
+    bigram_top1: float
+    epsilon_max: float
+
+
+def _typical_plan(root: Path, employees: int, rounds: int) -> tuple[float, int]:
+    passphrase = (root / "synthetic.passphrase").read_text().strip()
+    rates, steps = [], []
+    for employee in range(employees):
+        device = Device(simulated_device_home(root, employee), passphrase)
+        train, _ = split_held_out(device.examples(8), 0.2)
+        planned = plan_round(len(train), TrainConfig(batch_size=128, max_steps=50))
+        rates.append(planned.sample_rate)
+        steps.append(planned.steps)
+    return statistics.median(rates), int(statistics.median(steps)) * rounds
+
+
+def policy_for(epsilon: float, noise: float) -> str:
+    """The default policy with this budget and noise (cap raised to infinity for no DP)."""
+    cap = "1e9" if math.isinf(epsilon) else f"{epsilon}"
+    return (
+        default_policy_text()
+        .replace("device_epsilon_cap = 10.0", f"device_epsilon_cap = {cap}")
+        .replace("local_noise_multiplier = 1.0", f"local_noise_multiplier = {noise}")
+    )
+
+
+def run_sweep(
+    root: Path, epsilons: list[float], employees: int, rounds: int, seed: int = 7
+) -> list[SweepPoint]:
+    """Run one federation per budget; returns the last round of each."""
+    seed_population(root, employees, seed, hours=8.0)
+    rate, total_steps = _typical_plan(root, employees, rounds)
+    points = []
+    for epsilon in epsilons:
+        noise = 0.0 if math.isinf(epsilon) else noise_for_local(epsilon, rate, total_steps, 1e-5)
+        label = "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+        policy_file = root / f"policy-eps-{label}.toml"
+        policy_file.write_text(policy_for(epsilon, noise))
+        checkpoints = root / f"checkpoints-eps-{label}"
+        # Each budget starts from fresh devices: a ledger from another budget would count.
+        for device_dir in (root / "devices").iterdir():
+            ledger = device_dir / "privacy"
+            if ledger.exists():
+                for file in ledger.iterdir():
+                    file.unlink()
+        run_app(
+            num_supernodes=employees,
+            run_config={
+                "num-server-rounds": rounds,
+                "sim-root": str(root),
+                "checkpoint-dir": str(checkpoints),
+                "policy-file": str(policy_file),
+                "seed": seed,
+            },
+            flwr_home=root / "flwr-home",
+            log_file=root / f"flwr-eps-{label}.log",
+        )
+        rows = read_sidecars(checkpoints) if checkpoints.exists() else []
+        last = rows[-1] if rows else {"evaluate": {}, "fit": {}}
+        ev = last["evaluate"]
+        points.append(
+            SweepPoint(
+                epsilon,
+                noise,
+                float(ev.get("top1", math.nan)),
+                float(ev.get("top3", math.nan)),
+                float(ev.get("baseline_bigram_top1", math.nan)),
+                float(last["fit"].get("epsilon_max", math.nan)),
+            )
+        )
+    return points
+
+
+def write_outputs(points: list[SweepPoint], out: Path) -> tuple[Path, Path]:
+    """A PNG plot and a Markdown table (plus JSON) of accuracy against epsilon."""
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the backend
+
+    out.mkdir(parents=True, exist_ok=True)
+    finite = [p for p in points if math.isfinite(p.epsilon)]
+    private_inf = [p for p in points if math.isinf(p.epsilon)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p.epsilon for p in finite], [p.top1 for p in finite], "o-", label="federated, DP")
+    if private_inf:
+        ax.axhline(private_inf[0].top1, color="green", linestyle="--", label="federated, no DP")
+    bigram = statistics.mean(p.bigram_top1 for p in points)
+    ax.axhline(bigram, color="gray", linestyle=":", label="per-person bigram")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("device epsilon cap (one example on one device, delta 1e-5)")
+    ax.set_ylabel("held-out top-1 next-action accuracy")
+    ax.legend()
+    fig.tight_layout()
+    png = out / "sweep.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    lines = [
+        "| epsilon | noise multiplier | top-1 | top-3 | bigram top-1 | max device epsilon |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {p.epsilon:g} | {p.noise_multiplier:.3f} | {p.top1:.3f} | {p.top3:.3f} | "
+            f"{p.bigram_top1:.3f} | {p.epsilon_max:.2f} |"
+            for p in points
+        ),
+    ]
+    table = out / "sweep.md"
+    table.write_text("\n".join(lines) + "\n")
+    (out / "sweep.json").write_text(
+        json.dumps([p.__dict__ for p in points], default=str, indent=2) + "\n"
+    )
+    return png, table
