@@ -5,6 +5,12 @@ from __future__ import annotations
 import typer
 
 from client.budget_commands import budget_app
+from client.control_commands import (
+    consent_app,
+    pause_command,
+    resume_command,
+    status_command,
+)
 from client.data_commands import data_app
 
 app = typer.Typer(
@@ -22,3 +28,7 @@ def main() -> None:
 
 app.add_typer(data_app, name="data")
 app.add_typer(budget_app, name="budget")
+app.add_typer(consent_app, name="consent")
+app.command("pause")(pause_command)
+app.command("resume")(resume_command)
+app.command("status")(status_command)

@@ -1,0 +1,161 @@
+"""Consent: what the employee agreed to record, per modality, revocable.
+
+No consent file means nothing is recorded. A record names the modalities, when
+they were granted, and which disclosure text the employee saw; revoking keeps
+the record (so the state is auditable) but marks it revoked, and recording stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+from policy.events import Modality
+
+CONSENT_FILE: Final = "consent.json"
+DISCLOSURE_VERSION: Final = 1
+
+DISCLOSURE: Final[dict[Modality, tuple[str, str]]] = {
+    Modality.POINTER: (
+        "clicks and scrolls as a coarse screen position, a few pointer positions a second",
+        "the raw pointer stream, or anything while a sensitive app is in front",
+    ),
+    Modality.KEYS: (
+        "the class of each key (letter, digit, space, edit, navigation) and named shortcuts",
+        "which letters or digits you typed",
+    ),
+    Modality.APPS: (
+        "which app is in front, as an app id and a category (editor, browser, ...)",
+        "window titles, document names or URLs",
+    ),
+    Modality.TEXT: (
+        "typed text, after emails, phone and card numbers, IBANs, ids and secrets are removed",
+        "anything typed into sensitive apps or password fields",
+    ),
+    Modality.SCREENS: (
+        "a tiny grayscale thumbnail (64x40) every few seconds, only when the screen changed",
+        "screenshots at readable resolution, or anything while a sensitive app is in front",
+    ),
+}
+
+
+class ConsentError(ValueError):
+    """A consent request is invalid; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """What was agreed, when, and to which disclosure."""
+
+    modalities: tuple[Modality, ...]
+    granted_at: float
+    disclosure_version: int
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the record has not been revoked."""
+        return self.revoked_at is None
+
+    def allows(self, modality: Modality) -> bool:
+        """Whether ``modality`` may be captured right now."""
+        return self.active and modality in self.modalities
+
+
+def parse_modalities(
+    text: str, allowed: tuple[Modality, ...] | None = None
+) -> tuple[Modality, ...]:
+    """Parse ``pointer,keys,apps``; unknown or disallowed names are a clear error."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConsentError("name at least one modality, e.g. --modalities pointer,keys,apps")
+    chosen = []
+    for name in names:
+        try:
+            modality = Modality(name)
+        except ValueError:
+            valid = ", ".join(m.value for m in Modality)
+            raise ConsentError(f"unknown modality {name!r}; choose from {valid}") from None
+        if allowed is not None and modality not in allowed:
+            raise ConsentError(f"the privacy policy does not allow recording {name!r}")
+        chosen.append(modality)
+    return tuple(sorted(set(chosen), key=list(Modality).index))
+
+
+def consent_path(home: Path) -> Path:
+    """Where the consent record lives."""
+    return home / CONSENT_FILE
+
+
+def load_consent(home: Path) -> ConsentRecord | None:
+    """The consent record, or None when the employee never consented."""
+    path = consent_path(home)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return ConsentRecord(
+            modalities=tuple(Modality(m) for m in data["modalities"]),
+            granted_at=float(data["granted_at"]),
+            disclosure_version=int(data["disclosure_version"]),
+            revoked_at=None if data.get("revoked_at") is None else float(data["revoked_at"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        # A damaged record must never widen what is captured: treat it as no consent.
+        return None
+
+
+def _write(home: Path, record: ConsentRecord) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = consent_path(home)
+    tmp = path.with_name(path.name + ".tmp")
+    data = {**asdict(record), "modalities": [m.value for m in record.modalities]}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def grant(home: Path, modalities: tuple[Modality, ...]) -> ConsentRecord:
+    """Record consent to exactly ``modalities`` under the current disclosure."""
+    record = ConsentRecord(modalities, time.time(), DISCLOSURE_VERSION)
+    _write(home, record)
+    return record
+
+
+def revoke(home: Path) -> ConsentRecord | None:
+    """Mark consent revoked; a running recorder sees it and stops capturing."""
+    record = load_consent(home)
+    if record is None or not record.active:
+        return record
+    revoked = ConsentRecord(
+        record.modalities, record.granted_at, record.disclosure_version, time.time()
+    )
+    _write(home, revoked)
+    return revoked
+
+
+def disclosure_text(allowed: tuple[Modality, ...]) -> str:
+    """What each modality records and never records, and how to stop."""
+    lines = [
+        "hearth records how you work, only for what you grant, and keeps it on this laptop.",
+        "",
+    ]
+    for modality, (records, never) in DISCLOSURE.items():
+        note = "" if modality in allowed else " (not allowed by the current policy)"
+        lines.append(f"{modality.value}{note}")
+        lines.append(f"  records: {records}")
+        lines.append(f"  never:   {never}")
+    lines += [
+        "",
+        "Only model updates leave this laptop, never what was recorded.",
+        "Pause any time with `hearth pause` (until you resume) or `hearth pause --for 30m`.",
+        "Leave with `hearth consent revoke`; add --delete-data to destroy everything recorded.",
+    ]
+    return "\n".join(lines)
