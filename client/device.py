@@ -24,6 +24,7 @@ from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
 from client.vault import Vault
 from privacy.ledger import DeviceLedger
+from privacy.policy import load_policy
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
 LEDGER_FILE: Final = "ledger.bin"
@@ -57,9 +58,16 @@ class Device:
         """Featurize everything in the vault, streaming it segment by segment.
 
         The result is cached in memory for this process until the vault changes,
-        so a round's training and evaluation decrypt the vault once.
+        so a round's training and evaluation decrypt the vault once. Retention
+        runs first, so data past its lifetime is deleted before it is ever read.
         """
-        with Vault.open(self.vault_dir, self.passphrase) as vault:
+        data_policy = load_policy().data
+        with Vault.open(
+            self.vault_dir,
+            self.passphrase,
+            retention_days=data_policy.retention_days,
+            quota_bytes=data_policy.vault_quota_mb * 2**20,
+        ) as vault:
             version = (str(self.vault_dir), context_length, vault.version())
             cached = _EXAMPLES_CACHE.get(version)
             if cached is None:
