@@ -1,13 +1,16 @@
 """Run the hearth Flower app with ``flwr run .`` on the local simulation federation.
 
-``flwr run`` starts a managed local SuperLink in the background on a fixed port
-and leaves it running. hearth gives each run its own ``FLWR_HOME`` and stops the
-SuperLink it started when the run ends, so demos and tests leave nothing behind.
+``flwr run`` starts a managed local SuperLink in the background and leaves it
+running. hearth gives each run its own ``FLWR_HOME`` and its own free ports
+(through Flower's ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` and
+``FLWR_LOCAL_CONTROL_API_PORT``), and stops exactly that SuperLink when the run
+ends, so runs never share a SuperLink and leave nothing behind.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +20,6 @@ from pathlib import Path
 
 import psutil
 
-LOCAL_SUPERLINK_PORT = 39091
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,20 +45,28 @@ def run_config_arg(values: Mapping[str, object]) -> str:
     return " ".join(f"{key}={_format_value(value)}" for key, value in values.items())
 
 
-def _superlink_processes() -> list[psutil.Process]:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _superlink_processes(port: int | None = None) -> list[psutil.Process]:
+    """Managed local SuperLinks (on ``port`` only, when given)."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info.get("cmdline") or []
-        if any(part.endswith("flower-superlink") for part in cmdline[:2]) and any(
-            str(LOCAL_SUPERLINK_PORT) == part for part in cmdline
-        ):
+        if not any(part.endswith("flower-superlink") for part in cmdline[:2]):
+            continue
+        if "--simulation" in cmdline and (port is None or str(port) in cmdline):
             found.append(proc)
     return found
 
 
-def stop_local_superlink() -> None:
-    """Stop the managed local SuperLink (and its simulation children)."""
-    for proc in _superlink_processes():
+def stop_local_superlink(port: int) -> None:
+    """Stop the managed local SuperLink on ``port`` (and its simulation children)."""
+    for proc in _superlink_processes(port):
         children = proc.children(recursive=True)
         for p in [proc, *children]:
             try:
@@ -79,14 +89,16 @@ def run_app(
 ) -> FlwrRun:
     """Run ``flwr run . --stream`` and wait for it, logging Flower's output to a file."""
     bin_dir = Path(sys.executable).parent
+    port = free_port()
     env = {
         **os.environ,
         "FLWR_HOME": str(flwr_home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
         "RAY_DEDUP_LOGS": "0",
     }
-    started_here = not _superlink_processes()
     command = [
         str(bin_dir / "flwr"),
         "run",
@@ -112,8 +124,7 @@ def run_app(
         finally:
             if proc.poll() is None:
                 proc.kill()
-            if started_here:
-                stop_local_superlink()
+            stop_local_superlink(port)
     if on_poll is not None:
         on_poll()
     return FlwrRun(proc.wait(), log_file, time.perf_counter() - start)
