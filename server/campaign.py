@@ -7,6 +7,7 @@ touching the aggregation math.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
@@ -31,6 +32,8 @@ from server.checkpoints import save_checkpoint
 from server.config import CampaignConfig
 from server.report import aggregate_evaluate_metrics, round_table
 from strategies.delta_fedavg import DeltaFedAvg
+
+CAMPAIGN_LEDGER_FILE = "campaign-ledger.json"
 
 
 def round_instructions(
@@ -192,8 +195,32 @@ class CampaignStrategy(Strategy):
             self.inner.global_arrays,
             row,
         )
+        self._write_campaign_ledger()
         log(INFO, "\n%s", round_table(self.rows))
         return loss, metrics
+
+    def _write_campaign_ledger(self) -> None:
+        """The campaign's user-level spend so far, beside the checkpoints (not secret)."""
+        ledger = {
+            "policy_hash": policy_hash(self.policy),
+            "central_noise_multiplier": self.central_noise,
+            "delta": self.policy.privacy.delta,
+            "user_epsilon_target": self.policy.privacy.user_epsilon_target,
+            "unit": "one user across the campaign",
+            "noised_rounds": [
+                {
+                    "sampling_rate": q,
+                    "epsilon_user_after": self.user_epsilon(self.user_rounds[: i + 1]),
+                }
+                for i, q in enumerate(self.user_rounds)
+            ],
+            "epsilon_user": self.user_epsilon(self.user_rounds),
+            "stopped_at_target": self.stopped,
+        }
+        path = self.checkpoint_dir / CAMPAIGN_LEDGER_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(ledger, indent=2) + "\n")
+        tmp.replace(path)
 
     def evaluate(
         self, server_round: int, parameters: Parameters

@@ -1,3 +1,5 @@
+import json
+
 from flwr.common import FitIns, ndarrays_to_parameters
 
 from policy.model import NextActionPolicy, get_arrays
@@ -34,6 +36,10 @@ def test_the_campaign_stops_before_the_user_level_target_and_says_so(tmp_path, c
     assert strategy.configure_fit(3, params, _Manager()) == []
     assert "campaign ended before round 2" in caplog.text
     assert strategy.user_epsilon(strategy.user_rounds) <= (per_round + two_rounds) / 2
+    strategy._write_campaign_ledger()
+    ledger = json.loads((tmp_path / "campaign-ledger.json").read_text())
+    assert ledger["stopped_at_target"] is True
+    assert len(ledger["noised_rounds"]) == 1
 
 
 def test_instructions_carry_the_policy_hash(tmp_path):
