@@ -1,0 +1,141 @@
+"""The sensitive-app list: the policy's defaults plus the employee's own additions.
+
+The privacy team ships a list in the policy; an employee may add to it (never
+remove from it) from the CLI or the dashboard. Additions live in one small file
+under ``HEARTH_HOME`` that a running recorder re-reads when it changes, so an
+added app is suppressed at once, without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from policy.events import AppCategory
+from privacy.policy import PrivacyPolicy
+
+SENSITIVE_FILE: Final = "sensitive_apps.json"
+_APP_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+# Window classes and titles of private browsing are matched by these markers,
+# since the app id of a private window is the browser's own.
+PRIVATE_WINDOW_MARKERS: Final = ("incognito", "private browsing", "inprivate", "private window")
+
+
+class SensitiveAppError(ValueError):
+    """An app id cannot be added; the message says what a valid one looks like."""
+
+
+def normalize_app_id(name: str) -> str:
+    """Lower-case and validate an app id (a WM_CLASS or bundle-like name)."""
+    app_id = name.strip().lower()
+    if not _APP_ID.match(app_id):
+        raise SensitiveAppError(
+            f"{name!r} is not an app id; use letters, digits, '.', '_', '+' or '-' "
+            "(e.g. slack or org.keepassxc.keepassxc)"
+        )
+    return app_id
+
+
+def sensitive_path(home: Path) -> Path:
+    """Where the employee's additions live."""
+    return home / SENSITIVE_FILE
+
+
+def load_additions(home: Path) -> tuple[str, ...]:
+    """The employee's additions; a damaged file reads as none (the policy list still holds)."""
+    try:
+        data = json.loads(sensitive_path(home).read_text())
+        return tuple(sorted({normalize_app_id(str(a)) for a in data.get("apps", [])}))
+    except (OSError, ValueError, AttributeError):
+        return ()
+
+
+def _write_additions(home: Path, apps: tuple[str, ...]) -> None:
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = sensitive_path(home)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"apps": list(apps)}, handle)
+    tmp.replace(path)  # atomic: a watching recorder never reads half a file
+
+
+def add_app(home: Path, name: str) -> tuple[str, ...]:
+    """Add ``name`` to the employee's list; returns the additions."""
+    app_id = normalize_app_id(name)
+    apps = tuple(sorted({*load_additions(home), app_id}))
+    _write_additions(home, apps)
+    return apps
+
+
+def remove_app(home: Path, name: str) -> tuple[str, ...]:
+    """Remove one of the employee's own additions (the policy's entries stay)."""
+    app_id = normalize_app_id(name)
+    apps = tuple(a for a in load_additions(home) if a != app_id)
+    _write_additions(home, apps)
+    return apps
+
+
+@dataclass(frozen=True)
+class SensitiveApps:
+    """Which apps and categories suppress capture while in front."""
+
+    apps: frozenset[str]
+    categories: frozenset[AppCategory]
+    added_by_employee: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_policy(cls, policy: PrivacyPolicy, home: Path | None = None) -> SensitiveApps:
+        """The policy's list, plus the employee's additions under ``home``."""
+        additions = frozenset(load_additions(home)) if home is not None else frozenset()
+        return cls(
+            apps=frozenset(policy.data.sensitive_apps) | additions,
+            categories=frozenset(policy.data.sensitive_categories),
+            added_by_employee=additions,
+        )
+
+    def is_sensitive(
+        self, app_id: str, category: AppCategory, window_hint: str | None = None
+    ) -> bool:
+        """True when capture must be suppressed for this app.
+
+        ``window_hint`` is the raw WM_CLASS/title, used only here, in memory, to
+        spot private browser windows; it is never stored.
+        """
+        app = app_id.lower()
+        if category in self.categories or app in self.apps:
+            return True
+        if any(entry in app for entry in self.apps if len(entry) >= 4):
+            return True  # "bank" covers "mybank-desktop"
+        hint = (window_hint or "").lower()
+        return any(marker in hint for marker in PRIVATE_WINDOW_MARKERS)
+
+
+class SensitiveAppsWatcher:
+    """Re-reads the employee's additions when the file changes (cheap ``stat`` per call)."""
+
+    def __init__(self, policy: PrivacyPolicy, home: Path) -> None:
+        """Start from the policy's list and the additions on disk."""
+        self._policy = policy
+        self._home = home
+        self._mtime: float | None = None
+        self._current = SensitiveApps.from_policy(policy, home)
+        self._mtime = self._stat()
+
+    def _stat(self) -> float | None:
+        try:
+            return sensitive_path(self._home).stat().st_mtime_ns / 1e9
+        except OSError:
+            return None
+
+    def current(self) -> SensitiveApps:
+        """The list in force now."""
+        mtime = self._stat()
+        if mtime != self._mtime:
+            self._mtime = mtime
+            self._current = SensitiveApps.from_policy(self._policy, self._home)
+        return self._current

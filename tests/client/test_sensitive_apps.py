@@ -1,0 +1,66 @@
+"""The sensitive-app list: policy defaults, employee additions, live reload."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from client.sensitive_apps import (
+    SensitiveAppError,
+    SensitiveApps,
+    SensitiveAppsWatcher,
+    add_app,
+    load_additions,
+    remove_app,
+    sensitive_path,
+)
+from policy.events import AppCategory
+from privacy.policy import load_policy
+
+
+def test_policy_defaults_cover_chat_hr_and_password_managers(tmp_path: Path) -> None:
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("slack", AppCategory.OTHER)
+    assert apps.is_sensitive("unknown-tool", AppCategory.PASSWORD_MANAGER)
+    assert apps.is_sensitive("mybank-desktop", AppCategory.OTHER)
+    assert not apps.is_sensitive("code", AppCategory.EDITOR)
+
+
+def test_private_browser_windows_are_sensitive_by_hint(tmp_path: Path) -> None:
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("firefox", AppCategory.BROWSER, "Mozilla Firefox Private Browsing")
+    assert not apps.is_sensitive("firefox", AppCategory.BROWSER, "Mozilla Firefox")
+
+
+def test_additions_persist_owner_only_and_can_be_removed(tmp_path: Path) -> None:
+    add_app(tmp_path, "Gimp")
+    assert load_additions(tmp_path) == ("gimp",)
+    assert sensitive_path(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert SensitiveApps.from_policy(load_policy(), tmp_path).is_sensitive(
+        "gimp", AppCategory.DESIGN
+    )
+    remove_app(tmp_path, "gimp")
+    assert load_additions(tmp_path) == ()
+
+
+def test_invalid_app_id_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SensitiveAppError, match="not an app id"):
+        add_app(tmp_path, "../etc/passwd")
+
+
+def test_damaged_additions_file_keeps_the_policy_list(tmp_path: Path) -> None:
+    sensitive_path(tmp_path).write_text("{not json")
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("slack", AppCategory.OTHER)
+
+
+def test_watcher_sees_an_addition_without_restart(tmp_path: Path) -> None:
+    watcher = SensitiveAppsWatcher(load_policy(), tmp_path)
+    assert not watcher.current().is_sensitive("gimp", AppCategory.DESIGN)
+    add_app(tmp_path, "gimp")
+    later = time.time() + 5
+    os.utime(sensitive_path(tmp_path), (later, later))  # mtime granularity on some filesystems
+    assert watcher.current().is_sensitive("gimp", AppCategory.DESIGN)
