@@ -30,7 +30,7 @@ from client.training import TrainConfig, evaluate, plan_round, train_round
 from policy.baselines import Bigram, MostFrequent
 from policy.model import ModelConfig, NextActionPolicy, set_arrays
 from privacy.ledger import DeviceLedger, check_round, effective_cap
-from privacy.policy import load_policy, policy_hash
+from privacy.policy import policy_hash
 
 HELD_OUT_FRACTION = 0.2
 # Why a device replied without training (the "declined" metric).
@@ -104,7 +104,7 @@ class HearthClient(NumPyClient):
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
         """One local round: policy and budget checks first, then train, then clip."""
         ins = RoundInstructions.from_config(config)
-        policy = load_policy()
+        policy = self.device.policy()
         if ins.policy_hash != policy_hash(policy):
             return self._declined(parameters, DECLINED_POLICY_MISMATCH, None, ins)
         delta = policy.privacy.delta

@@ -24,13 +24,14 @@ from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
 from client.vault import Vault
 from privacy.ledger import DeviceLedger
-from privacy.policy import load_policy
+from privacy.policy import PrivacyPolicy, load_policy
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
 LEDGER_FILE: Final = "ledger.bin"
 EMPLOYEE_CAP_FILE: Final = "employee_cap.json"
 _LEDGER_INFO: Final = b"hearth-device-ledger-key"
 UPLOADS_FILE: Final = "uploads.jsonl"
+SIM_POLICY_FILE: Final = "policy.toml"
 
 
 _CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
@@ -48,6 +49,11 @@ class Device:
 
     home: Path
     passphrase: str | None = None
+    policy_file: Path | None = None
+
+    def policy(self) -> PrivacyPolicy:
+        """The privacy policy this device agreed to (``HEARTH_POLICY`` or the default)."""
+        return load_policy(self.policy_file)
 
     @property
     def vault_dir(self) -> Path:
@@ -61,7 +67,7 @@ class Device:
         so a round's training and evaluation decrypt the vault once. Retention
         runs first, so data past its lifetime is deleted before it is ever read.
         """
-        data_policy = load_policy().data
+        data_policy = self.policy().data
         with Vault.open(
             self.vault_dir,
             self.passphrase,
@@ -125,5 +131,11 @@ def device_for(context: Context) -> Device:
             raise ValueError("simulation run needs run config 'sim-root' (set by hearth-sim)")
         root = Path(sim_root)
         passphrase = (root / SIM_PASSPHRASE_FILE).read_text().strip()
-        return Device(simulated_device_home(root, int(node["partition-id"])), passphrase)
+        # Simulated employees agreed to the simulation's policy, when it sets one.
+        agreed = root / SIM_POLICY_FILE
+        return Device(
+            simulated_device_home(root, int(node["partition-id"])),
+            passphrase,
+            agreed if agreed.exists() else None,
+        )
     return Device(hearth_home())

@@ -26,7 +26,9 @@ def aggregate_fit_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:
         return {}
     eps = [float(m.get("epsilon", 0.0)) for _, m in results]
     uploads = [float(m.get("upload_bytes", 0.0)) for _, m in results]
-    trained = [m for _, m in results if not m.get("budget_exhausted")]
+    trained = [m for _, m in results if not m.get("budget_exhausted") and not m.get("declined")]
+    # Declined code 2 (see client.app): the device agreed to another privacy policy.
+    policy_mismatch = sum(1 for _, m in results if int(m.get("declined", 0)) == 2)
     out: dict[str, Scalar] = {
         "epsilon_mean": sum(eps) / len(eps),
         "epsilon_max": max(eps),
@@ -34,7 +36,8 @@ def aggregate_fit_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:
         "upload_bytes_max": max(uploads),
         "clients": len(results),
         "clients_trained": len(trained),
-        "clients_budget_exhausted": len(results) - len(trained),
+        "clients_budget_exhausted": sum(1 for _, m in results if m.get("budget_exhausted")),
+        "clients_declined_policy": policy_mismatch,
     }
     if results:
         out["delta"] = float(results[0][1].get("delta", 0.0))

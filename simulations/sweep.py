@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib
 
-from client.device import Device, simulated_device_home
+from client.device import SIM_POLICY_FILE, Device, simulated_device_home
 from client.featurize import split_held_out
 from client.training import TrainConfig, plan_round
 from privacy.accountants import noise_for_local
@@ -72,6 +72,9 @@ def run_sweep(
         label = "inf" if math.isinf(epsilon) else f"{epsilon:g}"
         policy_file = root / f"policy-eps-{label}.toml"
         policy_file.write_text(policy_for(epsilon, noise))
+        # The simulated employees agree to this budget's policy, as real ones would
+        # before a campaign; a device under another policy declines every round.
+        (root / SIM_POLICY_FILE).write_text(policy_file.read_text())
         checkpoints = root / f"checkpoints-eps-{label}"
         # Each budget starts from fresh devices: a ledger from another budget would count.
         for device_dir in (root / "devices").iterdir():
@@ -92,7 +95,11 @@ def run_sweep(
             log_file=root / f"flwr-eps-{label}.log",
         )
         rows = read_sidecars(checkpoints) if checkpoints.exists() else []
-        last = rows[-1] if rows else {"evaluate": {}, "fit": {}}
+        if not rows or not rows[-1]["fit"].get("clients_trained", 0):
+            raise RuntimeError(
+                f"the run at epsilon {label} trained nothing; see {root / f'flwr-eps-{label}.log'}"
+            )
+        last = rows[-1]
         ev = last["evaluate"]
         points.append(
             SweepPoint(

@@ -10,6 +10,7 @@ from client.vault import Vault
 from policy.model import NextActionPolicy, get_arrays
 from privacy.policy import load_policy, policy_hash
 from simulations.generator import generate_employee
+from simulations.sweep import policy_for
 
 
 def _device(home):
@@ -66,3 +67,18 @@ def test_budget_show_and_set(hearth_home):
     assert runner.invoke(app, ["budget", "set", "1000"]).exit_code == 1
     assert runner.invoke(app, ["budget", "set", "2"]).exit_code == 0
     assert device.employee_cap() == 2.0
+
+
+def test_a_device_trains_under_the_policy_it_agreed_to_not_the_shipped_default(
+    hearth_home, tmp_path
+):
+    agreed = tmp_path / "agreed.toml"
+    agreed.write_text(policy_for(50.0, 1.5))
+    device = Device(_device(hearth_home).home, policy_file=agreed)
+    config = _config(**{"policy-hash": policy_hash(load_policy(agreed))})
+    _, weight, metrics = HearthClient(device).fit(_params(), config)
+    assert weight > 0 and metrics["declined"] == 0
+    [entry] = device.ledger().entries
+    assert entry.policy_hash == policy_hash(load_policy(agreed))
+    _, weight, metrics = HearthClient(device).fit(_params(), _config(round=2))
+    assert (weight, metrics["declined"]) == (0, 2)  # the default is not what it agreed to
