@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -33,7 +34,8 @@ from client.home import hearth_home
 from client.sensitive_apps import SensitiveAppError, add_app, remove_app
 
 UNTIL_RESUMED: Final = "until-resumed"
-_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES: Final = 16_384
 
 
 def _headers(nonce: str | None = None) -> dict[str, str]:
@@ -83,8 +85,11 @@ async def read_change(request: Request, guard: Guard) -> _Change:
             raise Refusal(400, "the body is not JSON") from None
         fields = data if isinstance(data, dict) else {}
         is_form = False
-    elif content_type in _FORM_TYPES:
-        fields = dict(await request.form())
+    elif content_type == _FORM_TYPE:
+        body = await request.body()
+        if len(body) > _MAX_FORM_BYTES:
+            raise Refusal(413, "the form is too large")
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         is_form = True
     elif content_type == "":
         fields, is_form = {}, False
