@@ -94,15 +94,15 @@ class Guard:
             raise Refusal(400, "unknown host: open the dashboard at the address it printed")
 
     def presented_token(self, request: Request) -> str | None:
-        """The token from a header, the cookie, or (first visit) the query."""
+        """The token from a header, the cookie, or (first visit of the page) the query."""
         authorization = request.headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             return authorization[7:].strip()
-        return (
-            request.headers.get(TOKEN_HEADER)
-            or request.cookies.get(COOKIE_NAME)
-            or request.query_params.get("token")
-        )
+        presented = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE_NAME)
+        if presented is None and request.method == "GET" and request.url.path == "/":
+            # Only the printed address carries the token in the query, once.
+            presented = request.query_params.get("token")
+        return presented
 
     def token_matches(self, presented: str | None) -> bool:
         """Constant-time comparison with the install token."""

@@ -321,3 +321,19 @@ def test_upload_records_are_escaped(client: TestClient, token: str, hearth_home:
     page = client.get("/", headers={"X-Hearth-Token": token}).text
     assert "<b>x</b>" not in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page
+
+
+def test_the_token_in_the_address_opens_only_the_page(client: TestClient, token: str) -> None:
+    assert client.get(f"/api/state?token={token}").status_code == 401
+
+
+def test_a_locked_vault_still_shows_the_page_and_the_controls(
+    client: TestClient, token: str, csrf: str, recorded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEARTH_PASSPHRASE", "not the passphrase")
+    page = client.get("/", headers={"X-Hearth-Token": token})
+    assert page.status_code == 200
+    assert "The state cannot be read: wrong passphrase" in page.text
+    assert "Pause until I resume" in page.text
+    assert _post(client, "/api/pause", token, csrf, duration="30m").status_code == 200
+    assert pause_state(recorded).paused

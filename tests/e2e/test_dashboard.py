@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from client.consent import grant
@@ -119,14 +120,27 @@ def recorded(hearth_home: Path) -> Path:
     return hearth_home
 
 
-def test_the_employee_pauses_resumes_sees_uploads_and_deletes_in_a_real_browser(
-    recorded: Path, dashboard: Dashboard, tmp_path: Path
-) -> None:
+@pytest.fixture
+def browser_available() -> None:
+    """Chromium and Playwright (Python) are here, checked before any process starts."""
     _require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright  # noqa: PLC0415
+        import playwright.sync_api  # noqa: F401, PLC0415
     except ImportError:
         _require(False, "playwright (Python) is not installed")
+
+
+def test_the_employee_pauses_resumes_sees_uploads_and_deletes_in_a_real_browser(
+    browser_available: None, recorded: Path, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    listening = [
+        c.laddr
+        for c in psutil.Process(dashboard.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening, "the dashboard listens nowhere"
+    assert all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
