@@ -19,8 +19,10 @@ import pytest
 from client.consent import grant
 from client.control_commands import status_report
 from client.device import Device
+from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Modality
+from privacy.policy import load_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -130,7 +132,7 @@ def browser_available() -> None:
         _require(False, "playwright (Python) is not installed")
 
 
-def test_the_employee_pauses_resumes_sees_uploads_and_deletes_in_a_real_browser(
+def test_the_employee_controls_everything_from_a_real_browser(
     browser_available: None, recorded: Path, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     listening = [
@@ -195,7 +197,18 @@ def test_the_employee_pauses_resumes_sees_uploads_and_deletes_in_a_real_browser(
             assert "embed.weight" in table and "64\u00d732" in table
             assert "51,234" in table and "0.731" in table
 
+            # Add an app of one's own to the sensitive list; it is in force at once.
+            page.get_by_label("App id to add").fill("gimp")
+            page.get_by_role("button", name="Add", exact=True).click()
+            page.wait_for_url(f"{dashboard.origin}/?done=app-added")
+            assert "gimp" in page.locator("#your-apps").inner_text()
+            assert "gimp" in SensitiveApps.from_policy(load_policy(), recorded).apps
+
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+            page.get_by_role("button", name="Remove gimp").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=app-removed")
+            assert "gimp" not in SensitiveApps.from_policy(load_policy(), recorded).apps
 
             # Delete all my data: refused by the browser until confirmed.
             delete = page.get_by_role("button", name="Delete all my data")
@@ -206,6 +219,13 @@ def test_the_employee_pauses_resumes_sees_uploads_and_deletes_in_a_real_browser(
             page.wait_for_url(f"{dashboard.origin}/?done=deleted")
             assert "The vault is empty" in page.locator("#vault-size").inner_text()
             assert not (recorded / "vault").exists()
+
+            # Revoke consent.
+            page.get_by_label("Yes, stop recording for good").check()
+            page.get_by_role("button", name="Revoke consent").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=revoked")
+            assert page.locator("#state").get_attribute("data-state") == "not consented"
+            assert status_report()["state"] == "not consented"
 
             # Without the token (a fresh browser profile), the dashboard refuses.
             stranger = browser.new_context().new_page()
