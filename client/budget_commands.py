@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +12,7 @@ from client.home import hearth_home
 from client.keys import VaultKeyError
 from privacy.accountants import UNIT_LOCAL
 from privacy.ledger import LedgerError, effective_cap
-from privacy.policy import PolicyError, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy, load_policy
 
 budget_app = typer.Typer(
     name="budget", help="Privacy spent on this laptop, and your own cap.", no_args_is_help=True
@@ -24,19 +24,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-@budget_app.command()
-def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Epsilon spent, the cap in force, and what is left."""
-    device = Device(hearth_home())
-    try:
-        policy = load_policy()
-        spent = device.ledger().spent(policy.privacy.delta)
-        rounds = len(device.ledger().entries)
-    except (PolicyError, VaultKeyError, LedgerError) as exc:
-        raise _fail(str(exc)) from None
+def budget_report(device: Device, policy: PrivacyPolicy) -> dict[str, Any]:
+    """Epsilon spent on ``device``, the cap in force, what is left, and the unit.
+
+    Raises ``VaultKeyError`` or ``LedgerError`` when the ledger cannot be read.
+    """
+    ledger = device.ledger()
+    spent = ledger.spent(policy.privacy.delta)
     employee = device.employee_cap()
     cap = effective_cap(policy.privacy.device_epsilon_cap, employee)
-    report = {
+    return {
         "epsilon_spent": spent,
         "epsilon_cap": cap,
         "epsilon_left": max(0.0, cap - spent),
@@ -44,8 +41,19 @@ def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         "employee_cap": employee,
         "delta": policy.privacy.delta,
         "unit": UNIT_LOCAL,
-        "rounds": rounds,
+        "rounds": len(ledger.entries),
     }
+
+
+@budget_app.command()
+def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Epsilon spent, the cap in force, and what is left."""
+    try:
+        policy = load_policy()
+        report = budget_report(Device(hearth_home()), policy)
+    except (PolicyError, VaultKeyError, LedgerError) as exc:
+        raise _fail(str(exc)) from None
+    spent, cap, rounds = report["epsilon_spent"], report["epsilon_cap"], report["rounds"]
     if as_json:
         typer.echo(json.dumps(report))
         return

@@ -11,6 +11,7 @@ from client.control_commands import (
     resume_command,
     status_command,
 )
+from client.dashboard_commands import dashboard_command
 from client.data_commands import data_app
 
 app = typer.Typer(
@@ -32,3 +33,4 @@ app.add_typer(consent_app, name="consent")
 app.command("pause")(pause_command)
 app.command("resume")(resume_command)
 app.command("status")(status_command)
+app.command("dashboard")(dashboard_command)

@@ -1,0 +1,221 @@
+"""The dashboard's HTTP surface: the page, and the JSON API behind its buttons.
+
+``GET /`` and ``GET /api/state`` read; every change is a ``POST`` that must carry
+the token, come from the dashboard's own origin and carry the page's CSRF token.
+A form post answers with a redirect back to the page, a JSON post with JSON.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from client.consent import revoke
+from client.control import DurationError, parse_duration, pause, resume
+from client.dashboard.auth import (
+    COOKIE_NAME,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    Guard,
+    Refusal,
+)
+from client.dashboard.page import render_page
+from client.dashboard.snapshot import recording_status, snapshot
+from client.data_commands import delete_vault
+from client.device import Device
+from client.home import hearth_home
+from client.sensitive_apps import SensitiveAppError, add_app, remove_app
+
+UNTIL_RESUMED: Final = "until-resumed"
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_MAX_FORM_BYTES: Final = 16_384
+
+
+def _headers(nonce: str | None = None) -> dict[str, str]:
+    style = f"'nonce-{nonce}'" if nonce else "'none'"
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'none'; style-src {style}; img-src 'self' data:; "
+            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }
+
+
+class _Change:
+    """One state-changing request: its fields, and how to answer it."""
+
+    def __init__(self, fields: Mapping[str, Any], is_form: bool) -> None:
+        self.fields = fields
+        self.is_form = is_form
+
+    def text(self, name: str) -> str | None:
+        value = self.fields.get(name)
+        return None if value is None else str(value)
+
+    def confirmed(self) -> bool:
+        value = self.fields.get("confirm")
+        return value is True or str(value).lower() in ("yes", "true")
+
+    def answer(self, notice: str, body: Mapping[str, Any]) -> Response:
+        if self.is_form:
+            return RedirectResponse(f"/?done={notice}", status_code=303, headers=_headers())
+        return JSONResponse({"ok": True, **body}, headers=_headers())
+
+
+async def read_change(request: Request, guard: Guard) -> _Change:
+    """The fields of a state-changing request, once it passed the origin and CSRF checks."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields: Mapping[str, Any]
+    if content_type == "application/json":
+        try:
+            data = await request.json()
+        except ValueError:
+            raise Refusal(400, "the body is not JSON") from None
+        fields = data if isinstance(data, dict) else {}
+        is_form = False
+    elif content_type == _FORM_TYPE:
+        body = await request.body()
+        if len(body) > _MAX_FORM_BYTES:
+            raise Refusal(413, "the form is too large")
+        fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        is_form = True
+    elif content_type == "":
+        fields, is_form = {}, False
+    else:
+        raise Refusal(415, "send JSON or a form")
+    csrf = request.headers.get(CSRF_HEADER) or (
+        str(fields[CSRF_FIELD]) if CSRF_FIELD in fields else None
+    )
+    guard.check_change(request, csrf)
+    return _Change(fields, is_form)
+
+
+def _reading_routes(app: FastAPI, guard: Guard, home: Path) -> None:
+    """The page and its state as JSON."""
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request, done: str | None = None) -> Response:
+        if "token" in request.query_params:
+            # First visit: trade the token in the address for a cookie, and drop it
+            # from the address bar and the browser history.
+            response = RedirectResponse("/", status_code=303, headers=_headers())
+            response.set_cookie(
+                COOKIE_NAME,
+                guard.token,
+                httponly=True,
+                samesite="strict",
+                secure=False,  # plain HTTP on loopback
+                path="/",
+            )
+            return response
+        nonce = secrets.token_urlsafe(16)
+        html = render_page(snapshot(home), guard.csrf_token, nonce, done)
+        return HTMLResponse(html, headers=_headers(nonce))
+
+    @app.get("/api/state")
+    def state() -> JSONResponse:
+        return JSONResponse(snapshot(home), headers=_headers())
+
+
+def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
+    """Pause, resume, and the employee's sensitive apps."""
+
+    @app.post("/api/pause")
+    async def pause_recording(request: Request) -> Response:
+        req = await read_change(request, guard)
+        duration = req.text("duration")
+        try:
+            seconds = (
+                None if duration in (None, "", UNTIL_RESUMED) else parse_duration(str(duration))
+            )
+        except DurationError as exc:
+            raise Refusal(400, str(exc)) from None
+        pause(home, seconds)
+        return req.answer("paused", {"status": await run_in_threadpool(recording_status)})
+
+    @app.post("/api/resume")
+    async def resume_recording(request: Request) -> Response:
+        req = await read_change(request, guard)
+        resume(home)
+        return req.answer("resumed", {"status": await run_in_threadpool(recording_status)})
+
+    @app.post("/api/sensitive-apps")
+    async def add_sensitive_app(request: Request) -> Response:
+        req = await read_change(request, guard)
+        try:
+            apps = add_app(home, req.text("app") or "")
+        except SensitiveAppError as exc:
+            raise Refusal(400, str(exc)) from None
+        return req.answer("app-added", {"yours": list(apps)})
+
+    @app.post("/api/sensitive-apps/remove")
+    async def remove_sensitive_app(request: Request) -> Response:
+        req = await read_change(request, guard)
+        try:
+            apps = remove_app(home, req.text("app") or "")
+        except SensitiveAppError as exc:
+            raise Refusal(400, str(exc)) from None
+        return req.answer("app-removed", {"yours": list(apps)})
+
+
+def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
+    """Delete all data, revoke consent."""
+
+    @app.post("/api/data/delete")
+    async def delete_data(request: Request) -> Response:
+        req = await read_change(request, guard)
+        if not req.confirmed():
+            raise Refusal(400, "confirm to delete: nothing was deleted")
+        existed = await run_in_threadpool(delete_vault, Device(home).vault_dir)
+        return req.answer("deleted", {"deleted": existed})
+
+    @app.post("/api/consent/revoke")
+    async def revoke_consent(request: Request) -> Response:
+        req = await read_change(request, guard)
+        if not req.confirmed():
+            raise Refusal(400, "confirm to revoke: consent is unchanged")
+        revoke(home)
+        delete = str(req.fields.get("delete_data", "")).lower() in ("yes", "true")
+        if delete:
+            await run_in_threadpool(delete_vault, Device(home).vault_dir)
+        return req.answer(
+            "revoked", {"status": await run_in_threadpool(recording_status), "deleted": delete}
+        )
+
+
+def create_app(guard: Guard) -> FastAPI:
+    """The dashboard of this device (``hearth_home()``), reachable only through ``guard``."""
+    app = FastAPI(title="hearth dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(Refusal)
+    async def refused(_: Request, exc: Refusal) -> Response:
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=_headers())
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        try:
+            guard.check_host(request)
+            guard.check_token(request)
+        except Refusal as exc:
+            return await refused(request, exc)
+        return await call_next(request)
+
+    home = hearth_home()
+    _reading_routes(app, guard, home)
+    _control_routes(app, guard, home)
+    _leaving_routes(app, guard, home)
+    return app

@@ -1,0 +1,126 @@
+"""Everything the dashboard shows, gathered in one JSON-ready snapshot.
+
+The recording state is ``status_report()``, the very report ``hearth status``
+prints; the rest comes from the same functions the CLI uses (data summary,
+budget, upload history, policy, sensitive-app list). Only plaintext metadata is
+read: counts, sizes and names, never an event's content.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from client.budget_commands import budget_report
+from client.control_commands import status_report
+from client.data_commands import daily_summary
+from client.device import LEDGER_FILE, Device
+from client.keys import KEY_FILE, VaultKeyError
+from client.sensitive_apps import load_additions
+from client.vault import Vault, VaultFullError
+from privacy.accountants import UNIT_LOCAL
+from privacy.ledger import LedgerError, effective_cap
+from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy
+
+
+def delta_in_words(delta: float) -> str:
+    """``1e-05`` as "a 1 in 100,000 chance that the guarantee does not hold"."""
+    if delta <= 0:
+        return "the guarantee always holds (delta 0)"
+    return f"a 1 in {round(1 / delta):,} chance that the guarantee does not hold"
+
+
+def recording_status() -> dict[str, Any]:
+    """``status_report()``, or why it cannot be read (a locked vault)."""
+    try:
+        return {"report": status_report(), "error": None}
+    except (VaultKeyError, VaultFullError) as exc:
+        return {"report": None, "error": str(exc)}
+
+
+def _vault(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "exists": (device.vault_dir / KEY_FILE).exists(),
+        "bytes": 0,
+        "days": [],
+        "corrupt_segments": [],
+        "retention_days": policy.data.retention_days if policy else None,
+        "quota_mb": policy.data.vault_quota_mb if policy else None,
+        "error": None,
+    }
+    if not info["exists"]:
+        return info
+    try:
+        with Vault.open(device.vault_dir) as vault:
+            info["bytes"] = vault.size()
+            info["days"] = daily_summary(vault)
+            info["corrupt_segments"] = list(vault.corrupt_segments)
+    except (VaultKeyError, VaultFullError) as exc:
+        info["error"] = str(exc)
+    return info
+
+
+def _budget(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
+    if policy is None:
+        return {"error": "no privacy policy is in force"}
+    if not (device.vault_dir / KEY_FILE).exists():
+        # The ledger's key derives from the vault key: never create a vault just to read it.
+        if (device.home / "privacy" / LEDGER_FILE).exists():
+            return {
+                "error": "the privacy ledger was sealed with the vault key, "
+                "which was destroyed with your data"
+            }
+        report = _nothing_spent(device, policy)
+    else:
+        try:
+            report = budget_report(device, policy)
+        except (VaultKeyError, LedgerError) as exc:
+            return {"error": str(exc)}
+    return {**report, "delta_in_words": delta_in_words(report["delta"]), "error": None}
+
+
+def _nothing_spent(device: Device, policy: PrivacyPolicy) -> dict[str, Any]:
+    """The budget of a device that never trained: nothing spent, the whole cap left."""
+    employee = device.employee_cap()
+    cap = effective_cap(policy.privacy.device_epsilon_cap, employee)
+    return {
+        "epsilon_spent": 0.0,
+        "epsilon_cap": cap,
+        "epsilon_left": cap,
+        "policy_cap": policy.privacy.device_epsilon_cap,
+        "employee_cap": employee,
+        "delta": policy.privacy.delta,
+        "unit": UNIT_LOCAL,
+        "rounds": 0,
+    }
+
+
+def _sensitive(home: Path, policy: PrivacyPolicy | None) -> dict[str, Any]:
+    return {
+        "policy_apps": sorted(policy.data.sensitive_apps) if policy else [],
+        "policy_categories": sorted(c.value for c in policy.data.sensitive_categories)
+        if policy
+        else [],
+        "yours": list(load_additions(home)),
+    }
+
+
+def snapshot(home: Path) -> dict[str, Any]:
+    """The dashboard's whole state for the device under ``home``."""
+    device = Device(home)
+    policy: PrivacyPolicy | None
+    try:
+        policy, policy_error = load_policy(), None
+    except PolicyError as exc:
+        policy, policy_error = None, str(exc)
+    return {
+        "status": recording_status(),
+        "vault": _vault(device, policy),
+        "budget": _budget(device, policy),
+        "uploads": list(reversed(device.uploads())),
+        "policy": {
+            "lines": describe(policy).splitlines() if policy else [],
+            "error": policy_error,
+        },
+        "sensitive_apps": _sensitive(home, policy),
+    }

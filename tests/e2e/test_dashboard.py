@@ -1,0 +1,237 @@
+"""The dashboard end to end: a real `hearth dashboard` process driven by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from client.consent import grant
+from client.control_commands import status_report
+from client.device import Device
+from client.sensitive_apps import SensitiveApps
+from client.vault import Vault
+from policy.events import AppCategory, Focus, Key, KeyClass, Modality
+from privacy.policy import load_policy
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT = 60.0
+
+
+def _require(condition: bool, why: str) -> None:
+    """Skip when a real component is missing, except on CI, where that is a failure."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{why} (CI must run the dashboard end to end)")
+    pytest.skip(why)
+
+
+def _hearth(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from client.cli import app; app()", *args]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+@dataclass
+class Dashboard:
+    url: str
+    origin: str
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture
+def dashboard(hearth_home: Path) -> Iterator[Dashboard]:
+    process = subprocess.Popen(
+        _hearth("dashboard", "--no-browser"),
+        cwd=ROOT,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    url = None
+    seen: list[str] = []
+    try:
+        while url is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or process.poll() is not None:
+                pytest.fail(f"hearth dashboard did not print its address: {''.join(seen)}")
+            try:
+                line = lines.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if line.startswith("hearth dashboard: http://127.0.0.1:"):
+                url = line.split(": ", 1)[1].strip()
+        origin = url.split("/?", 1)[0]
+        yield Dashboard(url=url, origin=origin, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def recorded(hearth_home: Path) -> Path:
+    grant(hearth_home, (Modality.POINTER, Modality.KEYS, Modality.APPS))
+    events = [Focus(0, 0.0, "code", AppCategory.EDITOR)]
+    events += [Key(i, i * 0.1, KeyClass.LETTER) for i in range(1, 50)]
+    with Vault.open(hearth_home / "vault") as vault:
+        vault.append(events)
+    return hearth_home
+
+
+@pytest.fixture
+def browser_available() -> None:
+    """Chromium and Playwright (Python) are here, checked before any process starts."""
+    _require(CHROMIUM.exists(), f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401, PLC0415
+    except ImportError:
+        _require(False, "playwright (Python) is not installed")
+
+
+def test_the_employee_controls_everything_from_a_real_browser(
+    browser_available: None, recorded: Path, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    listening = [
+        c.laddr
+        for c in psutil.Process(dashboard.process.pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening, "the dashboard listens nowhere"
+    assert all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            elsewhere: list[str] = []
+            page.on(
+                "request",
+                lambda r: None if r.url.startswith(dashboard.origin) else elsewhere.append(r.url),
+            )
+
+            # The printed address logs in; the token then leaves the address bar.
+            page.goto(dashboard.url)
+            assert page.url == f"{dashboard.origin}/"
+            assert page.get_by_role("heading", name="hearth on this laptop").is_visible()
+            assert page.locator("#state").get_attribute("data-state") == "consented"
+
+            # Pause until resumed: `hearth status` (another process) agrees.
+            page.get_by_role("button", name="Pause until I resume").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=paused")
+            assert "Paused until you resume" in page.locator("#state").inner_text()
+            status = subprocess.run(
+                _hearth("status", "--json"),
+                cwd=ROOT,
+                env=_env(),
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            )
+            assert json.loads(status.stdout)["state"] == "paused"
+
+            # Resume, with the keyboard alone.
+            page.get_by_role("button", name="Resume", exact=True).focus()
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"{dashboard.origin}/?done=resumed")
+            assert page.locator("#state").get_attribute("data-state") == "consented"
+            assert status_report()["state"] == "consented"
+
+            # A round's upload, logged as the ClientApp logs it, shows after a reload.
+            assert page.locator("#uploads-empty").is_visible()
+            Device(recorded).log_upload(
+                {
+                    "round": 4,
+                    "bytes": 51_234,
+                    "arrays": [["embed.weight", [64, 32]], ["head.bias", [64]]],
+                    "epsilon": 0.731,
+                }
+            )
+            page.reload()
+            table = page.locator("#uploads").inner_text()
+            assert "embed.weight" in table and "64\u00d732" in table
+            assert "51,234" in table and "0.731" in table
+
+            # Add an app of one's own to the sensitive list; it is in force at once.
+            page.get_by_label("App id to add").fill("gimp")
+            page.get_by_role("button", name="Add", exact=True).click()
+            page.wait_for_url(f"{dashboard.origin}/?done=app-added")
+            assert "gimp" in page.locator("#your-apps").inner_text()
+            assert "gimp" in SensitiveApps.from_policy(load_policy(), recorded).apps
+
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+            page.get_by_role("button", name="Remove gimp").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=app-removed")
+            assert "gimp" not in SensitiveApps.from_policy(load_policy(), recorded).apps
+
+            # Delete all my data: refused by the browser until confirmed.
+            delete = page.get_by_role("button", name="Delete all my data")
+            delete.click()
+            assert (recorded / "vault").exists()
+            page.get_by_label("Yes, delete everything").check()
+            delete.click()
+            page.wait_for_url(f"{dashboard.origin}/?done=deleted")
+            assert "The vault is empty" in page.locator("#vault-size").inner_text()
+            assert not (recorded / "vault").exists()
+
+            # Revoke consent.
+            page.get_by_label("Yes, stop recording for good").check()
+            page.get_by_role("button", name="Revoke consent").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=revoked")
+            assert page.locator("#state").get_attribute("data-state") == "not consented"
+            assert status_report()["state"] == "not consented"
+
+            # Without the token (a fresh browser profile), the dashboard refuses.
+            stranger = browser.new_context().new_page()
+            response = stranger.goto(f"{dashboard.origin}/")
+            assert response is not None and response.status == 401
+            assert elsewhere == []
+        finally:
+            browser.close()
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
