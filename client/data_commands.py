@@ -152,6 +152,9 @@ def rotate_key_command() -> None:
     try:
         new = passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, confirm=True)
         rotate_key(directory, new)
+        ledger_dir = directory.parent / "privacy"
+        if (ledger_dir / KEY_FILE).exists():
+            rotate_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
     except VaultKeyError as exc:
         raise _fail(str(exc)) from None
     typer.echo("the vault key is re-wrapped under the new passphrase")

@@ -83,13 +83,22 @@ class Device:
                 _EXAMPLES_CACHE[version] = cached
             return cached
 
+    @property
+    def privacy_dir(self) -> Path:
+        """The ledger and the employee's cap; outlives ``hearth data delete``."""
+        return self.home / "privacy"
+
     def ledger(self) -> DeviceLedger:
-        """The encrypted record of every local DP round (key derived from the vault key)."""
-        data_key = load_or_create_data_key(self.vault_dir, self.passphrase)
+        """The encrypted record of every local DP round.
+
+        Its key is its own (wrapped like the vault's, never derived from it), so
+        deleting the recorded data does not erase what was already spent on it.
+        """
+        data_key = load_or_create_data_key(ensure_private_dir(self.privacy_dir), self.passphrase)
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
             data_key
         )
-        return DeviceLedger(self.home / "privacy" / LEDGER_FILE, key)
+        return DeviceLedger(self.privacy_dir / LEDGER_FILE, key)
 
     def employee_cap(self) -> float | None:
         """The stricter epsilon cap the employee set with ``hearth budget set``, if any."""

@@ -14,7 +14,7 @@ from typing import Any
 from client.budget_commands import budget_report
 from client.control_commands import status_report
 from client.data_commands import daily_summary
-from client.device import LEDGER_FILE, Device
+from client.device import Device
 from client.keys import KEY_FILE, VaultKeyError
 from client.sensitive_apps import load_additions
 from client.vault import Vault, VaultFullError
@@ -63,14 +63,8 @@ def _vault(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
 def _budget(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
     if policy is None:
         return {"error": "no privacy policy is in force"}
-    if not (device.vault_dir / KEY_FILE).exists():
-        # The ledger's key derives from the vault key: never create a vault just to read it.
-        if (device.home / "privacy" / LEDGER_FILE).exists():
-            return {
-                "error": "the privacy ledger was sealed with the vault key, "
-                "which was destroyed with your data"
-            }
-        report = _nothing_spent(device, policy)
+    if not (device.privacy_dir / KEY_FILE).exists():
+        report = _nothing_spent(device, policy)  # never create a key just to read nothing
     else:
         try:
             report = budget_report(device, policy)

@@ -1,6 +1,9 @@
 """The ClientApp's gates on one device: policy hash, budget, and what leaves."""
 
+import json
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from client.app import HearthClient
@@ -82,3 +85,16 @@ def test_a_device_trains_under_the_policy_it_agreed_to_not_the_shipped_default(
     assert entry.policy_hash == policy_hash(load_policy(agreed))
     _, weight, metrics = HearthClient(device).fit(_params(), _config(round=2))
     assert (weight, metrics["declined"]) == (0, 2)  # the default is not what it agreed to
+
+
+def test_deleting_the_data_keeps_the_record_of_what_was_spent(hearth_home):
+    device = _device(hearth_home)
+    HearthClient(device).fit(_params(), _config())
+    [entry] = device.ledger().entries
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "delete", "--yes"]).exit_code == 0
+    assert not device.vault_dir.exists()
+    assert device.ledger().entries == [entry]
+    shown = runner.invoke(app, ["budget", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["epsilon_spent"] == pytest.approx(entry.epsilon_after)
