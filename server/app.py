@@ -34,6 +34,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
     inner = DeltaFedAvg(
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),
         server_lr=config.server_learning_rate,
+        server_momentum=config.server_momentum,
         noise_multiplier=training.central_noise_multiplier,
         clipping_norm=training.update_clip_norm,
         seed=config.seed,

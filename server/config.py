@@ -27,6 +27,7 @@ class CampaignConfig:
     learning_rate: float = 2.0
     context_length: int = 8
     server_learning_rate: float = 1.0
+    server_momentum: float = 0.0
     seed: int = 7
     checkpoint_dir: str = ""
     sim_root: str = ""
@@ -63,6 +64,8 @@ class CampaignConfig:
             raise ServerConfigError("run config 'num-server-rounds' must be at least 1")
         if not 0 < self.fraction_train <= 1 or not 0 <= self.fraction_evaluate <= 1:
             raise ServerConfigError("run config 'fraction-train' must be in (0, 1]")
+        if not 0 <= self.server_momentum < 1:
+            raise ServerConfigError("run config 'server-momentum' must be in [0, 1)")
 
     def checkpoint_path(self, run_id: int) -> Path:
         """Where this run's checkpoints go."""

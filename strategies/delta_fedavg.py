@@ -54,6 +54,18 @@ def apply_delta(weights: Arrays, delta: Arrays, server_lr: float = 1.0) -> Array
     return out
 
 
+def momentum_step(velocity: Arrays | None, mean: Arrays, momentum: float) -> Arrays:
+    """Server momentum (FedAvgM): ``v = momentum * v + mean``; the step is ``v``.
+
+    Noise in the clients' DP updates is independent from round to round while
+    the useful direction persists, so the running sum keeps more signal. It
+    only post-processes the (noised) mean, so it costs no privacy.
+    """
+    if velocity is None or momentum == 0.0:
+        return [m.copy() for m in mean]
+    return [(momentum * v + m).astype(np.float32) for v, m in zip(velocity, mean, strict=True)]
+
+
 def add_central_noise(
     mean: Arrays,
     noise_multiplier: float,
@@ -78,6 +90,7 @@ class DeltaFedAvg(FedAvg):
         *,
         initial_parameters: Parameters,
         server_lr: float = 1.0,
+        server_momentum: float = 0.0,
         noise_multiplier: float = 0.0,
         clipping_norm: float = 0.0,
         seed: int | None = None,
@@ -87,7 +100,11 @@ class DeltaFedAvg(FedAvg):
         if noise_multiplier > 0 and clipping_norm <= 0:
             raise ValueError("central noise needs the clients' update clipping norm")
         self.global_arrays: Arrays = parameters_to_ndarrays(initial_parameters)
+        if not 0.0 <= server_momentum < 1.0:
+            raise ValueError("server momentum must be in [0, 1)")
         self.server_lr = server_lr
+        self.server_momentum = server_momentum
+        self._velocity: Arrays | None = None
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
         self._rng = np.random.default_rng(seed)
@@ -117,7 +134,8 @@ class DeltaFedAvg(FedAvg):
             mean = add_central_noise(
                 mean, self.noise_multiplier, self.clipping_norm, contributing, self._rng
             )
-        self.global_arrays = apply_delta(self.global_arrays, mean, self.server_lr)
+        self._velocity = momentum_step(self._velocity, mean, self.server_momentum)
+        self.global_arrays = apply_delta(self.global_arrays, self._velocity, self.server_lr)
         metrics: dict[str, Scalar] = {}
         if self.fit_metrics_aggregation_fn is not None:
             metrics = self.fit_metrics_aggregation_fn(

@@ -10,6 +10,7 @@ import statistics
 import tempfile
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import psutil
@@ -19,9 +20,11 @@ from client.device import Device, simulated_device_home
 from client.featurize import split_held_out
 from client.training import TrainConfig, train_round
 from policy.model import NextActionPolicy, count_parameters
+from privacy.policy import load_policy
 from server.checkpoints import read_sidecars
+from server.config import CampaignConfig
 from simulations.benchmarks import Measurement
-from simulations.flwr_runner import run_app
+from simulations.flwr_runner import PROJECT_ROOT, run_app
 from simulations.population import seed_population
 
 SUBJECT = "training"
@@ -51,6 +54,22 @@ class _PeakRss:
         self._thread.join()
 
 
+def campaign_train_config(private: bool) -> TrainConfig:
+    """The local round a default campaign asks for (pyproject's run config, shipped policy)."""
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    campaign = CampaignConfig.from_run_config(pyproject["tool"]["flwr"]["app"]["config"])
+    training = load_policy().training
+    return TrainConfig(
+        epochs=campaign.local_epochs,
+        batch_size=campaign.batch_size,
+        learning_rate=campaign.learning_rate,
+        max_steps=campaign.max_steps,
+        noise_multiplier=training.local_noise_multiplier,
+        max_grad_norm=training.max_grad_norm,
+        private=private,
+    )
+
+
 def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
     seed_population(root, employees=1, seed=7, hours=8.0)
     passphrase = (root / "synthetic.passphrase").read_text()
@@ -63,7 +82,8 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
             with _PeakRss() as rss:
                 started = time.perf_counter()
                 train, _ = split_held_out(device.examples(8), 0.2)
-                result = train_round(NextActionPolicy(), train, TrainConfig(private=private))
+                config = campaign_train_config(private)
+                result = train_round(NextActionPolicy(), train, config)
                 timings[private].append(time.perf_counter() - started)
             peak = max(peak, rss.peak)
     dp, plain = statistics.median(timings[True]), statistics.median(timings[False])
@@ -79,7 +99,10 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
             "x",
             "<= 2",
             dp / plain <= 2.0,
-            note=f"{len(train)} examples, batch 64, median of {repeats}",
+            note=(
+                f"{len(train)} examples, batch {config.batch_size}, {config.epochs} epochs "
+                f"(the default campaign's round), median of {repeats}"
+            ),
         ),
         Measurement(SUBJECT, "peak RSS during a local round", peak / 2**20, "MiB"),
         Measurement(SUBJECT, "model parameters", params, "count"),

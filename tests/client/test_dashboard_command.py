@@ -14,6 +14,7 @@ from client.cli import app
 from client.dashboard import load_or_create_token
 from client.dashboard.snapshot import snapshot
 from client.data_commands import delete_vault
+from client.device import Device
 from client.vault import Vault
 
 
@@ -61,11 +62,14 @@ def test_a_busy_port_is_one_clear_line(served: list[socket.socket]) -> None:
     assert served == []
 
 
-def test_after_deletion_the_budget_says_the_ledger_went_with_the_key(hearth_home: Path) -> None:
-    Vault.open(hearth_home / "vault").close()
-    (hearth_home / "privacy").mkdir()
-    (hearth_home / "privacy" / "ledger.bin").write_bytes(b"sealed")
-    delete_vault(hearth_home / "vault")
+def test_after_deletion_the_budget_still_shows_what_was_spent(hearth_home: Path) -> None:
+    device = Device(hearth_home)
+    with Vault.open(device.vault_dir):
+        pass
+    device.ledger().record(1, (1.0, 0.1, 10), 1e-5, "0" * 64)
+    spent = device.ledger().spent(1e-5)
+    delete_vault(device.vault_dir)
     budget = snapshot(hearth_home)["budget"]
-    assert "destroyed" in budget["error"]
-    assert not (hearth_home / "vault").exists()
+    assert budget["error"] is None
+    assert budget["epsilon_spent"] == pytest.approx(spent) and spent > 0
+    assert not device.vault_dir.exists()

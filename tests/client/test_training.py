@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from client.featurize import Examples
 from client.training import TrainConfig, epsilon_spent, evaluate, plan_round, train_round
@@ -52,3 +53,34 @@ def test_non_private_training_learns_a_simple_rule():
 def test_invalid_config_is_refused_with_a_message():
     with pytest.raises(ValueError, match="delta"):
         TrainConfig(delta=2.0)
+
+
+def test_dp_step_clips_each_example_before_summing():
+    """Without noise, one full-batch DP step is exactly SGD on per-example clipped gradients."""
+    examples = _examples(n=16)
+    config = TrainConfig(
+        batch_size=16, max_steps=1, noise_multiplier=0.0, max_grad_norm=0.05, learning_rate=1.0
+    )
+    torch.manual_seed(3)
+    model = NextActionPolicy()
+    start = {k: torch.from_numpy(v) for k, v in get_arrays(model).items()}
+    expected = {k: torch.zeros_like(v) for k, v in start.items()}
+    norms = []
+    for i in range(len(examples)):
+        reference = NextActionPolicy()
+        reference.load_state_dict(start)
+        part = examples.slice(i, i + 1)
+        loss = torch.nn.functional.cross_entropy(
+            reference(torch.from_numpy(part.context), torch.from_numpy(part.category)),
+            torch.from_numpy(part.target),
+        )
+        grads = torch.autograd.grad(loss, list(reference.parameters()))
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        norms.append(float(norm))
+        scale = min(1.0, config.max_grad_norm / (float(norm) + 1e-6))
+        for (name, _), g in zip(reference.named_parameters(), grads, strict=True):
+            expected[name] -= config.learning_rate * scale * g / config.batch_size
+    assert min(norms) > config.max_grad_norm  # every example is actually clipped
+    result = train_round(model, examples, config)
+    for (name, want), got in zip(expected.items(), result.delta, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-6, err_msg=name)

@@ -57,3 +57,19 @@ def test_central_noise_has_the_calibrated_standard_deviation():
         mean, noise_multiplier=1.0, clipping_norm=2.0, num_clients=10, rng=rng
     )
     assert noisy[0].std() == pytest.approx(0.2, rel=0.02)
+
+
+def test_server_momentum_carries_the_previous_step_forward():
+    strategy = DeltaFedAvg(
+        initial_parameters=ndarrays_to_parameters(_arrays(0.0)), server_momentum=0.5
+    )
+    params, _ = strategy.aggregate_fit(1, [_fit(_arrays(1.0), 1)], [])
+    np.testing.assert_allclose(parameters_to_ndarrays(params)[0], np.full((2, 2), 1.0))
+    # Round 2: velocity = 0.5 * 1.0 + 2.0 = 2.5, added to the model at 1.0.
+    params, _ = strategy.aggregate_fit(2, [_fit(_arrays(2.0), 1)], [])
+    np.testing.assert_allclose(parameters_to_ndarrays(params)[1], np.full(3, 3.5))
+
+
+def test_server_momentum_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="momentum"):
+        DeltaFedAvg(initial_parameters=ndarrays_to_parameters(_arrays(0.0)), server_momentum=1.0)
