@@ -38,6 +38,11 @@ _CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
 _EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int]], Examples] = {}
 
 
+def clear_examples_cache() -> None:
+    """Forget featurized vaults (a fresh process would not have them)."""
+    _EXAMPLES_CACHE.clear()
+
+
 def simulated_device_home(sim_root: Path, partition_id: int) -> Path:
     """Where simulated employee ``partition_id`` keeps its state."""
     return sim_root / "devices" / f"device-{partition_id:03d}"

@@ -21,13 +21,13 @@ class CampaignConfig:
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    local_epochs: int = 1
-    batch_size: int = 128
+    local_epochs: int = 2
+    batch_size: int = 512
     max_steps: int = 50
-    learning_rate: float = 2.0
+    learning_rate: float = 4.0
     context_length: int = 8
     server_learning_rate: float = 1.0
-    server_momentum: float = 0.0
+    server_momentum: float = 0.7
     seed: int = 7
     checkpoint_dir: str = ""
     sim_root: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,11 @@ import matplotlib
 
 from client.device import SIM_POLICY_FILE, Device, simulated_device_home
 from client.featurize import split_held_out
-from client.training import TrainConfig, plan_round
+from client.training import plan_round
 from privacy.accountants import noise_for_local
 from privacy.policy import default_policy_text
 from server.checkpoints import read_sidecars
+from simulations.campaign import campaign_train_config
 from simulations.flwr_runner import run_app
 from simulations.population import seed_population
 
@@ -44,7 +46,7 @@ def _typical_plan(root: Path, employees: int, rounds: int) -> tuple[float, int]:
     for employee in range(employees):
         device = Device(simulated_device_home(root, employee), passphrase)
         train, _ = split_held_out(device.examples(8), 0.2)
-        planned = plan_round(len(train), TrainConfig(batch_size=128, max_steps=50))
+        planned = plan_round(len(train), campaign_train_config(private=True))
         rates.append(planned.sample_rate)
         steps.append(planned.steps)
     return statistics.median(rates), int(statistics.median(steps)) * rounds
@@ -53,11 +55,10 @@ def _typical_plan(root: Path, employees: int, rounds: int) -> tuple[float, int]:
 def policy_for(epsilon: float, noise: float) -> str:
     """The default policy with this budget and noise (cap raised to infinity for no DP)."""
     cap = "1e9" if math.isinf(epsilon) else f"{epsilon}"
-    return (
-        default_policy_text()
-        .replace("device_epsilon_cap = 10.0", f"device_epsilon_cap = {cap}")
-        .replace("local_noise_multiplier = 1.0", f"local_noise_multiplier = {noise}")
+    text = re.sub(
+        r"(?m)^device_epsilon_cap = .*$", f"device_epsilon_cap = {cap}", default_policy_text()
     )
+    return re.sub(r"(?m)^local_noise_multiplier = .*$", f"local_noise_multiplier = {noise}", text)
 
 
 def run_sweep(

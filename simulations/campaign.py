@@ -1,0 +1,36 @@
+"""The default campaign as ``pyproject.toml`` declares it, for simulations and benchmarks.
+
+``flwr run .`` reads ``[tool.flwr.app.config]``; experiments that train outside
+Flower (the sweep's planning, the training benchmark) read the same table, so
+they measure the round a real campaign runs, not a second set of defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+
+from client.training import TrainConfig
+from privacy.policy import PrivacyPolicy, load_policy
+from server.config import CampaignConfig
+from simulations.flwr_runner import PROJECT_ROOT
+
+
+def default_campaign() -> CampaignConfig:
+    """The run config ``flwr run .`` uses when nothing is overridden."""
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    return CampaignConfig.from_run_config(pyproject["tool"]["flwr"]["app"]["config"])
+
+
+def campaign_train_config(private: bool, policy: PrivacyPolicy | None = None) -> TrainConfig:
+    """The local round of the default campaign under ``policy`` (default: the shipped one)."""
+    campaign = default_campaign()
+    training = (policy or load_policy()).training
+    return TrainConfig(
+        epochs=campaign.local_epochs,
+        batch_size=campaign.batch_size,
+        learning_rate=campaign.learning_rate,
+        max_steps=campaign.max_steps,
+        noise_multiplier=training.local_noise_multiplier,
+        max_grad_norm=training.max_grad_norm,
+        private=private,
+    )
