@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from server.home import server_home
 from server.pki import PkiError, add_device, init_pki
 from server.signing import (
     ORG_KEY,
@@ -17,6 +19,7 @@ from server.signing import (
     sign_bundle,
     write_signature,
 )
+from server.up import LinkConfig, UpError, campaign_hint, register_devices, start_superlink
 
 app = typer.Typer(name="hearth-server", no_args_is_help=True, add_completion=False)
 pki_app = typer.Typer(
@@ -103,3 +106,34 @@ def sign(
     typer.echo(f"bundle {fab_path} sha256 {signature.sha256}")
     typer.echo(f"signature: {sig_path}")
     typer.echo(f"run it with: --run-config \"bundle-signature='{signature.token}'\"")
+
+
+@app.command("up")
+def up(
+    pki_dir: Annotated[Path, typer.Option("--pki", help="the PKI directory")] = Path("pki"),
+    state: Annotated[
+        Path | None, typer.Option("--state", help="SuperLink state (default: server home)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTPS port for all APIs")] = 9093,
+) -> None:
+    """Start the SuperLink (TLS, SuperNode auth, database) and register the PKI's devices."""
+    config = LinkConfig(
+        pki_dir.resolve(), (state or server_home() / "superlink").resolve(), host, port
+    )
+    try:
+        proc = start_superlink(config, config.state_dir / "superlink.log")
+    except (PkiError, UpError) as exc:
+        raise _fail(str(exc)) from None
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        for name, outcome in register_devices(config).items():
+            typer.echo(f"device {name}: {outcome}")
+        typer.echo(campaign_hint(config))
+        proc.wait()
+    except UpError as exc:
+        proc.terminate()
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        proc.terminate()
+    proc.wait()
