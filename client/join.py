@@ -29,6 +29,7 @@ from client.home import ensure_private_dir
 
 SECRET_FILE: Final = "superexec.secret"  # noqa: S105 (a file name)
 FLWR_DIR: Final = "flwr"
+RESTART_SECONDS: Final = 5.0
 
 
 class JoinError(Exception):
@@ -108,31 +109,37 @@ def join(config: JoinConfig) -> int:
         "FLWR_DISABLE_UPDATE_CHECK": "1",
     }
     os.environ.update({"FLWR_HOME": env["FLWR_HOME"], ENV_SECRET_FILE: str(secret)})
-    supernode = subprocess.Popen(supernode_command(config, runtime_port, secret), env=env)
-    record(config.home, "join", joined=True, superlink=config.superlink, pid=os.getpid())
+    command = supernode_command(config, runtime_port, secret)
     stop = threading.Event()
+    current: list[subprocess.Popen[bytes]] = []
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    def _supervise() -> None:
+        # A laptop that was offline, a SuperLink restart, or a node the SuperLink still
+        # believes online: Flower's SuperNode exits, and hearth starts it again.
+        while not stop.is_set():
+            current[:] = [subprocess.Popen(command, env=env)]
+            record(config.home, "join", joined=True, superlink=config.superlink, pid=os.getpid())
+            current[0].wait()
+            stop.wait(RESTART_SECONDS)
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-
-    def _watch() -> None:
-        supernode.wait()
-        stop.set()
-
-    threading.Thread(target=_watch, daemon=True).start()
+    threading.Thread(target=_supervise, daemon=True).start()
     try:
         serve(f"127.0.0.1:{runtime_port}", stop)
     finally:
-        if supernode.poll() is None:
-            supernode.terminate()
-            try:
-                supernode.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                supernode.kill()
-        record(config.home, "leave", superlink=config.superlink, code=supernode.returncode)
+        stop.set()
+        for supernode in current:
+            if supernode.poll() is None:
+                supernode.terminate()
+                try:
+                    supernode.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    supernode.kill()
+        record(config.home, "leave", superlink=config.superlink)
     return 0
 
 
