@@ -125,7 +125,13 @@ class TlsTap:
                     ready, _, _ = select.select([down, up], [], [], 1.0)
                     ready += [s for s in (down, up) if s.pending() and s not in ready]
                     for src in ready:
-                        data = src.recv(65536)
+                        src.setblocking(False)  # TLS 1.3 tickets make a socket readable
+                        try:  # without application data: never block on them
+                            data = src.recv(65536)
+                        except ssl.SSLWantReadError:
+                            continue
+                        finally:
+                            src.setblocking(True)
                         if not data:
                             return
                         if src is down:
