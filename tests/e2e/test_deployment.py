@@ -80,39 +80,44 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         root / "up.log",
     )
     wait_for(lambda: f"device d{DEVICES - 1}:" in (root / "up.log").read_text(), 90, "up")
-    tap = TlsTap(port, pki / "superlink.crt", pki / "superlink.key", pki / "ca.crt").start()
-    homes, joins = [], []
-    for i in range(DEVICES):
-        home = root / f"home-{i}"
-        seed_device(home, i)
-        homes.append(home)
-        joins.append(
-            Process.start(
-                [
-                    str(BIN / "hearth"),
-                    "join",
-                    "--superlink",
-                    f"127.0.0.1:{tap.port}",
-                    "--root-cert",
-                    str(pki / "ca.crt"),
-                    "--key",
-                    str(pki / "devices" / f"d{i}.key"),
-                    "--org-key",
-                    str(pki / "org-signing.pub"),
-                ],
-                {**env, "HEARTH_HOME": str(home)},
-                root / f"join-{i}.log",
+    homes: list[Path] = []
+    joins: list[Process] = []
+    try:
+        tap = TlsTap(port, pki / "superlink.crt", pki / "superlink.key", pki / "ca.crt").start()
+        for i in range(DEVICES):
+            home = root / f"home-{i}"
+            seed_device(home, i)
+            homes.append(home)
+            joins.append(
+                Process.start(
+                    [
+                        str(BIN / "hearth"),
+                        "join",
+                        "--superlink",
+                        f"127.0.0.1:{tap.port}",
+                        "--root-cert",
+                        str(pki / "ca.crt"),
+                        "--key",
+                        str(pki / "devices" / f"d{i}.key"),
+                        "--org-key",
+                        str(pki / "org-signing.pub"),
+                    ],
+                    {**env, "HEARTH_HOME": str(home)},
+                    root / f"join-{i}.log",
+                )
             )
+        wait_for(
+            lambda: all(
+                "SuperNode ID" in (root / f"join-{i}.log").read_text() for i in range(DEVICES)
+            ),
+            90,
+            "all SuperNodes connected",
         )
-    wait_for(
-        lambda: all("SuperNode ID" in (root / f"join-{i}.log").read_text() for i in range(DEVICES)),
-        90,
-        "all SuperNodes connected",
-    )
-    yield Federation(root, pki, state, policy, env, port, tap, homes, joins)
-    for process in joins:
-        process.kill(signal.SIGTERM)
-    up.kill(signal.SIGTERM)
+        yield Federation(root, pki, state, policy, env, port, tap, homes, joins)
+    finally:
+        for process in joins:
+            process.kill(signal.SIGTERM)
+        up.kill(signal.SIGTERM)
 
 
 def _token(federation: Federation, key: Path) -> str:
