@@ -2,15 +2,17 @@
 
 Stacking (outermost first), visible in one place::
 
-    egress guard  ->  hearth client (budget check, DP-SGD, update clipping)
+    secure aggregation  ->  egress guard  ->  hearth client (budget, DP-SGD, update clipping)
 
-In deployment with SecAgg+, ``secaggplus_mod`` goes outside the egress guard,
-so the guard checks the plain update before it is masked.
+``secure_aggregation_mod`` runs Flower's ``secaggplus_mod`` when the server runs
+the SecAgg+ workflow (run config ``secaggplus = true``) and is transparent
+otherwise, so simulation and deployment use one ClientApp. It sits outside the
+egress guard, so the guard checks the plain, clipped update before it is masked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,8 +20,10 @@ import numpy as np
 import torch
 from flwr.app import Context, Message, MessageType
 from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Scalar
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from numpy.typing import NDArray
 
 from client.clipping import clip_update
@@ -210,6 +214,16 @@ def client_fn(context: Context) -> Any:
     return HearthClient(device_for(context)).to_client()
 
 
+def secure_aggregation_mod(
+    message: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """Flower's ``secaggplus_mod`` for messages of the SecAgg+ protocol, a no-op otherwise."""
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    if message.metadata.message_type == MessageType.TRAIN and configs and Key.STAGE in configs:
+        return secaggplus_mod(message, context, call_next)
+    return call_next(message, context)
+
+
 egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload)
 
-app = ClientApp(client_fn=client_fn, mods=[egress_guard_mod])
+app = ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod, egress_guard_mod])

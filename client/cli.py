@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from client.budget_commands import budget_app
@@ -13,6 +16,7 @@ from client.control_commands import (
 )
 from client.dashboard_commands import dashboard_command
 from client.data_commands import data_app
+from client.home import hearth_home
 
 app = typer.Typer(
     name="hearth",
@@ -34,3 +38,23 @@ app.command("pause")(pause_command)
 app.command("resume")(resume_command)
 app.command("status")(status_command)
 app.command("dashboard")(dashboard_command)
+
+
+@app.command("join")
+def join_command(
+    superlink: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
+    root_cert: Annotated[Path, typer.Option("--root-cert", help="the federation's CA")],
+    key: Annotated[Path, typer.Option("--key", help="this device's SuperNode private key")],
+    org_key: Annotated[
+        Path | None, typer.Option("--org-key", help="the org's bundle-signing public key")
+    ] = None,
+) -> None:
+    """Join the federation: only signed bundles, only with consent, never while paused."""
+    from client.join import JoinConfig, JoinError, join  # noqa: PLC0415 (heavy imports)
+
+    config = JoinConfig(superlink, root_cert, key, hearth_home(), org_key)
+    try:
+        raise typer.Exit(join(config))
+    except JoinError as exc:
+        typer.echo(f"hearth: {exc}", err=True)
+        raise typer.Exit(1) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,7 @@ from client.consent import (
 )
 from client.control import DurationError, parse_duration, pause, pause_state, resume
 from client.data_commands import delete_vault
+from client.deployment import read_deployment
 from client.home import hearth_home
 from client.keys import KEY_FILE
 from client.vault import Vault, default_vault_dir
@@ -138,6 +140,18 @@ def status_report() -> dict[str, Any]:
         "paused_until_resumed": paused.paused and paused.until == math.inf,
         "events_today": events_today,
         "vault_bytes": vault_bytes,
+        "deployment": _deployment_summary(home),
+    }
+
+
+def _deployment_summary(home: Path) -> dict[str, Any]:
+    """Last join, bundle refusal, declined round and round taken (reasons, never content)."""
+    data = read_deployment(home)
+    return {
+        "last_join": data.get("join"),
+        "last_refusal": data.get("refusal"),
+        "last_decline": data.get("decline"),
+        "last_round": data.get("round"),
     }
 
 
@@ -155,3 +169,13 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     elif report["paused_until"]:
         typer.echo(f"paused until {time.strftime('%H:%M', time.localtime(report['paused_until']))}")
     typer.echo(f"events today: {report['events_today']:,}; vault: {report['vault_bytes']:,} bytes")
+    for label, key in (
+        ("refused bundle", "last_refusal"),
+        ("declined round", "last_decline"),
+        ("last round", "last_round"),
+    ):
+        entry = report["deployment"].get(key)
+        if entry:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["time"]))
+            detail = entry.get("reason") or f"round {entry.get('round')}"
+            typer.echo(f"{label}: {when}: {detail}")

@@ -2,7 +2,13 @@
 
 Flower 1.41 runs SecAgg+ only through the legacy ``DefaultWorkflow`` with
 ``SecAggPlusWorkflow`` and a ``flwr.server.strategy`` strategy, so hearth uses
-that path everywhere; simulation simply runs it without the SecAgg+ fit workflow.
+that path everywhere; run config ``secaggplus`` switches the fit workflow to
+SecAgg+ (simulation usually runs without it). Under SecAgg+ every result the
+strategy sees carries the same unmasked weighted mean (devices use equal
+weights, 0 when they decline), so ``DeltaFedAvg`` applies it unchanged and adds
+the central noise; ``CampaignStrategy`` still counts contributors (weight > 0)
+for the minimum cohort. A round where fewer than the reconstruction threshold
+survive is halted by the workflow and leaves the model unchanged.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 from flwr.app import Context
 from flwr.common import log, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.workflow import DefaultWorkflow
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
@@ -65,7 +71,25 @@ def main(grid: Grid, context: Context) -> None:
     log(INFO, "hearth: privacy policy %s", policy_hash(policy))
     legacy = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=config.num_server_rounds),
+        config=ServerConfig(
+            num_rounds=config.num_server_rounds, round_timeout=config.round_timeout
+        ),
         strategy=strategy,
     )
-    DefaultWorkflow()(grid, legacy)
+    fit_workflow = None
+    if config.secaggplus:
+        clip = policy.training.update_clip_norm
+        fit_workflow = SecAggPlusWorkflow(
+            num_shares=config.secaggplus_num_shares,
+            reconstruction_threshold=config.secaggplus_reconstruction_threshold,
+            max_weight=1.0,  # devices send weight 1 (or 0 when they decline)
+            clipping_range=clip if clip > 0 else 8.0,  # clipped updates fit the range
+            timeout=config.round_timeout,
+        )
+        log(
+            INFO,
+            "hearth: SecAgg+ on (%s shares, threshold %s)",
+            fit_workflow.num_shares,
+            fit_workflow.reconstruction_threshold,
+        )
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)

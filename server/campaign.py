@@ -56,7 +56,9 @@ def round_instructions(
         "delta": policy.privacy.delta,
         "epsilon-cap": policy.privacy.device_epsilon_cap,
         "update-clip-norm": policy.training.update_clip_norm,
-        "uniform-weights": policy.training.central_noise_multiplier > 0,
+        # Equal weights when the server adds user-level noise, and under SecAgg+, where
+        # the masked weights are summed too and example counts would need a large range.
+        "uniform-weights": policy.training.central_noise_multiplier > 0 or config.secaggplus,
         "context-length": config.context_length,
         "seed": config.seed,
         "private": policy.training.local_noise_multiplier > 0,

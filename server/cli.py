@@ -1,12 +1,139 @@
-"""`hearth-server`: command line."""
+"""`hearth-server`: the ML team's command line (PKI, bundle signing, the SuperLink)."""
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from server.home import server_home
+from server.pki import PkiError, add_device, init_pki
+from server.signing import (
+    ORG_KEY,
+    SigningError,
+    build_bundle,
+    generate_org_key,
+    load_org_key,
+    sign_bundle,
+    write_signature,
+)
+from server.up import LinkConfig, UpError, campaign_hint, register_devices, start_superlink
+
 app = typer.Typer(name="hearth-server", no_args_is_help=True, add_completion=False)
+pki_app = typer.Typer(
+    name="pki",
+    help="The federation's CA, SuperLink certificate and device keys.",
+    no_args_is_help=True,
+)
+app.add_typer(pki_app, name="pki")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"hearth-server: {message}", err=True)
+    return typer.Exit(1)
 
 
 @app.callback()
 def main() -> None:
-    """Run hearth-server."""
+    """Run a hearth federation: keys, signed bundles, the SuperLink."""
+
+
+@pki_app.command("init")
+def pki_init(
+    directory: Annotated[Path, typer.Argument(help="a new directory for the PKI")],
+    hostname: Annotated[
+        list[str] | None, typer.Option("--hostname", help="SAN hostname (repeatable)")
+    ] = None,
+    ip: Annotated[
+        list[str] | None, typer.Option("--ip", help="SAN IP address (repeatable)")
+    ] = None,
+) -> None:
+    """Create the CA, the SuperLink TLS certificate and the org bundle-signing key."""
+    try:
+        pki = init_pki(
+            directory,
+            hostnames=hostname if hostname is not None else ["localhost"],
+            ips=ip if ip is not None else ["127.0.0.1"],
+        )
+        _, public = generate_org_key(directory)
+    except (PkiError, SigningError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"CA certificate (give to every laptop): {pki.ca_cert}")
+    typer.echo(f"SuperLink certificate: {pki.superlink_cert}")
+    typer.echo(f"org signing public key (give to every laptop): {public}")
+
+
+@pki_app.command("add-device")
+def pki_add_device(
+    name: Annotated[str, typer.Argument(help="the device's name, e.g. alice-laptop")],
+    pki_dir: Annotated[Path, typer.Option("--pki", help="the PKI directory")] = Path("pki"),
+) -> None:
+    """Create one device's SuperNode key pair (the private key goes to that laptop only)."""
+    try:
+        private, public = add_device(pki_dir, name)
+    except PkiError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"private key (to {name} only): {private}")
+    typer.echo(f"public key (registered by `hearth-server up`): {public}")
+
+
+@app.command("sign")
+def sign(
+    target: Annotated[Path, typer.Argument(help="an app directory or a built .fab")] = Path("."),
+    key: Annotated[Path, typer.Option("--key", help="org signing key")] = Path("pki") / ORG_KEY,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="where to write the bundle built from a directory")
+    ] = None,
+) -> None:
+    """Sign a bundle's SHA-256 with the org key; writes NAME.fab.sig and prints the token."""
+    try:
+        org_key = load_org_key(key)
+        if target.is_dir():
+            fab = build_bundle(target)
+            fab_path = out or Path("dist") / "hearth.fab"
+            fab_path.parent.mkdir(parents=True, exist_ok=True)
+            fab_path.write_bytes(fab)
+        elif target.is_file():
+            fab, fab_path = target.read_bytes(), target
+        else:
+            raise SigningError(f"{target} is neither an app directory nor a bundle")
+    except SigningError as exc:
+        raise _fail(str(exc)) from None
+    signature = sign_bundle(fab, org_key)
+    sig_path = write_signature(fab_path, signature)
+    typer.echo(f"bundle {fab_path} sha256 {signature.sha256}")
+    typer.echo(f"signature: {sig_path}")
+    typer.echo(f"run it with: --run-config \"bundle-signature='{signature.token}'\"")
+
+
+@app.command("up")
+def up(
+    pki_dir: Annotated[Path, typer.Option("--pki", help="the PKI directory")] = Path("pki"),
+    state: Annotated[
+        Path | None, typer.Option("--state", help="SuperLink state (default: server home)")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTPS port for all APIs")] = 9093,
+) -> None:
+    """Start the SuperLink (TLS, SuperNode auth, database) and register the PKI's devices."""
+    config = LinkConfig(
+        pki_dir.resolve(), (state or server_home() / "superlink").resolve(), host, port
+    )
+    try:
+        proc = start_superlink(config, config.state_dir / "superlink.log")
+    except (PkiError, UpError) as exc:
+        raise _fail(str(exc)) from None
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        for name, outcome in register_devices(config).items():
+            typer.echo(f"device {name}: {outcome}")
+        typer.echo(campaign_hint(config))
+        proc.wait()
+    except UpError as exc:
+        proc.terminate()
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        proc.terminate()
+    proc.wait()

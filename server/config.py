@@ -32,6 +32,10 @@ class CampaignConfig:
     checkpoint_dir: str = ""
     sim_root: str = ""
     policy_file: str = ""
+    secaggplus: bool = False
+    secaggplus_num_shares: int = 3
+    secaggplus_reconstruction_threshold: int = 2
+    round_timeout: float = 600.0
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:
@@ -66,6 +70,15 @@ class CampaignConfig:
             raise ServerConfigError("run config 'fraction-train' must be in (0, 1]")
         if not 0 <= self.server_momentum < 1:
             raise ServerConfigError("run config 'server-momentum' must be in [0, 1)")
+        if self.secaggplus and not (
+            2 <= self.secaggplus_reconstruction_threshold <= self.secaggplus_num_shares
+        ):
+            raise ServerConfigError(
+                "run config 'secaggplus-reconstruction-threshold' must be between 2 and "
+                "'secaggplus-num-shares'"
+            )
+        if self.round_timeout <= 0:
+            raise ServerConfigError("run config 'round-timeout' must be positive")
 
     def checkpoint_path(self, run_id: int) -> Path:
         """Where this run's checkpoints go."""

@@ -1,0 +1,268 @@
+"""hearth's ClientApp runner: the signed-code gate between the SuperNode and any app code.
+
+How it holds in Flower 1.41. ``flower-supernode --isolation process`` starts no
+app processes of its own: it queues each message from the SuperLink as a task
+on its Runtime API (loopback HTTP) and waits for an executor to claim it. hearth
+is that executor (``serve``): it claims CLIENT_APP tasks with the Runtime API's
+``AcquireTask`` and runs each one in a fresh ``python -m client.runner task``
+process (``run_task``), which does what Flower's ``flwr-clientapp`` does, with
+hearth's checks inserted *before* the bundle is installed or imported:
+
+1. consent and pause (``client.deployment.admit``): otherwise decline;
+2. the bundle signature (``client.bundle_trust``): the FAB's SHA-256, computed
+   here from the bytes received, must carry the organisation's Ed25519 signature
+   (run config ``bundle-signature``); otherwise refuse;
+3. the resource governor (idle, mains, CPU; decided once per round): otherwise
+   decline; when admitted, the process drops to low priority with one thread.
+
+A refusal or a decline is replied as an error (a code and a fixed reason, no
+content) and recorded for ``hearth status``. Dependencies are never installed
+at run time. Only after the gate does the process purge hearth's own modules and
+load the ClientApp from the verified, installed bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from logging import ERROR, INFO
+from pathlib import Path
+from typing import Final
+
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.cli.install import install_from_fab
+from flwr.clientapp.client_app import ClientApp
+from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.common import log
+from flwr.common.constant import SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest
+from flwr.supercore.constant import TaskType
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+    SuperExecAuthHttpInterceptor,
+)
+from flwr.supercore.protobuf.client import ProtobufClientInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import (
+    pull_task_input,
+    push_message,
+    push_task_output,
+)
+
+from client.bundle_trust import (
+    SIGNATURE_CONFIG_KEY,
+    BundleRefused,
+    load_public_key,
+    pinned_key_path,
+    verify_bundle,
+)
+from client.deployment import admit, read_deployment, record
+from client.governor import Governor, lower_priority
+from client.home import hearth_home
+from privacy.policy import load_policy
+
+BUNDLE_REFUSED_CODE: Final = 4101
+DECLINED_CODE: Final = 4102
+POLL_SECONDS: Final = 0.5
+ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
+_HEARTH_PACKAGES: Final = frozenset({"client", "policy", "privacy", "server", "strategies"})
+
+
+def _runtime_client(
+    address: str, interceptors: Sequence[ProtobufClientInterceptor]
+) -> RuntimeHttpClient:
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,  # the Runtime API listens on loopback only
+        root_certificates=None,
+        interceptors=list(interceptors),
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+def _governor_once_per_round(home: Path, run_id: int, server_round: str) -> str | None:
+    """The governor's decision for this round (decided at its first message); a reason or None."""
+    cached = read_deployment(home).get("governor", {})
+    if cached.get("run_id") == run_id and cached.get("round") == server_round:
+        return None if cached.get("allowed") else str(cached.get("reason"))
+    decision = Governor(load_policy().governor).decide()
+    record(
+        home,
+        "governor",
+        run_id=run_id,
+        round=server_round,
+        allowed=decision.allowed,
+        reason=decision.reason,
+    )
+    return None if decision.allowed else decision.reason
+
+
+def _purge_hearth_modules() -> None:
+    """Forget hearth's already-imported modules so the bundle's own code is loaded."""
+    for name in list(sys.modules):
+        if name.split(".", 1)[0] in _HEARTH_PACKAGES:
+            del sys.modules[name]
+
+
+@dataclass
+class _Task:
+    """What one task process has so far; the reply is pushed whatever happens."""
+
+    message: Message | None = None
+    context: Context | None = None
+    reply: Message | None = None
+    sub_status: str = SubStatus.FAILED
+    details: str = "ClientApp task failed"
+    exit_code: int = 1
+
+
+def _decline(home: Path, task: _Task, run_id: int, server_round: str, reason: str) -> None:
+    record(home, "decline", run_id=run_id, round=server_round, reason=reason)
+    log(INFO, "hearth: declined round %s: %s", server_round, reason)
+    assert task.message is not None
+    task.reply = Message(Error(DECLINED_CODE, f"device declined: {reason}"), reply_to=task.message)
+    task.details, task.exit_code = reason, 0
+
+
+def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
+    message, context, run, fab = pull_task_input(client)
+    task.message, task.context = message, context
+    server_round = message.metadata.group_id
+    admission = admit(home)
+    if not admission.allowed:
+        _decline(home, task, run.run_id, server_round, admission.reason)
+        return
+    try:
+        verify_bundle(
+            fab.content,
+            str(context.run_config.get(SIGNATURE_CONFIG_KEY, "")),
+            load_public_key(pinned_key_path(home)),
+        )
+    except BundleRefused as refused:
+        record(home, "refusal", run_id=run.run_id, reason=str(refused))
+        log(ERROR, "hearth: %s", refused)
+        task.reply = Message(Error(BUNDLE_REFUSED_CODE, str(refused)), reply_to=message)
+        task.details, task.exit_code = str(refused), 2
+        return
+    decline = _governor_once_per_round(home, run.run_id, server_round)
+    if decline is not None:
+        _decline(home, task, run.run_id, server_round, decline)
+        return
+    lower_priority()
+    install_from_fab(fab.content, skip_prompt=True)
+    _purge_hearth_modules()
+    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
+    client_app: ClientApp = load(run.fab_id, run.fab_version, fab.hash_str)
+    task.reply = client_app(message=message, context=context)
+    record(
+        home,
+        "round",
+        run_id=run.run_id,
+        round=server_round,
+        message_type=message.metadata.message_type,
+    )
+    task.sub_status, task.details, task.exit_code = SubStatus.COMPLETED, "", 0
+
+
+def run_task(runtime_api_address: str, token: str) -> int:
+    """Run one ClientApp task behind hearth's gate; returns the process exit code."""
+    client = _runtime_client(
+        runtime_api_address,
+        [
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+    )
+    task = _Task()
+    try:
+        _run_gated(client, hearth_home(), task)
+    except Exception as exc:  # reported as an error reply, never re-raised
+        log(ERROR, "hearth: ClientApp task failed: %s", type(exc).__name__)
+        if task.message is not None:
+            task.reply = Message(Error(1, "client error"), reply_to=task.message)
+    finally:
+        if task.reply is not None and task.context is not None:
+            try:
+                push_message(client, task.reply, task.context)
+            except Exception:
+                log(ERROR, "hearth: could not push the reply")
+                task.exit_code = 3
+        push_task_output(
+            client=client, context=task.context, sub_status=task.sub_status, details=task.details
+        )
+        client.close()
+    return task.exit_code
+
+
+def _superexec_interceptors() -> list[ProtobufClientInterceptor]:
+    interceptors: list[ProtobufClientInterceptor] = [
+        RuntimeVersionHttpInterceptor(component_name="SuperExec")
+    ]
+    secret_file = os.environ.get(ENV_SECRET_FILE)
+    if secret_file:
+        interceptors.append(
+            SuperExecAuthHttpInterceptor(
+                master_secret=Path(secret_file).read_bytes(),
+                protected_methods=frozenset({"/flwr.proto.Runtime/AcquireTask"}),
+            )
+        )
+    return interceptors
+
+
+def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None:
+    """Claim ClientApp tasks from the SuperNode and run each behind the gate."""
+    client = _runtime_client(runtime_api_address, _superexec_interceptors())
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        while stop is None or not stop.is_set():
+            children = [c for c in children if c.poll() is None]
+            response = client.AcquireTask(
+                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+            )
+            if response.HasField("task") and response.token:
+                children.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "client.runner",
+                            "task",
+                            "--runtime-api-address",
+                            runtime_api_address,
+                            "--token",
+                            response.token,
+                        ]
+                    )
+                )
+                continue
+            time.sleep(POLL_SECONDS)
+    finally:
+        client.close()
+        for child in children:
+            child.terminate()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m client.runner serve|task``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["serve", "task"])
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--token", default="")
+    args = parser.parse_args(argv)
+    if args.mode == "serve":
+        serve(args.runtime_api_address)
+        return 0
+    return run_task(args.runtime_api_address, args.token)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+from typer.testing import CliRunner
+
+from client.cli import app
+from client.consent import Modality, grant
+from client.control import pause
+from client.control_commands import status_report
+from client.deployment import admit, read_deployment, record
+from client.governor import Governor
+from privacy.policy import GovernorSection
+
+
+def _governor(idle=1000.0, mains=True, cpu=5.0, require_mains=True):
+    settings = GovernorSection(
+        idle_seconds=300, max_cpu_percent=30.0, require_mains_power=require_mains
+    )
+    return Governor(settings, idle=lambda: idle, mains=lambda: mains, cpu=lambda: cpu)
+
+
+def test_governor_trains_when_idle_on_mains_and_quiet():
+    assert _governor().decide().allowed
+
+
+def test_governor_declines_when_the_employee_is_active():
+    decision = _governor(idle=12).decide()
+    assert not decision.allowed
+    assert "not idle" in decision.reason
+
+
+def test_governor_declines_on_battery_unless_the_policy_allows_it():
+    assert "battery" in _governor(mains=False).decide().reason
+    assert _governor(mains=False, require_mains=False).decide().allowed
+
+
+def test_governor_declines_when_the_cpu_is_busy():
+    assert "CPU busy" in _governor(cpu=85).decide().reason
+
+
+def test_no_consent_means_no_participation(hearth_home):
+    admission = admit(hearth_home, _governor())
+    assert not admission.allowed
+    assert "consent" in admission.reason
+
+
+def test_paused_device_declines_rounds(hearth_home):
+    grant(hearth_home, (Modality.POINTER,))
+    assert admit(hearth_home, _governor()).allowed
+    pause(hearth_home)
+    assert admit(hearth_home, _governor()).reason == "paused by the employee"
+
+
+def test_governor_reason_reaches_the_admission(hearth_home):
+    grant(hearth_home, (Modality.POINTER,))
+    assert "CPU busy" in admit(hearth_home, _governor(cpu=99)).reason
+
+
+def test_hearth_join_without_consent_does_not_join(hearth_home, tmp_path):
+    cert = tmp_path / "ca.crt"
+    cert.write_text("x")
+    result = CliRunner().invoke(
+        app,
+        ["join", "--superlink", "127.0.0.1:1", "--root-cert", str(cert), "--key", str(cert)],
+    )
+    assert result.exit_code == 1
+    assert "no consent" in result.output
+    assert read_deployment(hearth_home)["join"]["joined"] is False
+
+
+def test_status_shows_the_last_refusal_and_decline(hearth_home):
+    record(hearth_home, "refusal", run_id=1, reason="app bundle refused (unsigned): no signature")
+    record(hearth_home, "decline", run_id=1, round="2", reason="on battery")
+    deployment = status_report()["deployment"]
+    assert "unsigned" in deployment["last_refusal"]["reason"]
+    assert deployment["last_decline"]["reason"] == "on battery"
