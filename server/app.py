@@ -7,7 +7,8 @@ SecAgg+ (simulation usually runs without it). Under SecAgg+ every result the
 strategy sees carries the same unmasked weighted mean (devices use equal
 weights, 0 when they decline), so ``DeltaFedAvg`` applies it unchanged and adds
 the central noise; ``CampaignStrategy`` still counts contributors (weight > 0)
-for the minimum cohort. A round where fewer than the reconstruction threshold
+for the minimum cohort. A device lost mid-round is recovered by the survivors
+(``server.secagg``); a round where fewer than the reconstruction threshold
 survive is halted by the workflow and leaves the model unchanged.
 """
 
@@ -20,13 +21,14 @@ import torch
 from flwr.app import Context
 from flwr.common import log, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
 from server.report import aggregate_evaluate_metrics, aggregate_fit_metrics
+from server.secagg import DropoutTolerantSecAggPlus
 from strategies.delta_fedavg import DeltaFedAvg
 
 app = ServerApp()
@@ -79,7 +81,7 @@ def main(grid: Grid, context: Context) -> None:
     fit_workflow = None
     if config.secaggplus:
         clip = policy.training.update_clip_norm
-        fit_workflow = SecAggPlusWorkflow(
+        fit_workflow = DropoutTolerantSecAggPlus(
             num_shares=config.secaggplus_num_shares,
             reconstruction_threshold=config.secaggplus_reconstruction_threshold,
             max_weight=1.0,  # devices send weight 1 (or 0 when they decline)

@@ -1,0 +1,67 @@
+"""SecAgg+ that survives a device dropping out at any stage of a round.
+
+Flower 1.41's ``SecAggPlusWorkflow`` counts as *dead* every sampled node that is
+not active at the unmask stage, including nodes that never finished the share
+keys stage. Those nodes distributed no key shares, so their neighbours cannot
+answer for them (``secaggplus_mod`` raises ``KeyError`` in ``_unmask``) and the
+server finds too few shares to reconstruct them: the round halts although
+enough devices remain. It also removes a dead node's pairwise masks with *every*
+neighbour, including neighbours whose vectors were never summed.
+
+``DropoutTolerantSecAggPlus`` narrows the protocol's bookkeeping to what the
+cryptography actually involved, without touching the cryptography:
+
+- after *setup*, the sampled set becomes the nodes that answered with their
+  public keys, and the neighbour ring is drawn among them only (Flower draws it
+  before anyone answered, so two silent neighbours could strand a node);
+- after *share keys*, the sampled set becomes the nodes that sent key shares: a
+  node that left before its shares were forwarded masked nothing and needs no
+  recovery;
+- after *collect masked vectors*, a node that dropped there keeps as neighbours
+  only the nodes whose masked vectors were summed, so the server removes exactly
+  the pairwise masks that are in the sum.
+"""
+
+from __future__ import annotations
+
+import random
+
+from flwr.server import Grid, LegacyContext
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+
+
+class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
+    """``SecAggPlusWorkflow`` whose rounds complete when devices drop out, above threshold."""
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Send the configuration; only the nodes that answered with keys take part."""
+        if not super().setup_stage(grid, context, state) and not state.nid_to_neighbours:
+            return False  # nothing sampled: the workflow has not started
+        answered = list(state.active_node_ids)
+        random.shuffle(answered)
+        half = state.num_shares >> 1
+        state.nid_to_neighbours = {
+            nid: {answered[(i + offset) % len(answered)] for offset in range(-half, half + 1)}
+            for i, nid in enumerate(answered)
+        }
+        return self._keep_answering(state)
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Forward public keys; only the nodes that sent key shares can be recovered."""
+        super().share_keys_stage(grid, context, state)
+        return self._keep_answering(state)
+
+    def collect_masked_vectors_stage(
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        """Collect masked vectors; a node lost here is unmasked against the summed ones only."""
+        super().collect_masked_vectors_stage(grid, context, state)
+        summed = state.active_node_ids
+        for nid in state.sampled_node_ids - summed:
+            state.nid_to_neighbours[nid] = (state.nid_to_neighbours[nid] & summed) | {nid}
+        return self._check_threshold(state)
+
+    def _keep_answering(self, state: WorkflowState) -> bool:
+        state.sampled_node_ids = set(state.active_node_ids)
+        return len(state.sampled_node_ids) >= state.threshold and self._check_threshold(state)
