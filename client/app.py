@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from flwr.app import Context, Message, MessageType
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
@@ -27,14 +26,20 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from numpy.typing import NDArray
 
 from client.clipping import clip_update
-from client.device import Device, device_for
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
-from client.training import TrainConfig, evaluate, plan_round, train_round
 from policy.baselines import Bigram, MostFrequent
-from policy.model import ModelConfig, NextActionPolicy, set_arrays
-from privacy.ledger import DeviceLedger, check_round, effective_cap
 from privacy.policy import policy_hash
+
+if TYPE_CHECKING:
+    from client.device import Device
+    from client.training import TrainConfig
+    from policy.model import NextActionPolicy
+    from privacy.ledger import DeviceLedger
+
+# Torch, Opacus and the accountants are imported inside the functions that train or
+# evaluate, not at import: a device runs each message in a fresh process, and
+# three of SecAgg+'s four stages only exchange keys.
 
 HELD_OUT_FRACTION = 0.2
 # Why a device replied without training (the "declined" metric).
@@ -57,6 +62,7 @@ class RoundInstructions:
     @classmethod
     def from_config(cls, config: dict[str, Scalar]) -> RoundInstructions:
         """Parse the server's config; a missing or mistyped key is a clear error."""
+        from client.training import TrainConfig  # noqa: PLC0415 (torch: see the note above)
 
         def get(key: str, kind: type, default: Any) -> Any:
             value = config.get(key, default)
@@ -88,6 +94,8 @@ class RoundInstructions:
 
 
 def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextActionPolicy:
+    from policy.model import ModelConfig, NextActionPolicy, set_arrays  # noqa: PLC0415
+
     model = NextActionPolicy(ModelConfig(context_length=context_length))
     set_arrays(model, parameters)
     return model
@@ -97,6 +105,8 @@ class HearthClient(NumPyClient):
     """Trains on this device's own vault and reports only allowed numbers."""
 
     def __init__(self, device: Device) -> None:
+        import torch  # noqa: PLC0415 (see the note on imports)
+
         self.device = device
         torch.set_num_threads(1)
 
@@ -107,6 +117,9 @@ class HearthClient(NumPyClient):
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
         """One local round: policy and budget checks first, then train, then clip."""
+        from client.training import plan_round, train_round  # noqa: PLC0415
+        from privacy.ledger import check_round, effective_cap  # noqa: PLC0415
+
         ins = RoundInstructions.from_config(config)
         policy = self.device.policy()
         if ins.policy_hash != policy_hash(policy):
@@ -166,6 +179,8 @@ class HearthClient(NumPyClient):
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
     ) -> tuple[float, int, dict[str, Scalar]]:
         """Top-1/top-3 of the global model and of the two baselines on held-out data."""
+        from client.training import evaluate  # noqa: PLC0415
+
         ins = RoundInstructions.from_config(config)
         train, held = self._split(ins.context_length)
         scores = evaluate(_model(ins.context_length, parameters), held)
@@ -185,6 +200,8 @@ class HearthClient(NumPyClient):
 
 def model_spec(context_length: int = 8) -> list[ArraySpec]:
     """Names, shapes and dtypes of the global model: all a reply may carry."""
+    from policy.model import ModelConfig, NextActionPolicy  # noqa: PLC0415
+
     model = NextActionPolicy(ModelConfig(context_length=context_length))
     return [ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters()]
 
@@ -197,6 +214,8 @@ def _log_upload(message: Message, context: Context, reply: Message) -> None:
     """Append every model update that passed the guard to the device's upload history."""
     if message.metadata.message_type != MessageType.TRAIN:
         return
+    from client.device import device_for  # noqa: PLC0415
+
     content = reply.content
     metrics: Mapping[str, Any] = content.config_records.get("fitres.metrics", {})
     device_for(context).log_upload(
@@ -211,6 +230,8 @@ def _log_upload(message: Message, context: Context, reply: Message) -> None:
 
 def client_fn(context: Context) -> Any:
     """Build the client for the device this invocation runs on."""
+    from client.device import device_for  # noqa: PLC0415
+
     return HearthClient(device_for(context)).to_client()
 
 
