@@ -1,6 +1,7 @@
 """`hearth join`: take part in the organisation's federation from this laptop.
 
-Starts ``flower-supernode`` with TLS (``--root-certificates``), SuperNode
+Starts ``flower-supernode`` (through ``client.supernode``, which only shortens
+its idle wait during a round) with TLS (``--root-certificates``), SuperNode
 authentication (``--auth-supernode-private-key``), no runtime dependency
 installation, and ``--isolation process`` so that Flower starts no app code
 itself; then runs hearth's own executor (``client.runner.serve``) in this
@@ -79,7 +80,9 @@ def prepare(config: JoinConfig) -> tuple[int, Path]:
 def supernode_command(config: JoinConfig, runtime_port: int, secret: Path) -> list[str]:
     """The ``flower-supernode`` command line."""
     return [
-        str(Path(sys.executable).parent / "flower-supernode"),
+        sys.executable,
+        "-m",
+        "client.supernode",  # Flower's flower-supernode, round-aware idle wait
         "--superlink",
         config.superlink,
         "--root-certificates",
