@@ -70,11 +70,15 @@ def main(grid: Grid, context: Context) -> None:
     policy = load_policy(Path(config.policy_file) if config.policy_file else None)
     strategy = build_strategy(config, policy, context.run_id)
     log(INFO, "hearth: checkpoints go to %s", strategy.checkpoint_dir)
+    done = strategy.resume()
+    if done >= config.num_server_rounds:
+        log(INFO, "hearth: the campaign already ran its %s rounds", config.num_server_rounds)
+        return
     log(INFO, "hearth: privacy policy %s", policy_hash(policy))
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(
-            num_rounds=config.num_server_rounds, round_timeout=config.round_timeout
+            num_rounds=config.num_server_rounds - done, round_timeout=config.round_timeout
         ),
         strategy=strategy,
     )

@@ -3,6 +3,13 @@
 Composition, as Flower's DP wrappers do it: ``CampaignStrategy`` wraps the
 delta-aware FedAvg and adds what the ML and privacy teams need around it, without
 touching the aggregation math.
+
+A campaign survives a SuperLink restart: run it again with the same
+``checkpoint-dir`` and ``resume`` picks up after the newest checkpoint there
+(model, server momentum, the user-level privacy spent so far, the round
+number), provided it was made under the same privacy policy and model shape.
+Flower's workflow then counts its rounds from 1 again; the strategy adds the
+offset, so devices, checkpoints and the ledger see campaign rounds.
 """
 
 from __future__ import annotations
@@ -28,12 +35,19 @@ from flwr.server.strategy import Strategy
 
 from privacy.accountants import epsilon_user
 from privacy.policy import PrivacyPolicy, policy_hash
-from server.checkpoints import save_checkpoint
-from server.config import CampaignConfig
+from server.checkpoints import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_sidecars,
+    save_arrays,
+    save_checkpoint,
+)
+from server.config import CampaignConfig, ServerConfigError
 from server.report import aggregate_evaluate_metrics, round_table
 from strategies.delta_fedavg import DeltaFedAvg
 
 CAMPAIGN_LEDGER_FILE = "campaign-ledger.json"
+MOMENTUM_SUFFIX = ".momentum.npz"
 
 
 def round_instructions(
@@ -78,6 +92,7 @@ class CampaignStrategy(Strategy):
     _fit: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_rounds: list[float] = field(default_factory=list)  # sampling rate of each noised round
     stopped: bool = False
+    start_round: int = 0  # rounds already done before this run (resumed campaign)
 
     @property
     def central_noise(self) -> float:
@@ -95,6 +110,42 @@ class CampaignStrategy(Strategy):
             self.central_noise, max(sampling_rates), len(sampling_rates), self.policy.privacy.delta
         )
 
+    def resume(self) -> int:
+        """Continue after the newest checkpoint in ``checkpoint_dir``; returns its round (0: new).
+
+        Raises ``ServerConfigError`` when the directory holds a campaign under
+        another privacy policy or model: its audit trail is never overwritten.
+        """
+        latest = latest_checkpoint(self.checkpoint_dir)
+        if latest is None:
+            return 0
+        sidecar = json.loads(latest.with_suffix(".json").read_text())
+        if sidecar.get("policy_hash") != policy_hash(self.policy):
+            raise ServerConfigError(
+                f"checkpoint-dir {self.checkpoint_dir} holds a campaign under another privacy "
+                "policy; resume it with that policy or choose another checkpoint-dir"
+            )
+        arrays = load_checkpoint(latest)
+        shapes = [a.shape for a in self.inner.global_arrays]
+        if list(arrays) != self.parameter_names or [a.shape for a in arrays.values()] != shapes:
+            raise ServerConfigError(
+                f"checkpoint-dir {self.checkpoint_dir} holds another model; "
+                "choose another checkpoint-dir"
+            )
+        done = int(sidecar["round"])
+        momentum = latest.with_name(latest.name.replace(".npz", MOMENTUM_SUFFIX))
+        velocity = list(load_checkpoint(momentum).values()) if momentum.is_file() else None
+        self.inner.resume(list(arrays.values()), velocity, done)
+        ledger_path = self.checkpoint_dir / CAMPAIGN_LEDGER_FILE
+        if ledger_path.is_file():
+            ledger = json.loads(ledger_path.read_text())
+            self.user_rounds = [float(r["sampling_rate"]) for r in ledger["noised_rounds"]]
+            self.stopped = bool(ledger.get("stopped_at_target", False))
+        self.rows = [row for row in read_sidecars(self.checkpoint_dir) if row["round"] <= done]
+        self.start_round = done
+        log(INFO, "hearth: campaign resumes after round %s from %s", done, latest)
+        return done
+
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         """The server's own initial model."""
         return self.inner.initialize_parameters(client_manager)
@@ -103,6 +154,7 @@ class CampaignStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Sample the cohort and attach this round's instructions, unless the campaign is over."""
+        server_round += self.start_round
         pairs = self.inner.configure_fit(server_round, parameters, client_manager)
         target = self.policy.privacy.user_epsilon_target
         population = max(1, client_manager.num_available())
@@ -132,6 +184,7 @@ class CampaignStrategy(Strategy):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Aggregate only when enough devices actually trained this round."""
+        server_round += self.start_round
         contributing = [r for r in results if r[1].num_examples > 0]
         metrics = (
             self.inner.fit_metrics_aggregation_fn(
@@ -161,6 +214,7 @@ class CampaignStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """Federated evaluation on each device's held-out data."""
+        server_round += self.start_round
         pairs = self.inner.configure_evaluate(server_round, parameters, client_manager)
         extra = round_instructions(self.config, self.policy, server_round)
         return [
@@ -174,6 +228,7 @@ class CampaignStrategy(Strategy):
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
         """Aggregate accuracies, then checkpoint the round and print the table."""
+        server_round += self.start_round
         loss, _ = self.inner.aggregate_evaluate(server_round, results, failures)
         metrics = aggregate_evaluate_metrics([(r.num_examples, r.metrics) for _, r in results])
         row = {
@@ -197,6 +252,9 @@ class CampaignStrategy(Strategy):
             self.inner.global_arrays,
             row,
         )
+        if self.inner.velocity is not None:
+            momentum = self.checkpoint_dir / f"round-{server_round:04d}{MOMENTUM_SUFFIX}"
+            save_arrays(momentum, self.parameter_names, self.inner.velocity)
         self._write_campaign_ledger()
         log(INFO, "\n%s", round_table(self.rows))
         return loss, metrics

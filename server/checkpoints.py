@@ -25,6 +25,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def save_arrays(path: Path, names: list[str], arrays: list[NDArray[np.float32]]) -> Path:
+    """Write arrays by name to ``path`` (``.npz``), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name.removesuffix(".npz") + ".tmp.npz")
+    savez: Any = np.savez  # numpy types savez kwargs too narrowly
+    savez(tmp, **dict(zip(names, arrays, strict=True)))
+    tmp.replace(path)
+    return path
+
+
 def save_checkpoint(
     directory: Path,
     server_round: int,
@@ -33,13 +43,8 @@ def save_checkpoint(
     sidecar: dict[str, Any],
 ) -> Path:
     """Write weights and sidecar for one round; returns the weights' path."""
-    directory.mkdir(parents=True, exist_ok=True)
     stem = f"round-{server_round:04d}"
-    weights = directory / f"{stem}.npz"
-    tmp = directory / f"{stem}.tmp.npz"
-    savez: Any = np.savez  # numpy types savez kwargs too narrowly
-    savez(tmp, **dict(zip(names, arrays, strict=True)))
-    tmp.replace(weights)
+    weights = save_arrays(directory / f"{stem}.npz", names, arrays)
     payload = {"round": server_round, "weights": weights.name, **sidecar}
     _atomic_write(directory / f"{stem}.json", json.dumps(payload, indent=2).encode())
     return weights

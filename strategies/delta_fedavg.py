@@ -104,10 +104,22 @@ class DeltaFedAvg(FedAvg):
             raise ValueError("server momentum must be in [0, 1)")
         self.server_lr = server_lr
         self.server_momentum = server_momentum
-        self._velocity: Arrays | None = None
+        self.velocity: Arrays | None = None
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
+        self._seed = seed
         self._rng = np.random.default_rng(seed)
+
+    def resume(self, global_arrays: Arrays, velocity: Arrays | None, after_round: int) -> None:
+        """Continue a campaign after ``after_round`` with its model and server momentum.
+
+        The central noise continues on a fresh stream: replaying the first rounds'
+        noise draws after a restart would let differences of models cancel it.
+        """
+        self.global_arrays = [np.asarray(a, dtype=np.float32) for a in global_arrays]
+        self.velocity = velocity
+        entropy = None if self._seed is None else [self._seed, after_round]
+        self._rng = np.random.default_rng(entropy)
 
     def initialize_parameters(self, client_manager: object) -> Parameters | None:
         """Hand the server's initial model to the workflow (no client is asked for it)."""
@@ -134,8 +146,8 @@ class DeltaFedAvg(FedAvg):
             mean = add_central_noise(
                 mean, self.noise_multiplier, self.clipping_norm, contributing, self._rng
             )
-        self._velocity = momentum_step(self._velocity, mean, self.server_momentum)
-        self.global_arrays = apply_delta(self.global_arrays, self._velocity, self.server_lr)
+        self.velocity = momentum_step(self.velocity, mean, self.server_momentum)
+        self.global_arrays = apply_delta(self.global_arrays, self.velocity, self.server_lr)
         metrics: dict[str, Scalar] = {}
         if self.fit_metrics_aggregation_fn is not None:
             metrics = self.fit_metrics_aggregation_fn(

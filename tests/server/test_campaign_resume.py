@@ -1,0 +1,107 @@
+"""A SuperLink restart resumes the campaign from its newest checkpoint."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+
+from privacy.policy import default_policy_text, parse_policy
+from server.app import build_strategy
+from server.campaign import CampaignStrategy
+from server.checkpoints import latest_checkpoint, load_checkpoint
+from server.config import CampaignConfig, ServerConfigError
+
+
+class _Manager:
+    def num_available(self):
+        return 10
+
+
+def _policy(central_noise=0.0):
+    text = default_policy_text().replace(
+        "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
+    )
+    return parse_policy(text)
+
+
+def _strategy(tmp_path, policy, context_length=8):
+    config = CampaignConfig(checkpoint_dir=str(tmp_path), context_length=context_length)
+    strategy = build_strategy(config, policy, run_id=1)
+    params = ndarrays_to_parameters(strategy.inner.global_arrays)
+    strategy.inner.configure_fit = lambda r, p, m: [(object(), FitIns(params, {}))] * 5
+    return strategy
+
+
+def _round(strategy: CampaignStrategy, server_round: int) -> None:
+    """One workflow round: five devices send the same small delta, then evaluation."""
+    strategy.configure_fit(server_round, None, _Manager())
+    delta = [np.full_like(a, 0.01) for a in strategy.inner.global_arrays]
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), 1, {"epsilon": 0.5})
+    strategy.aggregate_fit(server_round, [(object(), res)] * 5, [])
+    strategy.aggregate_evaluate(server_round, [], [])
+
+
+def test_a_new_campaign_starts_at_round_one(tmp_path):
+    strategy = _strategy(tmp_path, _policy())
+    assert strategy.resume() == 0
+    _round(strategy, 1)
+    assert latest_checkpoint(tmp_path).name == "round-0001.npz"
+
+
+def test_a_restarted_campaign_continues_after_its_newest_checkpoint(tmp_path):
+    before = _strategy(tmp_path, _policy())
+    _round(before, 1)
+    _round(before, 2)
+
+    after = _strategy(tmp_path, _policy())
+    assert after.resume() == 2
+    saved = load_checkpoint(tmp_path / "round-0002.npz")
+    for ours, theirs in zip(after.inner.global_arrays, saved.values(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    for ours, theirs in zip(after.inner.velocity, before.inner.velocity, strict=True):
+        np.testing.assert_array_equal(ours, theirs)  # server momentum carries over
+    [(_, ins), *_] = after.configure_fit(1, None, _Manager())  # Flower's round 1 ...
+    assert ins.config["round"] == 3  # ... is the campaign's round 3
+    _round(after, 1)
+    assert latest_checkpoint(tmp_path).name == "round-0003.npz"
+    assert [row["round"] for row in after.rows] == [1, 2, 3]
+
+
+def test_the_user_level_privacy_spent_before_the_restart_still_counts(tmp_path):
+    before = _strategy(tmp_path, _policy(central_noise=2.0))
+    _round(before, 1)
+    spent = before.user_epsilon(before.user_rounds)
+
+    after = _strategy(tmp_path, _policy(central_noise=2.0))
+    after.resume()
+    assert after.user_rounds == before.user_rounds
+    _round(after, 1)
+    assert after.user_epsilon(after.user_rounds) > spent
+    ledger = json.loads((tmp_path / "campaign-ledger.json").read_text())
+    assert len(ledger["noised_rounds"]) == 2
+
+
+def test_the_noise_after_a_restart_is_not_a_replay_of_the_first_rounds(tmp_path):
+    first = _strategy(tmp_path / "a", _policy(central_noise=2.0))
+    _round(first, 1)
+    draws_round_1 = first.inner._rng.normal(size=4)
+    resumed = _strategy(tmp_path / "a", _policy(central_noise=2.0))
+    resumed.resume()
+    fresh = _strategy(tmp_path / "b", _policy(central_noise=2.0))
+    assert not np.array_equal(resumed.inner._rng.normal(size=4), fresh.inner._rng.normal(size=4))
+    assert not np.array_equal(resumed.inner._rng.normal(size=4), draws_round_1)
+
+
+def test_a_checkpoint_dir_of_a_campaign_under_another_policy_is_refused(tmp_path):
+    _round(_strategy(tmp_path, _policy()), 1)
+    other = _strategy(tmp_path, _policy(central_noise=2.0))
+    with pytest.raises(ServerConfigError, match="another privacy policy"):
+        other.resume()
+    assert sorted(p.name for p in tmp_path.glob("round-*.json")) == ["round-0001.json"]
+
+
+def test_a_checkpoint_dir_of_another_model_is_refused(tmp_path):
+    _round(_strategy(tmp_path, _policy()), 1)
+    with pytest.raises(ServerConfigError, match="another model"):
+        _strategy(tmp_path, _policy(), context_length=4).resume()
