@@ -1,0 +1,205 @@
+"""hearth's ClientApp runner without processes: the gate before any bundle code runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+import client.runner as runner
+from client.bundle_trust import pin_org_key
+from client.consent import grant
+from client.control import pause
+from client.deployment import read_deployment
+from client.governor import Decision
+from policy.events import Modality
+from server.signing import generate_org_key, load_org_key, sign_bundle
+
+FAB = b"PK\x03\x04 pretend this is a bundle"
+
+
+class Installed(Exception):
+    """Raised by the fake installer: the gate let the bundle through."""
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+@pytest.fixture
+def org(tmp_path: Path, hearth_home: Path) -> tuple[Path, Path]:
+    private, public = generate_org_key(tmp_path / "org")
+    pin_org_key(hearth_home, public)
+    return private, public
+
+
+@pytest.fixture
+def installs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    seen: list[bytes] = []
+
+    def install(content: bytes, skip_prompt: bool) -> None:
+        seen.append(content)
+        raise Installed
+
+    monkeypatch.setattr(runner, "install_from_fab", install)
+    monkeypatch.setattr(runner, "lower_priority", lambda: None)  # never renice the test run
+    return seen
+
+
+@pytest.fixture
+def governor(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
+    """The governor's next decisions; each ``decide`` call consumes one."""
+    decisions: list[Decision] = []
+
+    class FakeGovernor:
+        def __init__(self, settings: object) -> None:
+            pass
+
+        def decide(self) -> Decision:
+            return decisions.pop(0)
+
+    monkeypatch.setattr(runner, "Governor", FakeGovernor)
+    return decisions
+
+
+def _task_input(monkeypatch: pytest.MonkeyPatch, token: str, server_round: str = "3") -> None:
+    message = Message(
+        RecordDict(), dst_node_id=1, message_type=MessageType.TRAIN, group_id=server_round
+    )
+    context = Context(
+        run_id=9,
+        node_id=1,
+        node_config={},
+        state=RecordDict(),
+        run_config={"bundle-signature": token},
+    )
+    run = SimpleNamespace(run_id=9, fab_id="hearth", fab_version="0.1.0")
+    fab = SimpleNamespace(content=FAB, hash_str="abc")
+    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, fab))
+
+
+def _gate(home: Path) -> runner._Task:
+    task = runner._Task()
+    try:
+        runner._run_gated(None, home, task)  # type: ignore[arg-type]
+    except Installed:
+        task.details = "installed"
+    return task
+
+
+def _token(key: Path) -> str:
+    return sign_bundle(FAB, load_org_key(key)).token
+
+
+def _error_code(task: runner._Task) -> int:
+    assert task.reply is not None and task.reply.has_error()
+    return task.reply.error.code
+
+
+def test_without_consent_the_device_declines_before_looking_at_the_bundle(
+    monkeypatch, hearth_home, org, installs
+):
+    _task_input(monkeypatch, _token(org[0]))
+    task = _gate(hearth_home)
+    assert _error_code(task) == runner.DECLINED_CODE
+    assert installs == []
+    assert "no consent" in read_deployment(hearth_home)["decline"]["reason"]
+
+
+def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs):
+    grant(hearth_home, (Modality.POINTER,))
+    pause(hearth_home)
+    _task_input(monkeypatch, _token(org[0]))
+    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    assert installs == []
+
+
+def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
+    monkeypatch, tmp_path, hearth_home, org, installs
+):
+    grant(hearth_home, (Modality.POINTER,))
+    other, _ = generate_org_key(tmp_path / "other")
+    _task_input(monkeypatch, _token(other))
+    task = _gate(hearth_home)
+    assert _error_code(task) == runner.BUNDLE_REFUSED_CODE
+    assert task.exit_code == 2
+    assert installs == []
+    assert "signed by another key" in read_deployment(hearth_home)["refusal"]["reason"]
+
+
+def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs):
+    grant(hearth_home, (Modality.POINTER,))
+    _task_input(monkeypatch, "")
+    assert _error_code(_gate(hearth_home)) == runner.BUNDLE_REFUSED_CODE
+    assert installs == []
+
+
+def test_a_busy_laptop_declines_with_the_governors_reason(
+    monkeypatch, hearth_home, org, installs, governor
+):
+    grant(hearth_home, (Modality.POINTER,))
+    governor.append(Decision(False, "on battery"))
+    _task_input(monkeypatch, _token(org[0]))
+    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    assert installs == []
+    assert read_deployment(hearth_home)["decline"]["reason"] == "on battery"
+
+
+def test_an_org_signed_bundle_on_an_idle_laptop_is_installed(
+    monkeypatch, hearth_home, org, installs, governor
+):
+    grant(hearth_home, (Modality.POINTER,))
+    governor.append(Decision(True, ""))
+    _task_input(monkeypatch, _token(org[0]))
+    assert _gate(hearth_home).details == "installed"
+    assert installs == [FAB]
+
+
+def test_the_governor_decides_once_per_round(monkeypatch, hearth_home, org, installs, governor):
+    grant(hearth_home, (Modality.POINTER,))
+    governor.extend([Decision(True, ""), Decision(False, "CPU busy")])
+    _task_input(monkeypatch, _token(org[0]), server_round="3")
+    for _ in range(4):  # the four SecAgg+ stages of round 3
+        assert _gate(hearth_home).details == "installed"
+    _task_input(monkeypatch, _token(org[0]), server_round="4")
+    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    assert governor == []
+
+
+def test_only_hearths_own_modules_are_forgotten_before_the_bundle_loads(monkeypatch):
+    modules = dict(sys.modules)
+    modules["client.bundle_only"] = SimpleNamespace()  # type: ignore[assignment]
+    monkeypatch.setattr(sys, "modules", modules)  # the interpreter's table stays untouched
+    runner._purge_hearth_modules()
+    assert not [name for name in modules if name.split(".")[0] in {"client", "policy", "privacy"}]
+    assert "flwr" in modules
+    assert "numpy" in modules
+
+
+def test_the_superexec_secret_is_sent_only_when_join_provides_one(monkeypatch, tmp_path):
+    monkeypatch.delenv(runner.ENV_SECRET_FILE, raising=False)
+    assert len(runner._superexec_interceptors()) == 1
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 32)
+    monkeypatch.setenv(runner.ENV_SECRET_FILE, str(secret))
+    assert len(runner._superexec_interceptors()) == 2
+
+
+def test_main_dispatches_task_and_serve(monkeypatch):
+    calls: list[tuple[str, ...]] = []
+
+    def run_task(address: str, token: str) -> int:
+        calls.append((address, token))
+        return 7
+
+    monkeypatch.setattr(runner, "run_task", run_task)
+    monkeypatch.setattr(runner, "serve", lambda address: calls.append((address,)))
+    assert runner.main(["task", "--runtime-api-address", "127.0.0.1:1", "--token", "t"]) == 7
+    assert runner.main(["serve", "--runtime-api-address", "127.0.0.1:2"]) == 0
+    assert calls == [("127.0.0.1:1", "t"), ("127.0.0.1:2",)]

@@ -1,0 +1,103 @@
+"""``hearth-server up`` without a real SuperLink: commands, connection file, registration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import server.up as up
+from server.pki import add_device, init_pki
+
+
+@pytest.fixture
+def link(tmp_path: Path) -> up.LinkConfig:
+    pki = init_pki(tmp_path / "pki").root
+    add_device(pki, "d0")
+    add_device(pki, "d1")
+    return up.LinkConfig(pki_dir=pki, state_dir=tmp_path / "state", port=9555)
+
+
+def test_a_wildcard_bind_is_dialled_on_loopback(tmp_path):
+    config = up.LinkConfig(tmp_path, tmp_path, host="0.0.0.0", port=1)
+    assert config.address == "127.0.0.1:1"
+    assert up.LinkConfig(tmp_path, tmp_path, host="link.example", port=2).address == (
+        "link.example:2"
+    )
+
+
+def test_the_superlink_runs_with_tls_node_auth_a_database_and_no_installs(link):
+    command = up.superlink_command(link)
+    assert "--insecure" not in command
+    for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"):
+        assert Path(command[command.index(flag) + 1]).is_file()
+    assert "--enable-supernode-auth" in command
+    assert command[command.index("--database") + 1] == str(link.database)
+    assert "--disable-runtime-dependency-installation" in command
+    assert command[command.index("--port") + 1] == "9555"
+
+
+def test_the_connection_file_points_flwr_at_the_superlink_with_the_ca(link):
+    path = up.write_connection(link)
+    config = tomllib.loads(path.read_text())
+    assert config["superlink"]["default"] == up.CONNECTION
+    connection = config["superlink"][up.CONNECTION]
+    assert connection["address"] == "127.0.0.1:9555"
+    assert Path(connection["root-certificates"]).read_bytes().startswith(b"-----BEGIN CERT")
+
+
+def test_flower_processes_get_their_own_home_and_our_scripts_first(link):
+    env = up.flwr_env(link, {"PATH": "/usr/bin"})
+    assert env["FLWR_HOME"] == str(link.flwr_home)
+    assert env["PATH"].split(":")[0] == str(up.bin_dir())
+    assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+
+
+def _fake_flwr(monkeypatch, replies: dict[str, dict[str, object]]) -> list[list[str]]:
+    calls: list[list[str]] = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        name = command[command.index("--name") + 1]
+        stdout = "some banner\n" + json.dumps(replies[name])
+        return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
+
+    monkeypatch.setattr(up.subprocess, "run", run)
+    return calls
+
+
+def test_every_device_key_is_registered_and_a_known_one_is_fine(link, monkeypatch):
+    calls = _fake_flwr(
+        monkeypatch,
+        {
+            "d0": {"success": True},
+            "d1": {"success": False, "error-message": "Public key already in use"},
+        },
+    )
+    assert up.register_devices(link) == {"d0": "registered", "d1": "already registered"}
+    assert all(call[1:3] == ["supernode", "register"] for call in calls)
+    assert calls[0][3].endswith("d0.pub")
+
+
+def test_a_failed_registration_is_one_clear_error(link, monkeypatch):
+    _fake_flwr(monkeypatch, {"d0": {"success": False, "error-message": "denied"}, "d1": {}})
+    with pytest.raises(up.UpError, match="registering d0 failed: denied"):
+        up.register_devices(link)
+
+
+def test_a_superlink_that_exits_at_start_is_reported_with_its_log(link, monkeypatch, tmp_path):
+    exiting = [sys.executable, "-c", "raise SystemExit(3)"]
+    monkeypatch.setattr(up, "superlink_command", lambda config: exiting)
+    with pytest.raises(up.UpError, match="exited with code 3"):
+        up.start_superlink(link, tmp_path / "logs" / "superlink.log")
+
+
+def test_the_hint_says_how_to_join_and_start_a_signed_campaign(link):
+    hint = up.campaign_hint(link)
+    assert "hearth join --superlink 127.0.0.1:9555" in hint
+    assert "hearth-server sign" in hint
+    assert "bundle-signature" in hint
