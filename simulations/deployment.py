@@ -1,0 +1,304 @@
+"""A real federation on 127.0.0.1: ``hearth-server up``, ``hearth join`` devices, a TLS tap.
+
+Used by the deployment e2e tests and the deployment benchmark. Every process is
+started in its own process group and stopped by that group's id. Devices reach
+the SuperLink through ``TlsTap``, a TLS-terminating relay that counts (and on
+request keeps) every byte a device sends and receives, in plaintext: the test
+owns the federation's CA, so the relay presents the SuperLink's own certificate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from client.consent import grant
+from client.vault import Vault
+from policy.events import AppCategory, Focus, Modality, Text
+from privacy.policy import default_policy_text
+from server.pki import add_device, init_pki
+from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
+from simulations.flwr_runner import PROJECT_ROOT, free_port, run_config_arg
+from simulations.generator import generate_employee
+
+BIN = Path(sys.executable).parent
+PASSPHRASE = "e2e passphrase"  # noqa: S105 - throwaway vaults of synthetic events
+CANARY = "CANARY-7f3a9c-do-not-leak"
+
+
+def relaxed_policy(path: Path) -> Path:
+    """The default policy with a governor that lets a busy CI box train."""
+    text = (
+        default_policy_text()
+        .replace("idle_seconds = 300", "idle_seconds = 0")
+        .replace("max_cpu_percent = 30.0", "max_cpu_percent = 100.0")
+        .replace("require_mains_power = true", "require_mains_power = false")
+    )
+    path.write_text(text)
+    return path
+
+
+def base_env(policy: Path) -> dict[str, str]:
+    """Environment of every hearth and Flower process of the federation."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HEARTH_POLICY": str(policy),
+        "HEARTH_KEYRING": "0",
+        "HEARTH_PASSPHRASE": PASSPHRASE,
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
+
+
+def seed_device(home: Path, employee: int, hours: float = 0.3) -> None:
+    """A consenting device whose vault holds synthetic work plus the canary."""
+    events = generate_employee(employee, 7, hours=hours)
+    t = events[-1].t
+    seq = events[-1].seq
+    events += [
+        Text(seq + 1, t + 1, CANARY),
+        Focus(seq + 2, t + 2, CANARY, AppCategory.EDITOR),
+    ]
+    with Vault.open(home / "vault", PASSPHRASE) as vault:
+        vault.append(events)
+    grant(home, (Modality.POINTER, Modality.KEYS, Modality.APPS, Modality.TEXT))
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 120) -> str:
+    """Run a command to completion; its stdout and stderr together."""
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return result.stdout + result.stderr
+
+
+@dataclass
+class Process:
+    """A process started here, in its own process group."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, command: list[str], env: dict[str, str], log: Path) -> Process:
+        """Start ``command`` with output to ``log``."""
+        with open(log, "ab") as handle:
+            proc = subprocess.Popen(
+                command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return cls(proc, log)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the group this process leads and wait for it."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)  # the group created for it
+            self.proc.wait(timeout=30)
+
+
+@dataclass
+class TlsTap:
+    """A TLS-terminating relay that counts every byte a device sends and receives."""
+
+    upstream: int
+    cert: Path
+    key: Path
+    ca: Path
+    keep_sent: bool = True
+    port: int = field(default_factory=free_port)
+    sent: bytearray = field(default_factory=bytearray)
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def counts(self) -> tuple[int, int]:
+        """Plaintext bytes (sent by devices, received by devices) so far."""
+        with self._lock:
+            return self.sent_bytes, self.received_bytes
+
+    def _record(self, data: bytes, from_device: bool) -> None:
+        with self._lock:
+            if from_device:
+                self.sent_bytes += len(data)
+                if self.keep_sent:
+                    self.sent.extend(data)
+            else:
+                self.received_bytes += len(data)
+
+    def start(self) -> TlsTap:
+        """Listen on ``port`` and relay each connection in its own thread."""
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(self.cert, self.key)
+        client = ssl.create_default_context(cafile=str(self.ca))
+        listener = socket.create_server(("127.0.0.1", self.port))
+
+        def relay(down: ssl.SSLSocket, up: ssl.SSLSocket) -> None:
+            # One thread per connection: an SSL socket must not be read and written
+            # from two threads at once.
+            peer = {down: up, up: down}
+            try:
+                while True:
+                    ready, _, _ = select.select([down, up], [], [], 1.0)
+                    ready += [s for s in (down, up) if s.pending() and s not in ready]
+                    for src in ready:
+                        src.setblocking(False)  # TLS 1.3 tickets make a socket readable
+                        try:  # without application data: never block on them
+                            data = src.recv(65536)
+                        except ssl.SSLWantReadError:
+                            continue
+                        finally:
+                            src.setblocking(True)
+                        if not data:
+                            return
+                        self._record(data, from_device=src is down)
+                        peer[src].sendall(data)
+            except OSError:
+                return
+            finally:
+                for s in (down, up):
+                    with contextlib.suppress(OSError):
+                        s.close()
+
+        def serve() -> None:
+            while True:
+                raw, _ = listener.accept()
+                try:
+                    down = server.wrap_socket(raw, server_side=True)
+                    up = client.wrap_socket(
+                        socket.create_connection(("127.0.0.1", self.upstream)),
+                        server_hostname="127.0.0.1",
+                    )
+                except OSError:
+                    raw.close()
+                    continue
+                threading.Thread(target=relay, args=(down, up), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def deployment(home: Path) -> dict[str, object]:
+    """A device's ``deployment.json`` (what ``hearth status`` shows), or empty."""
+    try:
+        return dict(json.loads((home / "deployment.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class Federation:
+    """A running SuperLink (``hearth-server up``) and devices (``hearth join``)."""
+
+    root: Path
+    pki: Path
+    state: Path
+    policy: Path
+    env: dict[str, str]
+    port: int
+    up: Process
+    tap: TlsTap
+    homes: list[Path] = field(default_factory=list)
+    joins: list[Process] = field(default_factory=list)
+
+    def token(self, key: Path | None = None) -> str:
+        """The bundle signature of this project, by the organisation's key unless ``key``."""
+        key = key or self.pki / "org-signing.key"
+        return sign_bundle(build_bundle(PROJECT_ROOT), load_org_key(key)).token
+
+    def flwr_run(self, overrides: Mapping[str, object], timeout: float) -> str:
+        """``flwr run`` this project against the SuperLink; its output."""
+        env = {**self.env, "FLWR_HOME": str(self.state / "flwr")}
+        command = [str(BIN / "flwr"), "run", str(PROJECT_ROOT), "hearth", "--stream"]
+        return run([*command, "--run-config", run_config_arg(overrides)], env, timeout=timeout)
+
+    def superlink(self) -> psutil.Process | None:
+        """The ``flower-superlink`` process under ``hearth-server up``."""
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(self.up.proc.pid).children(recursive=True):
+                if any("flower-superlink" in part for part in child.cmdline()[:2]):
+                    return child
+        return None
+
+
+@contextlib.contextmanager
+def federation(root: Path, devices: int, *, keep_sent: bool = True) -> Iterator[Federation]:
+    """A SuperLink with ``devices`` joined devices under ``root``; everything stops after."""
+    pki = init_pki(root / "pki").root
+    generate_org_key(pki)
+    for i in range(devices):
+        add_device(pki, f"d{i}")
+    policy = relaxed_policy(root / "policy.toml")
+    env = base_env(policy)
+    port = free_port()
+    state = root / "state"
+    command = ["up", "--pki", str(pki), "--state", str(state), "--port", str(port)]
+    up = Process.start(
+        [str(BIN / "hearth-server"), *command],
+        {**env, "HEARTH_HOME": str(root / "server-home")},
+        root / "up.log",
+    )
+    joins: list[Process] = []
+    try:
+        wait_for(lambda: f"device d{devices - 1}:" in (root / "up.log").read_text(), 90, "up")
+        tap = TlsTap(
+            port, pki / "superlink.crt", pki / "superlink.key", pki / "ca.crt", keep_sent
+        ).start()
+        fed = Federation(root, pki, state, policy, env, port, up, tap, joins=joins)
+        for i in range(devices):
+            home = root / f"home-{i}"
+            seed_device(home, i)
+            fed.homes.append(home)
+            joins.append(
+                Process.start(
+                    [
+                        str(BIN / "hearth"),
+                        "join",
+                        "--superlink",
+                        f"127.0.0.1:{tap.port}",
+                        "--root-cert",
+                        str(pki / "ca.crt"),
+                        "--key",
+                        str(pki / "devices" / f"d{i}.key"),
+                        "--org-key",
+                        str(pki / "org-signing.pub"),
+                    ],
+                    {**env, "HEARTH_HOME": str(home)},
+                    root / f"join-{i}.log",
+                )
+            )
+        wait_for(
+            lambda: all(
+                "SuperNode ID" in (root / f"join-{i}.log").read_text() for i in range(devices)
+            ),
+            60 + 6 * devices,
+            "all SuperNodes connected",
+        )
+        yield fed
+    finally:
+        for process in joins:
+            process.kill(signal.SIGTERM)
+        up.kill(signal.SIGTERM)
