@@ -220,6 +220,7 @@ class Federation:
     env: dict[str, str]
     port: int
     up: Process
+    up_command: list[str]
     tap: TlsTap
     homes: list[Path] = field(default_factory=list)
     joins: list[Process] = field(default_factory=list)
@@ -234,6 +235,15 @@ class Federation:
         env = {**self.env, "FLWR_HOME": str(self.state / "flwr")}
         command = [str(BIN / "flwr"), "run", str(PROJECT_ROOT), "hearth", "--stream"]
         return run([*command, "--run-config", run_config_arg(overrides)], env, timeout=timeout)
+
+    def restart_superlink(self) -> None:
+        """Stop ``hearth-server up`` and start it again on the same port and database."""
+        self.up.kill(signal.SIGTERM)
+        seen = len(self.up.log.read_text())
+        env = {**self.env, "HEARTH_HOME": str(self.root / "server-home")}
+        self.up = Process.start(self.up_command, env, self.up.log)
+        last = f"device d{len(self.homes) - 1}:"
+        wait_for(lambda: last in self.up.log.read_text()[seen:], 90, "the SuperLink to restart")
 
     def superlink(self) -> psutil.Process | None:
         """The ``flower-superlink`` process under ``hearth-server up``."""
@@ -255,19 +265,19 @@ def federation(root: Path, devices: int, *, keep_sent: bool = True) -> Iterator[
     env = base_env(policy)
     port = free_port()
     state = root / "state"
-    command = ["up", "--pki", str(pki), "--state", str(state), "--port", str(port)]
+    up_command = [str(BIN / "hearth-server"), "up", "--pki", str(pki), "--state", str(state)]
+    up_command += ["--port", str(port)]
     up = Process.start(
-        [str(BIN / "hearth-server"), *command],
-        {**env, "HEARTH_HOME": str(root / "server-home")},
-        root / "up.log",
+        up_command, {**env, "HEARTH_HOME": str(root / "server-home")}, root / "up.log"
     )
     joins: list[Process] = []
+    fed: Federation | None = None
     try:
         wait_for(lambda: f"device d{devices - 1}:" in (root / "up.log").read_text(), 90, "up")
         tap = TlsTap(
             port, pki / "superlink.crt", pki / "superlink.key", pki / "ca.crt", keep_sent
         ).start()
-        fed = Federation(root, pki, state, policy, env, port, up, tap, joins=joins)
+        fed = Federation(root, pki, state, policy, env, port, up, up_command, tap, joins=joins)
         for i in range(devices):
             home = root / f"home-{i}"
             seed_device(home, i)
@@ -302,3 +312,5 @@ def federation(root: Path, devices: int, *, keep_sent: bool = True) -> Iterator[
         for process in joins:
             process.kill(signal.SIGTERM)
         up.kill(signal.SIGTERM)
+        if fed is not None:
+            fed.up.kill(signal.SIGTERM)  # a restarted SuperLink
