@@ -70,7 +70,7 @@ def main(grid: Grid, context: Context) -> None:
     policy = load_policy(Path(config.policy_file) if config.policy_file else None)
     strategy = build_strategy(config, policy, context.run_id)
     log(INFO, "hearth: checkpoints go to %s", strategy.checkpoint_dir)
-    done = strategy.resume()
+    done = strategy.resume() if config.resume else 0
     if done >= config.num_server_rounds:
         log(INFO, "hearth: the campaign already ran its %s rounds", config.num_server_rounds)
         return

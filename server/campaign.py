@@ -5,7 +5,8 @@ delta-aware FedAvg and adds what the ML and privacy teams need around it, withou
 touching the aggregation math.
 
 A campaign survives a SuperLink restart: run it again with the same
-``checkpoint-dir`` and ``resume`` picks up after the newest checkpoint there
+``checkpoint-dir`` and run config ``resume = true``, and ``resume`` picks up
+after the newest checkpoint there
 (model, server momentum, the user-level privacy spent so far, the round
 number), provided it was made under the same privacy policy and model shape.
 Flower's workflow then counts its rounds from 1 again; the strategy adds the

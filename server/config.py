@@ -36,6 +36,7 @@ class CampaignConfig:
     secaggplus_num_shares: int = 3
     secaggplus_reconstruction_threshold: int = 2
     round_timeout: float = 600.0
+    resume: bool = False  # continue after the newest checkpoint in checkpoint-dir
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:

@@ -187,7 +187,8 @@ def campaign_hint(config: LinkConfig, app_dir: str = ".") -> str:
         "Start a campaign with a signed bundle:\n"
         f"  hearth-server sign {app_dir} --key {config.pki_dir / 'org-signing.key'}\n"
         f"  FLWR_HOME={config.flwr_home} flwr run {app_dir} {CONNECTION} --stream "
-        "--run-config \"bundle-signature='TOKEN' secaggplus=true\""
+        "--run-config \"bundle-signature='TOKEN' secaggplus=true\"\n"
+        "After a restart, continue a campaign with checkpoint-dir='DIR' resume=true."
     )
 
 

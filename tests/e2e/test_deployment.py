@@ -106,7 +106,7 @@ def test_a_killed_device_and_a_superlink_restart_do_not_stop_the_campaign(
 
     # The SuperLink restarts; the same campaign, run again, resumes at round 2.
     federation.restart_superlink()
-    log = federation.flwr_run({**overrides, "num-server-rounds": 2}, timeout=300)
+    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 300)
     assert "resumes after round 1" in log, log[-3000:]
     assert (checkpoints / "round-0001.json").read_text() == first
     second = json.loads((checkpoints / "round-0002.json").read_text())

@@ -105,3 +105,10 @@ def test_a_checkpoint_dir_of_another_model_is_refused(tmp_path):
     _round(_strategy(tmp_path, _policy()), 1)
     with pytest.raises(ServerConfigError, match="another model"):
         _strategy(tmp_path, _policy(), context_length=4).resume()
+
+
+def test_resuming_is_asked_for_in_the_run_config():
+    assert not CampaignConfig.from_run_config({}).resume
+    assert CampaignConfig.from_run_config({"resume": True}).resume
+    with pytest.raises(ServerConfigError, match="'resume'"):
+        CampaignConfig.from_run_config({"resume": "yes"})

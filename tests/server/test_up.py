@@ -101,3 +101,4 @@ def test_the_hint_says_how_to_join_and_start_a_signed_campaign(link):
     assert "hearth join --superlink 127.0.0.1:9555" in hint
     assert "hearth-server sign" in hint
     assert "bundle-signature" in hint
+    assert "resume=true" in hint
