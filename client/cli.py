@@ -12,6 +12,7 @@ from client.control_commands import (
     status_command,
 )
 from client.data_commands import data_app
+from client.record_commands import record_command
 
 app = typer.Typer(
     name="hearth",
@@ -32,3 +33,4 @@ app.add_typer(consent_app, name="consent")
 app.command("pause")(pause_command)
 app.command("resume")(resume_command)
 app.command("status")(status_command)
+app.command("record")(record_command)

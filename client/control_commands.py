@@ -19,6 +19,7 @@ from client.consent import (
 )
 from client.control import DurationError, parse_duration, pause, pause_state, resume
 from client.data_commands import delete_vault
+from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import KEY_FILE
 from client.vault import Vault, default_vault_dir
@@ -131,6 +132,7 @@ def status_report() -> dict[str, Any]:
         state = "paused"
     else:
         state = "consented"
+    recorder = running_recorder(home)
     return {
         "state": state,
         "modalities": [m.value for m in record.modalities] if record and record.active else [],
@@ -138,7 +140,28 @@ def status_report() -> dict[str, Any]:
         "paused_until_resumed": paused.paused and paused.until == math.inf,
         "events_today": events_today,
         "vault_bytes": vault_bytes,
+        # The recorder process, from its heartbeat file: None when it is not running.
+        "recorder": None
+        if recorder is None
+        else {
+            "pid": recorder.pid,
+            "started": recorder.started,
+            "events_written": recorder.events_written,
+            "last_flush": recorder.last_flush,
+            "dropped": recorder.dropped,
+            "listening": recorder.listening,
+        },
+        # What the employee should read: "recording" only while a recorder runs.
+        "summary": _summary(state, recorder is not None),
     }
+
+
+def _summary(state: str, recorder_running: bool) -> str:
+    if state == "consented":
+        return "recording" if recorder_running else "consented (recorder not running)"
+    if state == "paused":
+        return "paused" + ("" if recorder_running else " (recorder not running)")
+    return state
 
 
 def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -147,7 +170,7 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     if as_json:
         typer.echo(json.dumps(report))
         return
-    typer.echo(f"state: {report['state']}")
+    typer.echo(f"state: {report['summary']}")
     if report["modalities"]:
         typer.echo(f"modalities: {', '.join(report['modalities'])}")
     if report["paused_until_resumed"]:
@@ -155,3 +178,8 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     elif report["paused_until"]:
         typer.echo(f"paused until {time.strftime('%H:%M', time.localtime(report['paused_until']))}")
     typer.echo(f"events today: {report['events_today']:,}; vault: {report['vault_bytes']:,} bytes")
+    if report["recorder"] is not None:
+        typer.echo(
+            f"recorder: pid {report['recorder']['pid']}, "
+            f"{report['recorder']['events_written']:,} events written since it started"
+        )

@@ -404,6 +404,7 @@ class Recorder:
         self.flush(now)
 
     def _on_resume(self, now: float) -> None:
+        self._queue.clear()  # a late callback from before the pause must not count as after
         self._paused = False
         self._emit(Resumed(self._seq, now), self._state())
 
