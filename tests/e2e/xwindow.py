@@ -17,7 +17,12 @@ def main() -> None:
     d = display.Display()
     screen = d.screen()
     window = screen.root.create_window(
-        10, 10, 400, 300, 1, screen.root_depth,
+        10,
+        10,
+        400,
+        300,
+        1,
+        screen.root_depth,
         background_pixel=screen.white_pixel,
         event_mask=X.ExposureMask | X.KeyPressMask | X.StructureNotifyMask,
     )
