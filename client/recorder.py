@@ -86,10 +86,10 @@ class RecorderConfig:
     """Timings and bounds; the defaults meet the 100 ms pause and 1 s flush promises."""
 
     home: Path
-    tick: float = 0.02
-    control_interval: float = 0.025
+    tick: float = 0.05
+    control_interval: float = 0.05
     flush_interval: float = 1.0
-    focus_idle_interval: float = 0.25
+    focus_idle_interval: float = 0.5
     suppress_tail: float = 0.25
     queue_capacity: int = 20_000
     pending_limit: int = 100_000
