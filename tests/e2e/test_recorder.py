@@ -97,7 +97,9 @@ def test_a_canary_typed_into_a_sensitive_app_never_reaches_disk(hearth_home, win
     assert CANARY not in texts and CANARY.lower() not in texts.lower()
     assert "hello" in texts and "bye" in texts
     gaps = [e for e in events if isinstance(e, Suppressed)]
-    assert len(gaps) == 2 and all(g.duration > 0 for g in gaps)  # slack at start, then typed into
+    # One gap for the canary (and maybe one at start, when slack was opened last).
+    hello = next(e.seq for e in events if isinstance(e, Text) and "hello" in e.text)
+    assert any(g.seq > hello and g.duration > 0 for g in gaps)
     assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
     letters = [e for e in events if isinstance(e, Key) and e.key_class is KeyClass.LETTER]
     assert len(letters) == len("hello") + len("bye")
