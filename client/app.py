@@ -33,6 +33,7 @@ from client.featurize import Examples, split_held_out
 from client.training import TrainConfig, evaluate, plan_round, train_round
 from policy.baselines import Bigram, MostFrequent
 from policy.model import ModelConfig, NextActionPolicy, set_arrays
+from privacy.accountants import PlanningError, noise_to_last
 from privacy.ledger import DeviceLedger, check_round, effective_cap
 from privacy.policy import policy_hash
 
@@ -52,6 +53,7 @@ class RoundInstructions:
     update_clip_norm: float
     uniform_weights: bool
     server_round: int
+    total_rounds: int
     policy_hash: str
 
     @classmethod
@@ -83,6 +85,7 @@ class RoundInstructions:
             update_clip_norm=get("update-clip-norm", float, 0.0),
             uniform_weights=get("uniform-weights", bool, False),
             server_round=get("round", int, 0),
+            total_rounds=get("num-rounds", int, get("round", int, 0)),
             policy_hash=get("policy-hash", str, ""),
         )
 
@@ -91,6 +94,22 @@ def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextAc
     model = NextActionPolicy(ModelConfig(context_length=context_length))
     set_arrays(model, parameters)
     return model
+
+
+def _noise_to_last(
+    ins: RoundInstructions, config: TrainConfig, ledger: DeviceLedger, cap: float, examples: int
+) -> float:
+    """The least noise, not below the device policy's, that keeps the cap for every round left."""
+    planned = plan_round(examples, config)
+    return noise_to_last(
+        ledger.history(),
+        planned.sample_rate,
+        planned.steps,
+        ins.total_rounds - ins.server_round + 1,
+        cap,
+        config.delta,
+        floor=config.noise_multiplier,
+    )
 
 
 class HearthClient(NumPyClient):
@@ -122,8 +141,14 @@ class HearthClient(NumPyClient):
         train, _ = self._split(ins.context_length)
         ledger = self.device.ledger()
         if train_config.private:
-            planned = plan_round(len(train), train_config).as_history()
             cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+            if policy.training.spread_local_budget:
+                try:
+                    noise = _noise_to_last(ins, train_config, ledger, cap, len(train))
+                    train_config = replace(train_config, noise_multiplier=noise)
+                except PlanningError:
+                    return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
+            planned = plan_round(len(train), train_config).as_history()
             if not check_round(ledger, planned, delta, cap).allowed:
                 return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
         model = _model(ins.context_length, parameters)

@@ -112,6 +112,33 @@ def noise_for_local(
     )
 
 
+def noise_to_last(
+    history: list[tuple[float, float, int]],
+    sample_rate: float,
+    steps: int,
+    rounds_left: int,
+    cap: float,
+    delta: float,
+    floor: float,
+    ceiling: float = 20.0,
+) -> float:
+    """The least noise, at least ``floor``, that keeps a device under ``cap`` for every round left.
+
+    A device that spends the same each remaining round (``steps`` at ``sample_rate``)
+    after what ``history`` already spent ends the campaign at or below ``cap``.
+    Raises ``PlanningError`` when even ``ceiling`` cannot (the budget is spent, or
+    what is left would only buy updates that are pure noise).
+    """
+    rounds_left = max(1, rounds_left)
+
+    def epsilon_of(z: float) -> float:
+        return epsilon_local([*history, *[(z, sample_rate, steps)] * rounds_left], delta, "rdp")
+
+    if epsilon_of(max(floor, 1e-3)) <= cap:
+        return floor
+    return smallest_noise(epsilon_of, cap, high=max(ceiling, floor))
+
+
 def noise_for_user(
     target: float,
     sampling: float,

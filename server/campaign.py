@@ -46,6 +46,7 @@ def round_instructions(
     """
     return {
         "round": server_round,
+        "num-rounds": config.num_server_rounds,
         "policy-hash": policy_hash(policy),
         "epochs": config.local_epochs,
         "batch-size": config.batch_size,
