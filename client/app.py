@@ -57,6 +57,7 @@ class RoundInstructions:
     update_clip_norm: float
     uniform_weights: bool
     server_round: int
+    total_rounds: int
     policy_hash: str
 
     @classmethod
@@ -89,6 +90,7 @@ class RoundInstructions:
             update_clip_norm=get("update-clip-norm", float, 0.0),
             uniform_weights=get("uniform-weights", bool, False),
             server_round=get("round", int, 0),
+            total_rounds=get("num-rounds", int, get("round", int, 0)),
             policy_hash=get("policy-hash", str, ""),
         )
 
@@ -99,6 +101,25 @@ def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextAc
     model = NextActionPolicy(ModelConfig(context_length=context_length))
     set_arrays(model, parameters)
     return model
+
+
+def _noise_to_last(
+    ins: RoundInstructions, config: TrainConfig, ledger: DeviceLedger, cap: float, examples: int
+) -> float:
+    """The least noise, not below the device policy's, that keeps the cap for every round left."""
+    from client.training import plan_round  # noqa: PLC0415 (torch: see the note on imports)
+    from privacy.accountants import noise_to_last  # noqa: PLC0415
+
+    planned = plan_round(examples, config)
+    return noise_to_last(
+        ledger.history(),
+        planned.sample_rate,
+        planned.steps,
+        ins.total_rounds - ins.server_round + 1,
+        cap,
+        config.delta,
+        floor=config.noise_multiplier,
+    )
 
 
 class HearthClient(NumPyClient):
@@ -118,6 +139,7 @@ class HearthClient(NumPyClient):
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
         """One local round: policy and budget checks first, then train, then clip."""
         from client.training import plan_round, train_round  # noqa: PLC0415
+        from privacy.accountants import PlanningError  # noqa: PLC0415
         from privacy.ledger import check_round, effective_cap  # noqa: PLC0415
 
         ins = RoundInstructions.from_config(config)
@@ -135,8 +157,14 @@ class HearthClient(NumPyClient):
         train, _ = self._split(ins.context_length)
         ledger = self.device.ledger()
         if train_config.private:
-            planned = plan_round(len(train), train_config).as_history()
             cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+            if policy.training.spread_local_budget:
+                try:
+                    noise = _noise_to_last(ins, train_config, ledger, cap, len(train))
+                    train_config = replace(train_config, noise_multiplier=noise)
+                except PlanningError:
+                    return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
+            planned = plan_round(len(train), train_config).as_history()
             if not check_round(ledger, planned, delta, cap).allowed:
                 return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
         model = _model(ins.context_length, parameters)

@@ -17,6 +17,7 @@ from client.control_commands import (
 from client.dashboard_commands import dashboard_command
 from client.data_commands import data_app
 from client.home import hearth_home
+from client.record_commands import record_command
 
 app = typer.Typer(
     name="hearth",
@@ -58,3 +59,6 @@ def join_command(
     except JoinError as exc:
         typer.echo(f"hearth: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+app.command("record")(record_command)

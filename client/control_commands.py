@@ -21,6 +21,7 @@ from client.consent import (
 from client.control import DurationError, parse_duration, pause, pause_state, resume
 from client.data_commands import delete_vault
 from client.deployment import read_deployment
+from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import KEY_FILE
 from client.vault import Vault, default_vault_dir
@@ -133,6 +134,7 @@ def status_report() -> dict[str, Any]:
         state = "paused"
     else:
         state = "consented"
+    recorder = running_recorder(home)
     return {
         "state": state,
         "modalities": [m.value for m in record.modalities] if record and record.active else [],
@@ -141,6 +143,19 @@ def status_report() -> dict[str, Any]:
         "events_today": events_today,
         "vault_bytes": vault_bytes,
         "deployment": _deployment_summary(home),
+        # The recorder process, from its heartbeat file: None when it is not running.
+        "recorder": None
+        if recorder is None
+        else {
+            "pid": recorder.pid,
+            "started": recorder.started,
+            "events_written": recorder.events_written,
+            "last_flush": recorder.last_flush,
+            "dropped": recorder.dropped,
+            "listening": recorder.listening,
+        },
+        # What the employee should read: "recording" only while a recorder runs.
+        "summary": _summary(state, recorder is not None),
     }
 
 
@@ -155,13 +170,21 @@ def _deployment_summary(home: Path) -> dict[str, Any]:
     }
 
 
+def _summary(state: str, recorder_running: bool) -> str:
+    if state == "consented":
+        return "recording" if recorder_running else "consented (recorder not running)"
+    if state == "paused":
+        return "paused" + ("" if recorder_running else " (recorder not running)")
+    return state
+
+
 def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Recording state, modalities, events today and vault size."""
     report = status_report()
     if as_json:
         typer.echo(json.dumps(report))
         return
-    typer.echo(f"state: {report['state']}")
+    typer.echo(f"state: {report['summary']}")
     if report["modalities"]:
         typer.echo(f"modalities: {', '.join(report['modalities'])}")
     if report["paused_until_resumed"]:
@@ -179,3 +202,8 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["time"]))
             detail = entry.get("reason") or f"round {entry.get('round')}"
             typer.echo(f"{label}: {when}: {detail}")
+    if report["recorder"] is not None:
+        typer.echo(
+            f"recorder: pid {report['recorder']['pid']}, "
+            f"{report['recorder']['events_written']:,} events written since it started"
+        )

@@ -9,14 +9,18 @@ cohorts, composed over rounds.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import dp_accounting
+import numpy as np
+from numpy.typing import NDArray
 from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.accountant import IAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
 
 LocalAccountant = Literal["rdp", "prv"]
 UserAccountant = Literal["rdp", "pld"]
@@ -47,11 +51,43 @@ def epsilon_local(
         return 0.0
     if any(z <= 0 for z, _, _ in history):
         return math.inf
+    if accountant == "rdp":
+        return _epsilon_rdp(history, delta, _OPACUS_ORDERS)
     acc = _opacus(accountant)
     acc.history = [(float(z), float(q), int(s)) for z, q, s in history]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "optimal order is the largest alpha" at tiny epsilon
         return float(acc.get_epsilon(delta))
+
+
+# Opacus' RDPAccountant, computed the same way (its analysis functions, its orders),
+# with each (sample rate, noise) pair's per-step RDP cached: a device's ledger repeats
+# the same few pairs, and the fractional orders cost ~0.1 s per pair to evaluate.
+_OPACUS_ORDERS: Final = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+# For planning: Opacus' orders at a coarser step below 11 (where the optimum lies for
+# useful budgets), several times cheaper. Never below the exact epsilon (a minimum over
+# fewer orders), so a plan made with them is conservative.
+_PLANNING_ORDERS: Final = tuple(
+    a for a in _OPACUS_ORDERS if a.is_integer() or (a < 11 and (a * 4).is_integer())
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rdp_per_step(sample_rate: float, noise: float, orders: tuple[float, ...]) -> NDArray[Any]:
+    return np.asarray(
+        rdp_analysis.compute_rdp(
+            q=sample_rate, noise_multiplier=noise, steps=1, orders=list(orders)
+        ),
+        dtype=np.float64,
+    )
+
+
+def _epsilon_rdp(history: Sequence[HistoryEntry], delta: float, orders: tuple[float, ...]) -> float:
+    total = sum(int(s) * _rdp_per_step(float(q), float(z), orders) for z, q, s in history)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "optimal order is the largest alpha" at tiny epsilon
+        eps, _ = rdp_analysis.get_privacy_spent(orders=list(orders), rdp=total, delta=delta)
+    return float(eps)
 
 
 def _user_event(noise: float, sampling: float, rounds: int) -> dp_accounting.DpEvent:
@@ -110,6 +146,36 @@ def noise_for_local(
     return smallest_noise(
         lambda z: epsilon_local([(z, sample_rate, steps)], delta, accountant), target
     )
+
+
+def noise_to_last(
+    history: list[tuple[float, float, int]],
+    sample_rate: float,
+    steps: int,
+    rounds_left: int,
+    cap: float,
+    delta: float,
+    floor: float,
+    ceiling: float = 20.0,
+) -> float:
+    """The least noise, at least ``floor``, that keeps a device under ``cap`` for every round left.
+
+    A device that spends the same each remaining round (``steps`` at ``sample_rate``)
+    after what ``history`` already spent ends the campaign at or below ``cap``.
+    Raises ``PlanningError`` when even ``ceiling`` cannot (the budget is spent, or
+    what is left would only buy updates that are pure noise).
+    """
+    rounds_left = max(1, rounds_left)
+
+    def epsilon_of(z: float) -> float:
+        if z <= 0:
+            return math.inf
+        planned = [*history, (z, sample_rate, steps * rounds_left)]  # RDP adds up over steps
+        return _epsilon_rdp(planned, delta, _PLANNING_ORDERS)
+
+    if epsilon_of(max(floor, 1e-3)) <= cap:
+        return floor
+    return smallest_noise(epsilon_of, cap, high=max(ceiling, floor))
 
 
 def noise_for_user(

@@ -43,6 +43,9 @@ class TrainingSection(_Section):
 
     max_grad_norm: float = Field(gt=0)
     local_noise_multiplier: float = Field(ge=0)
+    # When true, local_noise_multiplier is the least noise: each device adds more when
+    # needed so its cap lasts the whole campaign (older policies: a fixed noise).
+    spread_local_budget: bool = False
     update_clip_norm: float = Field(gt=0)
     central_noise_multiplier: float = Field(ge=0)
     min_cohort: int = Field(ge=1)
@@ -145,7 +148,12 @@ def describe(policy: PrivacyPolicy) -> str:
         f"Each laptop spends at most epsilon {p.device_epsilon_cap:g} per campaign "
         f"(unit: one example on one device, delta {p.delta:g}); "
         f"DP-SGD clips each example's gradient to {t.max_grad_norm:g} and adds noise "
-        f"x{t.local_noise_multiplier:g}.",
+        + (
+            f"of at least x{t.local_noise_multiplier:g}, more where needed so the cap lasts "
+            "every round of the campaign."
+            if t.spread_local_budget
+            else f"x{t.local_noise_multiplier:g}."
+        ),
         f"Each update is clipped to norm {t.update_clip_norm:g}; {central}; the campaign "
         f"stops before user-level epsilon {p.user_epsilon_target:g} (unit: one user, "
         f"delta {p.delta:g}).",

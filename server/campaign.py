@@ -6,9 +6,9 @@ touching the aggregation math.
 
 A campaign survives a SuperLink restart: run it again with the same
 ``checkpoint-dir`` and run config ``resume = true``, and ``resume`` picks up
-after the newest checkpoint there
-(model, server momentum, the user-level privacy spent so far, the round
-number), provided it was made under the same privacy policy and model shape.
+after the newest checkpoint there (model, server momentum, the user-level
+privacy spent so far, the round number), provided it was made under the same
+privacy policy and model shape.
 Flower's workflow then counts its rounds from 1 again; the strategy adds the
 offset, so devices, checkpoints and the ledger see campaign rounds.
 """
@@ -61,6 +61,7 @@ def round_instructions(
     """
     return {
         "round": server_round,
+        "num-rounds": config.num_server_rounds,
         "policy-hash": policy_hash(policy),
         "epochs": config.local_epochs,
         "batch-size": config.batch_size,

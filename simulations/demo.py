@@ -7,6 +7,7 @@ a summary and where the checkpoints are.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         f"({time.perf_counter() - started:.1f}s)"
     )
     checkpoints = settings.root / "checkpoints"
+    # A new campaign on freshly seeded employees: an earlier demo's rounds are not its own.
+    shutil.rmtree(checkpoints, ignore_errors=True)
     shown: list[int] = []
 
     def show_new_rounds() -> None:

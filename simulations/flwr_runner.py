@@ -97,6 +97,10 @@ def run_app(
         "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "FLWR_DISABLE_UPDATE_CHECK": "1",
+        # The managed SuperLink would otherwise `uv sync` the app's dependencies into a
+        # fresh environment per run: minutes of downloads, and a CUDA build of torch.
+        # The app runs in this virtualenv, which already has them.
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_DEDUP_LOGS": "0",
     }
     command = [

@@ -18,7 +18,9 @@ from client.dashboard.chart import events_chart
 STATE_WORDS: Final[Mapping[str, str]] = {
     "recording": "Recording",
     "consented": "Consented: recording whenever hearth runs",
+    "consented (recorder not running)": "Consented, but the recorder is not running",
     "paused": "Paused",
+    "paused (recorder not running)": "Paused",
     "not consented": "Not consented: nothing is recorded",
 }
 
@@ -69,7 +71,9 @@ def _recording(status: Mapping[str, Any], csrf: str) -> str:
         body = _error(f"The state cannot be read: {status.get('error')}")
     else:
         state = str(report["state"])
-        words = STATE_WORDS.get(state, state.capitalize())
+        # The same words `hearth status` prints: "recording" only while a recorder runs.
+        summary = str(report.get("summary", state))
+        words = STATE_WORDS.get(summary, summary.capitalize())
         if report["paused_until_resumed"]:
             words += " until you resume"
         elif report["paused_until"]:

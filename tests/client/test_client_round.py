@@ -98,3 +98,17 @@ def test_deleting_the_data_keeps_the_record_of_what_was_spent(hearth_home):
     shown = runner.invoke(app, ["budget", "show", "--json"])
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["epsilon_spent"] == pytest.approx(entry.epsilon_after)
+
+
+def test_a_device_spreads_its_cap_over_every_round_of_the_campaign(hearth_home):
+    device = _device(hearth_home)  # one hour of data: a small device
+    client = HearthClient(device)
+    cap = load_policy().privacy.device_epsilon_cap
+    for server_round in (1, 2, 3):
+        config = _config(round=server_round, **{"num-rounds": 3, "batch-size": 512, "epochs": 2})
+        _, weight, metrics = client.fit(_params(), config)
+        assert weight > 0 and metrics["declined"] == 0, f"round {server_round} declined"
+    entries = device.ledger().entries
+    floor = load_policy().training.local_noise_multiplier
+    assert entries[0].noise_multiplier > floor  # small devices add more than the floor
+    assert 0.9 * cap < entries[-1].epsilon_after <= cap

@@ -5,10 +5,12 @@ import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from privacy.accountants import (
+    PlanningError,
     epsilon_local,
     epsilon_user,
     noise_for_local,
     noise_for_user,
+    noise_to_last,
 )
 from privacy.ledger import DeviceLedger, LedgerError, check_round, effective_cap
 
@@ -74,3 +76,22 @@ def test_the_employee_cap_can_only_make_things_stricter():
     assert effective_cap(10.0, 3.0) == 3.0
     assert effective_cap(10.0, 30.0) == 10.0
     assert effective_cap(10.0, None) == 10.0
+
+
+def test_spreading_the_budget_ends_the_campaign_at_the_cap_and_not_above():
+    history = [(1.0, 0.25, 8)]
+    noise = noise_to_last(history, 0.25, 8, rounds_left=9, cap=10.0, delta=1e-5, floor=0.5)
+    total = epsilon_local([*history, *[(noise, 0.25, 8)] * 9], 1e-5)
+    assert 9.9 < total <= 10.0
+    # A little less noise would pass the cap: the planner picked the least.
+    assert epsilon_local([*history, *[(noise * 0.98, 0.25, 8)] * 9], 1e-5) > 10.0
+
+
+def test_spreading_never_goes_below_the_policy_floor():
+    assert noise_to_last([], 0.01, 5, rounds_left=3, cap=10.0, delta=1e-5, floor=1.2) == 1.2
+
+
+def test_spreading_a_budget_already_spent_is_a_planning_error():
+    spent = [(0.5, 0.5, 50)] * 5
+    with pytest.raises(PlanningError):
+        noise_to_last(spent, 0.25, 8, rounds_left=2, cap=1.0, delta=1e-5, floor=0.5)

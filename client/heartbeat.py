@@ -1,0 +1,81 @@
+"""The recorder's heartbeat file, so `hearth status` can tell "recording" from "not running".
+
+``HEARTH_HOME/recorder.json`` (0600) holds counts and times only: the pid, when
+the recorder started, events written, the last flush, drops, and the next
+sequence number (so numbering continues across restarts). Never event content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Final
+
+HEARTBEAT_FILE: Final = "recorder.json"
+# A running recorder rewrites the file at least this often; older means it died.
+STALE_AFTER: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a recorder says about itself."""
+
+    pid: int
+    started: float
+    updated: float
+    events_written: int = 0
+    last_flush: float | None = None
+    dropped: int = 0
+    next_seq: int = 0
+    listening: bool = False
+    running: bool = True
+    callbacks: int = 0
+    callback_p99_ms: float | None = None
+    peak_rss_mb: float | None = None
+
+
+def heartbeat_path(home: Path) -> Path:
+    """Where the heartbeat lives."""
+    return home / HEARTBEAT_FILE
+
+
+def write_heartbeat(home: Path, beat: Heartbeat) -> None:
+    """Replace the heartbeat atomically, owner-only."""
+    path = heartbeat_path(home)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(beat), handle)
+    tmp.replace(path)
+
+
+def read_heartbeat(home: Path) -> Heartbeat | None:
+    """The last heartbeat, or None (never ran, or the file is damaged)."""
+    try:
+        data = json.loads(heartbeat_path(home).read_text())
+        known = {f.name for f in fields(Heartbeat)}
+        return Heartbeat(**{k: v for k, v in data.items() if k in known})
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_recorder(home: Path, now: float | None = None) -> Heartbeat | None:
+    """The heartbeat of a recorder that is running now, else None."""
+    beat = read_heartbeat(home)
+    now = time.time() if now is None else now
+    if beat is None or not beat.running or now - beat.updated > STALE_AFTER:
+        return None
+    return beat if _alive(beat.pid) else None

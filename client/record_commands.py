@@ -1,0 +1,157 @@
+"""`hearth record`: the recorder in the foreground until Ctrl-C, SIGTERM or ``--duration``.
+
+The `hearth` command line loads the training stack (torch: hundreds of MB), and
+the recorder must stay under 80 MB. So `hearth record` re-executes itself as
+``python -m client.record_commands`` (same pid on POSIX), which imports only
+what recording needs. Errors are one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from client.capture.focus import NoDisplayError, open_focus_backend
+from client.capture.listener import PynputSource
+from client.capture.screens import MssGrab, ThumbnailSampler
+from client.consent import load_consent
+from client.heartbeat import read_heartbeat, running_recorder
+from client.home import hearth_home
+from client.keys import VaultKeyError
+from client.recorder import Recorder, RecorderConfig
+from client.sensitive_apps import SensitiveAppsWatcher
+from client.vault import Vault, default_vault_dir
+from privacy.policy import PolicyError, load_policy
+
+GRANT_HINT = "hearth consent grant --modalities pointer,keys,apps"
+
+
+class RecordError(Exception):
+    """Recording cannot start; the message is the one line the employee sees."""
+
+
+def record_command(
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="stop after this many seconds (default: until Ctrl-C)"),
+    ] = None,
+) -> None:
+    """Record in the foreground (only what you consented to) until Ctrl-C."""
+    argv = [sys.executable, "-m", "client.record_commands"]
+    if duration is not None:
+        argv += ["--duration", str(duration)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed arguments
+    raise typer.Exit(subprocess.call(argv))
+
+
+def _open_vault(home: Path) -> tuple[Vault, float, int]:
+    try:
+        policy = load_policy()
+    except PolicyError as exc:
+        raise RecordError(str(exc)) from None
+    days, quota = policy.data.retention_days, policy.data.vault_quota_mb * 2**20
+    try:
+        vault = Vault.open(default_vault_dir(), retention_days=days, quota_bytes=quota)
+    except VaultKeyError as exc:
+        raise RecordError(f"{exc} (set HEARTH_PASSPHRASE, or unlock the OS keyring)") from None
+    return vault, days, quota
+
+
+def build_recorder(home: Path) -> tuple[Recorder, Vault]:
+    """Check everything recording needs, in the order the employee can fix it."""
+    consent = load_consent(home)
+    if consent is None or not consent.active:
+        raise RecordError(f"nothing is recorded without your consent: run `{GRANT_HINT}`")
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        raise RecordError("no X display: DISPLAY is not set (hearth record needs an X11 session)")
+    running = running_recorder(home)
+    if running is not None:
+        raise RecordError(f"a recorder is already running (pid {running.pid})")
+    # The vault first: a passphrase's scrypt briefly needs 32 MB, before the X libraries load.
+    vault, days, quota = _open_vault(home)
+    try:
+        focus = open_focus_backend()
+    except NoDisplayError as exc:
+        vault.close()
+        raise RecordError(str(exc)) from None
+    previous = read_heartbeat(home)
+    config = RecorderConfig(
+        home=home,
+        first_seq=previous.next_seq if previous is not None else 0,
+        retention=lambda: vault.enforce_retention(days, quota),
+    )
+    sensitive = SensitiveAppsWatcher(load_policy(), home)
+    recorder = Recorder(
+        config,
+        vault,
+        PynputSource(),
+        focus,
+        sensitive.current,
+        thumbnails=ThumbnailSampler(MssGrab()),
+    )
+    return recorder, vault
+
+
+def record(duration: float | None = None) -> int:
+    """Record until a signal or ``duration``; returns the exit code."""
+    logging.basicConfig(level=logging.WARNING, format="hearth: %(message)s")
+    home = hearth_home()
+    try:
+        recorder, vault = build_recorder(home)
+    except RecordError as exc:
+        print(f"hearth: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    try:
+        recorder.start()
+    except Exception as exc:  # e.g. pynput cannot reach the display
+        vault.close()
+        print(f"hearth: cannot start listening: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print("recording (only what you consented to); Ctrl-C to stop", flush=True)
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.wait(0.1):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if recorder.wait(0):
+            print("hearth: the recorder stopped after repeated failures", file=sys.stderr)
+            break
+    recorder.stop()
+    vault.close()
+    print(
+        f"stopped: {recorder.events_written:,} events written, {recorder.dropped:,} lost",
+        flush=True,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m client.record_commands``."""
+    parser = argparse.ArgumentParser(prog="hearth record", description=__doc__)
+    parser.add_argument("--duration", type=float, default=None, help="seconds, then stop")
+    args = parser.parse_args(argv)
+    return record(args.duration)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

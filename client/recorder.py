@@ -1,0 +1,647 @@
+"""The on-device recorder: input callbacks enqueue, one writer thread does the rest.
+
+Input callbacks (pynput's threads) only append a tuple to a bounded deque and
+count what did not fit: no I/O, no lock waited on. The writer thread, every
+``tick`` seconds:
+
+1. watches the consent and pause files (a ``stat`` every ``control_interval``),
+   starting listeners only for granted modalities and stopping them all while
+   paused or without consent, and writes ``Paused`` / ``Resumed`` markers;
+2. asks the focus backend which app is in front; events that arrived between
+   two focus checks are judged by both (and by a short tail after a sensitive
+   app leaves), so nothing typed in a sensitive app slips through a race;
+3. turns raw input into events, passes each through the gate stack
+   (``client.gates.apply_gates``) and, for the text modality, through the
+   redactor before anything is buffered;
+4. seals the buffer into the vault at least once per ``flush_interval``.
+
+While a sensitive app is in front only a ``Suppressed`` gap (its duration) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from client.capture.focus import FocusBackend, WindowInfo
+from client.capture.keys import KeyInterpreter, Stroke
+from client.capture.listener import InputSource
+from client.capture.pointer import MoveCoalescer, ScreenBounds
+from client.capture.screens import ThumbnailSampler
+from client.consent import ConsentRecord, consent_path, load_consent
+from client.control import PauseState, control_path, pause_state
+from client.gates import CaptureState, apply_gates
+from client.heartbeat import Heartbeat, write_heartbeat
+from client.redact import redact
+from client.sensitive_apps import SensitiveApps
+from client.vault import VaultFullError
+from policy.events import (
+    MAX_TEXT_LENGTH,
+    Click,
+    Event,
+    Focus,
+    Key,
+    KeyClass,
+    Modality,
+    Paused,
+    PointerMove,
+    Resumed,
+    Scroll,
+    ShortcutPressed,
+    Suppressed,
+    Text,
+    Thumbnail,
+)
+
+_log = logging.getLogger(__name__)
+
+# Raw input codes, the first field of every queued tuple.
+PRESS: Final = 0
+RELEASE: Final = 1
+MOVE: Final = 2
+CLICK: Final = 3
+SCROLL: Final = 4
+_TIMER_BUCKETS: Final = 20_000  # microseconds; the last bucket collects anything slower
+_TEXT_PROBE: Final = Text(0, 0.0, "")
+
+
+class EventSink(Protocol):
+    """Where gated events go (the vault)."""
+
+    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
+        """Persist one batch."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    """Timings and bounds; the defaults meet the 100 ms pause and 1 s flush promises."""
+
+    home: Path
+    tick: float = 0.05
+    control_interval: float = 0.05
+    flush_interval: float = 1.0
+    focus_idle_interval: float = 0.5
+    suppress_tail: float = 0.25
+    queue_capacity: int = 20_000
+    pending_limit: int = 100_000
+    move_rate: float = 5.0
+    enqueue_move_rate: float = 20.0
+    text_idle: float = 5.0
+    text_chunk: int = 512
+    heartbeat_interval: float = 2.0
+    retention: Callable[[], object] | None = None
+    retention_interval: float = 3600.0
+    first_seq: int = 0
+
+
+class CallbackTimer:
+    """Time spent inside input callbacks, as a histogram in microseconds (fixed memory)."""
+
+    def __init__(self) -> None:
+        """Empty histogram."""
+        self._hist = array("Q", [0]) * _TIMER_BUCKETS
+
+    def add(self, nanoseconds: int) -> None:
+        """Count one callback."""
+        micros = nanoseconds // 1000
+        self._hist[micros if micros < _TIMER_BUCKETS else _TIMER_BUCKETS - 1] += 1
+
+    @property
+    def count(self) -> int:
+        """Callbacks timed."""
+        return sum(self._hist)
+
+    def percentile_ms(self, q: float) -> float | None:
+        """The ``q`` quantile (0..1) in milliseconds, to the microsecond above."""
+        total = self.count
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for micros, n in enumerate(self._hist):
+            seen += n
+            if seen >= rank:
+                return (micros + 1) / 1000.0
+        return _TIMER_BUCKETS / 1000.0
+
+
+class _Watched:
+    """Re-reads a small file only when its stat signature changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._signature: tuple[int, int, int] | None = None
+
+    def changed(self) -> bool:
+        try:
+            st = self._path.stat()
+            signature: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            signature = None
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        return True
+
+
+class Recorder:
+    """Captures input into the vault through the gates; see the module docstring."""
+
+    def __init__(
+        self,
+        config: RecorderConfig,
+        sink: EventSink,
+        source: InputSource,
+        focus: FocusBackend,
+        sensitive: Callable[[], SensitiveApps],
+        thumbnails: ThumbnailSampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Nothing is captured until ``start`` (or ``step``) finds an active consent."""
+        self.config = config
+        self._sink = sink
+        self._source = source
+        self._focus = focus
+        self._sensitive = sensitive
+        self._thumbnails = thumbnails
+        self._clock = clock
+        # -- filled by input callbacks (other threads): append-only, bounded
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._capacity = config.queue_capacity
+        self._move_gap = 1.0 / max(1.0, config.enqueue_move_rate)
+        self._last_move_queued = float("-inf")
+        self._last_move: tuple[float, float, float] | None = None
+        self.dropped_keys = 0
+        self.dropped_pointer = 0
+        self.timer = CallbackTimer()
+        # -- writer state (writer thread only)
+        self._consent_file = _Watched(consent_path(config.home))
+        self._control_file = _Watched(control_path(config.home))
+        self._consent: ConsentRecord | None = None
+        self._pause = PauseState(False)
+        self._paused = False
+        self._keyboard_on = False
+        self._mouse_on = False
+        self._bounds: ScreenBounds | None = None
+        self._keys = KeyInterpreter()
+        self._moves = MoveCoalescer(config.move_rate)
+        self._fed_move_t = float("-inf")
+        self._seq = config.first_seq
+        self._pending: list[Event] = []
+        self.events_written = 0
+        self.dropped_unwritable = 0
+        self._last_flush = clock()
+        self._last_flush_wall: float | None = None
+        self._last_control = float("-inf")
+        self._last_check: float | None = None
+        self._prev_sensitive = False
+        self._prev_secure = False
+        self._sensitive_until = float("-inf")
+        self._secure_until = float("-inf")
+        self._gap_start: float | None = None
+        self._current_app: str | None = None
+        self._text: list[str] = []
+        self._text_start = 0.0
+        self._text_last = 0.0
+        self._last_heartbeat = float("-inf")
+        self._last_retention = clock()
+        self._started_wall = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ input callbacks
+    # These run on the listeners' threads. Keep them to a clock read and an append.
+
+    def on_press(self, key: Any, *_: Any) -> None:
+        """Key pressed."""
+        start = time.perf_counter_ns()
+        if len(self._queue) < self._capacity:
+            self._queue.append((PRESS, time.monotonic(), key))
+        else:
+            self.dropped_keys += 1
+        self.timer.add(time.perf_counter_ns() - start)
+
+    def on_release(self, key: Any, *_: Any) -> None:
+        """Key released (only modifier tracking needs it)."""
+        start = time.perf_counter_ns()
+        if len(self._queue) < self._capacity:
+            self._queue.append((RELEASE, time.monotonic(), key))
+        else:
+            self.dropped_keys += 1
+        self.timer.add(time.perf_counter_ns() - start)
+
+    def on_move(self, x: float, y: float, *_: Any) -> None:
+        """Pointer moved: remember the latest, enqueue at most ``enqueue_move_rate`` a second."""
+        start = time.perf_counter_ns()
+        now = time.monotonic()
+        self._last_move = (now, x, y)
+        if now - self._last_move_queued >= self._move_gap:
+            self._last_move_queued = now
+            if len(self._queue) < self._capacity:
+                self._queue.append((MOVE, now, x, y))
+            else:
+                self.dropped_pointer += 1
+        self.timer.add(time.perf_counter_ns() - start)
+
+    def on_click(self, x: float, y: float, button: Any, pressed: bool, *_: Any) -> None:
+        """Button pressed or released (presses are kept)."""
+        start = time.perf_counter_ns()
+        if pressed:
+            if len(self._queue) < self._capacity:
+                self._queue.append((CLICK, time.monotonic(), x, y, button))
+            else:
+                self.dropped_pointer += 1
+        self.timer.add(time.perf_counter_ns() - start)
+
+    def on_scroll(self, x: float, y: float, dx: int, dy: int, *_: Any) -> None:
+        """Scrolled (vertical steps are kept)."""
+        start = time.perf_counter_ns()
+        if dy:
+            if len(self._queue) < self._capacity:
+                self._queue.append((SCROLL, time.monotonic(), x, y, dy))
+            else:
+                self.dropped_pointer += 1
+        self.timer.add(time.perf_counter_ns() - start)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def listening(self) -> bool:
+        """Whether any input listener runs now."""
+        return self._keyboard_on or self._mouse_on
+
+    @property
+    def dropped(self) -> int:
+        """Input events lost: queue full, or the disk full for too long."""
+        return self.dropped_keys + self.dropped_pointer + self.dropped_unwritable
+
+    def start(self) -> None:
+        """Read consent and pause state, start the allowed listeners, run the writer."""
+        self._check_control(self._clock())
+        self._write_heartbeat(self._clock())
+        self._thread = threading.Thread(target=self._run, name="hearth-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.wait(self.config.tick):
+            try:
+                self.step()
+                failures = 0
+            except Exception as exc:  # keep recording; never log content
+                failures += 1
+                _log.warning("recorder step failed: %s", type(exc).__name__)
+                if failures >= 50:
+                    _log.error("recorder stopping after repeated failures")
+                    self._stop.set()
+        self._finish()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop listening, write everything captured so far, and close."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        else:
+            self._finish()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the recorder stopped by itself (repeated failures); True if it did."""
+        return self._stop.wait(timeout)
+
+    def _finish(self) -> None:
+        self._stop_listeners()
+        now = self._clock()
+        if self._consent_active() and not self._paused:
+            self._observe(now, force=True)
+            self._end_text(now, everything=True)
+            self._close_gap(now)
+        self.flush(now)
+        self._write_heartbeat(now, running=False)
+        self._focus.close()
+
+    # ------------------------------------------------------------ the writer's tick
+
+    def step(self) -> None:
+        """One writer iteration (the thread calls this every ``tick``; tests call it directly)."""
+        now = self._clock()
+        if now - self._last_control >= self.config.control_interval:
+            self._check_control(now)
+        if self._observing():
+            self._observe(now)
+            self._timed(now)
+        if now - self._last_flush >= self.config.flush_interval:
+            self.flush(now)
+        if now - self._last_heartbeat >= self.config.heartbeat_interval:
+            self._write_heartbeat(now)
+        if self.config.retention and now - self._last_retention >= self.config.retention_interval:
+            self._last_retention = now
+            self.config.retention()
+
+    def _consent_active(self) -> bool:
+        return self._consent is not None and self._consent.active
+
+    def _observing(self) -> bool:
+        return self._consent_active() and not self._paused
+
+    def _state(self, sensitive: bool = False, secure: bool = False) -> CaptureState:
+        return CaptureState(self._consent, self._paused, sensitive, secure)
+
+    def _emit(self, event: Event, state: CaptureState) -> bool:
+        """Gate ``event`` (built with the next seq); keep it and advance seq if it passes."""
+        if apply_gates(event, state) is None:
+            return False
+        self._pending.append(event)
+        self._seq += 1
+        return True
+
+    # ------------------------------------------------------------ consent and pause
+
+    def _check_control(self, now: float) -> None:
+        self._last_control = now
+        if self._consent_file.changed():
+            consent = load_consent(self.config.home)
+            was_active = self._consent_active()
+            self._consent = consent
+            if was_active and not self._consent_active():
+                self._on_revoked()
+        if self._control_file.changed():
+            self._pause = pause_state(self.config.home)
+        paused = self._pause.paused and time.time() < (self._pause.until or float("inf"))
+        if paused and not self._paused:
+            self._on_pause(now)
+        elif not paused and self._paused:
+            self._on_resume(now)
+        self._sync_listeners()
+
+    def _on_revoked(self) -> None:
+        """Consent is gone: stop listening, forget what is queued, keep nothing more."""
+        self._stop_listeners()
+        self._queue.clear()
+        self._text.clear()
+        self._gap_start = None
+        self._reset_focus()
+        self.flush(self._clock())  # what was captured under consent
+
+    def _on_pause(self, now: float) -> None:
+        self._stop_listeners()
+        self._queue.clear()  # events from around the pause moment: drop, never keep
+        if self._consent_active():
+            self._end_text(now, everything=True)
+            self._close_gap(now)
+        self._paused = True
+        self._emit(Paused(self._seq, now), self._state())
+        self._reset_focus()
+        self.flush(now)
+
+    def _on_resume(self, now: float) -> None:
+        self._queue.clear()  # a late callback from before the pause must not count as after
+        self._paused = False
+        self._emit(Resumed(self._seq, now), self._state())
+
+    def _sync_listeners(self) -> None:
+        consent = self._consent if self._observing() else None
+        want_keys = consent is not None and (
+            consent.allows(Modality.KEYS) or consent.allows(Modality.TEXT)
+        )
+        want_mouse = consent is not None and consent.allows(Modality.POINTER)
+        if want_keys and not self._keyboard_on:
+            self._keys.reset()
+            self._source.start_keyboard(self.on_press, self.on_release)
+            self._keyboard_on = True
+        elif not want_keys and self._keyboard_on:
+            self._source.stop_keyboard()
+            self._keyboard_on = False
+        if want_mouse and not self._mouse_on:
+            self._bounds = self._bounds or self._source.bounds()
+            self._source.start_mouse(self.on_move, self.on_click, self.on_scroll)
+            self._mouse_on = True
+        elif not want_mouse and self._mouse_on:
+            self._source.stop_mouse()
+            self._mouse_on = False
+
+    def _stop_listeners(self) -> None:
+        if self._keyboard_on:
+            self._source.stop_keyboard()
+            self._keyboard_on = False
+        if self._mouse_on:
+            self._source.stop_mouse()
+            self._mouse_on = False
+
+    # ------------------------------------------------------------ focus and input
+
+    def _reset_focus(self) -> None:
+        self._last_check = None
+        self._prev_sensitive = self._prev_secure = False
+        self._current_app = None
+        self._keys.reset()
+
+    def _window(self) -> tuple[WindowInfo | None, bool, bool]:
+        """The app in front, whether it is sensitive, whether it is a password prompt."""
+        try:
+            info = self._focus.active_window()
+        except Exception as exc:  # fail closed: unknown focus suppresses capture
+            _log.warning("focus check failed: %s", type(exc).__name__)
+            return None, True, True
+        if info is None:
+            return None, False, False
+        sensitive = self._sensitive().is_sensitive(info.app_id, info.category, info.hint)
+        return info, sensitive, info.secure_input
+
+    def _observe(self, now: float, force: bool = False) -> None:
+        """Check focus, then turn every event queued before the check into gated events."""
+        if (
+            not force
+            and not self._queue
+            and self._last_check is not None
+            and now - self._last_check < self.config.focus_idle_interval
+        ):
+            return
+        info, sensitive, secure = self._window()
+        checked = self._clock()
+        tail = self.config.suppress_tail
+        if sensitive:
+            self._sensitive_until = checked + tail
+            if self._gap_start is None:
+                self._gap_start = self._last_check if self._last_check is not None else checked
+            self._current_app = None
+        if secure:
+            self._secure_until = checked + tail
+        prev_sensitive, prev_secure = self._prev_sensitive, self._prev_secure
+        app_id = info.app_id if info is not None else None
+        if app_id != self._current_app:
+            self._end_text(checked, everything=True)
+        suppressed_now = sensitive or checked <= self._sensitive_until
+        if not suppressed_now:
+            self._close_gap(self._sensitive_until)
+            if info is not None and info.app_id != self._current_app:
+                self._current_app = info.app_id
+                self._emit(Focus(self._seq, checked, info.app_id, info.category), self._state())
+        queue = self._queue
+        while queue and queue[0][1] <= checked:
+            item = queue.popleft()
+            t = item[1]
+            state = self._state(
+                sensitive or prev_sensitive or t <= self._sensitive_until,
+                secure or prev_secure or t <= self._secure_until,
+            )
+            self._handle(item, t, state)
+        self._last_check = checked
+        self._prev_sensitive, self._prev_secure = sensitive, secure
+
+    def _handle(self, item: tuple[Any, ...], t: float, state: CaptureState) -> None:
+        code = item[0]
+        if code == PRESS:
+            stroke = self._keys.press(self._source.raw_key(item[2]))
+            if stroke.shortcut is not None:
+                self._emit(ShortcutPressed(self._seq, t, stroke.shortcut), state)
+            else:
+                self._emit(Key(self._seq, t, stroke.key_class), state)
+            self._text_key(stroke, t, state)
+        elif code == RELEASE:
+            self._keys.release(self._source.raw_key(item[2]))
+        elif state.sensitive_app_in_front or self._bounds is None:
+            return
+        elif code == MOVE:
+            self._fed_move_t = t
+            kept = self._moves.feed(t, *self._bounds.normalize(item[2], item[3]))
+            if kept is not None:
+                self._emit(PointerMove(self._seq, *kept), state)
+        elif code == CLICK:
+            button = self._source.button(item[4])
+            if button is not None:
+                x, y = self._bounds.normalize(item[2], item[3])
+                self._emit(Click(self._seq, t, x, y, button), state)
+        elif code == SCROLL:
+            x, y = self._bounds.normalize(item[2], item[3])
+            self._emit(Scroll(self._seq, t, x, y, int(item[4])), state)
+
+    def _close_gap(self, end: float) -> None:
+        if self._gap_start is None:
+            return
+        start, self._gap_start = self._gap_start, None
+        self._emit(Suppressed(self._seq, start, max(0.0, end - start)), self._state())
+
+    # ------------------------------------------------------------ text (redacted)
+
+    def _text_key(self, stroke: Stroke, t: float, state: CaptureState) -> None:
+        if apply_gates(_TEXT_PROBE, state) is None:
+            # Not allowed now (not granted, sensitive app, password prompt): end what
+            # was typed while it was allowed, and keep none of this key.
+            self._end_text(t, everything=True)
+            return
+        if not self._text:
+            self._text_start = t
+        self._text_last = t
+        if stroke.typed is not None:
+            self._text.append(stroke.typed)
+        elif stroke.key_class is KeyClass.EDIT:
+            if self._text:
+                self._text.pop()
+        elif stroke.key_class is KeyClass.ENTER:
+            self._text.append("\n")
+            self._end_text(t, everything=True)
+        if len(self._text) >= self.config.text_chunk:
+            self._end_text(t, everything=False)
+
+    def _end_text(self, now: float, everything: bool) -> None:
+        """Redact and buffer the typed text; without ``everything``, keep the last word back."""
+        if not self._text:
+            return
+        typed = "".join(self._text)
+        keep = ""
+        if not everything:
+            cut = max(typed.rfind(" "), typed.rfind("\n"))
+            if 0 < cut < len(typed) - 1 and len(typed) < 4 * self.config.text_chunk:
+                typed, keep = typed[: cut + 1], typed[cut + 1 :]
+        self._text = list(keep)
+        clean = redact(typed)[:MAX_TEXT_LENGTH]
+        if clean.strip():
+            state = CaptureState(self._consent, False, False, False)
+            self._emit(Text(self._seq, self._text_start, clean), state)
+        self._text_start = now
+
+    # ------------------------------------------------------------ timers
+
+    def _timed(self, now: float) -> None:
+        suppressed = self._prev_sensitive or now <= self._sensitive_until
+        last = self._last_move
+        if self._bounds is not None and not suppressed:
+            if last is not None and last[0] > self._fed_move_t and last[0] <= now:
+                self._fed_move_t = last[0]
+                self._moves.feed(last[0], *self._bounds.normalize(last[1], last[2]))
+            rest = self._moves.dwell(now)
+            if rest is not None:
+                self._emit(PointerMove(self._seq, *rest), self._state())
+        if self._text and now - self._text_last >= self.config.text_idle:
+            self._end_text(now, everything=False)
+            self._text_last = now
+        consent = self._consent
+        if (
+            self._thumbnails is not None
+            and consent is not None
+            and consent.allows(Modality.SCREENS)
+            and not suppressed
+            and self._thumbnails.due(now)
+        ):
+            shot = self._thumbnails.sample(now)
+            if shot is not None:
+                self._emit(Thumbnail(self._seq, now, *shot), self._state())
+
+    # ------------------------------------------------------------ storage
+
+    def flush(self, now: float) -> None:
+        """Seal everything buffered into the vault (kept in memory while the disk is full)."""
+        self._last_flush = now
+        if not self._pending:
+            return
+        batch = self._pending
+        try:
+            self._sink.append(batch)
+        except VaultFullError:
+            _log.warning("vault disk full: %d events held in memory", len(batch))
+            excess = len(batch) - self.config.pending_limit
+            if excess > 0:
+                del batch[:excess]
+                self.dropped_unwritable += excess
+            return
+        self._pending = []
+        self.events_written += len(batch)
+        self._last_flush_wall = time.time()
+        self._write_heartbeat(now)
+
+    def _write_heartbeat(self, now: float, running: bool = True) -> None:
+        self._last_heartbeat = now
+        try:
+            import resource  # noqa: PLC0415 - POSIX only
+
+            peak: float | None = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        except ImportError:
+            peak = None
+        beat = Heartbeat(
+            pid=os.getpid(),
+            started=self._started_wall,
+            updated=time.time(),
+            events_written=self.events_written,
+            last_flush=self._last_flush_wall,
+            dropped=self.dropped,
+            next_seq=self._seq,
+            listening=self.listening,
+            running=running,
+            callbacks=self.timer.count,
+            callback_p99_ms=self.timer.percentile_ms(0.99),
+            peak_rss_mb=peak,
+        )
+        try:
+            write_heartbeat(self.config.home, beat)
+        except OSError as exc:
+            _log.warning("heartbeat not written: %s", type(exc).__name__)

@@ -1,0 +1,386 @@
+"""The recorder's footprint under real input: CPU share, memory, losses, callback time.
+
+A real X server (Xvfb + openbox) and a real window; ``hearth record`` runs in a
+subprocess with every gate and the encrypted vault; xdotool sends real key
+presses and clicks (XTEST, seen by pynput through XRecord). Afterwards the vault
+is decrypted and every sent event must be in it, with no gap in sequence numbers.
+CPU time is the recorder process's own (user + system) over the input phase.
+
+Sizes: ``--quick`` is a smoke run; ``HEARTH_BENCH_RECORDER_EVENTS`` and
+``HEARTH_BENCH_RECORDER_RATE`` override the count and the send rate, and
+``python -m simulations.benchmarks.recorder --events N --rate R`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from client.consent import grant
+from client.vault import Vault
+from policy.events import Click, Key, Modality, Thumbnail
+from simulations.benchmarks import Measurement
+
+SUBJECT = "recorder"
+BENCH_PASSPHRASE = "benchmark only"  # noqa: S105 - a throwaway vault
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 100  # characters per xdotool call, then one click
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 "
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one recorder run measured."""
+
+    sent: int
+    found: int
+    seq_gaps: int
+    send_seconds: float
+    cpu_share: float  # percent of one core over the input phase
+    idle_cpu_share: float
+    peak_rss_mb: float  # the kernel's high-water mark (includes unlocking the vault key)
+    steady_rss_mb: float  # the largest RSS sampled while input flowed
+    callback_p99_ms: float | None
+    dropped: int
+    thumbnails: int
+    thread_shares: tuple[float, ...]  # percent of one core per thread, in creation order
+
+
+class _X:
+    """Xvfb + openbox + one window this process owns."""
+
+    def __init__(self) -> None:
+        missing = [t for t in ("Xvfb", "openbox", "xdotool") if shutil.which(t) is None]
+        if missing:
+            raise RuntimeError(f"the recorder benchmark needs {', '.join(missing)}: make sysdeps")
+        read_fd, write_fd = os.pipe()
+        self.xvfb = subprocess.Popen(
+            [
+                "Xvfb",
+                "-displayfd",
+                str(write_fd),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ],
+            pass_fds=(write_fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            self.display = ":" + pipe.readline().strip()
+        env = {**os.environ, "DISPLAY": self.display}
+        self.wm = subprocess.Popen(
+            ["openbox", "--sm-disable"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        from Xlib import X, display  # noqa: PLC0415
+
+        self._x = X
+        self.conn: Any = display.Display(self.display)
+        root = self.conn.screen().root
+        check = self.conn.intern_atom("_NET_SUPPORTING_WM_CHECK")
+        deadline = time.monotonic() + 10
+        while root.get_full_property(check, X.AnyPropertyType) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("openbox did not start")
+            time.sleep(0.05)
+        screen = self.conn.screen()
+        self.window = root.create_window(
+            0, 0, 1280, 800, 0, screen.root_depth, background_pixel=screen.white_pixel
+        )
+        self.window.set_wm_class("code", "Code")
+        self.window.set_wm_name("bench.py - Code")
+        self.window.map()
+        self.conn.sync()
+        self._colors = (screen.white_pixel, screen.black_pixel)
+        self._flip = 0
+        self.env = env
+
+    def activate(self) -> None:
+        subprocess.run(
+            ["xdotool", "windowactivate", "--sync", str(self.window.id)],
+            env=self.env,
+            check=True,
+            timeout=30,
+        )
+
+    def change_screen(self) -> None:
+        """Repaint the window in the other color, so thumbnails have something to see."""
+        self._flip ^= 1
+        self.window.change_attributes(background_pixel=self._colors[self._flip])
+        self.window.clear_area(0, 0, 0, 0)
+        self.conn.sync()
+
+    def close(self) -> None:
+        self.conn.close()
+        for process in (self.wm, self.xvfb):
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _send(x: _X, total: int, rate: float, screens: bool) -> tuple[int, float]:
+    """Type lowercase letters, digits and spaces, with a click after each chunk."""
+    # xdotool spends its delay on both press and release: type in short bursts at
+    # twice the rate, then sleep so the average is ``rate``.
+    delay_ms = max(1, round(1000 / rate / 2))
+    sent = 0
+    started = time.monotonic()
+    last_flip = started
+    i = 0
+    while sent < total:
+        n = min(CHUNK, total - sent - 1) if total - sent > 1 else 0
+        if n > 0:
+            text = "".join(_ALPHABET[(i + k) % len(_ALPHABET)] for k in range(n))
+            subprocess.run(
+                ["xdotool", "type", "--delay", str(delay_ms), text],
+                env=x.env,
+                check=True,
+                timeout=600,
+            )
+            sent += n
+            i += n
+        subprocess.run(["xdotool", "click", "1"], env=x.env, check=True, timeout=30)
+        sent += 1
+        ahead = sent / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+        if screens and time.monotonic() - last_flip > 2.0:
+            x.change_screen()
+            last_flip = time.monotonic()
+    return sent, time.monotonic() - started
+
+
+def _wait_listening(home: Path, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the recorder exited with {process.returncode}")
+        try:
+            if json.loads((home / "recorder.json").read_text()).get("listening"):
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("the recorder did not start listening")
+
+
+def run_once(
+    total: int, rate: float, screens: bool = False, idle_seconds: float = 5.0
+) -> RunResult:
+    """One recorder subprocess, ``total`` events at ``rate`` per second."""
+    x = _X()
+    try:
+        with tempfile.TemporaryDirectory(prefix="hearth-bench-recorder-") as tmp:
+            home = Path(tmp) / "home"
+            home.mkdir(mode=0o700)
+            modalities = (Modality.POINTER, Modality.KEYS, Modality.APPS)
+            grant(home, (*modalities, Modality.SCREENS) if screens else modalities)
+            env = {
+                **x.env,
+                "HEARTH_HOME": str(home),
+                "HEARTH_PASSPHRASE": BENCH_PASSPHRASE,
+                "HEARTH_KEYRING": "0",
+                "PYTHONPATH": str(ROOT),
+            }
+            recorder = subprocess.Popen(
+                [sys.executable, "-m", "client.record_commands"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            _wait_listening(home, recorder)
+            proc = psutil.Process(recorder.pid)
+            x.activate()
+            time.sleep(0.5)
+            cpu0 = _cpu(proc)
+            time.sleep(idle_seconds)
+            idle_share = 100.0 * (_cpu(proc) - cpu0) / idle_seconds
+            steady = [0.0]
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(0.5):
+                    steady[0] = max(steady[0], proc.memory_info().rss / 2**20)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            threads0 = {t.id: t.user_time + t.system_time for t in proc.threads()}
+            cpu0, wall0 = _cpu(proc), time.monotonic()
+            sent, send_seconds = _send(x, total, rate, screens)
+            time.sleep(1.5)  # the last flush
+            elapsed = time.monotonic() - wall0
+            cpu_share = 100.0 * (_cpu(proc) - cpu0) / elapsed
+            threads1 = {t.id: t.user_time + t.system_time for t in proc.threads()}
+            shares = tuple(
+                100.0 * (threads1[tid] - threads0.get(tid, 0.0)) / elapsed
+                for tid in sorted(threads1)
+            )
+            stop.set()
+            sampler.join()
+            recorder.send_signal(signal.SIGTERM)
+            recorder.wait(60)
+            beat = json.loads((home / "recorder.json").read_text())
+            with Vault.open(home / "vault", passphrase=BENCH_PASSPHRASE) as vault:
+                events = list(vault.iter_events())
+            seqs = sorted(e.seq for e in events)
+            gaps = sum(1 for a, b in itertools.pairwise(seqs) if b != a + 1)
+            return RunResult(
+                sent=sent,
+                found=sum(isinstance(e, Key | Click) for e in events),
+                seq_gaps=gaps + (1 if seqs and seqs[0] != 0 else 0),
+                send_seconds=send_seconds,
+                cpu_share=cpu_share,
+                idle_cpu_share=idle_share,
+                peak_rss_mb=float(beat.get("peak_rss_mb") or 0.0),
+                steady_rss_mb=steady[0],
+                callback_p99_ms=beat.get("callback_p99_ms"),
+                dropped=int(beat.get("dropped", 0)),
+                thumbnails=sum(isinstance(e, Thumbnail) for e in events),
+                thread_shares=shares,
+            )
+    finally:
+        x.close()
+
+
+def _measurements(result: RunResult, label: str) -> list[Measurement]:
+    rate = result.sent / result.send_seconds
+    lost = result.sent - result.found
+    p99 = result.callback_p99_ms if result.callback_p99_ms is not None else float("nan")
+    threads = ", ".join(f"{share:.2f}" for share in result.thread_shares)
+    note = (
+        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard listener, "
+        f"mouse listener, writer, ...): {threads} %"
+    )
+    rows = [
+        Measurement(
+            SUBJECT,
+            f"{label}CPU while typing",
+            result.cpu_share,
+            "% of one core",
+            "< 1%",
+            result.cpu_share < 1.0,
+            note,
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}CPU while idle",
+            result.idle_cpu_share,
+            "% of one core",
+            "< 1%",
+            result.idle_cpu_share < 1.0,
+            "no input, writer and focus checks only",
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}peak RSS",
+            result.peak_rss_mb,
+            "MB",
+            "< 80 MB",
+            result.peak_rss_mb < 80,
+            "high-water mark incl. the passphrase's scrypt at start",
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}RSS while recording",
+            result.steady_rss_mb,
+            "MB",
+            "< 80 MB",
+            result.steady_rss_mb < 80,
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}events lost",
+            float(lost),
+            "events",
+            "0",
+            lost == 0 and result.dropped == 0,
+            f"sent {result.sent:,}, in the vault {result.found:,}; "
+            f"recorder counted {result.dropped} dropped",
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}gaps in sequence numbers",
+            float(result.seq_gaps),
+            "gaps",
+            "0",
+            result.seq_gaps == 0,
+        ),
+        Measurement(
+            SUBJECT,
+            f"{label}p99 time inside an input callback",
+            p99,
+            "ms",
+            "< 1 ms",
+            p99 < 1.0,
+        ),
+    ]
+    if result.thumbnails:
+        rows.append(
+            Measurement(
+                SUBJECT,
+                f"{label}thumbnails kept",
+                float(result.thumbnails),
+                "thumbnails",
+                note="64x40 gray, at most every 5 s, only on change",
+            )
+        )
+    return rows
+
+
+def run(quick: bool, events: int | None = None, rate: float | None = None) -> list[Measurement]:
+    """Keys and clicks mode, then the same with screen thumbnails (a shorter run)."""
+    total = (
+        events
+        or int(os.environ.get("HEARTH_BENCH_RECORDER_EVENTS", "0"))
+        or (1_000 if quick else 20_000)
+    )
+    per_second = rate or float(os.environ.get("HEARTH_BENCH_RECORDER_RATE", "0")) or 50.0
+    results = _measurements(run_once(total, per_second), "")
+    thumbs_total = max(500, total // 10) if not quick else 500
+    results += _measurements(run_once(thumbs_total, per_second, screens=True), "screens on: ")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run this benchmark alone and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=None, help="events per second to send")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    for m in run(args.quick, args.events, args.rate):
+        passed = "" if m.passed is None else ("ok" if m.passed else "MISSED")
+        print(f"{m.name}: {m.value:,.3f} {m.unit} {m.target or ''} {passed} {m.note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""`hearth record` refuses clearly, in one line, before listening to anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.consent import grant
+from client.record_commands import record
+from policy.events import Modality
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hearth: ")
+    return err
+
+
+def test_without_consent_it_says_how_to_grant(hearth_home, capsys, monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":4242")
+    assert record(0.1) == 1
+    assert "run `hearth consent grant --modalities" in _one_line_error(capsys)
+    assert not (hearth_home / "vault").exists()
+
+
+def test_without_a_display_it_says_so(hearth_home, capsys, monkeypatch):
+    grant(hearth_home, (Modality.KEYS,))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert record(0.1) == 1
+    assert "DISPLAY is not set" in _one_line_error(capsys)
+
+
+def test_without_a_vault_key_it_says_to_set_the_passphrase(hearth_home, capsys, monkeypatch):
+    grant(hearth_home, (Modality.KEYS,))
+    monkeypatch.setenv("DISPLAY", ":4242")
+    monkeypatch.delenv("HEARTH_PASSPHRASE")
+    assert record(0.1) == 1
+    assert "set HEARTH_PASSPHRASE" in _one_line_error(capsys)
+
+
+def test_an_unreachable_display_is_one_line_too(hearth_home, capsys, monkeypatch):
+    grant(hearth_home, (Modality.KEYS,))
+    monkeypatch.setenv("DISPLAY", ":4242")
+    assert record(0.1) == 1
+    assert "cannot open the X display :4242" in _one_line_error(capsys)

@@ -1,0 +1,410 @@
+"""The recorder with fake input and focus: gates, markers, redaction, flushing, drops."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client.capture.focus import WindowInfo
+from client.capture.keys import RawKey
+from client.capture.pointer import ScreenBounds
+from client.consent import grant, revoke
+from client.control import pause, resume
+from client.control_commands import status_report
+from client.heartbeat import read_heartbeat, running_recorder
+from client.recorder import Recorder, RecorderConfig
+from client.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
+from client.vault import VaultFullError
+from policy.events import (
+    AppCategory,
+    Button,
+    Click,
+    Event,
+    Focus,
+    Key,
+    KeyClass,
+    Modality,
+    Paused,
+    Resumed,
+    Shortcut,
+    ShortcutPressed,
+    Suppressed,
+    Text,
+)
+from privacy.policy import load_policy
+
+CODE = WindowInfo("code", AppCategory.EDITOR, hint="code Code main.py")
+SLACK = WindowInfo("slack", AppCategory.CHAT, hint="slack Slack general")
+PROMPT = WindowInfo("pinentry", AppCategory.OTHER, hint="pinentry", secure_input=True)
+
+
+class FakeSource:
+    """An InputSource whose callbacks the test calls, with a record of starts and stops."""
+
+    def __init__(self) -> None:
+        self.keyboard: tuple[Any, Any] | None = None
+        self.mouse: tuple[Any, Any, Any] | None = None
+        self.starts: list[str] = []
+
+    def start_keyboard(self, on_press: Any, on_release: Any) -> None:
+        self.keyboard = (on_press, on_release)
+        self.starts.append("keyboard")
+
+    def stop_keyboard(self) -> None:
+        self.keyboard = None
+
+    def start_mouse(self, on_move: Any, on_click: Any, on_scroll: Any) -> None:
+        self.mouse = (on_move, on_click, on_scroll)
+        self.starts.append("mouse")
+
+    def stop_mouse(self) -> None:
+        self.mouse = None
+
+    def raw_key(self, key: Any) -> RawKey:
+        return key if isinstance(key, RawKey) else RawKey(char=key)
+
+    def button(self, button: Any) -> Button | None:
+        return Button(button)
+
+    def bounds(self) -> ScreenBounds:
+        return ScreenBounds(0, 0, 1001, 1001)
+
+    def type(self, text: str) -> None:
+        assert self.keyboard is not None, "keyboard listener not running"
+        for char in text:
+            key = RawKey(name="space") if char == " " else RawKey(char=char)
+            self.keyboard[0](key)
+            self.keyboard[1](key)
+
+    def press(self, *names: str) -> None:
+        assert self.keyboard is not None
+        keys = [RawKey(name=n) if len(n) > 1 else RawKey(char=n) for n in names]
+        for key in keys:
+            self.keyboard[0](key)
+        for key in reversed(keys):
+            self.keyboard[1](key)
+
+
+class FakeFocus:
+    def __init__(self, window: WindowInfo | None = CODE) -> None:
+        self.window = window
+        self.fail = False
+        self.closed = False
+
+    def active_window(self) -> WindowInfo | None:
+        if self.fail:
+            raise RuntimeError("X connection lost")
+        return self.window
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeSink:
+    def __init__(self) -> None:
+        self.batches: list[list[Event]] = []
+        self.full = False
+
+    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
+        if self.full:
+            raise VaultFullError()
+        self.batches.append(list(events))
+        return len(self.batches)
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for batch in self.batches for e in batch]
+
+
+@pytest.fixture
+def rig(hearth_home: Path) -> tuple[Recorder, FakeSource, FakeFocus, FakeSink]:
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    source, focus, sink = FakeSource(), FakeFocus(), FakeSink()
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    config = RecorderConfig(
+        home=hearth_home, suppress_tail=0.05, flush_interval=0.2, control_interval=0.0
+    )
+    return Recorder(config, sink, source, focus, lambda: apps), source, focus, sink
+
+
+def settle(recorder: Recorder) -> None:
+    """Let the monotonic clock pass the events just queued, then run the writer once."""
+    time.sleep(0.002)
+    recorder.step()
+
+
+def test_without_consent_no_listener_is_started_and_nothing_written(rig):
+    recorder, source, _, sink = rig
+    recorder.step()
+    recorder.flush(time.monotonic())
+    assert source.starts == [] and not recorder.listening
+    assert sink.events == []
+
+
+def test_only_the_granted_modalities_get_a_listener(rig, hearth_home):
+    recorder, source, _, _ = rig
+    grant(hearth_home, (Modality.POINTER,))
+    recorder.step()
+    assert source.starts == ["mouse"]
+
+
+def test_keys_become_classes_and_shortcuts_in_order_with_contiguous_seq(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.APPS))
+    recorder.step()
+    source.type("a1 ")
+    source.press("ctrl_l", "c")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    events = sink.events
+    assert isinstance(events[0], Focus) and events[0].app_id == "code"
+    assert [getattr(e, "key_class", getattr(e, "name", None)) for e in events[1:]] == [
+        KeyClass.LETTER,
+        KeyClass.DIGIT,
+        KeyClass.SPACE,
+        KeyClass.MODIFIER,
+        Shortcut.COPY,
+    ]
+    assert [e.seq for e in events] == list(range(len(events)))
+
+
+def test_clicks_are_kept_with_normalized_positions(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.POINTER,))
+    recorder.step()
+    assert source.mouse is not None
+    source.mouse[1](500, 1000, "left", True)
+    source.mouse[1](500, 1000, "left", False)
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    (click,) = sink.events
+    assert isinstance(click, Click) and (click.x, click.y) == (0.5, 1.0)
+
+
+def test_pause_stops_listeners_writes_markers_and_keeps_nothing_in_between(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    source.type("a")
+    settle(recorder)
+    pause(hearth_home)
+    recorder.step()
+    assert not recorder.listening and source.keyboard is None
+    recorder.on_press(RawKey(char="x"))  # a late callback from a listener being stopped
+    recorder.step()
+    resume(hearth_home)
+    recorder.step()
+    assert recorder.listening
+    source.type("b")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    kinds = [type(e).__name__ for e in sink.events]
+    assert kinds == ["Key", "Paused", "Resumed", "Key"]
+
+
+def test_revoke_stops_every_listener_and_capture(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.POINTER))
+    recorder.step()
+    source.type("a")
+    settle(recorder)
+    revoke(hearth_home)
+    recorder.step()
+    assert source.keyboard is None and source.mouse is None
+    recorder.on_press(RawKey(char="x"))
+    recorder.step()
+    recorder.flush(time.monotonic())
+    assert [type(e).__name__ for e in sink.events] == ["Key"]
+
+
+def test_a_sensitive_app_leaves_only_a_suppressed_gap(rig, hearth_home):
+    recorder, source, focus, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+    recorder.step()
+    focus.window = SLACK
+    source.type("canary")
+    settle(recorder)
+    focus.window = CODE
+    source.type("z")  # within the tail after slack: still suppressed
+    settle(recorder)
+    time.sleep(0.06)
+    recorder.step()
+    source.type("q")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    events = sink.events
+    assert [type(e).__name__ for e in events] == ["Focus", "Suppressed", "Focus", "Key"]
+    gap = events[1]
+    assert isinstance(gap, Suppressed) and gap.duration > 0
+    assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
+
+
+def test_employee_additions_are_suppressed_without_restart(hearth_home):
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    source, sink = FakeSource(), FakeSink()
+    focus = FakeFocus(WindowInfo("gimp", AppCategory.DESIGN))
+    watcher = SensitiveAppsWatcher(load_policy(), hearth_home)
+    config = RecorderConfig(home=hearth_home, control_interval=0.0)
+    recorder = Recorder(config, sink, source, focus, watcher.current)
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    add_app(hearth_home, "gimp")
+    source.type("x")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert not any(isinstance(e, Key) for e in sink.events)
+
+
+def test_a_password_prompt_drops_keys_but_not_clicks(rig, hearth_home):
+    recorder, source, focus, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.POINTER))
+    recorder.step()
+    focus.window = PROMPT
+    source.type("hunter2")
+    assert source.mouse is not None
+    source.mouse[1](10, 10, "left", True)
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert [type(e).__name__ for e in sink.events] == ["Click"]
+
+
+def test_focus_failure_fails_closed(rig, hearth_home):
+    recorder, source, focus, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    focus.fail = True
+    source.type("abc")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert not any(isinstance(e, Key) for e in sink.events)
+
+
+def test_typed_text_is_redacted_before_it_is_buffered(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    recorder.step()
+    source.type("write to jane.doe@example.com ok")
+    source.press("enter")
+    settle(recorder)
+    assert not any("jane" in getattr(e, "text", "") for e in recorder._pending)
+    recorder.flush(time.monotonic())
+    (text,) = [e for e in sink.events if isinstance(e, Text)]
+    assert text.text == "write to [email] ok\n"
+
+
+def test_without_text_consent_no_text_is_kept(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    source.type("hello world")
+    source.press("enter")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert not any(isinstance(e, Text) for e in sink.events)
+
+
+def test_backspace_edits_the_text_before_redaction(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    recorder.step()
+    source.type("cat")
+    source.press("backspace")
+    source.type("r")
+    source.press("enter")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert [e.text for e in sink.events if isinstance(e, Text)] == ["car\n"]
+
+
+def test_writer_flushes_within_the_flush_interval(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.start()
+    try:
+        source.type("abc")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and len(sink.events) < 3:
+            time.sleep(0.02)
+        assert len(sink.events) == 3
+    finally:
+        recorder.stop()
+
+
+def test_a_full_queue_counts_drops_instead_of_blocking(hearth_home):
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(
+        RecorderConfig(home=hearth_home, queue_capacity=5),
+        FakeSink(),
+        FakeSource(),
+        FakeFocus(),
+        lambda: SensitiveApps(frozenset(), frozenset()),
+    )
+    for _ in range(8):
+        recorder.on_press(RawKey(char="a"))
+    assert recorder.dropped == 3
+
+
+def test_a_full_disk_keeps_events_in_memory_until_it_can_write(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    sink.full = True
+    source.type("ab")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    sink.full = False
+    recorder.flush(time.monotonic())
+    assert len(sink.events) == 2 and recorder.dropped == 0
+
+
+def test_stop_flushes_writes_a_final_heartbeat_and_closes_focus(rig, hearth_home):
+    recorder, source, focus, sink = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.start()
+    assert running_recorder(hearth_home) is not None
+    source.type("abc")
+    recorder.stop()
+    assert len(sink.events) == 3 and focus.closed
+    beat = read_heartbeat(hearth_home)
+    assert beat is not None and not beat.running and beat.events_written == 3
+    assert beat.next_seq == 3 and beat.callbacks == 6
+    assert (hearth_home / "recorder.json").stat().st_mode & 0o777 == 0o600
+    assert running_recorder(hearth_home) is None
+
+
+def test_status_report_says_recording_only_while_a_recorder_runs(rig, hearth_home):
+    recorder, _, _, _ = rig
+    grant(hearth_home, (Modality.KEYS,))
+    assert status_report()["summary"] == "consented (recorder not running)"
+    recorder.start()
+    try:
+        report = status_report()
+        assert report["summary"] == "recording" and report["state"] == "consented"
+        assert report["recorder"]["listening"]
+    finally:
+        recorder.stop()
+    assert status_report()["recorder"] is None
+
+
+def test_pause_and_resume_markers_need_consent(rig, hearth_home):
+    recorder, _, _, sink = rig
+    pause(hearth_home)
+    recorder.step()
+    resume(hearth_home)
+    recorder.step()
+    recorder.flush(time.monotonic())
+    assert not any(isinstance(e, Paused | Resumed) for e in sink.events)
+
+
+def test_shortcut_events_need_the_keys_modality(rig, hearth_home):
+    recorder, source, _, sink = rig
+    grant(hearth_home, (Modality.TEXT,))
+    recorder.step()
+    source.press("ctrl_l", "v")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert not any(isinstance(e, ShortcutPressed | Key) for e in sink.events)

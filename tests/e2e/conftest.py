@@ -1,0 +1,202 @@
+"""Real X for end-to-end tests: Xvfb with openbox, windows with chosen WM_CLASS, xdotool.
+
+Skips only when Xvfb is missing and CI is not set; under CI a missing tool fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from Xlib import X
+from Xlib import display as xlib_display
+
+from client.vault import Vault
+from policy.events import Event
+
+ROOT = Path(__file__).resolve().parents[2]
+XWINDOW = Path(__file__).with_name("xwindow.py")
+PASSPHRASE = "correct horse battery staple"
+
+
+def _require(tool: str) -> None:
+    if shutil.which(tool):
+        return
+    message = f"{tool} is not installed (make sysdeps)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _wait_for_window_manager(display: str, timeout: float = 10.0) -> None:
+    connection = xlib_display.Display(display)
+    try:
+        root = connection.screen().root
+        check = connection.intern_atom("_NET_SUPPORTING_WM_CHECK")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if root.get_full_property(check, X.AnyPropertyType) is not None:
+                return
+            time.sleep(0.05)
+    finally:
+        connection.close()
+    raise RuntimeError("openbox did not come up")
+
+
+@pytest.fixture(scope="session")
+def xdisplay() -> Iterator[str]:
+    """A private X display (free number via -displayfd) with openbox managing it."""
+    for tool in ("Xvfb", "openbox", "xdotool"):
+        _require(tool)
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        xvfb.kill()
+        pytest.fail("Xvfb did not report a display number")
+    display = f":{number}"
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    wm = subprocess.Popen(
+        ["openbox", "--sm-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_window_manager(display)
+        yield display
+    finally:
+        for process in (wm, xvfb):
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if previous is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = previous
+
+
+@pytest.fixture
+def window(xdisplay: str) -> Iterator[Callable[..., str]]:
+    """Open real windows: ``window("slack", "Slack | general")`` returns the window id."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def open_window(wm_class: str, title: str, role: str = "") -> str:
+        process = subprocess.Popen(
+            [sys.executable, str(XWINDOW), wm_class, title, role],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        return process.stdout.readline().strip()
+
+    yield open_window
+    for process in processes:
+        process.terminate()
+        process.wait(5)
+
+
+def xdotool(*args: str) -> None:
+    """Send real X input (XTEST) or activate a window, and wait for it."""
+    subprocess.run(["xdotool", *args], check=True, timeout=60)
+
+
+def activate(window_id: str) -> None:
+    """Bring a window to the front and wait until the window manager says it is active."""
+    xdotool("windowactivate", "--sync", window_id)
+
+
+def recorder_env(home: Path) -> dict[str, str]:
+    """The environment a recorder subprocess runs in (this worktree's code, the test home)."""
+    env = dict(os.environ)
+    env.update(
+        HEARTH_HOME=str(home),
+        HEARTH_PASSPHRASE=PASSPHRASE,
+        HEARTH_KEYRING="0",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@dataclass
+class RunningRecorder:
+    """A recorder subprocess."""
+
+    process: subprocess.Popen[str]
+    home: Path
+
+    def stop(self, timeout: float = 20.0) -> tuple[int, str, str]:
+        """SIGTERM, wait, and return (exit code, stdout, stderr)."""
+        self.process.send_signal(signal.SIGTERM)
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+
+def start_recorder(
+    home: Path, *args: str, command: tuple[str, ...] | None = None, timeout: float = 30.0
+) -> RunningRecorder:
+    """Start ``hearth record`` and wait until its heartbeat says it is listening."""
+    argv = [sys.executable, *(command or ("-m", "client.record_commands")), *args]
+    process = subprocess.Popen(
+        argv, env=recorder_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + timeout
+    beat = home / "recorder.json"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"recorder exited {process.returncode}: {out} {err}")
+        try:
+            if json.loads(beat.read_text()).get("listening"):
+                return RunningRecorder(process, home)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("recorder did not start listening")
+
+
+def vault_events(home: Path) -> list[Event]:
+    """Everything in the vault, decrypted, in sequence order."""
+    with Vault.open(home / "vault", passphrase=PASSPHRASE) as vault:
+        return sorted(vault.iter_events(), key=lambda e: e.seq)
+
+
+def raw_bytes_under(home: Path) -> bytes:
+    """Every byte of every file under ``home`` (for grepping canaries)."""
+    return b"".join(p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file())
+
+
+class Kit:
+    """The helpers above, handed to tests as the ``kit`` fixture (importlib mode has no
+    relative imports of conftest)."""
+
+    activate = staticmethod(activate)
+    xdotool = staticmethod(xdotool)
+    recorder_env = staticmethod(recorder_env)
+    start_recorder = staticmethod(start_recorder)
+    vault_events = staticmethod(vault_events)
+    raw_bytes_under = staticmethod(raw_bytes_under)
+
+
+@pytest.fixture
+def kit(xdisplay: str) -> Kit:
+    """Helpers for driving X and reading the vault, with the display running."""
+    return Kit()

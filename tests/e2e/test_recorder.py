@@ -1,0 +1,199 @@
+"""The recorder against a real X server: xdotool input in, the encrypted vault out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from client.consent import grant, revoke
+from client.control import resume
+from policy.events import (
+    Click,
+    Focus,
+    Key,
+    KeyClass,
+    Modality,
+    Paused,
+    Resumed,
+    Shortcut,
+    ShortcutPressed,
+    Suppressed,
+    Text,
+)
+
+pytestmark = pytest.mark.e2e
+
+CANARY = "ZQXCANARY7781"
+
+
+def _keys(events):
+    return [e for e in events if isinstance(e, Key | ShortcutPressed | Click)]
+
+
+def test_typed_keys_and_clicks_reach_the_vault_in_order_with_their_classes(
+    hearth_home, window, kit
+):
+    grant(hearth_home, (Modality.POINTER, Modality.KEYS, Modality.APPS))
+    editor = window("code", "main.py - Code")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "ab 1")
+    kit.xdotool("key", "ctrl+s")
+    kit.xdotool("click", "1")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    assert any(isinstance(e, Focus) and e.app_id == "code" for e in events)
+    kept = _keys(events)
+    assert [getattr(e, "key_class", getattr(e, "name", "click")) for e in kept] == [
+        KeyClass.LETTER,
+        KeyClass.LETTER,
+        KeyClass.SPACE,
+        KeyClass.DIGIT,
+        KeyClass.MODIFIER,
+        Shortcut.SAVE,
+        "click",
+    ]
+    assert [e.seq for e in events] == list(range(len(events)))
+
+
+def test_without_consent_nothing_starts_and_nothing_is_written(hearth_home, kit):
+    result = subprocess.run(
+        [sys.executable, "-m", "client.record_commands", "--duration", "1"],
+        check=False,
+        env=kit.recorder_env(hearth_home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "hearth consent grant" in result.stderr and result.stderr.count("\n") == 1
+    assert not (hearth_home / "vault").exists()
+    assert not (hearth_home / "recorder.json").exists()
+
+
+def test_a_canary_typed_into_a_sensitive_app_never_reaches_disk(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+    editor = window("code", "notes.txt - Code")
+    chat = window("slack", "Slack | general")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)  # slack, opened last, was in front: wait out the suppression tail
+    time.sleep(0.5)
+    kit.xdotool("type", "--delay", "5", "hello ")
+    time.sleep(0.2)  # keys between two focus checks around a switch are judged by both
+    kit.activate(chat)
+    kit.xdotool("type", "--delay", "5", CANARY)
+    kit.xdotool("key", "Return")
+    kit.activate(editor)
+    time.sleep(0.5)  # past the suppression tail after a sensitive app leaves
+    kit.xdotool("type", "--delay", "5", "bye")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    texts = "".join(e.text for e in events if isinstance(e, Text))
+    assert CANARY not in texts and CANARY.lower() not in texts.lower()
+    assert "hello" in texts and "bye" in texts
+    gaps = [e for e in events if isinstance(e, Suppressed)]
+    # One gap for the canary (and maybe one at start, when slack was opened last).
+    hello = next(e.seq for e in events if isinstance(e, Text) and "hello" in e.text)
+    assert any(g.seq > hello and g.duration > 0 for g in gaps)
+    assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
+    letters = [e for e in events if isinstance(e, Key) and e.key_class is KeyClass.LETTER]
+    assert len(letters) == len("hello") + len("bye")
+    disk = kit.raw_bytes_under(hearth_home)
+    assert CANARY.encode() not in disk and CANARY.lower().encode() not in disk
+
+
+def test_with_text_granted_a_typed_email_is_stored_redacted(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    editor = window("thunderbird", "Write: (no subject)")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "mail jane.doe@example.com today")
+    kit.xdotool("key", "Return")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    texts = [e.text for e in kit.vault_events(hearth_home) if isinstance(e, Text)]
+    assert texts == ["mail [email] today\n"]
+    assert b"jane.doe" not in kit.raw_bytes_under(hearth_home)
+
+
+def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS,))
+    editor = window("code", "main.py - Code")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "aaa")
+    time.sleep(0.3)  # the writer has seen these
+    revoke(hearth_home)
+    time.sleep(0.1)
+    kit.xdotool("type", "--delay", "5", "1234")  # typed more than 100 ms after the revoke
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    kept = [e.key_class for e in kit.vault_events(hearth_home) if isinstance(e, Key)]
+    assert kept == [KeyClass.LETTER] * 3
+
+
+def test_pause_from_another_process_takes_effect_while_recording(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS,))
+    editor = window("code", "main.py - Code")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "ab")
+    time.sleep(0.2)
+    paused = subprocess.run(
+        [sys.executable, "-c", "from client.cli import app; app()", "pause"],
+        check=False,
+        env=kit.recorder_env(hearth_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert paused.returncode == 0, paused.stderr
+    time.sleep(0.1)
+    kit.xdotool("type", "--delay", "5", "123")  # while paused
+    resume(hearth_home)
+    time.sleep(0.3)
+    kit.xdotool("type", "--delay", "5", " ")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    kinds = [
+        e.key_class.value if isinstance(e, Key) else type(e).__name__
+        for e in events
+        if isinstance(e, Key | Paused | Resumed)
+    ]
+    assert kinds == ["letter", "letter", "Paused", "Resumed", "space"]
+
+
+def test_keys_in_a_password_prompt_are_not_captured(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS, Modality.POINTER))
+    prompt = window("pinentry-gnome3", "Unlock key")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(prompt)
+    kit.xdotool("type", "--delay", "5", "hunter2")
+    kit.xdotool("click", "1")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    assert not any(isinstance(e, Key | ShortcutPressed) for e in events)
+    assert any(isinstance(e, Click) for e in events)
+
+
+def test_sigterm_to_hearth_record_flushes_everything(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS,))
+    editor = window("code", "main.py - Code")
+    # Through the real `hearth record` command (which re-executes into the lean recorder).
+    recorder = kit.start_recorder(
+        hearth_home, "record", command=("-c", "from client.cli import app; app()"), timeout=120
+    )
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "2", "abcdefghij" * 5)
+    code, out, err = recorder.stop()  # right away: well inside the 1 s flush interval
+    assert code == 0, err
+    assert "stopped: 50 events written" in out
+    kept = [e for e in kit.vault_events(hearth_home) if isinstance(e, Key)]
+    assert len(kept) == 50
