@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from client.capture.focus import NoDisplayError, open_focus_backend
-from client.capture.listener import PynputSource
+from client.capture.listener import open_input_source
 from client.capture.screens import MssGrab, ThumbnailSampler
 from client.consent import load_consent
 from client.heartbeat import read_heartbeat, running_recorder
@@ -88,6 +88,12 @@ def build_recorder(home: Path) -> tuple[Recorder, Vault]:
     except NoDisplayError as exc:
         vault.close()
         raise RecordError(str(exc)) from None
+    try:
+        source = open_input_source()
+    except Exception as exc:  # e.g. the display went away between the two connections
+        focus.close()
+        vault.close()
+        raise RecordError(f"cannot listen to input: {type(exc).__name__}: {exc}") from None
     previous = read_heartbeat(home)
     config = RecorderConfig(
         home=home,
@@ -98,7 +104,7 @@ def build_recorder(home: Path) -> tuple[Recorder, Vault]:
     recorder = Recorder(
         config,
         vault,
-        PynputSource(),
+        source,
         focus,
         sensitive.current,
         thumbnails=ThumbnailSampler(MssGrab()),

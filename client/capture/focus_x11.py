@@ -1,19 +1,119 @@
 """X11 focus backend: ``_NET_ACTIVE_WINDOW`` and ``WM_CLASS`` through python-xlib.
 
-Each call asks the X server (a round trip, so it reflects every focus change the
-server processed before it); window classes and roles are cached per window.
-The title is read for the private-browsing and password-prompt checks and then
-dropped: it only ever reaches ``WindowInfo.hint``, which is never stored.
+Event driven: a second connection (``FocusWatch``) selects ``PropertyNotify`` on
+the root window and on the active window, and its socket is read by hand. Each
+``active_window`` call makes one bare round trip on it (``GetInputFocus``: 4
+bytes out, 32 back), so every property change the server processed before the
+call has arrived; only when ``_NET_ACTIVE_WINDOW`` or the active window's class,
+role or title changed are the properties read again. Without the watch (it
+failed to start, or broke) every call reads them, as a plain poll.
+
+Window classes and roles are cached per window. The title is read for the
+private-browsing and password-prompt checks and then dropped: it only ever
+reaches ``WindowInfo.hint``, which is never stored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Any
+import socket
+import struct
+from typing import Any, Final
 
 from client.capture.focus import NoDisplayError, WindowInfo, identify, looks_like_secure_prompt
 
+_log = logging.getLogger(__name__)
 _CACHE_LIMIT = 256
+_PROPERTY_NOTIFY: Final = 28
+_GENERIC_EVENT: Final = 35
+_PROPERTY_CHANGE_MASK: Final = 0x400000
+_CW_EVENT_MASK: Final = 0x800
+_GET_INPUT_FOCUS: Final = struct.pack("=BxH", 43, 1)
+_PACKET = struct.Struct("=BBHI")  # type, detail, sequence, length (replies, generic events)
+_PROPERTY = struct.Struct("=4xII")  # window, atom
+_UNKNOWN: Final = object()
+
+
+class FocusWatch:
+    """Property changes on the root and the active window, read off a raw X connection."""
+
+    def __init__(self, display: Any, root: int, active_atom: int, window_atoms: set[int]) -> None:
+        """Take over ``display`` (its own connection): select, sync, then read it by hand."""
+        from Xlib import X  # noqa: PLC0415
+
+        display.screen().root.change_attributes(event_mask=X.PropertyChangeMask)
+        display.sync()
+        self._display = display
+        self._socket: socket.socket = display.display.socket
+        self._socket.settimeout(2.0)
+        self._root = root
+        self._active_atom = active_atom
+        self._window_atoms = frozenset(window_atoms)
+        self._window = 0
+        self._pending = b""
+        self.dirty = True
+
+    def _select(self, window: int, mask: int) -> None:
+        self._socket.sendall(
+            struct.pack("=BxHIII", 2, 4, window, _CW_EVENT_MASK, mask)  # ChangeWindowAttributes
+        )
+
+    def follow(self, window: int) -> None:
+        """Watch ``window``'s class, role and title from now on (and stop watching the last)."""
+        if window == self._window:
+            return
+        if self._window:
+            self._select(self._window, 0)
+        if window:
+            self._select(window, _PROPERTY_CHANGE_MASK)
+        self._window = window
+        self._round_trip()  # selected before anyone reads its properties
+
+    def changed(self) -> bool:
+        """Whether focus, or the active window's names, changed since the last call."""
+        self._round_trip()
+        dirty, self.dirty = self.dirty, False
+        return dirty
+
+    def _round_trip(self) -> None:
+        self._socket.sendall(_GET_INPUT_FOCUS)
+        while not self._read():
+            pass
+
+    def _read(self) -> bool:
+        """Read once and take in every complete packet; True once the sync reply came."""
+        chunk = self._socket.recv(4096)
+        if not chunk:
+            raise ConnectionError("the X server closed the focus watch")
+        data = self._pending + chunk if self._pending else chunk
+        offset, size, replied = 0, len(data), False
+        while size - offset >= 32:
+            kind, _, _, length = _PACKET.unpack_from(data, offset)
+            end = offset + 32 + (4 * length if kind in (1, _GENERIC_EVENT) else 0)
+            if end > size:
+                break
+            kind &= 0x7F
+            if kind == 1:
+                replied = True
+            elif kind == _PROPERTY_NOTIFY:
+                window, atom = _PROPERTY.unpack_from(data, offset)
+                if (window == self._root and atom == self._active_atom) or (
+                    window == self._window and atom in self._window_atoms
+                ):
+                    self.dirty = True
+            # errors (kind 0), e.g. selecting on a window that just closed: nothing to do
+            offset = end
+        self._pending = data[offset:]
+        return replied
+
+    def close(self) -> None:
+        """Close the connection."""
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(Exception):
+            self._display.close()
 
 
 class X11Focus:
@@ -39,6 +139,15 @@ class X11Focus:
         self._utf8 = intern("UTF8_STRING")
         self._role = intern("WM_WINDOW_ROLE")
         self._classes: dict[int, tuple[str, str, str]] = {}
+        self._last: Any = _UNKNOWN
+        self._watch: FocusWatch | None = None
+        try:
+            names = {intern(a) for a in ("WM_CLASS", "WM_NAME", "WM_WINDOW_ROLE")}
+            self._watch = FocusWatch(
+                display.Display(name), self._root.id, self._active, {*names, self._net_name}
+            )
+        except Exception as exc:  # polling still works
+            _log.warning("focus changes not watched (polling): %s", type(exc).__name__)
 
     def _text_property(self, window: Any, atom: int, kind: int) -> str:
         prop = window.get_full_property(atom, kind)
@@ -60,10 +169,30 @@ class X11Focus:
 
     def active_window(self) -> WindowInfo | None:
         """The focused client window, or None (no window, or it just closed)."""
+        watch = self._watch
+        if watch is not None:
+            try:
+                if not watch.changed() and self._last is not _UNKNOWN:
+                    return self._last  # type: ignore[no-any-return]
+            except OSError as exc:
+                _log.warning("focus watch lost (polling now): %s", type(exc).__name__)
+                watch.close()
+                self._watch = watch = None
+        self._last = _UNKNOWN
+        info = self._read()
+        if watch is not None:
+            self._last = info
+        return info
+
+    def _read(self) -> WindowInfo | None:
         prop = self._root.get_full_property(self._active, self._any)
         if prop is None or not len(prop.value) or not prop.value[0]:
+            if self._watch is not None:
+                self._watch.follow(0)
             return None
         wid = int(prop.value[0])
+        if self._watch is not None:
+            self._watch.follow(wid)
         window = self._display.create_resource_object("window", wid)
         try:
             instance, klass, role = self._class_of(window, wid)
@@ -83,5 +212,7 @@ class X11Focus:
         )
 
     def close(self) -> None:
-        """Close the X connection."""
+        """Close the X connections."""
+        if self._watch is not None:
+            self._watch.close()
         self._display.close()

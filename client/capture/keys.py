@@ -2,7 +2,9 @@
 
 The interpreter follows which modifiers are held so ``ctrl+c`` becomes ``copy``
 rather than a letter. It is platform neutral: a backend describes each key as a
-``RawKey`` (pynput's key name for special keys, or the character it types).
+``RawKey`` (pynput's key name for special keys, or the character it types). A
+backend that reads the modifier state from each press (X11's ``state`` field)
+passes it in ``RawKey.modifiers``; then releases are not needed.
 """
 
 from __future__ import annotations
@@ -58,10 +60,15 @@ PRIMARY_MODIFIERS: Final = frozenset({"ctrl", "cmd"})
 
 @dataclass(frozen=True, slots=True)
 class RawKey:
-    """A key as a backend reports it: a special key's name, or the character it types."""
+    """A key as a backend reports it: a special key's name, or the character it types.
+
+    ``modifiers`` are the base modifiers held at the press (``ctrl``, ``shift``, ...)
+    when the backend knows them; None means "follow presses and releases".
+    """
 
     name: str | None = None
     char: str | None = field(default=None, repr=False)  # never in logs or reprs
+    modifiers: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +149,9 @@ class KeyInterpreter:
 
     def press(self, key: RawKey) -> Stroke:
         """Interpret a key press."""
+        if key.modifiers is not None:
+            self._held.clear()
+            self._held.update(key.modifiers)
         modifier = _MODIFIERS.get(key.name or "")
         if modifier is not None:
             self._held.add(modifier)

@@ -1,19 +1,28 @@
-"""Input sources: the interface the recorder drives, and its pynput implementation.
+"""Input sources: the interface the recorder drives, its pynput implementation, the picker.
 
-pynput uses XRecord on X11, a Quartz event tap on macOS and low-level hooks on
-Windows. The recorder starts a keyboard or mouse listener only for modalities
-the employee granted, and stops them while paused or without consent. pynput is
-imported on start only: merely importing it needs a display.
+pynput uses a Quartz event tap on macOS and low-level hooks on Windows. On X11
+``open_input_source`` picks ``client.capture.input_x11.XRecordSource`` (RECORD
+decoded with ``struct``, a fraction of pynput's cost per event) and falls back to
+pynput when the display has no RECORD extension; ``HEARTH_INPUT=pynput`` forces
+pynput (to compare the two). The recorder starts a keyboard or mouse listener
+only for modalities the employee granted, and stops them while paused or
+without consent. pynput is imported on start only: merely importing it needs a
+display.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from client.capture.keys import RawKey
 from client.capture.pointer import ScreenBounds, screen_bounds
 from policy.events import Button
+
+_log = logging.getLogger(__name__)
 
 KeyCallback = Callable[..., None]  # (key, injected=...)
 MoveCallback = Callable[..., None]  # (x, y, injected=...)
@@ -118,3 +127,15 @@ class PynputSource:
         if self._bounds is None:
             self._bounds = screen_bounds()
         return self._bounds
+
+
+def open_input_source() -> InputSource:
+    """The input source for this platform (see the module docstring)."""
+    if sys.platform.startswith("linux") and os.environ.get("HEARTH_INPUT") != "pynput":
+        from client.capture.input_x11 import XRecordError, XRecordSource  # noqa: PLC0415
+
+        try:
+            return XRecordSource()
+        except XRecordError as exc:
+            _log.warning("%s; using pynput", exc)
+    return PynputSource()

@@ -9,6 +9,14 @@ CPU time is the recorder process's own (user + system) over the input phase.
 Sizes: ``--quick`` is a smoke run; ``HEARTH_BENCH_RECORDER_EVENTS`` and
 ``HEARTH_BENCH_RECORDER_RATE`` override the count and the send rate, and
 ``python -m simulations.benchmarks.recorder --events N --rate R`` runs it alone.
+``--baseline DIR`` first runs the recorder from another checkout (e.g.
+``git archive main | tar -x -C DIR``) with the same input, so a change is
+measured side by side on the same noisy machine; ``--input pynput`` forces the
+pynput listeners instead of the X RECORD source.
+
+On X11 the recorder reads input through X RECORD (``client.capture.input_x11``),
+key presses only; the per-thread note lists the process's threads in creation
+order (main, keyboard, mouse, writer, ...).
 """
 
 from __future__ import annotations
@@ -193,9 +201,14 @@ def _wait_listening(home: Path, process: subprocess.Popen[bytes]) -> None:
 
 
 def run_once(
-    total: int, rate: float, screens: bool = False, idle_seconds: float = 5.0
+    total: int,
+    rate: float,
+    screens: bool = False,
+    idle_seconds: float = 5.0,
+    code: Path = ROOT,
+    extra_env: dict[str, str] | None = None,
 ) -> RunResult:
-    """One recorder subprocess, ``total`` events at ``rate`` per second."""
+    """One recorder subprocess running the code under ``code``, ``total`` events at ``rate``/s."""
     x = _X()
     try:
         with tempfile.TemporaryDirectory(prefix="hearth-bench-recorder-") as tmp:
@@ -208,11 +221,13 @@ def run_once(
                 "HEARTH_HOME": str(home),
                 "HEARTH_PASSPHRASE": BENCH_PASSPHRASE,
                 "HEARTH_KEYRING": "0",
-                "PYTHONPATH": str(ROOT),
+                "PYTHONPATH": str(code),
+                **(extra_env or {}),
             }
             recorder = subprocess.Popen(
                 [sys.executable, "-m", "client.record_commands"],
                 env=env,
+                cwd=code,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -276,8 +291,8 @@ def _measurements(result: RunResult, label: str) -> list[Measurement]:
     p99 = result.callback_p99_ms if result.callback_p99_ms is not None else float("nan")
     threads = ", ".join(f"{share:.2f}" for share in result.thread_shares)
     note = (
-        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard listener, "
-        f"mouse listener, writer, ...): {threads} %"
+        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard, "
+        f"mouse, writer, ...): {threads} %"
     )
     rows = [
         Measurement(
@@ -355,17 +370,33 @@ def _measurements(result: RunResult, label: str) -> list[Measurement]:
     return rows
 
 
-def run(quick: bool, events: int | None = None, rate: float | None = None) -> list[Measurement]:
-    """Keys and clicks mode, then the same with screen thumbnails (a shorter run)."""
+def run(
+    quick: bool,
+    events: int | None = None,
+    rate: float | None = None,
+    baseline: Path | None = None,
+    input_source: str | None = None,
+) -> list[Measurement]:
+    """Keys and clicks mode, then the same with screen thumbnails (a shorter run).
+
+    With ``baseline``, the keys and clicks mode runs first from that checkout
+    (rows labelled ``before:``), for a side-by-side comparison.
+    """
     total = (
         events
         or int(os.environ.get("HEARTH_BENCH_RECORDER_EVENTS", "0"))
         or (1_000 if quick else 20_000)
     )
     per_second = rate or float(os.environ.get("HEARTH_BENCH_RECORDER_RATE", "0")) or 50.0
-    results = _measurements(run_once(total, per_second), "")
+    env = {"HEARTH_INPUT": input_source} if input_source else None
+    results: list[Measurement] = []
+    if baseline is not None:
+        results += _measurements(run_once(total, per_second, code=baseline), "before: ")
+    results += _measurements(run_once(total, per_second, extra_env=env), "")
     thumbs_total = max(500, total // 10) if not quick else 500
-    results += _measurements(run_once(thumbs_total, per_second, screens=True), "screens on: ")
+    results += _measurements(
+        run_once(thumbs_total, per_second, screens=True, extra_env=env), "screens on: "
+    )
     return results
 
 
@@ -375,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=None)
     parser.add_argument("--rate", type=float, default=None, help="events per second to send")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--baseline", type=Path, default=None, help="checkout to compare with")
+    parser.add_argument("--input", choices=("xrecord", "pynput"), default=None)
     args = parser.parse_args(argv)
-    for m in run(args.quick, args.events, args.rate):
+    for m in run(args.quick, args.events, args.rate, args.baseline, args.input):
         passed = "" if m.passed is None else ("ok" if m.passed else "MISSED")
         print(f"{m.name}: {m.value:,.3f} {m.unit} {m.target or ''} {passed} {m.note}")
     return 0

@@ -1,0 +1,471 @@
+"""X11 input through the RECORD extension, decoded with ``struct``: no pynput on Linux.
+
+pynput listens the same way (XRecord through python-xlib) but parses every
+event into python-xlib objects and keeps a second connection per listener;
+that costs about 120 µs of pure Python per X event. Here each listener owns one
+X connection: python-xlib opens it, reads the keyboard and modifier mappings
+and creates the RECORD context; after that the thread reads the socket itself
+and decodes each 32-byte core event with ``struct``:
+
+* keys: only ``KeyPress`` is recorded. The modifiers held come from the event's
+  ``state`` field, so releases are not needed (half the X traffic of pynput).
+  The callback receives ``keycode | state << 8``; ``raw_key`` turns that into a
+  ``RawKey`` on the writer thread, through the keyboard mapping read at start
+  (cached per code).
+* pointer: button presses and releases (left, middle, right), wheel presses as
+  scrolls, and motion, of which only the last one per read is passed on.
+
+Stopping shuts the socket down; the X server frees the context with the
+connection. A changed keyboard layout is picked up when the listener restarts
+(pause and resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from client.capture.keys import RawKey
+from client.capture.listener import ClickCallback, KeyCallback, MoveCallback, ScrollCallback
+from client.capture.pointer import ScreenBounds
+from policy.events import Button
+
+# Core event codes (X11 protocol); the top bit of byte 0 marks SendEvent.
+KEY_PRESS: Final = 2
+BUTTON_PRESS: Final = 4
+BUTTON_RELEASE: Final = 5
+MOTION_NOTIFY: Final = 6
+EVENT_SIZE: Final = 32
+# RECORD reply categories.
+FROM_SERVER: Final = 0
+END_OF_DATA: Final = 5
+_RECORD_ENABLE_CONTEXT: Final = 5
+_REPLY_HEADER = struct.Struct("=BBHI")  # type, category, sequence, length (4-byte units)
+_KEY = struct.Struct("=28xH")  # state
+_POINTER = struct.Struct("=BB18xhh")  # type, detail, root x, root y
+_BUTTONS: Final[Mapping[int, Button]] = {1: Button.LEFT, 2: Button.MIDDLE, 3: Button.RIGHT}
+_SCROLLS: Final[Mapping[int, tuple[int, int]]] = {4: (0, 1), 5: (0, -1), 6: (-1, 0), 7: (1, 0)}
+
+# Modifier masks of the core protocol; the Mod1..Mod5 meanings come from the
+# server's modifier mapping.
+SHIFT_MASK: Final = 0x01
+LOCK_MASK: Final = 0x02
+CONTROL_MASK: Final = 0x04
+
+# Keysyms of keys with a name, spelled as pynput names them (client.capture.keys).
+SPECIAL_KEYSYMS: Final[Mapping[int, str]] = {
+    0xFF08: "backspace",
+    0xFF09: "tab",
+    0xFE20: "tab",  # ISO_Left_Tab (shift+tab)
+    0xFF0D: "enter",
+    0xFF8D: "enter",  # KP_Enter
+    0xFF13: "pause",
+    0xFF14: "scroll_lock",
+    0xFF1B: "esc",
+    0xFFFF: "delete",
+    0xFF9F: "delete",  # KP_Delete
+    0xFF50: "home",
+    0xFF95: "home",  # KP_Home
+    0xFF51: "left",
+    0xFF96: "left",
+    0xFF52: "up",
+    0xFF97: "up",
+    0xFF53: "right",
+    0xFF98: "right",
+    0xFF54: "down",
+    0xFF99: "down",
+    0xFF55: "page_up",
+    0xFF9A: "page_up",
+    0xFF56: "page_down",
+    0xFF9B: "page_down",
+    0xFF57: "end",
+    0xFF9C: "end",
+    0xFF61: "print_screen",
+    0xFF63: "insert",
+    0xFF9E: "insert",
+    0xFF67: "menu",
+    0xFF7F: "num_lock",
+    0xFF80: "space",  # KP_Space
+    0xFF89: "tab",  # KP_Tab
+    0x0020: "space",
+    0xFFE1: "shift_l",
+    0xFFE2: "shift_r",
+    0xFFE3: "ctrl_l",
+    0xFFE4: "ctrl_r",
+    0xFFE5: "caps_lock",
+    0xFFE7: "alt_l",  # Meta_L
+    0xFFE8: "alt_r",  # Meta_R
+    0xFFE9: "alt_l",
+    0xFFEA: "alt_r",
+    0xFFEB: "cmd_l",  # Super_L
+    0xFFEC: "cmd_r",
+    0xFF7E: "alt_gr",  # Mode_switch
+    0xFE03: "alt_gr",  # ISO_Level3_Shift
+    0x1008FF14: "media_play_pause",
+    0x1008FF12: "media_volume_mute",
+    0x1008FF11: "media_volume_down",
+    0x1008FF13: "media_volume_up",
+    0x1008FF16: "media_previous",
+    0x1008FF17: "media_next",
+    **{0xFFBE + i: f"f{i + 1}" for i in range(20)},
+}
+# Keypad keys that type a character (with Num Lock).
+KEYPAD_CHARS: Final[Mapping[int, str]] = {
+    **{0xFFB0 + i: str(i) for i in range(10)},
+    0xFFAA: "*",
+    0xFFAB: "+",
+    0xFFAC: ",",
+    0xFFAD: "-",
+    0xFFAE: ".",
+    0xFFAF: "/",
+    0xFFBD: "=",
+}
+_ALT_KEYSYMS: Final = frozenset({0xFFE7, 0xFFE8, 0xFFE9, 0xFFEA})
+_CMD_KEYSYMS: Final = frozenset({0xFFEB, 0xFFEC, 0xFFED, 0xFFEE})  # Super, Hyper
+_ALT_GR_KEYSYMS: Final = frozenset({0xFF7E, 0xFE03})
+_NUM_LOCK_KEYSYM: Final = 0xFF7F
+_RELEVANT_STATE: Final = 0xFF  # shift, lock, control, mod1..mod5; not the button bits
+_CACHE_LIMIT: Final = 4096
+
+
+class XRecordError(RuntimeError):
+    """The X server has no RECORD extension, or refused the recording context."""
+
+
+# ------------------------------------------------------------------ decoding (pure)
+
+
+def iter_replies(data: bytes, start: int = 0) -> tuple[list[tuple[int, int, int]], int]:
+    """Split complete RECORD replies off ``data``.
+
+    Returns ``[(category, payload_start, payload_end), ...]`` and how many bytes
+    were consumed; an incomplete reply at the end is left for the next read.
+    An X error packet raises ``XRecordError``.
+    """
+    found: list[tuple[int, int, int]] = []
+    size = len(data)
+    offset = start
+    while size - offset >= EVENT_SIZE:
+        kind, category, _, length = _REPLY_HEADER.unpack_from(data, offset)
+        if kind == 0:
+            raise XRecordError(f"X error {category} on the recording connection")
+        end = offset + EVENT_SIZE + 4 * length if kind == 1 else offset + EVENT_SIZE
+        if end > size:
+            break
+        if kind == 1:
+            found.append((category, offset + EVENT_SIZE, end))
+        offset = end
+    return found, offset
+
+
+def keysym_char(keysym: int) -> str | None:
+    """The character a keysym types (Latin-1 and Unicode keysyms), or None."""
+    if 0x20 <= keysym <= 0x7E or 0xA0 <= keysym <= 0xFF:
+        return chr(keysym)
+    if 0x01000100 <= keysym <= 0x0110FFFF:
+        return chr(keysym - 0x01000000)
+    return KEYPAD_CHARS.get(keysym)
+
+
+class KeyMap:
+    """Keycodes (with the event's modifier state) to ``RawKey``, from the server's mappings."""
+
+    def __init__(
+        self,
+        first_keycode: int,
+        keysyms: Sequence[Sequence[int]],
+        modifier_keycodes: Sequence[Sequence[int]],
+        legacy_char: Callable[[int], str | None] | None = None,
+    ) -> None:
+        """Read the server's mappings once.
+
+        ``keysyms[i]`` lists keycode ``first_keycode + i``'s keysyms; ``modifier_keycodes``
+        is the modifier mapping (8 rows: shift, lock, control, mod1..mod5).
+        """
+        self._first = first_keycode
+        self._keysyms = [tuple(row) for row in keysyms]
+        self._legacy_char = legacy_char
+        alt = cmd = alt_gr = num_lock = 0
+        for bit, row in enumerate(modifier_keycodes):
+            for keycode in row:
+                syms = set(self._row(keycode)) if keycode else set()
+                if syms & _ALT_KEYSYMS:
+                    alt |= 1 << bit
+                if syms & _CMD_KEYSYMS:
+                    cmd |= 1 << bit
+                if syms & _ALT_GR_KEYSYMS:
+                    alt_gr |= 1 << bit
+                if _NUM_LOCK_KEYSYM in syms:
+                    num_lock |= 1 << bit
+        self.alt_mask, self.cmd_mask = alt & ~alt_gr, cmd
+        self.alt_gr_mask, self.num_lock_mask = alt_gr, num_lock
+        self._cache: dict[int, RawKey] = {}
+        self._modifiers: dict[int, frozenset[str]] = {}
+
+    def _row(self, keycode: int) -> tuple[int, ...]:
+        index = keycode - self._first
+        return self._keysyms[index] if 0 <= index < len(self._keysyms) else ()
+
+    def keysym(self, keycode: int, state: int) -> int:
+        """The keysym X's convention picks for ``keycode`` under ``state`` (0 if none)."""
+        row = self._row(keycode)
+        if not row:
+            return 0
+        group = 2 if state & self.alt_gr_mask and len(row) > 2 else 0
+        base = [sym for sym in row[group : group + 2] if sym] or [sym for sym in row[:2] if sym]
+        if not base:
+            return 0
+        lower = base[0]
+        upper = base[1] if len(base) > 1 else lower
+        if 0xFF80 <= upper <= 0xFFBD and state & self.num_lock_mask:  # keypad with Num Lock
+            return upper if not state & SHIFT_MASK else lower
+        return upper if state & SHIFT_MASK else lower
+
+    def modifiers(self, state: int) -> frozenset[str]:
+        """Base modifier names held, as ``KeyInterpreter`` names them."""
+        held = self._modifiers.get(state)
+        if held is None:
+            names = set()
+            if state & SHIFT_MASK:
+                names.add("shift")
+            if state & CONTROL_MASK:
+                names.add("ctrl")
+            if state & self.alt_mask:
+                names.add("alt")
+            if state & self.cmd_mask:
+                names.add("cmd")
+            if state & self.alt_gr_mask:
+                names.add("alt_gr")
+            held = self._modifiers[state] = frozenset(names)
+        return held
+
+    def raw_key(self, code: int) -> RawKey:
+        """``keycode | state << 8`` (what the keyboard callback received) as a ``RawKey``."""
+        code &= 0xFF | _RELEVANT_STATE << 8
+        key = self._cache.get(code)
+        if key is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            key = self._cache[code] = self._decode(code & 0xFF, code >> 8)
+        return key
+
+    def _decode(self, keycode: int, state: int) -> RawKey:
+        keysym = self.keysym(keycode, state)
+        held = self.modifiers(state)
+        name = SPECIAL_KEYSYMS.get(keysym)
+        if name is not None:
+            return RawKey(name=name, modifiers=held)
+        char = keysym_char(keysym)
+        if char is None and keysym and self._legacy_char is not None:
+            char = self._legacy_char(keysym)
+        if char is not None and state & LOCK_MASK and not state & SHIFT_MASK:
+            char = char.upper()
+        return RawKey(char=char, modifiers=held)
+
+
+def _pynput_char(keysym: int) -> str | None:
+    """Legacy keysyms (Cyrillic, Greek, ...) through pynput's table; loaded on first need."""
+    table = _LEGACY.get("table")
+    if table is None:
+        try:
+            from pynput._util.xorg_keysyms import KEYSYMS, SYMBOLS  # noqa: PLC0415
+        except Exception:  # no table: the key stays unnamed
+            table = {}
+        else:
+            table = {sym: SYMBOLS[name][1] for sym, name in KEYSYMS.items() if name in SYMBOLS}
+        _LEGACY["table"] = table
+    return table.get(keysym)
+
+
+_LEGACY: dict[str, dict[int, str]] = {}
+
+
+# ------------------------------------------------------------------ the listeners
+
+
+class _Recording:
+    """One RECORD context on its own connection, read by its own thread."""
+
+    def __init__(
+        self,
+        display: Any,
+        first: int,
+        last: int,
+        dispatch: Callable[[bytes, int, int], None],
+        name: str,
+    ) -> None:
+        from Xlib.ext import record  # noqa: PLC0415
+
+        self._display = display
+        context = display.record_create_context(
+            0,
+            [record.AllClients],
+            [
+                {
+                    "core_requests": (0, 0),
+                    "core_replies": (0, 0),
+                    "ext_requests": (0, 0, 0, 0),
+                    "ext_replies": (0, 0, 0, 0),
+                    "delivered_events": (0, 0),
+                    "device_events": (first, last),
+                    "errors": (0, 0),
+                    "client_started": False,
+                    "client_died": False,
+                }
+            ],
+        )
+        display.sync()  # the context exists; nothing of python-xlib's is left unread
+        opcode = display.display.get_extension_major("RECORD")
+        self._socket: socket.socket = display.display.socket
+        self._socket.sendall(struct.pack("=BBHI", opcode, _RECORD_ENABLE_CONTEXT, 2, context))
+        self._dispatch = dispatch
+        self._live = True
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        recv, dispatch = self._socket.recv, self._dispatch
+        pending = b""
+        try:
+            while self._live:
+                chunk = recv(65536)
+                if not chunk:
+                    return
+                data = pending + chunk if pending else chunk
+                replies, used = iter_replies(data)
+                pending = data[used:]
+                for category, start, end in replies:
+                    if not self._live or category == END_OF_DATA:
+                        return
+                    if category == FROM_SERVER and end > start:
+                        dispatch(data, start, end)
+        except (OSError, XRecordError):
+            return  # the connection went away (stop, or the X server is gone)
+
+    def stop(self) -> None:
+        self._live = False
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(2.0)
+        with contextlib.suppress(Exception):  # the socket is already shut down
+            self._display.close()
+
+
+class XRecordSource:
+    """An ``InputSource`` for X11: RECORD, one connection and one thread per listener."""
+
+    def __init__(self, display_name: str | None = None) -> None:
+        """Check that the display has RECORD; nothing is recorded until a start method."""
+        self._name = display_name or os.environ.get("DISPLAY") or ""
+        display = self._connect()
+        try:
+            if not display.has_extension("RECORD"):
+                raise XRecordError(f"the X display {self._name} has no RECORD extension")
+            screen = display.screen()
+            self._bounds = ScreenBounds(0, 0, screen.width_in_pixels, screen.height_in_pixels)
+            self.keymap = self._keymap(display)
+        finally:
+            display.close()
+        self._keyboard: _Recording | None = None
+        self._mouse: _Recording | None = None
+        self._on_press: KeyCallback | None = None
+        self._on_move: MoveCallback | None = None
+        self._on_click: ClickCallback | None = None
+        self._on_scroll: ScrollCallback | None = None
+
+    def _connect(self) -> Any:
+        from Xlib import display  # noqa: PLC0415 - needs an X server
+
+        return display.Display(self._name or None)
+
+    @staticmethod
+    def _keymap(display: Any) -> KeyMap:
+        first = display.display.info.min_keycode
+        count = display.display.info.max_keycode - first + 1
+        keysyms = display.get_keyboard_mapping(first, count)
+        modifiers = display.get_modifier_mapping()
+        return KeyMap(first, keysyms, modifiers, _pynput_char)
+
+    # -- keyboard
+
+    def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
+        """Record key presses (releases are not needed: presses carry the modifier state)."""
+        if self._keyboard is None:
+            display = self._connect()
+            self.keymap = self._keymap(display)  # the layout as it is now
+            self._on_press = on_press
+            self._keyboard = _Recording(
+                display, KEY_PRESS, KEY_PRESS, self._keys, "hearth-keyboard"
+            )
+
+    def _keys(self, data: bytes, start: int, end: int) -> None:
+        on_press, unpack = self._on_press, _KEY.unpack_from
+        assert on_press is not None
+        for offset in range(start, end - EVENT_SIZE + 1, EVENT_SIZE):
+            if data[offset] & 0x7F == KEY_PRESS:
+                on_press(data[offset + 1] | unpack(data, offset)[0] << 8)
+
+    def stop_keyboard(self) -> None:
+        """Stop recording keys; no callback after this returns."""
+        if self._keyboard is not None:
+            self._keyboard.stop()
+            self._keyboard = None
+
+    # -- pointer
+
+    def start_mouse(
+        self, on_move: MoveCallback, on_click: ClickCallback, on_scroll: ScrollCallback
+    ) -> None:
+        """Record button presses and releases and pointer motion."""
+        if self._mouse is None:
+            self._on_move, self._on_click, self._on_scroll = on_move, on_click, on_scroll
+            self._mouse = _Recording(
+                self._connect(), BUTTON_PRESS, MOTION_NOTIFY, self._pointer, "hearth-mouse"
+            )
+
+    def _pointer(self, data: bytes, start: int, end: int) -> None:
+        on_move, on_click, on_scroll = self._on_move, self._on_click, self._on_scroll
+        assert on_move is not None and on_click is not None and on_scroll is not None
+        unpack = _POINTER.unpack_from
+        moved: tuple[int, int] | None = None
+        for offset in range(start, end - EVENT_SIZE + 1, EVENT_SIZE):
+            kind, detail, x, y = unpack(data, offset)
+            kind &= 0x7F
+            if kind == MOTION_NOTIFY:
+                moved = (x, y)  # only the latest position of one read matters
+                continue
+            if moved is not None:
+                on_move(*moved)
+                moved = None
+            if detail in _BUTTONS:
+                on_click(x, y, detail, kind == BUTTON_PRESS)
+            elif kind == BUTTON_PRESS and detail in _SCROLLS:
+                dx, dy = _SCROLLS[detail]
+                on_scroll(x, y, dx, dy)
+        if moved is not None:
+            on_move(*moved)
+
+    def stop_mouse(self) -> None:
+        """Stop recording the pointer; no callback after this returns."""
+        if self._mouse is not None:
+            self._mouse.stop()
+            self._mouse = None
+
+    # -- what the writer asks
+
+    def raw_key(self, key: Any) -> RawKey:
+        """The code a keyboard callback received, as a ``RawKey`` (with the modifiers held)."""
+        return self.keymap.raw_key(int(key))
+
+    def button(self, button: Any) -> Button | None:
+        """X button numbers 1, 2, 3; others are ignored."""
+        return _BUTTONS.get(int(button))
+
+    def bounds(self) -> ScreenBounds:
+        """The root window: the whole virtual screen."""
+        return self._bounds

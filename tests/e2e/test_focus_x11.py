@@ -1,0 +1,45 @@
+"""The X11 focus backend follows property changes on a real X server (no polling)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from Xlib import display as xlib_display
+
+from client.capture.focus_x11 import X11Focus
+
+pytestmark = pytest.mark.e2e
+
+
+def _window(conn: Any, wm_class: str, title: str) -> Any:
+    screen = conn.screen()
+    window = screen.root.create_window(0, 0, 200, 100, 0, screen.root_depth)
+    window.set_wm_class(wm_class, wm_class.capitalize())
+    window.set_wm_name(title)
+    window.map()
+    conn.sync()
+    return window
+
+
+def test_focus_switches_and_title_changes_are_seen_through_the_watch(xdisplay, kit):
+    conn = xlib_display.Display(xdisplay)
+    focus = X11Focus(xdisplay)
+    try:
+        assert focus._watch is not None  # event driven, not polling
+        editor = _window(conn, "code", "main.py - Code")
+        term = _window(conn, "xterm", "~")
+        kit.activate(str(editor.id))
+        first = focus.active_window()
+        assert first is not None and first.app_id == "code"
+        assert focus.active_window() is first  # nothing changed: no re-read
+        kit.activate(str(term.id))
+        info = focus.active_window()
+        assert info is not None and info.app_id == "terminal" and not info.secure_input
+        term.set_wm_name("[sudo] password for ann")
+        conn.sync()
+        prompt = focus.active_window()
+        assert prompt is not None and prompt.secure_input
+    finally:
+        focus.close()
+        conn.close()
