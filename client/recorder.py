@@ -86,8 +86,8 @@ class RecorderConfig:
     """Timings and bounds; the defaults meet the 100 ms pause and 1 s flush promises."""
 
     home: Path
-    tick: float = 0.05
-    control_interval: float = 0.05
+    tick: float = 0.1
+    control_interval: float = 0.1
     flush_interval: float = 1.0
     focus_idle_interval: float = 0.5
     suppress_tail: float = 0.25
