@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +23,16 @@ def _window(conn: Any, wm_class: str, title: str) -> Any:
     return window
 
 
+def _seen(focus: X11Focus, ok: Any, timeout: float = 2.0) -> Any:
+    """The window manager updates its properties asynchronously: wait until ``ok`` holds."""
+    deadline = time.monotonic() + timeout
+    info = focus.active_window()
+    while not ok(info) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        info = focus.active_window()
+    return info
+
+
 def test_focus_switches_and_title_changes_are_seen_through_the_watch(xdisplay, kit):
     conn = xlib_display.Display(xdisplay)
     focus = X11Focus(xdisplay)
@@ -30,15 +41,15 @@ def test_focus_switches_and_title_changes_are_seen_through_the_watch(xdisplay, k
         editor = _window(conn, "code", "main.py - Code")
         term = _window(conn, "xterm", "~")
         kit.activate(str(editor.id))
-        first = focus.active_window()
+        first = _seen(focus, lambda i: i is not None and i.app_id == "code")
         assert first is not None and first.app_id == "code"
         assert focus.active_window() is first  # nothing changed: no re-read
         kit.activate(str(term.id))
-        info = focus.active_window()
+        info = _seen(focus, lambda i: i is not None and i.app_id == "terminal")
         assert info is not None and info.app_id == "terminal" and not info.secure_input
         term.set_wm_name("[sudo] password for ann")
         conn.sync()
-        prompt = focus.active_window()
+        prompt = _seen(focus, lambda i: i is not None and i.secure_input)
         assert prompt is not None and prompt.secure_input
     finally:
         focus.close()
