@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from client.home import ensure_private_dir
+from policy.signed_bundle import key_id, signed_message
 
-DOMAIN_TAG: Final = b"hearth-fab-v1\x00"  # the same tag as server.signing
 SIGNATURE_CONFIG_KEY: Final = "bundle-signature"
 TRUST_DIR: Final = "trust"
 ORG_PUBLIC_KEY_FILE: Final = "org-signing.pub"
@@ -56,12 +56,6 @@ class TrustedBundle:
 
     sha256: str
     key_id: str
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """Short, stable id of an org public key (as ``server.signing.key_id``)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
@@ -112,7 +106,7 @@ def verify_bundle(fab: bytes, token: str, org_key: Ed25519PublicKey) -> TrustedB
     except (binascii.Error, ValueError):
         raise BundleRefused(Refusal.INVALID, "the bundle-signature is malformed") from None
     try:
-        org_key.verify(signature, DOMAIN_TAG + digest)
+        org_key.verify(signature, signed_message(digest))
     except InvalidSignature:
         raise BundleRefused(
             Refusal.INVALID, f"bundle {digest.hex()[:12]} is not what the organisation signed"

@@ -24,15 +24,14 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
-    Ed25519PublicKey,
 )
 
+from policy.signed_bundle import key_id, signed_message
 from server.pki import PkiError, write_private
 
 ORG_KEY: Final = "org-signing.key"
 ORG_PUBLIC_KEY: Final = "org-signing.pub"
 SIGNATURE_SUFFIX: Final = ".sig"
-DOMAIN_TAG: Final = b"hearth-fab-v1\x00"
 
 
 class SigningError(Exception):
@@ -45,12 +44,6 @@ class BundleSignature:
 
     sha256: str
     token: str
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    """Short, stable id of an org public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def generate_org_key(directory: Path) -> tuple[Path, Path]:
@@ -86,13 +79,6 @@ def load_org_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningError(f"{path} is not an Ed25519 private key")
     return key
-
-
-def signed_message(fab_sha256: bytes) -> bytes:
-    """The exact bytes the org key signs for a bundle with this digest."""
-    if len(fab_sha256) != 32:
-        raise SigningError("a bundle digest is 32 bytes of SHA-256")
-    return DOMAIN_TAG + fab_sha256
 
 
 def sign_bundle(fab: bytes, key: Ed25519PrivateKey) -> BundleSignature:
