@@ -28,7 +28,9 @@ from numpy.typing import NDArray
 from client.clipping import clip_update
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
+from client.governor import TRAINING_THREADS
 from policy.baselines import Bigram, MostFrequent
+from policy.model_version import model_version
 from privacy.policy import policy_hash
 
 if TYPE_CHECKING:
@@ -129,7 +131,7 @@ class HearthClient(NumPyClient):
         import torch  # noqa: PLC0415 (see the note on imports)
 
         self.device = device
-        torch.set_num_threads(1)
+        torch.set_num_threads(TRAINING_THREADS)
 
     def _split(self, context_length: int) -> tuple[Examples, Examples]:
         return split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
@@ -246,12 +248,17 @@ def _log_upload(message: Message, context: Context, reply: Message) -> None:
 
     content = reply.content
     metrics: Mapping[str, Any] = content.config_records.get("fitres.metrics", {})
+    received = next(iter(message.content.array_records.values()), None)
     device_for(context).log_upload(
         {
             "round": int(message.metadata.group_id or 0),
             "bytes": reply_size(content),
             "arrays": reply_arrays(content),
             "epsilon": metrics.get("epsilon"),
+            # The global model this update was trained from (as in the server's checkpoints).
+            "model_version": model_version(a.numpy() for a in received.values())
+            if received is not None
+            else None,
         }
     )
 

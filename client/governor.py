@@ -92,14 +92,16 @@ class Governor:
 
 
 def lower_priority() -> None:
-    """Run this process at low priority with capped threads (call before training)."""
+    """Run this process at low priority with capped threads (call before any app code).
+
+    Threads are capped through the environment, which torch reads when it is first
+    imported; the ClientApp sets the same cap again when it trains. Importing torch
+    here made every SecAgg+ key-exchange message pay seconds for a library it never used.
+    """
     with contextlib.suppress(OSError):  # nice can only fail on odd platforms
         os.nice(NICE_INCREMENT)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(TRAINING_THREADS)
-    import torch  # noqa: PLC0415 (only the training process needs it)
-
-    torch.set_num_threads(TRAINING_THREADS)
 
 
 __all__ = ["Decision", "Governor", "lower_priority"]

@@ -5,6 +5,10 @@ PRV accountants over the (noise multiplier, sample rate, steps) history.
 User-level DP over a campaign (unit: one user) is accounted with Google's
 ``dp-accounting`` (RDP or PLD) for a Gaussian mechanism on Poisson-sampled
 cohorts, composed over rounds.
+
+Both libraries are imported where they are used: importing Opacus imports torch
+(seconds), and commands such as ``hearth status`` or ``hearth join`` that load
+the ledger module without computing an epsilon must not pay for it.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import dp_accounting
 import numpy as np
 from numpy.typing import NDArray
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 LocalAccountant = Literal["rdp", "prv"]
 UserAccountant = Literal["rdp", "pld"]
@@ -46,7 +50,9 @@ def epsilon_local(
     if any(z <= 0 for z, _, _ in history):
         return math.inf
     if accountant == "rdp":
-        return _epsilon_rdp(history, delta, _OPACUS_ORDERS)
+        return _epsilon_rdp(history, delta, _opacus_orders())
+    from opacus.accountants import PRVAccountant  # noqa: PLC0415 (see the module note)
+
     acc = PRVAccountant()  # the one other local accountant
     acc.history = [(float(z), float(q), int(s)) for z, q, s in history]
     with warnings.catch_warnings():
@@ -57,17 +63,27 @@ def epsilon_local(
 # Opacus' RDPAccountant, computed the same way (its analysis functions, its orders),
 # with each (sample rate, noise) pair's per-step RDP cached: a device's ledger repeats
 # the same few pairs, and the fractional orders cost ~0.1 s per pair to evaluate.
-_OPACUS_ORDERS: Final = tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
-# For planning: Opacus' orders at a coarser step below 11 (where the optimum lies for
-# useful budgets), several times cheaper. Never below the exact epsilon (a minimum over
-# fewer orders), so a plan made with them is conservative.
-_PLANNING_ORDERS: Final = tuple(
-    a for a in _OPACUS_ORDERS if a.is_integer() or (a < 11 and (a * 4).is_integer())
-)
+@functools.cache
+def _opacus_orders() -> tuple[float, ...]:
+    from opacus.accountants import RDPAccountant  # noqa: PLC0415 (see the module note)
+
+    return tuple(float(a) for a in RDPAccountant.DEFAULT_ALPHAS)
+
+
+@functools.cache
+def _planning_orders() -> tuple[float, ...]:
+    """Opacus' orders at a coarser step below 11 (where the optimum lies for useful budgets).
+
+    Several times cheaper, and never below the exact epsilon (a minimum over fewer
+    orders), so a plan made with them is conservative.
+    """
+    return tuple(a for a in _opacus_orders() if a.is_integer() or (a < 11 and (a * 4).is_integer()))
 
 
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(sample_rate: float, noise: float, orders: tuple[float, ...]) -> NDArray[Any]:
+    from opacus.accountants.analysis import rdp as rdp_analysis  # noqa: PLC0415
+
     return np.asarray(
         rdp_analysis.compute_rdp(
             q=sample_rate, noise_multiplier=noise, steps=1, orders=list(orders)
@@ -77,6 +93,8 @@ def _rdp_per_step(sample_rate: float, noise: float, orders: tuple[float, ...]) -
 
 
 def _epsilon_rdp(history: Sequence[HistoryEntry], delta: float, orders: tuple[float, ...]) -> float:
+    from opacus.accountants.analysis import rdp as rdp_analysis  # noqa: PLC0415
+
     total = sum(int(s) * _rdp_per_step(float(q), float(z), orders) for z, q, s in history)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "optimal order is the largest alpha" at tiny epsilon
@@ -85,6 +103,8 @@ def _epsilon_rdp(history: Sequence[HistoryEntry], delta: float, orders: tuple[fl
 
 
 def _user_event(noise: float, sampling: float, rounds: int) -> dp_accounting.DpEvent:
+    import dp_accounting  # noqa: PLC0415 (see the module note)
+
     gaussian = dp_accounting.GaussianDpEvent(noise)
     sampled = dp_accounting.PoissonSampledDpEvent(sampling, gaussian) if sampling < 1 else gaussian
     return dp_accounting.SelfComposedDpEvent(sampled, rounds)
@@ -102,6 +122,8 @@ def epsilon_user(
         return 0.0
     if noise <= 0:
         return math.inf
+    import dp_accounting  # noqa: PLC0415 (see the module note)
+
     acc: dp_accounting.PrivacyAccountant = (
         dp_accounting.rdp.RdpAccountant(orders=_RDP_ORDERS)
         if accountant == "rdp"
@@ -165,7 +187,7 @@ def noise_to_last(
         if z <= 0:
             return math.inf
         planned = [*history, (z, sample_rate, steps * rounds_left)]  # RDP adds up over steps
-        return _epsilon_rdp(planned, delta, _PLANNING_ORDERS)
+        return _epsilon_rdp(planned, delta, _planning_orders())
 
     if epsilon_of(max(floor, 1e-3)) <= cap:
         return floor

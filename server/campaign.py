@@ -34,6 +34,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from policy.model_version import model_version
 from privacy.accountants import epsilon_user
 from privacy.policy import PrivacyPolicy, policy_hash
 from server.checkpoints import (
@@ -244,6 +245,7 @@ class CampaignStrategy(Strategy):
             "epsilon_user": self.user_epsilon(self.user_rounds),
             "epsilon_user_unit": "one user across the campaign",
             "policy_hash": policy_hash(self.policy),
+            "model_version": model_version(self.inner.global_arrays),
             "config": {k: v for k, v in vars(self.config).items()},
         }
         self.rows.append(row)

@@ -97,14 +97,18 @@ def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
     devices = len(fed.homes)
     last = json.loads((checkpoints / f"round-{rounds:04d}.json").read_text())
     if last["fit"].get("clients_trained", 0) < devices:
-        raise RuntimeError(f"only {last['fit'].get('clients_trained')} devices trained")
+        raise RuntimeError(
+            f"only {last['fit'].get('clients_trained')} of {devices} devices trained in round"
+            f" {rounds}: {json.dumps(last['fit'])}; devices: {fed.device_outcomes()}"
+        )
     return _Campaign(t1 - t0, (s1 - s0) / devices, (r1 - r0) / devices)
 
 
 def _measure(devices: int, rounds: int) -> list[Measurement]:
     with (
         tempfile.TemporaryDirectory(prefix="hearth-bench-deploy-") as tmp,
-        federation(Path(tmp), devices, keep_sent=False) as fed,
+        # Two campaigns on the same devices: a cap that lasts both (this measures the protocol).
+        federation(Path(tmp), devices, keep_sent=False, device_epsilon_cap=1000.0) as fed,
         _Sampler(fed) as sampler,
     ):
         plain = _campaign(fed, secaggplus=False, rounds=rounds)

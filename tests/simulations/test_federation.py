@@ -5,6 +5,7 @@ import json
 import pytest
 
 from client.device import Device, simulated_device_home
+from policy.model_version import model_version
 from server.checkpoints import load_checkpoint, read_sidecars
 from simulations.demo import DemoSettings, run_demo
 from simulations.flwr_runner import _superlink_processes
@@ -42,6 +43,17 @@ def test_every_device_logged_exactly_what_it_uploaded(demo_run):
         uploads = Device(simulated_device_home(root, employee)).uploads()
         assert [u["round"] for u in uploads] == [1, 2]
         assert all(u["bytes"] > 0 and u["arrays"] for u in uploads)
+
+
+def test_each_device_trained_from_the_model_the_server_checkpointed(demo_run):
+    root, _ = demo_run
+    first = read_sidecars(root / "checkpoints")[0]
+    saved = load_checkpoint(root / "checkpoints" / "round-0001.npz")
+    assert first["model_version"] == model_version(saved.values())
+    for employee in range(4):
+        uploads = Device(simulated_device_home(root, employee)).uploads()
+        assert uploads[0]["model_version"] != first["model_version"]  # the initial model
+        assert uploads[1]["model_version"] == first["model_version"]
 
 
 def test_epsilon_grows_from_round_to_round(demo_run):
