@@ -113,6 +113,11 @@ class Process:
             )
         return cls(proc, log)
 
+    @property
+    def running(self) -> bool:
+        """Whether the process has not exited."""
+        return self.proc.poll() is None
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the group this process leads and wait for it."""
         if self.proc.poll() is None:
@@ -255,6 +260,33 @@ class Federation:
         last = f"device d{len(self.homes) - 1}:"
         wait_for(lambda: last in self.up.log.read_text()[seen:], 90, "the SuperLink to restart")
 
+    def start_join(self, device: int) -> Process:
+        """Start ``hearth join`` for device ``device`` (through the tap); its log is appended to."""
+        return Process.start(
+            [
+                str(BIN / "hearth"),
+                "join",
+                "--superlink",
+                f"127.0.0.1:{self.tap.port}",
+                "--root-cert",
+                str(self.pki / "ca.crt"),
+                "--key",
+                str(self.pki / "devices" / f"d{device}.key"),
+                "--org-key",
+                str(self.pki / "org-signing.pub"),
+            ],
+            {**self.env, "HEARTH_HOME": str(self.homes[device])},
+            self.root / f"join-{device}.log",
+        )
+
+    def rejoin(self, device: int) -> None:
+        """Bring a device that was stopped back online and wait until it is connected."""
+        log = self.root / f"join-{device}.log"
+        seen = log.read_text().count("SuperNode ID")
+        self.joins[device].kill(signal.SIGTERM)  # if it was still running
+        self.joins[device] = self.start_join(device)
+        wait_for(lambda: log.read_text().count("SuperNode ID") > seen, 90, "the device to rejoin")
+
     def device_outcomes(self) -> list[str]:
         """Each device's last decline or refusal reason (or "ok"), for failure messages."""
         outcomes = []
@@ -303,24 +335,7 @@ def federation(
             home = root / f"home-{i}"
             seed_device(home, i)
             fed.homes.append(home)
-            joins.append(
-                Process.start(
-                    [
-                        str(BIN / "hearth"),
-                        "join",
-                        "--superlink",
-                        f"127.0.0.1:{tap.port}",
-                        "--root-cert",
-                        str(pki / "ca.crt"),
-                        "--key",
-                        str(pki / "devices" / f"d{i}.key"),
-                        "--org-key",
-                        str(pki / "org-signing.pub"),
-                    ],
-                    {**env, "HEARTH_HOME": str(home)},
-                    root / f"join-{i}.log",
-                )
-            )
+            joins.append(fed.start_join(i))
         wait_for(
             lambda: all(
                 "SuperNode ID" in (root / f"join-{i}.log").read_text() for i in range(devices)

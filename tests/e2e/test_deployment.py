@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.device import Device
+from policy.model_version import model_version
 from privacy.policy import load_policy
 from server.app import build_strategy
 from server.checkpoints import load_checkpoint
@@ -19,6 +21,7 @@ from server.signing import generate_org_key
 from simulations.deployment import (
     BIN,
     CANARY,
+    PASSPHRASE,
     Federation,
     deployment,
     federation,
@@ -29,6 +32,7 @@ from simulations.flwr_runner import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 DEVICES = 5
+DELTA = load_policy().privacy.delta
 
 
 def _overrides(token: str, checkpoints: Path, rounds: int, policy: Path) -> dict[str, object]:
@@ -46,7 +50,8 @@ def _overrides(token: str, checkpoints: Path, rounds: int, policy: Path) -> dict
 
 @pytest.fixture(scope="module", name="federation")
 def _federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    with federation(tmp_path_factory.mktemp("deploy"), DEVICES) as fed:
+    # These campaigns test the protocol; a cap that lasts them all (budgets: tests/privacy).
+    with federation(tmp_path_factory.mktemp("deploy"), DEVICES, device_epsilon_cap=1000.0) as fed:
         yield fed
 
 
@@ -118,14 +123,43 @@ def test_a_killed_device_and_a_superlink_restart_do_not_stop_the_campaign(
     assert CANARY.encode() not in sent
 
 
+def test_a_laptop_that_was_offline_catches_up_with_the_current_global_model(
+    federation: Federation,
+) -> None:
+    checkpoints = federation.root / "catch-up"
+    laptop = len(federation.homes) - 1
+    federation.joins[laptop].kill()  # the laptop is offline (already, after the test above)
+    overrides = _overrides(federation.token(), checkpoints, 1, federation.policy)
+    log = federation.flwr_run(overrides, timeout=300)
+    first = json.loads((checkpoints / "round-0001.json").read_text())
+    assert first["fit"]["clients_trained"] >= 2, log[-3000:]
+    assert first["model_version"] == model_version(
+        load_checkpoint(checkpoints / "round-0001.npz").values()
+    )
+    device = Device(federation.homes[laptop], PASSPHRASE, federation.policy)
+    uploaded, spent = len(device.uploads()), device.ledger().spent(DELTA)
+
+    # Back online, it takes part in the next round, trained from the model the others made.
+    federation.rejoin(laptop)
+    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 300)
+    assert "resumes after round 1" in log, log[-3000:]
+    new = device.uploads()[uploaded:]
+    assert [u["model_version"] for u in new] == [first["model_version"]], log[-3000:]
+    assert device.ledger().spent(DELTA) > spent  # it trained, not just replied
+    second = json.loads((checkpoints / "round-0002.json").read_text())
+    assert second["fit"]["clients_trained"] >= 2
+
+
 def test_a_bundle_signed_by_another_key_is_refused_and_shown_in_status(
     federation: Federation,
 ) -> None:
     other, _ = generate_org_key(federation.root / "other-org")
-    before = [deployment(home).get("round") for home in federation.homes[:-1]]
+    online = [h for h, j in zip(federation.homes, federation.joins, strict=True) if j.running]
+    assert len(online) >= DEVICES - 1
+    before = [deployment(home).get("round") for home in online]
     token = federation.token(other)
     federation.flwr_run(_overrides(token, federation.root / "foreign", 1, federation.policy), 240)
-    for home, previous in zip(federation.homes[:-1], before, strict=True):
+    for home, previous in zip(online, before, strict=True):
         record = deployment(home)
         assert "signed by another key" in str(record["refusal"])
         assert record.get("round") == previous  # no ClientApp code ran
