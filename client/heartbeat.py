@@ -2,7 +2,8 @@
 
 ``HEARTH_HOME/recorder.json`` (0600) holds counts and times only: the pid, when
 the recorder started, events written, the last flush, drops, and the next
-sequence number (so numbering continues across restarts). Never event content.
+sequence number (the vault knows it too; this covers a vault emptied since). Never
+event content.
 """
 
 from __future__ import annotations

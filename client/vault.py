@@ -228,6 +228,24 @@ class Vault:
         row = self._db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM segments").fetchone()
         return int(row[0]), int(row[1])
 
+    def next_seq(self) -> int:
+        """One past the highest sequence number stored (0 when empty).
+
+        A restarted recorder continues the numbering from here, so it need not note
+        the number in its heartbeat after every write.
+        """
+        rows = self._db.execute(
+            "SELECT id, schema, nonce, ciphertext FROM segments ORDER BY id DESC"
+        )
+        for segment_id, schema, nonce, ciphertext in rows:
+            try:
+                events = open_segment(self._key, int(segment_id), int(schema), nonce, ciphertext)
+            except CorruptSegmentError as exc:
+                _log.warning("%s", exc)  # the id and a reason, never content
+                continue
+            return max((e.seq for e in events), default=-1) + 1
+        return 0
+
     def segments(self) -> list[SegmentInfo]:
         """Plaintext metadata of every segment, oldest first."""
         rows = self._db.execute(

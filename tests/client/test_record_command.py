@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from client import record_commands
 from client.consent import grant
+from client.heartbeat import Heartbeat, write_heartbeat
 from client.record_commands import record
-from policy.events import Modality
+from client.vault import Vault
+from policy.events import Key, KeyClass, Modality
+from tests.client.test_recorder import FakeFocus, FakeSource
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -42,3 +46,18 @@ def test_an_unreachable_display_is_one_line_too(hearth_home, capsys, monkeypatch
     monkeypatch.setenv("DISPLAY", ":4242")
     assert record(0.1) == 1
     assert "cannot open the X display :4242" in _one_line_error(capsys)
+
+
+def test_numbering_continues_from_the_vault_when_the_heartbeat_lags(hearth_home, monkeypatch):
+    # The heartbeat is written every few seconds, not after every write: a recorder
+    # killed in between leaves it behind the vault, and numbering must not repeat.
+    grant(hearth_home, (Modality.KEYS,))
+    monkeypatch.setenv("DISPLAY", ":4242")
+    with Vault.open(hearth_home / "vault") as vault:
+        vault.append([Key(i, float(i), KeyClass.LETTER) for i in range(40)])
+    write_heartbeat(hearth_home, Heartbeat(pid=1, started=0, updated=0, next_seq=25, running=False))
+    monkeypatch.setattr(record_commands, "open_focus_backend", FakeFocus)
+    monkeypatch.setattr(record_commands, "open_input_source", FakeSource)
+    recorder, vault = record_commands.build_recorder(hearth_home)
+    vault.close()
+    assert recorder.config.first_seq == 40

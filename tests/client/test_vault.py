@@ -296,3 +296,20 @@ def test_a_usable_keyring_holds_the_kek_and_delete_removes_it(hearth_home, monke
         assert backend.store == {}
     finally:
         keyring.set_keyring(previous)
+
+
+def test_the_vault_knows_the_next_sequence_number_even_past_a_corrupt_newest_segment(hearth_home):
+    vault_dir = hearth_home / "vault"
+    with Vault.open(vault_dir) as vault:
+        assert vault.next_seq() == 0
+        for i in range(3):
+            vault.append(_events(5, start=i * 5))
+        assert vault.next_seq() == 15
+    db, blob = _ciphertext(vault_dir, 3)
+    blob[10] ^= 0x01
+    db.execute("UPDATE segments SET ciphertext = ? WHERE id = 3", (bytes(blob),))
+    db.commit()
+    with Vault.open(vault_dir) as vault:
+        # The damaged segment cannot say; the one before it can (numbering may reuse 10..14,
+        # never anything still readable).
+        assert vault.next_seq() == 10
