@@ -44,6 +44,7 @@ from flwr.common import log
 from flwr.common.constant import SubStatus
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
 from flwr.supercore.interceptors import (
     RuntimeTokenHttpInterceptor,
     RuntimeVersionHttpInterceptor,
@@ -183,6 +184,10 @@ def run_task(runtime_api_address: str, token: str) -> int:
         ],
     )
     task = _Task()
+    # As flwr-clientapp does: without heartbeats the SuperNode revokes the task's token
+    # after about a minute, and a device that trained longer could not hand in its reply.
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
     try:
         _run_gated(client, hearth_home(), task)
     except Exception as exc:  # reported as an error reply, never re-raised
@@ -199,6 +204,8 @@ def run_task(runtime_api_address: str, token: str) -> int:
         push_task_output(
             client=client, context=task.context, sub_status=task.sub_status, details=task.details
         )
+        if heartbeat.is_running:
+            heartbeat.stop()
         client.close()
     return task.exit_code
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -203,3 +205,31 @@ def test_main_dispatches_task_and_serve(monkeypatch):
     assert runner.main(["task", "--runtime-api-address", "127.0.0.1:1", "--token", "t"]) == 7
     assert runner.main(["serve", "--runtime-api-address", "127.0.0.1:2"]) == 0
     assert calls == [("127.0.0.1:1", "t"), ("127.0.0.1:2",)]
+
+
+def test_a_task_heartbeats_while_it_runs_and_stops_after(monkeypatch, hearth_home):
+    # Without heartbeats the SuperNode revokes a task's token after about a minute: a
+    # device training longer (20 devices on two cores took 52 s) lost its reply.
+    beats: list[float] = []
+
+    class FakeRuntime:
+        def SendTaskHeartbeat(self, request: object) -> SimpleNamespace:
+            beats.append(time.monotonic())
+            return SimpleNamespace(success=True)
+
+        def close(self) -> None:
+            pass
+
+    def slow_gate(client: object, home: Path, task: runner._Task) -> None:
+        deadline = time.monotonic() + 5
+        while not beats and time.monotonic() < deadline:
+            time.sleep(0.01)
+        task.exit_code = 0
+
+    monkeypatch.setattr(runner, "_runtime_client", lambda address, interceptors: FakeRuntime())
+    monkeypatch.setattr(runner, "_run_gated", slow_gate)
+    monkeypatch.setattr(runner, "push_task_output", lambda **kwargs: None)
+    before = {t.ident for t in threading.enumerate()}
+    assert runner.run_task("127.0.0.1:1", "token") == 0
+    assert beats, "no heartbeat while the task ran"
+    assert {t.ident for t in threading.enumerate()} <= before  # the sender stopped
