@@ -4,7 +4,8 @@ Input callbacks (pynput's threads) only append a tuple to a bounded deque and
 count what did not fit: no I/O, no lock waited on. The writer thread, every
 ``tick`` seconds:
 
-1. watches the consent and pause files (a ``stat`` every ``control_interval``),
+1. watches the consent, pause and sensitive-app files (one ``stat`` of
+   HEARTH_HOME every ``control_interval``, the files only when it changed),
    starting listeners only for granted modalities and stopping them all while
    paused or without consent, and writes ``Paused`` / ``Resumed`` markers;
 2. asks the focus backend which app is in front; events that arrived between
@@ -88,6 +89,7 @@ class RecorderConfig:
     home: Path
     tick: float = 0.1
     control_interval: float = 0.1
+    control_recheck: float = 1.0  # look at the control files even if HEARTH_HOME did not change
     flush_interval: float = 1.0
     focus_idle_interval: float = 0.5
     suppress_tail: float = 0.25
@@ -147,6 +149,37 @@ class CallbackTimer:
         return _TIMER_BUCKETS / 1000.0
 
 
+class _HomeWatch:
+    """Whether anything in HEARTH_HOME may have changed, for the price of one ``stat``.
+
+    Consent, pause and the sensitive-app additions are all replaced atomically
+    (write, then rename) inside HEARTH_HOME, which changes the directory's mtime.
+    A directory modified in the last 50 ms is looked into again (a second change
+    within the filesystem's timestamp granularity would not move the mtime), and
+    every ``recheck`` seconds the files are looked at anyway, for edits in place.
+    """
+
+    _RACY_NS: Final = 50_000_000
+
+    def __init__(self, home: Path, recheck: float) -> None:
+        self._home = home
+        self._recheck = recheck
+        self._signature: tuple[int, int] | None = None
+        self._last_full = float("-inf")
+
+    def changed(self, now: float) -> bool:
+        try:
+            st = self._home.stat()
+            signature: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+            racy = time.time_ns() - st.st_mtime_ns < self._RACY_NS
+        except OSError:
+            signature, racy = None, True
+        if signature == self._signature and not racy and now - self._last_full < self._recheck:
+            return False
+        self._signature, self._last_full = signature, now
+        return True
+
+
 class _Watched:
     """Re-reads a small file only when its stat signature changes."""
 
@@ -164,6 +197,15 @@ class _Watched:
             return False
         self._signature = signature
         return True
+
+
+class _ControlFiles:
+    """The files an employee steers recording with, and a cheap way to notice a change."""
+
+    def __init__(self, home: Path, recheck: float) -> None:
+        self.home = _HomeWatch(home, recheck)
+        self.consent = _Watched(consent_path(home))
+        self.control = _Watched(control_path(home))
 
 
 class Recorder:
@@ -197,8 +239,7 @@ class Recorder:
         self.dropped_pointer = 0
         self.timer = CallbackTimer()
         # -- writer state (writer thread only)
-        self._consent_file = _Watched(consent_path(config.home))
-        self._control_file = _Watched(control_path(config.home))
+        self._files = _ControlFiles(config.home, config.control_recheck)
         self._consent: ConsentRecord | None = None
         self._pause = PauseState(False)
         self._paused = False
@@ -215,6 +256,7 @@ class Recorder:
         self._last_flush = clock()
         self._last_flush_wall: float | None = None
         self._last_control = float("-inf")
+        self._apps = sensitive()
         self._last_check: float | None = None
         self._prev_sensitive = False
         self._prev_secure = False
@@ -381,20 +423,26 @@ class Recorder:
 
     def _check_control(self, now: float) -> None:
         self._last_control = now
-        if self._consent_file.changed():
-            consent = load_consent(self.config.home)
-            was_active = self._consent_active()
-            self._consent = consent
-            if was_active and not self._consent_active():
-                self._on_revoked()
-        if self._control_file.changed():
-            self._pause = pause_state(self.config.home)
+        if self._files.home.changed(now):
+            self._reread_control()
         paused = self._pause.paused and time.time() < (self._pause.until or float("inf"))
         if paused and not self._paused:
             self._on_pause(now)
         elif not paused and self._paused:
             self._on_resume(now)
         self._sync_listeners()
+
+    def _reread_control(self) -> None:
+        """Consent, pause and the sensitive list, each re-read only if its file changed."""
+        self._apps = self._sensitive()
+        if self._files.consent.changed():
+            consent = load_consent(self.config.home)
+            was_active = self._consent_active()
+            self._consent = consent
+            if was_active and not self._consent_active():
+                self._on_revoked()
+        if self._files.control.changed():
+            self._pause = pause_state(self.config.home)
 
     def _on_revoked(self) -> None:
         """Consent is gone: stop listening, forget what is queued, keep nothing more."""
@@ -467,7 +515,9 @@ class Recorder:
             return None, True, True
         if info is None:
             return None, False, False
-        sensitive = self._sensitive().is_sensitive(info.app_id, info.category, info.hint)
+        sensitive = info.unseen_switch or self._apps.is_sensitive(
+            info.app_id, info.category, info.hint
+        )
         return info, sensitive, info.secure_input
 
     def _observe(self, now: float, force: bool = False) -> None:

@@ -26,6 +26,9 @@ class WindowInfo:
     category: AppCategory
     hint: str = field(default="", repr=False)
     secure_input: bool = False
+    # Focus left this window and came back since the last look, through windows the
+    # backend never identified (they may have been sensitive): callers fail closed.
+    unseen_switch: bool = False
 
 
 class FocusBackend(Protocol):

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import struct
+from dataclasses import replace
 from typing import Any, Final
 
 from client.capture.focus import NoDisplayError, WindowInfo, identify, looks_like_secure_prompt
@@ -54,6 +55,7 @@ class FocusWatch:
         self._window = 0
         self._pending = b""
         self.dirty = True
+        self.switched = False  # _NET_ACTIVE_WINDOW itself changed (not just a title)
 
     def _select(self, window: int, mask: int) -> None:
         self._socket.sendall(
@@ -99,9 +101,9 @@ class FocusWatch:
                 replied = True
             elif kind == _PROPERTY_NOTIFY:
                 window, atom = _PROPERTY.unpack_from(data, offset)
-                if (window == self._root and atom == self._active_atom) or (
-                    window == self._window and atom in self._window_atoms
-                ):
+                if window == self._root and atom == self._active_atom:
+                    self.dirty = self.switched = True
+                elif window == self._window and atom in self._window_atoms:
                     self.dirty = True
             # errors (kind 0), e.g. selecting on a window that just closed: nothing to do
             offset = end
@@ -140,6 +142,7 @@ class X11Focus:
         self._role = intern("WM_WINDOW_ROLE")
         self._classes: dict[int, tuple[str, str, str]] = {}
         self._last: Any = _UNKNOWN
+        self._last_wid = 0
         self._watch: FocusWatch | None = None
         try:
             names = {intern(a) for a in ("WM_CLASS", "WM_NAME", "WM_WINDOW_ROLE")}
@@ -170,27 +173,36 @@ class X11Focus:
     def active_window(self) -> WindowInfo | None:
         """The focused client window, or None (no window, or it just closed)."""
         watch = self._watch
+        switched = False
         if watch is not None:
             try:
-                if not watch.changed() and self._last is not _UNKNOWN:
+                changed = watch.changed()
+                switched, watch.switched = watch.switched, False
+                if not changed and self._last is not _UNKNOWN:
                     return self._last  # type: ignore[no-any-return]
             except OSError as exc:
                 _log.warning("focus watch lost (polling now): %s", type(exc).__name__)
                 watch.close()
                 self._watch = watch = None
+        previous = self._last_wid
         self._last = _UNKNOWN
         info = self._read()
         if watch is not None:
             self._last = info
+        if info is not None and switched and self._last_wid == previous:
+            # The active window changed, yet the same one is in front: focus went
+            # somewhere and came back between two looks.
+            return replace(info, unseen_switch=True)
         return info
 
     def _read(self) -> WindowInfo | None:
         prop = self._root.get_full_property(self._active, self._any)
         if prop is None or not len(prop.value) or not prop.value[0]:
+            self._last_wid = 0
             if self._watch is not None:
                 self._watch.follow(0)
             return None
-        wid = int(prop.value[0])
+        wid = self._last_wid = int(prop.value[0])
         if self._watch is not None:
             self._watch.follow(wid)
         window = self._display.create_resource_object("window", wid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from client.consent import grant, revoke
 from client.control import pause, resume
 from client.control_commands import status_report
 from client.heartbeat import read_heartbeat, running_recorder
-from client.recorder import Recorder, RecorderConfig
+from client.recorder import Recorder, RecorderConfig, _HomeWatch
 from client.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
 from client.vault import VaultFullError
 from policy.events import (
@@ -126,7 +127,10 @@ def rig(hearth_home: Path) -> tuple[Recorder, FakeSource, FakeFocus, FakeSink]:
     source, focus, sink = FakeSource(), FakeFocus(), FakeSink()
     apps = SensitiveApps.from_policy(load_policy(), hearth_home)
     config = RecorderConfig(
-        home=hearth_home, suppress_tail=0.05, flush_interval=0.2, control_interval=0.0
+        home=hearth_home,
+        suppress_tail=0.05,
+        flush_interval=0.2,
+        control_interval=0.0,
     )
     return Recorder(config, sink, source, focus, lambda: apps), source, focus, sink
 
@@ -408,3 +412,40 @@ def test_shortcut_events_need_the_keys_modality(rig, hearth_home):
     settle(recorder)
     recorder.flush(time.monotonic())
     assert not any(isinstance(e, ShortcutPressed | Key) for e in sink.events)
+
+
+def test_control_files_are_looked_at_when_home_changes_or_every_recheck(tmp_path):
+    # One stat of HEARTH_HOME per control check; the files only when it moved.
+    watch = _HomeWatch(tmp_path, recheck=1.0)
+    assert watch.changed(0.0)  # the first look
+    time.sleep(0.06)
+    assert not watch.changed(0.1)
+    (tmp_path / "control.json.tmp").write_text("{}")
+    (tmp_path / "control.json.tmp").replace(tmp_path / "control.json")  # how hearth writes
+    assert watch.changed(0.2)
+    time.sleep(0.06)
+    assert not watch.changed(0.3)
+    (tmp_path / "control.json").write_text('{"paused": true}')  # edited in place
+    assert not watch.changed(0.4)
+    assert watch.changed(1.3)  # ...is seen at the next full look
+
+
+def test_keys_around_a_focus_switch_the_backend_could_not_see_are_suppressed(rig, hearth_home):
+    recorder, source, focus, sink = rig
+    grant(hearth_home, (Modality.KEYS, Modality.APPS))
+    recorder.step()
+    source.type("ab")
+    settle(recorder)
+    source.type("xyz")  # typed while focus went somewhere and came back
+    focus.window = replace(CODE, unseen_switch=True)
+    settle(recorder)
+    focus.window = CODE
+    time.sleep(0.06)  # past the suppression tail
+    source.type("c")  # judged by that look too (the one before the next)
+    settle(recorder)
+    source.type("d")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    keys = [e for e in sink.events if isinstance(e, Key)]
+    assert len(keys) == 3, sink.events  # "ab" and "d", none of "xyz"
+    assert any(isinstance(e, Suppressed) and e.duration > 0 for e in sink.events)

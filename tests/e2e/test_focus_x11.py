@@ -54,3 +54,30 @@ def test_focus_switches_and_title_changes_are_seen_through_the_watch(xdisplay, k
     finally:
         focus.close()
         conn.close()
+
+
+def test_focus_that_left_and_came_back_between_two_looks_is_flagged(xdisplay, kit):
+    # A canary typed into a chat app visited for less than one writer tick must not be
+    # judged by the editor in front at both looks: the backend says it cannot vouch.
+    conn = xlib_display.Display(xdisplay)
+    focus = X11Focus(xdisplay)
+    try:
+        editor = _window(conn, "code", "notes.txt - Code")
+        chat = _window(conn, "slack", "Slack | general")
+        kit.activate(str(editor.id))
+        before = _seen(focus, lambda i: i is not None and i.app_id == "code")
+        assert before is not None and not before.unseen_switch
+        kit.activate(str(chat.id))  # no look while the chat is in front
+        kit.activate(str(editor.id))
+        time.sleep(0.3)  # the window manager's property updates
+        back = focus.active_window()
+        assert back is not None and back.app_id == "code" and back.unseen_switch
+        again = focus.active_window()
+        assert again is not None and not again.unseen_switch  # nothing happened since
+        editor.set_wm_name("* notes.txt - Code")  # a title change is not a switch
+        conn.sync()
+        titled = _seen(focus, lambda i: i is not again)
+        assert titled is not None and not titled.unseen_switch
+    finally:
+        focus.close()
+        conn.close()
