@@ -28,6 +28,7 @@ from privacy.policy import PrivacyPolicy, load_policy, policy_hash
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
 from server.report import aggregate_evaluate_metrics, aggregate_fit_metrics
+from server.round_timeout import RoundTimeoutGrid
 from server.secagg import DropoutTolerantSecAggPlus
 from strategies.delta_fedavg import DeltaFedAvg
 
@@ -98,4 +99,5 @@ def main(grid: Grid, context: Context) -> None:
             fit_workflow.num_shares,
             fit_workflow.reconstruction_threshold,
         )
-    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
+    # Flower's plain fit and evaluate stages would wait for a lost laptop forever.
+    DefaultWorkflow(fit_workflow=fit_workflow)(RoundTimeoutGrid(grid, config.round_timeout), legacy)
