@@ -98,7 +98,13 @@ def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
         "policy-file": str(fed.policy),
         "bundle-signature": fed.token(),
     }
-    log = fed.flwr_run(overrides, timeout=_round_timeout(len(fed.homes)) * 5 * rounds)
+    budget = _round_timeout(len(fed.homes)) * 5 * rounds
+    started = time.monotonic()
+    log = fed.flwr_run(overrides, timeout=budget)
+    # `flwr run --stream` may return before the campaign ends (its log stream dropped
+    # on a loaded machine): the checkpoints say when it did.
+    while rounds not in marks and time.monotonic() - started < budget:
+        time.sleep(0.5)
     time.sleep(0.2)
     done.set()
     if rounds not in marks or rounds - 1 not in marks:
