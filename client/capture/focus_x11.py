@@ -8,6 +8,10 @@ call has arrived; only when ``_NET_ACTIVE_WINDOW`` or the active window's class,
 role or title changed are the properties read again. Without the watch (it
 failed to start, or broke) every call reads them, as a plain poll.
 
+When ``_NET_ACTIVE_WINDOW`` changed since the last call yet the same window is in
+front, focus went elsewhere and came back unseen: the result says so
+(``WindowInfo.unseen_switch``) and the recorder fails closed.
+
 Window classes and roles are cached per window. The title is read for the
 private-browsing and password-prompt checks and then dropped: it only ever
 reaches ``WindowInfo.hint``, which is never stored.
