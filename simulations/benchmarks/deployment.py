@@ -11,9 +11,11 @@ polling included. The SuperLink's resident memory is sampled every 0.25 s.
 Training is kept tiny (two steps of 32 examples): this measures the protocol.
 
 Every device here shares two cores with the SuperLink, which in a deployment has
-its own machine: the SuperLink (and the ServerApp it starts) runs at a higher
-priority than the devices, or its SQLite state starves while holding a lock and
-pushes from 20 devices fail with "database is locked".
+its own machine, so the SuperLink runs at a higher priority than the devices. With
+20 devices on two cores that is not enough: the SuperLink's SQLite state still
+reports "database is locked" (Flower's 5 s busy timeout), some devices' replies
+are lost, and the round waits out its timeout; each round-time figure says how
+many devices reached the aggregate.
 """
 
 from __future__ import annotations
