@@ -8,28 +8,27 @@ import sys
 from simulations.flwr_runner import PROJECT_ROOT
 
 HEAVY = ("torch", "opacus", "dp_accounting")
+LOADED = f"[m for m in {HEAVY!r} if m in sys.modules]"
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter (so nothing is imported already)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
 
 
 def test_the_hearth_cli_and_join_do_not_import_torch_or_the_accountants() -> None:
     # `hearth status` answered in ~6 s and every `hearth join` held ~400 MB while
     # the ledger module pulled Opacus (and so torch) in at import.
-    probe = (
-        "import sys, client.cli, client.join, client.runner; "
-        f"print([m for m in {HEAVY!r} if m in sys.modules])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-    )
+    out = _fresh_python(f"import sys, client.cli, client.join, client.runner; print({LOADED})")
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_a_task_lowers_its_priority_without_importing_torch() -> None:
     # Three of a SecAgg+ round's four messages never train: they must not load torch.
-    probe = (
+    out = _fresh_python(
         "import os, sys; from client.governor import lower_priority; lower_priority(); "
-        f"print([m for m in {HEAVY!r} if m in sys.modules], os.environ['OMP_NUM_THREADS'])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        f"print({LOADED}, os.environ['OMP_NUM_THREADS'])"
     )
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
