@@ -238,13 +238,21 @@ class Vault:
             "SELECT id, schema, nonce, ciphertext FROM segments ORDER BY id DESC"
         )
         for segment_id, schema, nonce, ciphertext in rows:
-            try:
-                events = open_segment(self._key, int(segment_id), int(schema), nonce, ciphertext)
-            except CorruptSegmentError as exc:
-                _log.warning("%s", exc)  # the id and a reason, never content
-                continue
-            return max((e.seq for e in events), default=-1) + 1
+            events = self._readable(int(segment_id), int(schema), nonce, ciphertext)
+            if events is not None:
+                return max((e.seq for e in events), default=-1) + 1
         return 0
+
+    def _readable(
+        self, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes
+    ) -> list[Event] | None:
+        """A segment's events, or None (reported by id, collected) when it is corrupt."""
+        try:
+            return open_segment(self._key, segment_id, schema, nonce, ciphertext)
+        except CorruptSegmentError as exc:
+            _log.warning("%s", exc)  # the id and a reason, never content
+            self.corrupt_segments.append(exc.segment_id)
+            return None
 
     def segments(self) -> list[SegmentInfo]:
         """Plaintext metadata of every segment, oldest first."""
@@ -269,13 +277,9 @@ class Vault:
             if row is None:
                 return
             last_id = int(row[0])
-            try:
-                events = open_segment(self._key, last_id, int(row[1]), row[2], row[3])
-            except CorruptSegmentError as exc:
-                _log.warning("%s", exc)  # the id and a reason, never content
-                self.corrupt_segments.append(exc.segment_id)
-                continue
-            yield from events
+            events = self._readable(last_id, int(row[1]), row[2], row[3])
+            if events is not None:
+                yield from events
 
     def delete_older_than(self, wall_time: float) -> int:
         """Delete segments that ended before ``wall_time``; returns how many."""
