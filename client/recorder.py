@@ -423,6 +423,7 @@ class Recorder:
 
     def _check_control(self, now: float) -> None:
         self._last_control = now
+        listening = self.listening
         if self._files.home.changed(now):
             self._reread_control()
         paused = self._pause.paused and time.time() < (self._pause.until or float("inf"))
@@ -431,6 +432,8 @@ class Recorder:
         elif not paused and self._paused:
             self._on_resume(now)
         self._sync_listeners()
+        if self.listening != listening:  # `hearth status` shows it now, not at the next beat
+            self._write_heartbeat(now)
 
     def _reread_control(self) -> None:
         """Consent, pause and the sensitive list, each re-read only if its file changed."""

@@ -449,3 +449,16 @@ def test_keys_around_a_focus_switch_the_backend_could_not_see_are_suppressed(rig
     keys = [e for e in sink.events if isinstance(e, Key)]
     assert len(keys) == 3, sink.events  # "ab" and "d", none of "xyz"
     assert any(isinstance(e, Suppressed) and e.duration > 0 for e in sink.events)
+
+
+def test_the_heartbeat_says_at_once_when_listening_stops_or_starts(rig, hearth_home):
+    # The heartbeat comes every few seconds; a pause must not show "listening" until then.
+    recorder, _, _, _ = rig
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    beat = read_heartbeat(hearth_home)
+    assert beat is not None and beat.listening
+    pause(hearth_home)
+    recorder.step()
+    beat = read_heartbeat(hearth_home)
+    assert beat is not None and not beat.listening
