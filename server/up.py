@@ -1,6 +1,7 @@
 """`hearth-server up`: the SuperLink with TLS, SuperNode authentication and a database.
 
-It starts ``flower-superlink`` (Flower 1.41 serves the Fleet, Control and
+It starts ``flower-superlink`` (through ``server.superlink``, which gives its
+SQLite state a longer busy timeout; Flower 1.41 serves the Fleet, Control and
 Runtime APIs on one HTTPS port) with the PKI's certificate, ``--enable-supernode-auth``,
 a persistent SQLite ``--database`` (so a restart keeps runs and registered
 devices) and no runtime dependency installation; writes a Flower connection
@@ -27,6 +28,7 @@ from server.pki import Pki
 CONNECTION: Final = "hearth"
 DATABASE_FILE: Final = "superlink.db"
 READY_TIMEOUT: Final = 60.0
+SUPERLINK_MODULE: Final = "server.superlink"  # flower-superlink with hearth's SQLite timeout
 
 
 class UpError(Exception):
@@ -96,7 +98,9 @@ def superlink_command(config: LinkConfig) -> list[str]:
     """The ``flower-superlink`` command line."""
     pki = Pki(config.pki_dir)
     return [
-        str(bin_dir() / "flower-superlink"),
+        sys.executable,
+        "-m",
+        SUPERLINK_MODULE,
         "--ssl-ca-certfile",
         str(pki.ca_cert),
         "--ssl-certfile",

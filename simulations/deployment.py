@@ -32,6 +32,7 @@ from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import default_policy_text
 from server.pki import add_device, init_pki
 from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
+from server.up import SUPERLINK_MODULE
 from simulations.flwr_runner import PROJECT_ROOT, free_port, run_config_arg
 from simulations.generator import generate_employee
 
@@ -300,7 +301,7 @@ class Federation:
         """The ``flower-superlink`` process under ``hearth-server up``."""
         with contextlib.suppress(psutil.Error):
             for child in psutil.Process(self.up.proc.pid).children(recursive=True):
-                if any("flower-superlink" in part for part in child.cmdline()[:2]):
+                if SUPERLINK_MODULE in child.cmdline()[:3]:
                     return child
         return None
 

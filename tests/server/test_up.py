@@ -32,6 +32,7 @@ def test_a_wildcard_bind_is_dialled_on_loopback(tmp_path):
 
 def test_the_superlink_runs_with_tls_node_auth_a_database_and_no_installs(link):
     command = up.superlink_command(link)
+    assert command[:3] == [sys.executable, "-m", "server.superlink"]  # longer SQLite timeout
     assert "--insecure" not in command
     for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"):
         assert Path(command[command.index(flag) + 1]).is_file()
