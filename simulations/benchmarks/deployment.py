@@ -6,16 +6,17 @@ byte-counting TLS tap of ``simulations.deployment``) runs the same short
 campaign twice, without and then with SecAgg+, side by side. A round's time and
 bytes are taken between two consecutive checkpoints (the last round), so the
 ServerApp's start and the bundle download are not counted; bytes are the
-plaintext gRPC bytes a device sends and receives (TLS adds a few percent), idle
-polling included. The SuperLink's resident memory is sampled every 0.25 s.
+plaintext HTTP bytes a device sends and receives (Flower 1.41's Fleet API is
+protobuf over HTTPS; TLS adds a few percent), idle polling included. The
+SuperLink's resident memory is sampled every 0.25 s.
 Training is kept tiny (two steps of 32 examples): this measures the protocol.
 
 Every device here shares two cores with the SuperLink, which in a deployment has
-its own machine, so the SuperLink runs at a higher priority than the devices. With
-20 devices on two cores that is not enough: the SuperLink's SQLite state still
-reports "database is locked" (Flower's 5 s busy timeout), some devices' replies
-are lost, and the round waits out its timeout; each round-time figure says how
-many devices reached the aggregate.
+its own machine, so the SuperLink runs at a higher priority than the devices. At
+20 devices a round's time is mostly the devices' training queueing for those two
+cores, not the protocol; the ratios are the figures to compare. Each round-time
+figure says how many devices reached the aggregate (a device whose reply was lost
+makes the round wait out its timeout).
 """
 
 from __future__ import annotations
