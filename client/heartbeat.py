@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,6 +37,27 @@ class Heartbeat:
     callbacks: int = 0
     callback_p99_ms: float | None = None
     peak_rss_mb: float | None = None
+
+
+def own_peak_rss_mb(status: Path = Path("/proc/self/status")) -> float | None:
+    """The resident-memory high-water mark of this process in MB (None where unknown).
+
+    On Linux it is ``VmHWM``: ``getrusage``'s ``ru_maxrss`` carries the high-water
+    mark of the image a process was exec'd from, so a recorder started by a
+    450 MB process reported 450 MB. Elsewhere ``ru_maxrss`` (bytes on macOS).
+    """
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def heartbeat_path(home: Path) -> Path:

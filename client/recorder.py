@@ -40,7 +40,7 @@ from client.capture.screens import ThumbnailSampler
 from client.consent import ConsentRecord, consent_path, load_consent
 from client.control import PauseState, control_path, pause_state
 from client.gates import CaptureState, apply_gates
-from client.heartbeat import Heartbeat, write_heartbeat
+from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
 from client.redact import redact
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
@@ -686,12 +686,6 @@ class Recorder:
 
     def _write_heartbeat(self, now: float, running: bool = True) -> None:
         self._last_heartbeat = now
-        try:
-            import resource  # noqa: PLC0415 - POSIX only
-
-            peak: float | None = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        except ImportError:
-            peak = None
         beat = Heartbeat(
             pid=os.getpid(),
             started=self._started_wall,
@@ -704,7 +698,7 @@ class Recorder:
             running=running,
             callbacks=self.timer.count,
             callback_p99_ms=self.timer.p99_ms(now, fresh=not running),
-            peak_rss_mb=peak,
+            peak_rss_mb=own_peak_rss_mb(),
         )
         try:
             write_heartbeat(self.config.home, beat)
