@@ -274,7 +274,8 @@ def run_once(
                 send_seconds=send_seconds,
                 cpu_share=cpu_share,
                 idle_cpu_share=idle_share,
-                peak_rss_mb=float(beat.get("peak_rss_mb") or 0.0),
+                # The kernel's high-water mark can lag a sample taken since by a page or two.
+                peak_rss_mb=max(float(beat.get("peak_rss_mb") or 0.0), steady[0]),
                 steady_rss_mb=steady[0],
                 callback_p99_ms=beat.get("callback_p99_ms"),
                 dropped=int(beat.get("dropped", 0)),
