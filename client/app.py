@@ -175,9 +175,7 @@ class HearthClient(NumPyClient):
             ledger.record(ins.server_round, result.planned.as_history(), delta, ins.policy_hash)
         delta_arrays = clip_update(result.delta, policy.training.update_clip_norm)
         metrics: dict[str, Scalar] = {
-            "train_examples": result.num_examples,
             "train_loss": result.loss,
-            "train_seconds": result.seconds,
             "epsilon": ledger.spent(delta),
             "delta": delta,
             "upload_bytes": sum(d.nbytes for d in delta_arrays),

@@ -21,29 +21,25 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.error import Error
 
+# Exactly what the ClientApp reports and the server aggregates (server/report.py); not
+# how long training took or how many examples (the count goes only as Flower's weight,
+# and under SecAgg+ or central noise that weight is 1).
 ALLOWED_METRICS: Final = frozenset(
     {
-        "num_examples",
-        "train_examples",
+        # fit
         "train_loss",
-        "train_seconds",
-        "steps",
-        "sample_rate",
-        "noise_multiplier",
         "epsilon",
-        "round_epsilon",
         "delta",
         "budget_exhausted",
         "declined",
         "upload_bytes",
-        "loss",
+        # evaluate
         "top1",
         "top3",
         "baseline_frequent_top1",
         "baseline_frequent_top3",
         "baseline_bigram_top1",
         "baseline_bigram_top3",
-        "held_out_examples",
     }
 )
 # Flower's legacy status record: a code and, on success, this exact message.
@@ -51,9 +47,12 @@ _STATUS_MESSAGES: Final = frozenset({"Success", ""})
 _ARRAY_RECORD_KEYS: Final = frozenset({"fitres.parameters", "getparametersres.parameters"})
 _CONFIG_METRIC_KEYS: Final = frozenset({"fitres.metrics", "evaluateres.metrics"})
 _STATUS_KEYS: Final = frozenset({"fitres.status", "evaluateres.status", "getparametersres.status"})
-_SCALAR_KEYS: Final = frozenset(
-    {"fitres.num_examples", "evaluateres.num_examples", "evaluateres.loss"}
-)
+# Flower's own scalars, each alone in a record named after it: the weight and the loss.
+_SCALAR_RECORDS: Final = {
+    "fitres.num_examples": "num_examples",
+    "evaluateres.num_examples": "num_examples",
+    "evaluateres.loss": "loss",
+}
 EGRESS_ERROR_CODE: Final = 4001
 
 
@@ -86,10 +85,10 @@ def check_arrays(arrays: Iterable[np.ndarray], spec: list[ArraySpec]) -> None:
             raise EgressViolation(f"{expected.name}: dtype {array.dtype} is not {expected.dtype}")
 
 
-def check_metrics(metrics: Mapping[str, Any]) -> None:
+def check_metrics(metrics: Mapping[str, Any], allowed: frozenset[str] = ALLOWED_METRICS) -> None:
     """Refuse any metric not on the allow-list or not a finite number."""
     for key, value in metrics.items():
-        if key not in ALLOWED_METRICS:
+        if key not in allowed:
             raise EgressViolation("a metric name is not on the allow-list")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise EgressViolation("a metric value is not a number")
@@ -118,9 +117,9 @@ def check_content(content: RecordDict, spec: list[ArraySpec]) -> None:
         else:
             raise EgressViolation("a config record is not allowed")
     for key, metric_record in content.metric_records.items():
-        if key not in _SCALAR_KEYS:
+        if key not in _SCALAR_RECORDS:
             raise EgressViolation("a metric record is not allowed")
-        check_metrics(dict(metric_record.items()))
+        check_metrics(dict(metric_record.items()), frozenset({_SCALAR_RECORDS[key]}))
 
 
 def reply_size(content: RecordDict) -> int:

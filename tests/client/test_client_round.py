@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from client.app import HearthClient
 from client.cli import app
 from client.device import Device
+from client.egress import ALLOWED_METRICS
 from client.vault import Vault
 from policy.model import NextActionPolicy, get_arrays
 from privacy.policy import load_policy, policy_hash
@@ -58,6 +59,16 @@ def test_a_normal_round_records_what_it_spent_and_returns_a_delta(hearth_home):
     [entry] = device.ledger().entries
     assert metrics["epsilon"] == entry.epsilon_after
     assert entry.policy_hash == policy_hash(load_policy())
+
+
+def test_replies_carry_exactly_the_allow_listed_metrics_and_no_effort_figures(hearth_home):
+    client = HearthClient(_device(hearth_home))
+    _, _, fit = client.fit(_params(), _config())
+    _, _, declined = client.fit(_params(), _config(**{"policy-hash": "0" * 64}))
+    _, _, evaluated = client.evaluate(_params(), _config())
+    assert set(fit) | set(declined) | set(evaluated) == ALLOWED_METRICS  # no slack in the list
+    # How long a laptop trained or how much its employee worked is none of the server's business.
+    assert not {"train_seconds", "train_examples", "num_examples"} & ALLOWED_METRICS
 
 
 def test_budget_show_and_set(hearth_home):

@@ -135,3 +135,18 @@ def test_metric_records_outside_the_allow_list_are_refused():
     content.metric_records["fitres.extra"] = MetricRecord({"x": 1.0})
     with pytest.raises(EgressViolation):
         check_content(content, SPEC)
+
+
+def test_flowers_scalar_records_carry_only_their_own_number():
+    content = _reply(_model_arrays(), {})
+    content.metric_records["fitres.num_examples"] = MetricRecord(
+        {"num_examples": 10, "train_seconds": 3.0}
+    )
+    with pytest.raises(EgressViolation, match="allow-list"):
+        check_content(content, SPEC)
+
+
+def test_effort_figures_are_not_metrics_a_device_may_send():
+    for name in ("train_seconds", "train_examples", "num_examples", "loss"):
+        with pytest.raises(EgressViolation, match="allow-list"):
+            check_content(_reply(_model_arrays(), {name: 1.0}), SPEC)
