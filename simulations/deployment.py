@@ -126,6 +126,9 @@ class Process:
             self.proc.wait(timeout=30)
 
 
+HANDSHAKE_TIMEOUT = 30.0
+
+
 @dataclass
 class TlsTap:
     """A TLS-terminating relay that counts every byte a device sends and receives."""
@@ -189,19 +192,27 @@ class TlsTap:
                     with contextlib.suppress(OSError):
                         s.close()
 
+        def connect(raw: socket.socket) -> None:
+            # Both handshakes in the connection's own thread: one slow or dead device
+            # must not hold up every other device's next connection.
+            try:
+                raw.settimeout(HANDSHAKE_TIMEOUT)
+                down = server.wrap_socket(raw, server_side=True)
+                up = client.wrap_socket(
+                    socket.create_connection(("127.0.0.1", self.upstream), HANDSHAKE_TIMEOUT),
+                    server_hostname="127.0.0.1",
+                )
+                down.settimeout(None)
+                up.settimeout(None)
+            except OSError:
+                raw.close()
+                return
+            relay(down, up)
+
         def serve() -> None:
             while True:
                 raw, _ = listener.accept()
-                try:
-                    down = server.wrap_socket(raw, server_side=True)
-                    up = client.wrap_socket(
-                        socket.create_connection(("127.0.0.1", self.upstream)),
-                        server_hostname="127.0.0.1",
-                    )
-                except OSError:
-                    raw.close()
-                    continue
-                threading.Thread(target=relay, args=(down, up), daemon=True).start()
+                threading.Thread(target=connect, args=(raw,), daemon=True).start()
 
         threading.Thread(target=serve, daemon=True).start()
         return self

@@ -41,7 +41,7 @@ def _overrides(token: str, checkpoints: Path, rounds: int, policy: Path) -> dict
         "max-steps": 2,
         "batch-size": 32,
         "secaggplus": True,
-        "round-timeout": 45.0,
+        "round-timeout": 90.0,  # a first message on a loaded CI box: bundle install, fresh runner
         "checkpoint-dir": str(checkpoints),
         "policy-file": str(policy),
         "bundle-signature": token,
@@ -96,7 +96,7 @@ def test_a_killed_device_and_a_superlink_restart_do_not_stop_the_campaign(
 
     threading.Thread(target=kill_mid_round, daemon=True).start()
     overrides = _overrides(token, checkpoints, 1, federation.policy)
-    log = federation.flwr_run(overrides, timeout=300)
+    log = federation.flwr_run(overrides, timeout=420)
     assert killer_done, log[-3000:]
     # The SecAgg+ round in which the device dies still updates the model from the survivors.
     first = (checkpoints / "round-0001.json").read_text()
@@ -111,7 +111,7 @@ def test_a_killed_device_and_a_superlink_restart_do_not_stop_the_campaign(
 
     # The SuperLink restarts; the same campaign, run again, resumes at round 2.
     federation.restart_superlink()
-    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 300)
+    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 420)
     assert "resumes after round 1" in log, log[-3000:]
     assert (checkpoints / "round-0001.json").read_text() == first
     second = json.loads((checkpoints / "round-0002.json").read_text())
@@ -130,7 +130,7 @@ def test_a_laptop_that_was_offline_catches_up_with_the_current_global_model(
     laptop = len(federation.homes) - 1
     federation.joins[laptop].kill()  # the laptop is offline (already, after the test above)
     overrides = _overrides(federation.token(), checkpoints, 1, federation.policy)
-    log = federation.flwr_run(overrides, timeout=300)
+    log = federation.flwr_run(overrides, timeout=420)
     first = json.loads((checkpoints / "round-0001.json").read_text())
     assert first["fit"]["clients_trained"] >= 2, log[-3000:]
     assert first["model_version"] == model_version(
@@ -141,7 +141,7 @@ def test_a_laptop_that_was_offline_catches_up_with_the_current_global_model(
 
     # Back online, it takes part in the next round, trained from the model the others made.
     federation.rejoin(laptop)
-    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 300)
+    log = federation.flwr_run({**overrides, "num-server-rounds": 2, "resume": True}, 420)
     assert "resumes after round 1" in log, log[-3000:]
     new = device.uploads()[uploaded:]
     assert [u["model_version"] for u in new] == [first["model_version"]], log[-3000:]
