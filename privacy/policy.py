@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policy.events import AppCategory, Modality
 
@@ -31,18 +31,44 @@ class _Section(BaseModel):
 
 
 class PrivacySection(_Section):
-    """The (epsilon, delta) budgets."""
+    """The (epsilon, delta) budgets, and the largest dataset delta must stay small against."""
 
     delta: float = Field(gt=0, lt=1)
     device_epsilon_cap: float = Field(gt=0)
     user_epsilon_target: float = Field(gt=0)
+    # A device trains on at most this many (most recent) examples, so delta stays far
+    # below 1 / n: a mechanism that publishes one random example is (0, 1/n)-DP.
+    max_examples_per_device: int = Field(default=8000, ge=1)
+
+    @model_validator(mode="after")
+    def _delta_small_against_the_data(self) -> PrivacySection:
+        bound = 1.0 / (10 * self.max_examples_per_device)
+        if self.delta >= bound:
+            raise ValueError(
+                f"delta {self.delta:g} must be below 1/(10 x max_examples_per_device) = "
+                f"{bound:.3g}; lower delta or max_examples_per_device"
+            )
+        return self
 
 
 class TrainingSection(_Section):
-    """Clipping, noise and the cohort rule."""
+    """Clipping, noise, the shape of a local round and the cohort rule.
+
+    The shape of a round (sample rate, steps, the batch the noise is divided by) is
+    the policy's, not the server's and never the device's data size: anything derived
+    from how many examples a laptop holds would leak that number with every update.
+    """
 
     max_grad_norm: float = Field(gt=0)
     local_noise_multiplier: float = Field(ge=0)
+    # Poisson sampling: each example joins each DP-SGD step with this probability.
+    sample_rate: float = Field(default=0.25, gt=0, le=1)
+    # DP-SGD steps in one local round.
+    steps: int = Field(default=8, ge=1)
+    # The fixed denominator of each noised gradient sum (the batch the noise is planned for).
+    batch_size: int = Field(default=512, ge=1)
+    # Gaussian noise on a device's released evaluation sums, per unit of sensitivity.
+    evaluation_noise_multiplier: float = Field(default=8.0, gt=0)
     # When true, local_noise_multiplier is the least noise: each device adds more when
     # needed so its cap lasts the whole campaign (older policies: a fixed noise).
     spread_local_budget: bool = False
@@ -87,7 +113,10 @@ def _one_line(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     message = first["msg"]
-    if first["type"] == "extra_forbidden":
+    if first["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+        key = key or "policy"
+    elif first["type"] == "extra_forbidden":
         message = "is not a known setting"
     elif first["type"] == "missing":
         message = "is required"
