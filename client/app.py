@@ -2,22 +2,26 @@
 
 Stacking (outermost first), visible in one place::
 
-    secure aggregation  ->  egress guard  ->  hearth client (budget, DP-SGD, update clipping)
+    secure aggregation  ->  egress guard  ->  refusals  ->  hearth client (gates, budget,
+                                                              DP-SGD, update clipping)
 
-``secure_aggregation_mod`` runs Flower's ``secaggplus_mod`` when the server runs
-the SecAgg+ workflow (run config ``secaggplus = true``) and is transparent
-otherwise, so simulation and deployment use one ClientApp. It sits outside the
-egress guard, so the guard checks the plain, clipped update before it is masked.
+``refusal_mod`` turns a ``Declined`` raised anywhere in the client into an error
+reply with nothing but a code from ``policy.replies``. ``secure_aggregation_mod``
+runs Flower's ``secaggplus_mod`` when the server runs the SecAgg+ workflow (run
+config ``secaggplus = true``) and is transparent otherwise, so simulation and
+deployment use one ClientApp. It sits outside the egress guard, so the guard
+checks the plain, clipped update before it is masked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 from flwr.app import Context, Message, MessageType
+from flwr.app.error import Error
 from flwr.client import NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
@@ -29,72 +33,106 @@ from client.clipping import clip_update
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
 from client.governor import TRAINING_THREADS
-from policy.baselines import Bigram, MostFrequent
 from policy.model_version import model_version
-from privacy.policy import policy_hash
+from policy.replies import (
+    EVAL_SENSITIVITY,
+    EVALUATE_LOSS,
+    EVALUATE_SUMS,
+    EVALUATE_WEIGHT,
+    POLICY_MISMATCH,
+    PROTOCOL_ERROR,
+    TRAIN_WEIGHT,
+    UNAVAILABLE,
+    refusal_reason,
+)
+from privacy.policy import PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
     from client.device import Device
     from client.training import TrainConfig
     from policy.model import NextActionPolicy
+    from privacy.accountants import HistoryEntry
     from privacy.ledger import DeviceLedger
 
 # Torch, Opacus and the accountants are imported inside the functions that train or
 # evaluate, not at import: a device runs each message in a fresh process, and
 # three of SecAgg+'s four stages only exchange keys.
 
-HELD_OUT_FRACTION = 0.2
-# Why a device replied without training (the "declined" metric).
-DECLINED_BUDGET = 1
-DECLINED_POLICY_MISMATCH = 2
+HELD_OUT_FRACTION: Final = 0.2
+MAX_CONTEXT_LENGTH: Final = 64
+
+
+class Declined(Exception):
+    """The device will not answer this message; ``code`` is one of ``policy.replies``'."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(refusal_reason(code))
+        self.code = code
 
 
 @dataclass(frozen=True)
 class RoundInstructions:
-    """What the server asked for in one round, validated once where it enters."""
+    """The little a server decides about a round, validated once where it enters.
 
-    train: TrainConfig
-    context_length: int
-    epsilon_cap: float
-    update_clip_norm: float
-    uniform_weights: bool
+    Everything that bears on privacy (noise, clipping, sample rate, steps, caps) is
+    the device's own policy; the server sends which round, how many, the hash of the
+    policy it runs under, a learning rate and the model's context length.
+    """
+
     server_round: int
     total_rounds: int
     policy_hash: str
+    learning_rate: float
+    context_length: int
 
     @classmethod
-    def from_config(cls, config: dict[str, Scalar]) -> RoundInstructions:
-        """Parse the server's config; a missing or mistyped key is a clear error."""
-        from client.training import TrainConfig  # noqa: PLC0415 (torch: see the note above)
+    def from_config(cls, config: Mapping[str, Scalar]) -> RoundInstructions:
+        """Parse the server's config; a missing or mistyped key is a ``Declined`` protocol error."""
 
         def get(key: str, kind: type, default: Any) -> Any:
             value = config.get(key, default)
-            if kind is float and isinstance(value, int):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, kind):
+            if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
                 raise ValueError(f"round config {key!r} must be {kind.__name__}")
             return value
 
-        return cls(
-            train=TrainConfig(
-                epochs=get("epochs", int, 1),
-                batch_size=get("batch-size", int, 128),
-                max_steps=get("max-steps", int, 50),
-                learning_rate=get("learning-rate", float, 2.0),
-                noise_multiplier=get("noise-multiplier", float, 1.0),
-                max_grad_norm=get("max-grad-norm", float, 1.0),
-                delta=get("delta", float, 1e-5),
-                private=get("private", bool, True),
-                seed=get("seed", int, 0) + get("round", int, 0),
-            ),
-            context_length=get("context-length", int, 8),
-            epsilon_cap=get("epsilon-cap", float, float("inf")),
-            update_clip_norm=get("update-clip-norm", float, 0.0),
-            uniform_weights=get("uniform-weights", bool, False),
+        ins = cls(
             server_round=get("round", int, 0),
             total_rounds=get("num-rounds", int, get("round", int, 0)),
             policy_hash=get("policy-hash", str, ""),
+            learning_rate=get("learning-rate", float, 1.0),
+            context_length=get("context-length", int, 8),
         )
+        if not np.isfinite(ins.learning_rate) or ins.learning_rate <= 0:
+            raise ValueError("round config 'learning-rate' must be a positive number")
+        if not 1 <= ins.context_length <= MAX_CONTEXT_LENGTH:
+            raise ValueError(f"round config 'context-length' must be in 1..{MAX_CONTEXT_LENGTH}")
+        if ins.server_round < 0 or ins.total_rounds < ins.server_round:
+            raise ValueError("round config 'round' and 'num-rounds' are inconsistent")
+        return ins
+
+
+def train_config(policy: PrivacyPolicy, learning_rate: float) -> TrainConfig:
+    """The local round the device's own policy allows, at the server's learning rate."""
+    from client.training import TrainConfig  # noqa: PLC0415 (torch: see the note above)
+
+    training = policy.training
+    return TrainConfig(
+        sample_rate=training.sample_rate,
+        steps=training.steps,
+        batch_size=training.batch_size,
+        learning_rate=learning_rate,
+        noise_multiplier=training.local_noise_multiplier,
+        max_grad_norm=training.max_grad_norm,
+        delta=policy.privacy.delta,
+        private=training.local_noise_multiplier > 0,
+    )
+
+
+def evaluation_entry(policy: PrivacyPolicy) -> HistoryEntry:
+    """What one released evaluation costs in the ledger: one Gaussian release, no sampling."""
+    return (policy.training.evaluation_noise_multiplier, 1.0, 1)
 
 
 def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextActionPolicy:
@@ -106,26 +144,41 @@ def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextAc
 
 
 def _noise_to_last(
-    ins: RoundInstructions, config: TrainConfig, ledger: DeviceLedger, cap: float, examples: int
+    ins: RoundInstructions,
+    config: TrainConfig,
+    policy: PrivacyPolicy,
+    ledger: DeviceLedger,
+    cap: float,
 ) -> float:
-    """The least noise, not below the device policy's, that keeps the cap for every round left."""
+    """The least noise, not below the policy's, that keeps the cap for every round left.
+
+    Each round left is planned with its evaluation release too, so evaluations do not
+    find the budget spent by training.
+    """
     from client.training import plan_round  # noqa: PLC0415 (torch: see the note on imports)
     from privacy.accountants import noise_to_last  # noqa: PLC0415
 
-    planned = plan_round(examples, config)
+    planned = plan_round(config)
+    rounds_left = ins.total_rounds - ins.server_round + 1
+    z_eval, q_eval, steps_eval = evaluation_entry(policy)
     return noise_to_last(
-        ledger.history(),
+        [*ledger.history(), (z_eval, q_eval, steps_eval * max(1, rounds_left))],
         planned.sample_rate,
         planned.steps,
-        ins.total_rounds - ins.server_round + 1,
+        rounds_left,
         cap,
         config.delta,
         floor=config.noise_multiplier,
     )
 
 
+def _recent(examples: Examples, most: int) -> Examples:
+    """At most ``most`` of the newest examples: delta is planned against that many."""
+    return examples.slice(max(0, len(examples) - most))
+
+
 class HearthClient(NumPyClient):
-    """Trains on this device's own vault and reports only allowed numbers."""
+    """Trains on this device's own vault; replies carry only ledger-covered noise or constants."""
 
     def __init__(self, device: Device) -> None:
         import torch  # noqa: PLC0415 (see the note on imports)
@@ -133,97 +186,84 @@ class HearthClient(NumPyClient):
         self.device = device
         torch.set_num_threads(TRAINING_THREADS)
 
-    def _split(self, context_length: int) -> tuple[Examples, Examples]:
-        return split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
+    def _admit(self, config: Mapping[str, Scalar]) -> tuple[RoundInstructions, PrivacyPolicy]:
+        """The gates every message passes: well-formed, consent and pause, the agreed policy."""
+        try:
+            ins = RoundInstructions.from_config(config)
+        except ValueError:
+            raise Declined(PROTOCOL_ERROR) from None
+        if not self.device.admitted():
+            raise Declined(UNAVAILABLE)
+        policy = self.device.policy()
+        if ins.policy_hash != policy_hash(policy):
+            raise Declined(POLICY_MISMATCH)
+        return ins, policy
+
+    def _split(self, context_length: int, most: int) -> tuple[Examples, Examples]:
+        train, held = split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
+        return _recent(train, most), _recent(held, most)
+
+    def _charge(
+        self, ledger: DeviceLedger, planned: HistoryEntry, policy: PrivacyPolicy, round_: int
+    ) -> None:
+        """Record ``planned`` in the ledger before anything derived from it leaves, or decline."""
+        from privacy.ledger import check_round, effective_cap  # noqa: PLC0415
+
+        delta = policy.privacy.delta
+        cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+        if not check_round(ledger, planned, delta, cap).allowed:
+            raise Declined(UNAVAILABLE)
+        ledger.record(round_, planned, delta, policy_hash(policy))
 
     def fit(
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
     ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
-        """One local round: policy and budget checks first, then train, then clip."""
+        """One local round: gates and budget first, then train, clip and check the update."""
         from client.training import plan_round, train_round  # noqa: PLC0415
         from privacy.accountants import PlanningError  # noqa: PLC0415
-        from privacy.ledger import check_round, effective_cap  # noqa: PLC0415
+        from privacy.ledger import effective_cap  # noqa: PLC0415
 
-        ins = RoundInstructions.from_config(config)
-        policy = self.device.policy()
-        if ins.policy_hash != policy_hash(policy):
-            return self._declined(parameters, DECLINED_POLICY_MISMATCH, None, ins)
-        delta = policy.privacy.delta
-        train_config = replace(
-            ins.train,
-            delta=delta,
-            noise_multiplier=policy.training.local_noise_multiplier,
-            max_grad_norm=policy.training.max_grad_norm,
-            private=policy.training.local_noise_multiplier > 0,
-        )
-        train, _ = self._split(ins.context_length)
+        ins, policy = self._admit(config)
+        config_ = train_config(policy, ins.learning_rate)
+        train, _ = self._split(ins.context_length, policy.privacy.max_examples_per_device)
+        if len(train) == 0:
+            raise Declined(UNAVAILABLE)
         ledger = self.device.ledger()
-        if train_config.private:
-            cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+        if config_.private:
             if policy.training.spread_local_budget:
+                cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
                 try:
-                    noise = _noise_to_last(ins, train_config, ledger, cap, len(train))
-                    train_config = replace(train_config, noise_multiplier=noise)
+                    noise = _noise_to_last(ins, config_, policy, ledger, cap)
                 except PlanningError:
-                    return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
-            planned = plan_round(len(train), train_config).as_history()
-            if not check_round(ledger, planned, delta, cap).allowed:
-                return self._declined(parameters, DECLINED_BUDGET, ledger, ins)
-        model = _model(ins.context_length, parameters)
-        result = train_round(model, train, train_config)
-        if result.planned is not None:
-            ledger.record(ins.server_round, result.planned.as_history(), delta, ins.policy_hash)
-        delta_arrays = clip_update(result.delta, policy.training.update_clip_norm)
-        metrics: dict[str, Scalar] = {
-            "train_loss": result.loss,
-            "epsilon": ledger.spent(delta),
-            "delta": delta,
-            "upload_bytes": sum(d.nbytes for d in delta_arrays),
-            "budget_exhausted": 0,
-            "declined": 0,
-        }
-        weight = 1 if ins.uniform_weights else result.num_examples
-        return delta_arrays, weight, metrics
-
-    def _declined(
-        self,
-        parameters: list[NDArray[np.float32]],
-        reason: int,
-        ledger: DeviceLedger | None,
-        ins: RoundInstructions,
-    ) -> tuple[list[NDArray[np.float32]], int, dict[str, Scalar]]:
-        """Reply without training: a zero update with zero weight and the reason code."""
-        zero = [np.zeros_like(p, dtype=np.float32) for p in parameters]
-        metrics: dict[str, Scalar] = {
-            "budget_exhausted": int(reason == DECLINED_BUDGET),
-            "declined": reason,
-            "epsilon": ledger.spent(ins.train.delta) if ledger is not None else 0.0,
-            "delta": ins.train.delta,
-            "upload_bytes": 0,
-        }
-        return zero, 0, metrics
+                    raise Declined(UNAVAILABLE) from None
+                config_ = replace(config_, noise_multiplier=noise)
+            self._charge(ledger, plan_round(config_).as_history(), policy, ins.server_round)
+        result = train_round(_model(ins.context_length, parameters), train, config_)
+        update = clip_update(result.delta, policy.training.update_clip_norm)
+        if not all(np.isfinite(a).all() for a in update):
+            raise Declined(PROTOCOL_ERROR)
+        return update, TRAIN_WEIGHT, {}
 
     def evaluate(
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
     ) -> tuple[float, int, dict[str, Scalar]]:
-        """Top-1/top-3 of the global model and of the two baselines on held-out data."""
-        from client.training import evaluate  # noqa: PLC0415
+        """Noised sums of top-1, top-3 and clipped loss on held-out data, charged to the ledger."""
+        from client.training import held_out_sums  # noqa: PLC0415
+        from privacy.randomness import gaussian, secret_generator  # noqa: PLC0415
 
-        ins = RoundInstructions.from_config(config)
-        train, held = self._split(ins.context_length)
-        scores = evaluate(_model(ins.context_length, parameters), held)
-        frequent = MostFrequent(train.target)
-        bigram = Bigram(train.context[:, -1], train.target)
-        previous = held.context[:, -1]
+        ins, policy = self._admit(config)
+        _, held = self._split(ins.context_length, policy.privacy.max_examples_per_device)
+        if len(held) == 0:
+            raise Declined(UNAVAILABLE)
+        sums = held_out_sums(_model(ins.context_length, parameters), held)
+        z_eval = policy.training.evaluation_noise_multiplier
+        if policy.training.local_noise_multiplier > 0:
+            self._charge(self.device.ledger(), evaluation_entry(policy), policy, ins.server_round)
+        noised = sums + gaussian(secret_generator(), z_eval * EVAL_SENSITIVITY, sums.shape)
         metrics: dict[str, Scalar] = {
-            "top1": scores["top1"],
-            "top3": scores["top3"],
-            "baseline_frequent_top1": frequent.accuracy(held.target, 1),
-            "baseline_frequent_top3": frequent.accuracy(held.target, 3),
-            "baseline_bigram_top1": bigram.accuracy(previous, held.target, 1),
-            "baseline_bigram_top3": bigram.accuracy(previous, held.target, 3),
+            key: float(v) for key, v in zip(EVALUATE_SUMS, noised, strict=True)
         }
-        return scores["loss"], len(held), metrics
+        return EVALUATE_LOSS, EVALUATE_WEIGHT, metrics
 
 
 def model_spec(context_length: int = 8) -> list[ArraySpec]:
@@ -238,6 +278,12 @@ def _spec_for(context: Context) -> list[ArraySpec]:
     return model_spec(int(context.run_config.get("context-length", 8)))
 
 
+def _clip_for(context: Context) -> float:
+    from client.device import device_for  # noqa: PLC0415
+
+    return device_for(context).policy().training.update_clip_norm
+
+
 def _log_upload(message: Message, context: Context, reply: Message) -> None:
     """Append every model update that passed the guard to the device's upload history."""
     if message.metadata.message_type != MessageType.TRAIN:
@@ -245,14 +291,15 @@ def _log_upload(message: Message, context: Context, reply: Message) -> None:
     from client.device import device_for  # noqa: PLC0415
 
     content = reply.content
-    metrics: Mapping[str, Any] = content.config_records.get("fitres.metrics", {})
     received = next(iter(message.content.array_records.values()), None)
-    device_for(context).log_upload(
+    device = device_for(context)
+    device.log_upload(
         {
             "round": int(message.metadata.group_id or 0),
             "bytes": reply_size(content),
             "arrays": reply_arrays(content),
-            "epsilon": metrics.get("epsilon"),
+            # What the device had spent when it sent this (never sent itself).
+            "epsilon": device.ledger().spent(device.policy().privacy.delta),
             # The global model this update was trained from (as in the server's checkpoints).
             "model_version": model_version(a.numpy() for a in received.values())
             if received is not None
@@ -268,16 +315,46 @@ def client_fn(context: Context) -> Any:
     return HearthClient(device_for(context)).to_client()
 
 
+def _refusal(code: int, message: Message) -> Message:
+    return Message(Error(code=code, reason=refusal_reason(code)), reply_to=message)
+
+
+def refusal_mod(
+    message: Message, context: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """Turn a ``Declined`` into an error reply that carries only its code and fixed word."""
+    try:
+        return call_next(message, context)
+    except Declined as declined:
+        return _refusal(declined.code, message)
+
+
 def secure_aggregation_mod(
     message: Message, context: Context, call_next: Callable[[Message, Context], Message]
 ) -> Message:
-    """Flower's ``secaggplus_mod`` for messages of the SecAgg+ protocol, a no-op otherwise."""
+    """Flower's ``secaggplus_mod`` for messages of the SecAgg+ protocol, a no-op otherwise.
+
+    A device that declines at the masked-vector stage answers with its refusal, as a
+    device that dropped out: its neighbours' shares remove its masks from the sum.
+    """
     configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
-    if message.metadata.message_type == MessageType.TRAIN and configs and Key.STAGE in configs:
-        return secaggplus_mod(message, context, call_next)
-    return call_next(message, context)
+    if not (
+        message.metadata.message_type == MessageType.TRAIN and configs and Key.STAGE in configs
+    ):
+        return call_next(message, context)
+
+    def train_or_raise(inner: Message, ctx: Context) -> Message:
+        reply = call_next(inner, ctx)
+        if reply.has_error():
+            raise Declined(reply.error.code)
+        return reply
+
+    try:
+        return secaggplus_mod(message, context, train_or_raise)
+    except Declined as declined:
+        return _refusal(declined.code, message)
 
 
-egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload)
+egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload, max_norm_for=_clip_for)
 
-app = ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod, egress_guard_mod])
+app = ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod, egress_guard_mod, refusal_mod])

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
+from client.deployment import admit
 from client.featurize import Examples, featurize
 from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
@@ -55,6 +56,14 @@ class Device:
     home: Path
     passphrase: str | None = None
     policy_file: Path | None = None
+    # A synthetic employee of a simulation: it has no employee to consent or pause.
+    simulated: bool = False
+
+    def admitted(self) -> bool:
+        """May this device answer the server now (consent given and not paused)."""
+        if self.simulated:
+            return True
+        return admit(self.home).allowed
 
     def policy(self) -> PrivacyPolicy:
         """The privacy policy this device agreed to (``HEARTH_POLICY`` or the default)."""
@@ -151,5 +160,6 @@ def device_for(context: Context) -> Device:
             simulated_device_home(root, int(node["partition-id"])),
             passphrase,
             agreed if agreed.exists() else None,
+            simulated=True,
         )
     return Device(hearth_home())

@@ -2,7 +2,8 @@
 
 A reply may carry only arrays whose count, shapes and dtypes match the global
 model, in the model's parameter order, plus numeric metrics from a fixed
-allow-list, plus Flower's own bookkeeping (example count, a success status).
+allow-list, plus Flower's own bookkeeping as constants (weight 1, loss 0, a
+success status); an error carries its code and that code's fixed word.
 Anything else raises ``EgressViolation`` and the reply is replaced by an error
 that names the rule broken, never the offending content.
 
@@ -21,39 +22,32 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.error import Error
 
-# Exactly what the ClientApp reports and the server aggregates (server/report.py); not
-# how long training took or how many examples (the count goes only as Flower's weight,
-# and under SecAgg+ or central noise that weight is 1).
-ALLOWED_METRICS: Final = frozenset(
-    {
-        # fit
-        "train_loss",
-        "epsilon",
-        "delta",
-        "budget_exhausted",
-        "declined",
-        "upload_bytes",
-        # evaluate
-        "top1",
-        "top3",
-        "baseline_frequent_top1",
-        "baseline_frequent_top3",
-        "baseline_bigram_top1",
-        "baseline_bigram_top3",
-    }
+from client.clipping import update_norm
+from policy.replies import (
+    EVALUATE_LOSS,
+    EVALUATE_SUMS,
+    EVALUATE_WEIGHT,
+    TRAIN_WEIGHT,
+    refusal_reason,
 )
+
+# Exactly what the ClientApp reports (policy.replies): a train reply has no metrics; an
+# evaluate reply has the noised sums, charged to the device's ledger before they leave.
+ALLOWED_METRICS: Final = frozenset(EVALUATE_SUMS)
 # Flower's legacy status record: a code and, on success, this exact message.
 _STATUS_MESSAGES: Final = frozenset({"Success", ""})
 _ARRAY_RECORD_KEYS: Final = frozenset({"fitres.parameters", "getparametersres.parameters"})
 _CONFIG_METRIC_KEYS: Final = frozenset({"fitres.metrics", "evaluateres.metrics"})
 _STATUS_KEYS: Final = frozenset({"fitres.status", "evaluateres.status", "getparametersres.status"})
-# Flower's own scalars, each alone in a record named after it: the weight and the loss.
+# Flower's own scalars, each alone in a record named after it: constants, whatever the data.
 _SCALAR_RECORDS: Final = {
-    "fitres.num_examples": "num_examples",
-    "evaluateres.num_examples": "num_examples",
-    "evaluateres.loss": "loss",
+    "fitres.num_examples": ("num_examples", TRAIN_WEIGHT),
+    "evaluateres.num_examples": ("num_examples", EVALUATE_WEIGHT),
+    "evaluateres.loss": ("loss", EVALUATE_LOSS),
 }
 EGRESS_ERROR_CODE: Final = 4001
+# Clipping rounds to float32; the server allows the same margin.
+NORM_TOLERANCE: Final = 1.0 + 1e-5
 
 
 class EgressViolation(Exception):
@@ -83,6 +77,8 @@ def check_arrays(arrays: Iterable[np.ndarray], spec: list[ArraySpec]) -> None:
             )
         if str(array.dtype) != expected.dtype:
             raise EgressViolation(f"{expected.name}: dtype {array.dtype} is not {expected.dtype}")
+        if not np.isfinite(array).all():
+            raise EgressViolation(f"{expected.name}: values are not all finite")
 
 
 def check_metrics(metrics: Mapping[str, Any], allowed: frozenset[str] = ALLOWED_METRICS) -> None:
@@ -103,12 +99,19 @@ def _check_status(record: ConfigRecord) -> None:
         raise EgressViolation("status code is not an integer")
 
 
-def check_content(content: RecordDict, spec: list[ArraySpec]) -> None:
-    """Check a whole outgoing RecordDict against the rules above."""
+def check_content(content: RecordDict, spec: list[ArraySpec], max_norm: float = 0.0) -> None:
+    """Check a whole outgoing RecordDict against the rules above.
+
+    ``max_norm > 0`` is the policy's update clip: an update longer than it (with a
+    float32 rounding margin) is refused, as the server would refuse it.
+    """
     for key, array_record in content.array_records.items():
         if key not in _ARRAY_RECORD_KEYS:
             raise EgressViolation("an array record is not a model update")
-        check_arrays((a.numpy() for a in array_record.values()), spec)
+        arrays = [a.numpy() for a in array_record.values()]
+        check_arrays(arrays, spec)
+        if max_norm > 0 and update_norm(arrays) > max_norm * NORM_TOLERANCE:
+            raise EgressViolation("the update is longer than the policy's clipping norm")
     for key, config in content.config_records.items():
         if key in _STATUS_KEYS:
             _check_status(config)
@@ -119,7 +122,9 @@ def check_content(content: RecordDict, spec: list[ArraySpec]) -> None:
     for key, metric_record in content.metric_records.items():
         if key not in _SCALAR_RECORDS:
             raise EgressViolation("a metric record is not allowed")
-        check_metrics(dict(metric_record.items()), frozenset({_SCALAR_RECORDS[key]}))
+        name, constant = _SCALAR_RECORDS[key]
+        if dict(metric_record.items()) != {name: constant}:
+            raise EgressViolation(f"{key} must be the constant {constant}")
 
 
 def reply_size(content: RecordDict) -> int:
@@ -139,19 +144,26 @@ UploadObserver = Callable[[Message, Context, Message], None]
 
 
 def make_egress_guard(
-    spec_for: Callable[[Context], list[ArraySpec]], observe: UploadObserver | None = None
+    spec_for: Callable[[Context], list[ArraySpec]],
+    observe: UploadObserver | None = None,
+    max_norm_for: Callable[[Context], float] | None = None,
 ) -> Mod:
-    """Build the guard mod; ``observe`` sees each reply that passed, e.g. to log it."""
+    """Build the guard mod; ``observe`` sees each reply that passed, e.g. to log it.
+
+    ``max_norm_for`` gives the update clip the device's policy sets (none if omitted).
+    """
 
     def egress_guard_mod(
         message: Message, context: Context, call_next: Callable[[Message, Context], Message]
     ) -> Message:
         reply = call_next(message, context)
         if reply.has_error():
-            # Error text could echo data; send the code only.
-            return Message(Error(code=reply.error.code, reason="client error"), reply_to=message)
+            # Error text could echo data or say why; send the code and its fixed word only.
+            code = reply.error.code
+            return Message(Error(code=code, reason=refusal_reason(code)), reply_to=message)
         try:
-            check_content(reply.content, spec_for(context))
+            max_norm = max_norm_for(context) if max_norm_for is not None else 0.0
+            check_content(reply.content, spec_for(context), max_norm)
         except EgressViolation as violation:
             return Message(
                 Error(code=EGRESS_ERROR_CODE, reason=f"egress guard refused reply: {violation}"),

@@ -8,17 +8,20 @@ is that executor (``serve``): it claims CLIENT_APP tasks with the Runtime API's
 process (``run_task``), which does what Flower's ``flwr-clientapp`` does, with
 hearth's checks inserted *before* the bundle is installed or imported:
 
-1. consent and pause (``client.deployment.admit``): otherwise decline;
-2. the bundle signature (``client.bundle_trust``): the FAB's SHA-256, computed
+1. the bundle signature (``client.bundle_trust``): the FAB's SHA-256, computed
    here from the bytes received, must carry the organisation's Ed25519 signature
-   (run config ``bundle-signature``); otherwise refuse;
+   (run config ``bundle-signature``); otherwise refuse, before anything about the
+   employee is looked at;
+2. consent and pause (``client.deployment.admit``): otherwise decline;
 3. the resource governor (idle, mains, CPU; decided once per round): otherwise
    decline; when admitted, the process drops to low priority with one thread.
 
-A refusal or a decline is replied as an error (a code and a fixed reason, no
-content) and recorded for ``hearth status``. Dependencies are never installed
-at run time. Only after the gate does the process purge hearth's own modules and
-load the ClientApp from the verified, installed bundle.
+A refusal or a decline is replied as an error: a code and its fixed word from
+``policy.replies`` (every reason of the employee's or the laptop's is the one
+code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
+Dependencies are never installed at run time. Only after the gate does the
+process purge hearth's own modules and load the ClientApp from the verified,
+installed bundle.
 """
 
 from __future__ import annotations
@@ -69,10 +72,9 @@ from client.bundle_trust import (
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor, lower_priority
 from client.home import hearth_home
+from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
 from privacy.policy import load_policy
 
-BUNDLE_REFUSED_CODE: Final = 4101
-DECLINED_CODE: Final = 4102
 POLL_SECONDS: Final = 0.5
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
 _HEARTH_PACKAGES: Final = frozenset({"client", "policy", "privacy", "server", "strategies"})
@@ -128,20 +130,18 @@ class _Task:
 
 def _decline(home: Path, task: _Task, run_id: int, server_round: str, reason: str) -> None:
     record(home, "decline", run_id=run_id, round=server_round, reason=reason)
-    log(INFO, "hearth: declined round %s: %s", server_round, reason)
+    log(INFO, "hearth: declined round %s", server_round)
     assert task.message is not None
-    task.reply = Message(Error(DECLINED_CODE, f"device declined: {reason}"), reply_to=task.message)
-    task.details, task.exit_code = reason, 0
+    # The reason stays on the laptop: the server gets one code for all of the employee's
+    # and the laptop's reasons, so a decline says nothing about activity or power.
+    task.reply = Message(Error(UNAVAILABLE, refusal_reason(UNAVAILABLE)), reply_to=task.message)
+    task.details, task.exit_code = refusal_reason(UNAVAILABLE), 0
 
 
 def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
     message, context, run, fab = pull_task_input(client)
     task.message, task.context = message, context
     server_round = message.metadata.group_id
-    admission = admit(home)
-    if not admission.allowed:
-        _decline(home, task, run.run_id, server_round, admission.reason)
-        return
     try:
         verify_bundle(
             fab.content,
@@ -151,8 +151,13 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
     except BundleRefused as refused:
         record(home, "refusal", run_id=run.run_id, reason=str(refused))
         log(ERROR, "hearth: %s", refused)
-        task.reply = Message(Error(BUNDLE_REFUSED_CODE, str(refused)), reply_to=message)
-        task.details, task.exit_code = str(refused), 2
+        reply = Error(BUNDLE_REFUSED, refusal_reason(BUNDLE_REFUSED))
+        task.reply = Message(reply, reply_to=message)
+        task.details, task.exit_code = refusal_reason(BUNDLE_REFUSED), 2
+        return
+    admission = admit(home)
+    if not admission.allowed:
+        _decline(home, task, run.run_id, server_round, admission.reason)
         return
     decline = _governor_once_per_round(home, run.run_id, server_round)
     if decline is not None:

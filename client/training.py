@@ -2,7 +2,17 @@
 
 The privacy engine is rebuilt each round, but what it spends is not forgotten:
 the caller passes the history of earlier rounds (noise multiplier, sample rate,
-steps) and gets back this round's entry, so epsilon accumulates over a campaign.
+steps) and gets back this round's entry, so epsilon accumulates in the ledger.
+
+Two things here are what a curious server must not be able to predict or infer:
+
+- the randomness: Poisson sampling and the gradient noise come from a generator
+  seeded afresh from the OS each round (``privacy.randomness``), never from a
+  seed in the run config, the round number or anything else the server sees;
+- the shape of the round: the sample rate, the number of steps and the batch the
+  noise is divided by are the policy's. Derived from the device's example count
+  they would reveal it (in the step count, and in the noise's spread, which a
+  server estimates precisely over 100,000 coordinates).
 """
 
 from __future__ import annotations
@@ -20,12 +30,15 @@ from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
     GradSampleModuleFastGradientClipping,
 )
 from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 
 from client.featurize import Examples
 from policy.model import get_arrays
+from policy.replies import EVAL_LOSS_BOUND, EVALUATE_SUMS
 from privacy.accountants import epsilon_local
+from privacy.randomness import gaussian, poisson_mask, secret_generator
 
 HistoryEntry = tuple[float, float, int]
 # nn.CrossEntropyLoss, or Opacus' wrapper of it that clips through a second backward.
@@ -34,23 +47,26 @@ Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """What the server asks of one local round (validated where it enters)."""
+    """One local round: its shape and privacy from the policy, its learning rate from the server."""
 
-    epochs: int = 1
-    batch_size: int = 64
+    sample_rate: float = 0.25
+    steps: int = 8
+    batch_size: int = 512
     learning_rate: float = 1.0
-    max_steps: int = 50
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     delta: float = 1e-5
     private: bool = True
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError("epochs, batch-size and max-steps must be at least 1")
-        if self.learning_rate <= 0 or self.max_grad_norm <= 0:
-            raise ValueError("learning-rate and max-grad-norm must be positive")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError("sample rate must be in (0, 1]")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError("batch size and steps must be at least 1")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError("learning-rate must be a positive number")
+        if self.max_grad_norm <= 0:
+            raise ValueError("max-grad-norm must be positive")
         if self.noise_multiplier < 0 or not 0 < self.delta < 1:
             raise ValueError("noise-multiplier must be >= 0 and delta in (0, 1)")
 
@@ -70,7 +86,7 @@ class PlannedRound:
 
 @dataclass(frozen=True)
 class RoundResult:
-    """The outcome of one local round: a delta and what it cost."""
+    """The outcome of one local round: a delta and what it cost (for the device only)."""
 
     delta: list[NDArray[np.float32]]
     num_examples: int
@@ -79,15 +95,9 @@ class RoundResult:
     seconds: float
 
 
-def plan_round(num_examples: int, config: TrainConfig) -> PlannedRound:
-    """Compute the sampling and steps of a round (Poisson sampling, as Opacus does).
-
-    Steps are capped so a device with a lot of data does not drift far from the
-    global model in one round (and does not spend its budget in one round).
-    """
-    steps_per_epoch = math.ceil(max(1, num_examples) / config.batch_size)
-    steps = min(config.epochs * steps_per_epoch, config.max_steps)
-    return PlannedRound(config.noise_multiplier, 1.0 / steps_per_epoch, steps)
+def plan_round(config: TrainConfig) -> PlannedRound:
+    """The sampling and steps of a round: the policy's, whatever the device holds."""
+    return PlannedRound(config.noise_multiplier, config.sample_rate, config.steps)
 
 
 def epsilon_spent(history: list[HistoryEntry], delta: float) -> float:
@@ -96,25 +106,47 @@ def epsilon_spent(history: list[HistoryEntry], delta: float) -> float:
 
 
 def poisson_batches(
-    num_examples: int, sample_rate: float, steps: int, generator: torch.Generator
+    num_examples: int, sample_rate: float, steps: int, rng: np.random.Generator
 ) -> Iterator[torch.Tensor]:
     """Yield index batches where each example joins each step with probability ``q``.
 
-    Poisson sampling is what the RDP analysis assumes; drawing it vectorized over
-    tensors avoids a DataLoader's per-example overhead, in both modes alike.
+    Poisson sampling is what the RDP analysis assumes; drawing it vectorized avoids
+    a DataLoader's per-example overhead.
     """
     for _ in range(steps):
-        mask = torch.rand(num_examples, generator=generator) < sample_rate
-        yield mask.nonzero(as_tuple=True)[0]
+        yield torch.from_numpy(np.flatnonzero(poisson_mask(rng, num_examples, sample_rate)))
+
+
+class DeviceNoiseOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[misc]  # Opacus is untyped
+    """Opacus' ghost-clipping DP optimizer, with its noise drawn from the device's secret generator.
+
+    Opacus draws from a ``torch.Generator`` (64-bit seed) or, in secure mode, from
+    torchcsprng, which does not build for this torch; this draws the same Gaussian
+    from ``privacy.randomness`` instead. Everything else is Opacus' own.
+    """
+
+    def __init__(self, *args: object, rng: np.random.Generator, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_rng = rng
+
+    def add_noise(self) -> None:
+        """Add N(0, (z C)^2) to each summed clipped gradient (Opacus' contract for p.grad)."""
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            summed: torch.Tensor = p.summed_grad
+            _check_processed_flag(summed)
+            noise = gaussian(self.device_rng, std, tuple(summed.shape))
+            p.grad = (summed + torch.from_numpy(noise).to(summed.dtype)).view_as(p)
+            _mark_as_processed(summed)
 
 
 def _shuffled_batches(
-    num_examples: int, batch_size: int, steps: int, generator: torch.Generator
+    num_examples: int, batch_size: int, steps: int, rng: np.random.Generator
 ) -> Iterator[torch.Tensor]:
     """The non-private twin: the same number of steps, shuffled fixed-size batches."""
     done = 0
     while done < steps:
-        order = torch.randperm(num_examples, generator=generator)
+        order = torch.from_numpy(rng.permutation(num_examples))
         for start in range(0, num_examples, batch_size):
             if done == steps:
                 return
@@ -127,33 +159,32 @@ def train_round(model: nn.Module, examples: Examples, config: TrainConfig) -> Ro
     if len(examples) == 0:
         raise ValueError("no training examples on this device")
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
+    rng = secret_generator()
     before = get_arrays(model)
     optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
     planned: PlannedRound | None = None
     train_model: nn.Module = model
     criterion: Criterion = nn.CrossEntropyLoss()
     if config.private:
-        planned = plan_round(len(examples), config)
+        planned = plan_round(config)
         # Ghost clipping: Opacus computes each example's gradient norm without
         # materializing per-example gradients, then clips through a second
         # backward pass; measured here 3x faster than hooks at batch 512.
         train_model = GradSampleModuleFastGradientClipping(
             model, max_grad_norm=config.max_grad_norm, use_ghost_clipping=True
         )
-        optimizer = DPOptimizerFastGradientClipping(
+        optimizer = DeviceNoiseOptimizer(
             optimizer,
             noise_multiplier=config.noise_multiplier,
             max_grad_norm=config.max_grad_norm,
             expected_batch_size=config.batch_size,
-            generator=generator,
+            rng=rng,
         )
         criterion = DPLossFastGradientClipping(train_model, optimizer, criterion, "mean")
-        batches = poisson_batches(len(examples), planned.sample_rate, planned.steps, generator)
+        batches = poisson_batches(len(examples), planned.sample_rate, planned.steps, rng)
     else:
-        steps = plan_round(len(examples), config).steps
-        batches = _shuffled_batches(len(examples), config.batch_size, steps, generator)
+        batch = max(1, round(config.sample_rate * len(examples)))
+        batches = _shuffled_batches(len(examples), batch, config.steps, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch warns that embedding inputs need no grad.
         loss = _run_steps(train_model, optimizer, criterion, examples, batches)
@@ -198,18 +229,35 @@ def _noise_only_step(model: nn.Module, optimizer: DPOptimizerFastGradientClippin
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, examples: Examples, batch_size: int = 1024) -> dict[str, float]:
-    """Loss and top-1 / top-3 next-action accuracy on held-out examples."""
+def held_out_sums(
+    model: nn.Module, examples: Examples, batch_size: int = 1024
+) -> NDArray[np.float64]:
+    """Per-example contributions summed, in the order of ``policy.replies.EVALUATE_SUMS``.
+
+    Each example adds at most 1 to each entry (its loss is clipped to
+    ``EVAL_LOSS_BOUND`` and scaled to [0, 1]), so one example moves the vector by at
+    most ``EVAL_SENSITIVITY`` in L2: the sensitivity the released noise is calibrated to.
+    """
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    loss = top1 = top3 = 0.0
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    sums = np.zeros(len(EVALUATE_SUMS), dtype=np.float64)
     for start in range(0, len(examples), batch_size):
         part = examples.slice(start, start + batch_size)
         target = torch.from_numpy(part.target)
         logits = model(torch.from_numpy(part.context), torch.from_numpy(part.category))
-        loss += float(criterion(logits, target))
+        losses = criterion(logits, target).clamp(max=EVAL_LOSS_BOUND) / EVAL_LOSS_BOUND
         ranked = logits.topk(3, dim=1).indices
-        top1 += float((ranked[:, 0] == target).sum())
-        top3 += float((ranked == target[:, None]).any(dim=1).sum())
-    n = max(1, len(examples))
-    return {"loss": loss / n, "top1": top1 / n, "top3": top3 / n}
+        sums += (
+            float((ranked[:, 0] == target).sum()),
+            float((ranked == target[:, None]).any(dim=1).sum()),
+            float(losses.sum()),
+            float(len(part)),
+        )
+    return sums
+
+
+def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
+    """Exact top-1, top-3 and clipped loss (for simulations, which may see the data)."""
+    top1, top3, loss, count = held_out_sums(model, examples)
+    n = max(1.0, count)
+    return {"loss": loss * EVAL_LOSS_BOUND / n, "top1": top1 / n, "top3": top3 / n}

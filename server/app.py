@@ -25,9 +25,9 @@ from flwr.server.workflow import DefaultWorkflow
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
+from privacy.randomness import secret_generator
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
-from server.report import aggregate_evaluate_metrics, aggregate_fit_metrics
 from server.round_timeout import RoundTimeoutGrid
 from server.secagg import DropoutTolerantSecAggPlus
 from strategies.delta_fedavg import DeltaFedAvg
@@ -36,7 +36,11 @@ app = ServerApp()
 
 
 def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -> CampaignStrategy:
-    """The campaign strategy around delta-aware FedAvg, starting from a seeded model."""
+    """The campaign strategy around delta-aware FedAvg, starting from a seeded model.
+
+    The run config's ``seed`` seeds the initial model and nothing else: the
+    central noise and every device's noise come from their own OS randomness.
+    """
     training = policy.training
     torch.manual_seed(config.seed)
     arrays = get_arrays(NextActionPolicy(ModelConfig(context_length=config.context_length)))
@@ -46,14 +50,12 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         server_momentum=config.server_momentum,
         noise_multiplier=training.central_noise_multiplier,
         clipping_norm=training.update_clip_norm,
-        seed=config.seed,
+        noise_source=secret_generator,
         fraction_fit=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
         min_fit_clients=training.min_cohort,
         min_evaluate_clients=training.min_cohort,
         min_available_clients=training.min_cohort,
-        fit_metrics_aggregation_fn=aggregate_fit_metrics,
-        evaluate_metrics_aggregation_fn=aggregate_evaluate_metrics,
     )
     return CampaignStrategy(
         inner=inner,

@@ -45,7 +45,7 @@ from server.checkpoints import (
     save_checkpoint,
 )
 from server.config import CampaignConfig, ServerConfigError
-from server.report import aggregate_evaluate_metrics, round_table
+from server.report import aggregate_evaluate_metrics, refusal_counts, round_table
 from strategies.delta_fedavg import DeltaFedAvg
 
 CAMPAIGN_LEDGER_FILE = "campaign-ledger.json"
@@ -57,28 +57,16 @@ def round_instructions(
 ) -> dict[str, Scalar]:
     """What every client is told for a round (validated again where it lands).
 
-    The privacy numbers are the policy's; the device checks the hash against the
-    policy it agreed to and applies its own copy, so a server cannot loosen them.
+    Nothing here bears on privacy: noise, clipping, sample rate, steps and caps are
+    each device's own policy, and the policy hash lets a device refuse a round run
+    under any other. No seed is sent: a device's randomness is its own.
     """
     return {
         "round": server_round,
         "num-rounds": config.num_server_rounds,
         "policy-hash": policy_hash(policy),
-        "epochs": config.local_epochs,
-        "batch-size": config.batch_size,
-        "max-steps": config.max_steps,
         "learning-rate": config.learning_rate,
-        "noise-multiplier": policy.training.local_noise_multiplier,
-        "max-grad-norm": policy.training.max_grad_norm,
-        "delta": policy.privacy.delta,
-        "epsilon-cap": policy.privacy.device_epsilon_cap,
-        "update-clip-norm": policy.training.update_clip_norm,
-        # Equal weights when the server adds user-level noise, and under SecAgg+, where
-        # the masked weights are summed too and example counts would need a large range.
-        "uniform-weights": policy.training.central_noise_multiplier > 0 or config.secaggplus,
         "context-length": config.context_length,
-        "seed": config.seed,
-        "private": policy.training.local_noise_multiplier > 0,
     }
 
 
@@ -189,14 +177,11 @@ class CampaignStrategy(Strategy):
         """Aggregate only when enough devices actually trained this round."""
         server_round += self.start_round
         contributing = [r for r in results if r[1].num_examples > 0]
-        metrics = (
-            self.inner.fit_metrics_aggregation_fn(
-                [(res.num_examples, res.metrics) for _, res in results]
-            )
-            if self.inner.fit_metrics_aggregation_fn
-            else {}
-        )
-        metrics = {**metrics, "failures": len(failures)}
+        metrics: dict[str, Scalar] = {
+            "clients": len(results) + len(failures),
+            "clients_trained": len(contributing),
+            **refusal_counts(failures),
+        }
         self._fit[server_round] = dict(metrics)
         min_cohort = self.policy.training.min_cohort
         if len(contributing) < min_cohort:
@@ -232,13 +217,14 @@ class CampaignStrategy(Strategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         """Aggregate accuracies, then checkpoint the round and print the table."""
         server_round += self.start_round
-        loss, _ = self.inner.aggregate_evaluate(server_round, results, failures)
         metrics = aggregate_evaluate_metrics([(r.num_examples, r.metrics) for _, r in results])
+        loss = float(metrics["loss"]) if "loss" in metrics else None
         row = {
             "round": server_round,
             "fit": self._fit.get(server_round, {}),
-            "evaluate": {**metrics, "loss": loss},
-            "epsilon_local_max": self._fit.get(server_round, {}).get("epsilon_max"),
+            "evaluate": {**metrics, **refusal_counts(failures)},
+            # Devices report no spend: each enforces this cap on its own ledger.
+            "epsilon_example_cap": self.policy.privacy.device_epsilon_cap,
             "epsilon_unit": "one example on one device",
             "delta": self.policy.privacy.delta,
             "cohort_size": self._fit.get(server_round, {}).get("clients_trained", 0),

@@ -21,14 +21,11 @@ class CampaignConfig:
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    local_epochs: int = 2
-    batch_size: int = 512
-    max_steps: int = 50
     learning_rate: float = 4.0
     context_length: int = 8
     server_learning_rate: float = 1.0
     server_momentum: float = 0.7
-    seed: int = 7
+    seed: int = 7  # the initial model only; never noise or sampling
     checkpoint_dir: str = ""
     sim_root: str = ""
     policy_file: str = ""

@@ -1,4 +1,12 @@
-"""Per-round metrics as the ML team reads them: aggregated, then printed as a table."""
+"""Per-round metrics as the ML team reads them: aggregated, then printed as a table.
+
+Devices report nothing about themselves (``policy.replies``): a train reply is an
+update and a constant weight, an evaluation is a few Gaussian-noised sums. So the
+round's figures are what the server can honestly say: how many devices answered,
+refused or were unavailable, and held-out accuracy from the summed noised sums
+(the noise of each device averages out over the cohort; a device's own figure is
+never known).
+"""
 
 from __future__ import annotations
 
@@ -7,109 +15,110 @@ from collections.abc import Sequence
 from typing import Any
 
 from flwr.common import Metrics, Scalar
+from flwr.common.typing import Code
 from rich.console import Console
 from rich.table import Table
 
-EVAL_KEYS = (
-    "top1",
-    "top3",
-    "baseline_frequent_top1",
-    "baseline_frequent_top3",
-    "baseline_bigram_top1",
-    "baseline_bigram_top3",
+from policy.replies import (
+    BUNDLE_REFUSED,
+    EVAL_LOSS_BOUND,
+    EVALUATE_SUMS,
+    POLICY_MISMATCH,
+    PROTOCOL_ERROR,
+    UNAVAILABLE,
 )
 
+EVAL_KEYS = ("top1", "top3", "loss")
+# The refusal codes a round counts, by the name its metrics use.
+REFUSAL_COUNTS = {
+    "clients_unavailable": UNAVAILABLE,
+    "clients_policy_mismatch": POLICY_MISMATCH,
+    "clients_bundle_refused": BUNDLE_REFUSED,
+    "clients_protocol_error": PROTOCOL_ERROR,
+}
 
-def aggregate_fit_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:
-    """Epsilon (mean and max over devices), upload size, declined devices."""
-    if not results:
-        return {}
-    eps = [float(m.get("epsilon", 0.0)) for _, m in results]
-    uploads = [float(m.get("upload_bytes", 0.0)) for _, m in results]
-    trained = [m for _, m in results if not m.get("budget_exhausted") and not m.get("declined")]
-    # Declined code 2 (see client.app): the device agreed to another privacy policy.
-    policy_mismatch = sum(1 for _, m in results if int(m.get("declined", 0)) == 2)
-    out: dict[str, Scalar] = {
-        "epsilon_mean": sum(eps) / len(eps),
-        "epsilon_max": max(eps),
-        "upload_bytes_mean": sum(uploads) / len(uploads),
-        "upload_bytes_max": max(uploads),
-        "clients": len(results),
-        "clients_trained": len(trained),
-        "clients_budget_exhausted": sum(1 for _, m in results if m.get("budget_exhausted")),
-        "clients_declined_policy": policy_mismatch,
+
+def failure_code(failure: object) -> int | None:
+    """The error code of a failed reply, if it has one.
+
+    Flower's legacy workflow reports an error reply as ``Exception(Error)`` and a
+    reply with a failed status as ``(proxy, FitRes)``.
+    """
+    if isinstance(failure, BaseException):
+        code = getattr(failure.args[0], "code", None) if failure.args else None
+        return code if isinstance(code, int) else None
+    if isinstance(failure, tuple) and len(failure) == 2:
+        status = getattr(failure[1], "status", None)
+        if status is not None and status.code != Code.OK:
+            return int(status.code.value)
+    return None
+
+
+def refusal_counts(failures: Sequence[object]) -> dict[str, Scalar]:
+    """How many devices refused, by code, and how many failed otherwise."""
+    codes = [failure_code(f) for f in failures]
+    counts: dict[str, Scalar] = {
+        name: sum(1 for c in codes if c == code) for name, code in REFUSAL_COUNTS.items()
     }
-    if results:
-        out["delta"] = float(results[0][1].get("delta", 0.0))
-    if trained:
-        out["train_loss"] = sum(float(m.get("train_loss", 0.0)) for m in trained) / len(trained)
-    return out
+    counts["clients_failed"] = len(codes) - sum(int(v) for v in counts.values())
+    return counts
 
 
 def aggregate_evaluate_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:
-    """Example-weighted mean of each accuracy over devices' held-out data."""
-    total = sum(n for n, _ in results)
-    if total == 0:
+    """Accuracy and loss from the cohort's summed noised sums (ratios of sums)."""
+    totals = {key: sum(float(m.get(key, 0.0)) for _, m in results) for key in EVALUATE_SUMS}
+    count = totals["count"]
+    if not results or count < 1.0:
         return {}
-    out: dict[str, Scalar] = {
-        key: sum(n * float(m.get(key, 0.0)) for n, m in results) / total for key in EVAL_KEYS
+    return {
+        "top1": totals["top1_sum"] / count,
+        "top3": totals["top3_sum"] / count,
+        "loss": totals["loss_sum"] * EVAL_LOSS_BOUND / count,
+        "held_out_examples": round(count),
+        "clients": len(results),
     }
-    out["held_out_examples"] = total
-    out["clients"] = len(results)
-    return out
 
 
 def round_table(rows: Sequence[dict[str, Any]]) -> str:
     """Render the per-round table (one row per finished round) as text."""
     table = Table(title="hearth: federated next-action policy, per round")
-    for header in (
-        "round",
-        "top-1",
-        "top-3",
-        "freq top-1",
-        "freq top-3",
-        "bigram top-1",
-        "bigram top-3",
-        "eps mean",
-        "eps max",
-        "upload/client",
-    ):
+    for header in ("round", "top-1", "top-3", "loss", "trained", "unavailable", "user eps"):
         table.add_column(header, justify="right")
     for row in rows:
         fit, ev = row.get("fit", {}), row.get("evaluate", {})
+        user = row.get("epsilon_user")
         table.add_row(
             str(row["round"]),
             *(f"{ev.get(k, float('nan')):.3f}" for k in EVAL_KEYS),
-            f"{fit.get('epsilon_mean', float('nan')):.2f}",
-            f"{fit.get('epsilon_max', float('nan')):.2f}",
-            f"{fit.get('upload_bytes_mean', 0) / 1024:.0f} KiB",
+            str(fit.get("clients_trained", 0)),
+            str(fit.get("clients_unavailable", 0)),
+            f"{user:.2f}" if user is not None else "none",
         )
-    delta = rows[-1].get("fit", {}).get("delta") if rows else None
+    last = rows[-1] if rows else {}
     console = Console(width=140, record=True, file=io.StringIO())
     console.print(table)
     console.print(
-        f"epsilon: local DP-SGD, unit = one example on one device, delta = {delta}; "
-        "top-k: next-action accuracy on each employee's held-out last 20%."
+        "top-k and loss: from each device's Gaussian-noised held-out sums (last 20% of its "
+        "data), summed over the cohort; each device enforces its own example-level cap of "
+        f"epsilon {last.get('epsilon_example_cap')} at delta {last.get('delta')}; user eps: "
+        "one user across the campaign, facing readers of the model."
     )
     return console.export_text()
 
 
-ROUND_HEADER = (
-    "round   top-1  top-3 | freq top-1 top-3 | bigram top-1 top-3 | eps mean  max | upload"
-)
+ROUND_HEADER = "round   top-1  top-3   loss | trained unavailable | user eps"
 
 
 def round_line(row: dict[str, Any]) -> str:
     """One finished round on one line, aligned under ``ROUND_HEADER``."""
     fit, ev = row.get("fit", {}), row.get("evaluate", {})
 
-    def get(record: dict[str, Any], key: str) -> float:
-        return float(record.get(key, float("nan")))
+    def get(key: str) -> float:
+        return float(ev.get(key, float("nan")))
 
+    user = row.get("epsilon_user")
     return (
-        f"{row['round']:>5}   {get(ev, 'top1'):.3f}  {get(ev, 'top3'):.3f} |"
-        f"      {get(ev, 'baseline_frequent_top1'):.3f} {get(ev, 'baseline_frequent_top3'):.3f} |"
-        f"        {get(ev, 'baseline_bigram_top1'):.3f} {get(ev, 'baseline_bigram_top3'):.3f} |"
-        f"    {get(fit, 'epsilon_mean'):5.2f} {get(fit, 'epsilon_max'):5.2f} |"
-        f" {get(fit, 'upload_bytes_mean') / 1024:4.0f} KiB"
+        f"{row['round']:>5}   {get('top1'):.3f}  {get('top3'):.3f} {get('loss'):6.3f} |"
+        f" {int(fit.get('clients_trained', 0)):>7} {int(fit.get('clients_unavailable', 0)):>11} |"
+        + (f" {user:8.2f}" if user is not None else "     none")
     )

@@ -23,14 +23,9 @@ def default_campaign() -> CampaignConfig:
 
 def campaign_train_config(private: bool, policy: PrivacyPolicy | None = None) -> TrainConfig:
     """The local round of the default campaign under ``policy`` (default: the shipped one)."""
-    campaign = default_campaign()
-    training = (policy or load_policy()).training
-    return TrainConfig(
-        epochs=campaign.local_epochs,
-        batch_size=campaign.batch_size,
-        learning_rate=campaign.learning_rate,
-        max_steps=campaign.max_steps,
-        noise_multiplier=training.local_noise_multiplier,
-        max_grad_norm=training.max_grad_norm,
-        private=private,
-    )
+    from dataclasses import replace  # noqa: PLC0415
+
+    from client.app import train_config  # noqa: PLC0415
+
+    config = train_config(policy or load_policy(), default_campaign().learning_rate)
+    return replace(config, private=private)

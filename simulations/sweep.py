@@ -17,14 +17,14 @@ from pathlib import Path
 
 import matplotlib
 
-from client.device import SIM_POLICY_FILE, Device, simulated_device_home
-from client.featurize import split_held_out
+from client.device import SIM_POLICY_FILE
 from client.training import plan_round
 from privacy.accountants import noise_for_local
 from privacy.policy import default_policy_text
 from server.checkpoints import read_sidecars
 from simulations.campaign import campaign_train_config
 from simulations.flwr_runner import run_app
+from simulations.ground_truth import ground_truth
 from simulations.population import seed_population
 
 
@@ -40,16 +40,10 @@ class SweepPoint:
     epsilon_max: float
 
 
-def _typical_plan(root: Path, employees: int, rounds: int) -> tuple[float, int]:
-    passphrase = (root / "synthetic.passphrase").read_text().strip()
-    rates, steps = [], []
-    for employee in range(employees):
-        device = Device(simulated_device_home(root, employee), passphrase)
-        train, _ = split_held_out(device.examples(8), 0.2)
-        planned = plan_round(len(train), campaign_train_config(private=True))
-        rates.append(planned.sample_rate)
-        steps.append(planned.steps)
-    return statistics.median(rates), int(statistics.median(steps)) * rounds
+def _typical_plan(rounds: int) -> tuple[float, int]:
+    """The policy's round shape over the campaign (the same on every device)."""
+    planned = plan_round(campaign_train_config(private=True))
+    return planned.sample_rate, planned.steps * rounds
 
 
 def policy_for(epsilon: float, noise: float) -> str:
@@ -66,7 +60,7 @@ def run_sweep(
 ) -> list[SweepPoint]:
     """Run one federation per budget; returns the last round of each."""
     seed_population(root, employees, seed, hours=8.0)
-    rate, total_steps = _typical_plan(root, employees, rounds)
+    rate, total_steps = _typical_plan(rounds)
     points = []
     for epsilon in epsilons:
         noise = 0.0 if math.isinf(epsilon) else noise_for_local(epsilon, rate, total_steps, 1e-5)
@@ -100,17 +94,9 @@ def run_sweep(
             raise RuntimeError(
                 f"the run at epsilon {label} trained nothing; see {root / f'flwr-eps-{label}.log'}"
             )
-        last = rows[-1]
-        ev = last["evaluate"]
+        truth = ground_truth(root, employees, checkpoints)
         points.append(
-            SweepPoint(
-                epsilon,
-                noise,
-                float(ev.get("top1", math.nan)),
-                float(ev.get("top3", math.nan)),
-                float(ev.get("baseline_bigram_top1", math.nan)),
-                float(last["fit"].get("epsilon_max", math.nan)),
-            )
+            SweepPoint(epsilon, noise, truth.top1, truth.top3, truth.bigram_top1, truth.epsilon_max)
         )
     return points
 

@@ -8,7 +8,7 @@ the same unmasked aggregate).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,7 +93,7 @@ class DeltaFedAvg(FedAvg):
         server_momentum: float = 0.0,
         noise_multiplier: float = 0.0,
         clipping_norm: float = 0.0,
-        seed: int | None = None,
+        noise_source: Callable[[], np.random.Generator] = np.random.default_rng,
         **kwargs: Any,
     ):
         super().__init__(initial_parameters=initial_parameters, **kwargs)
@@ -107,19 +107,18 @@ class DeltaFedAvg(FedAvg):
         self.velocity: Arrays | None = None
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
-        self._seed = seed
-        self._rng = np.random.default_rng(seed)
+        # A fresh generator for every round's noise, seeded from the OS (numpy's
+        # default_rng() takes 128 bits of OS entropy); never a seed anyone can read.
+        self._noise_source = noise_source
 
     def resume(self, global_arrays: Arrays, velocity: Arrays | None, after_round: int) -> None:
         """Continue a campaign after ``after_round`` with its model and server momentum.
 
-        The central noise continues on a fresh stream: replaying the first rounds'
-        noise draws after a restart would let differences of models cancel it.
+        Every round's central noise is drawn from fresh OS entropy, so a restart
+        cannot replay earlier rounds' noise.
         """
         self.global_arrays = [np.asarray(a, dtype=np.float32) for a in global_arrays]
         self.velocity = velocity
-        entropy = None if self._seed is None else [self._seed, after_round]
-        self._rng = np.random.default_rng(entropy)
 
     def initialize_parameters(self, client_manager: object) -> Parameters | None:
         """Hand the server's initial model to the workflow (no client is asked for it)."""
@@ -144,7 +143,7 @@ class DeltaFedAvg(FedAvg):
         mean = weighted_mean_delta(deltas, weights)
         if self.noise_multiplier > 0:
             mean = add_central_noise(
-                mean, self.noise_multiplier, self.clipping_norm, contributing, self._rng
+                mean, self.noise_multiplier, self.clipping_norm, contributing, self._noise_source()
             )
         self.velocity = momentum_step(self.velocity, mean, self.server_momentum)
         self.global_arrays = apply_delta(self.global_arrays, self.velocity, self.server_lr)

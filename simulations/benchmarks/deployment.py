@@ -94,8 +94,6 @@ def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
     threading.Thread(target=watch, daemon=True).start()
     overrides: dict[str, object] = {
         "num-server-rounds": rounds,
-        "max-steps": 2,
-        "batch-size": 32,
         "secaggplus": secaggplus,
         "round-timeout": _round_timeout(len(fed.homes)),
         "checkpoint-dir": str(checkpoints),

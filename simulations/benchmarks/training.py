@@ -82,8 +82,8 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
     params = count_parameters(NextActionPolicy())
     delta_bytes = sum(d.nbytes for d in result.delta)
     shape = (
-        f"{len(train)} examples, batch {config.batch_size}, {config.epochs} epochs "
-        f"(the default campaign's round), median of {repeats}"
+        f"{len(train)} examples, sample rate {config.sample_rate}, {config.steps} steps "
+        f"(the default policy's round), median of {repeats}"
     )
     return [
         Measurement(SUBJECT, "local round, DP-SGD (decrypt + featurize + train)", dp, "s"),

@@ -26,14 +26,39 @@ def _model_arrays():
     return list(get_arrays(NextActionPolicy()).values())
 
 
-def _reply(arrays, metrics):
+def _reply(arrays, metrics, weight=1):
     return fitres_to_recorddict(
-        FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), 10, metrics), True
+        FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(arrays), weight, metrics), True
     )
 
 
 def test_a_well_formed_update_passes():
-    check_content(_reply(_model_arrays(), {"epsilon": 1.5, "train_loss": 2.0}), SPEC)
+    check_content(_reply(_model_arrays(), {}), SPEC)
+
+
+def test_an_update_with_metrics_is_refused():
+    for name in ("epsilon", "train_loss", "declined", "upload_bytes"):
+        with pytest.raises(EgressViolation, match="allow-list"):
+            check_content(_reply(_model_arrays(), {name: 1.5}), SPEC)
+
+
+def test_a_weight_other_than_one_is_refused():
+    with pytest.raises(EgressViolation, match="constant"):
+        check_content(_reply(_model_arrays(), {}, weight=600), SPEC)
+
+
+def test_a_non_finite_update_is_refused():
+    arrays = _model_arrays()
+    arrays[0] = arrays[0].copy()
+    arrays[0].flat[0] = np.nan
+    with pytest.raises(EgressViolation, match="finite"):
+        check_content(_reply(arrays, {}), SPEC)
+
+
+def test_an_update_longer_than_the_policys_clip_is_refused():
+    arrays = [np.full_like(a, 1.0) for a in _model_arrays()]
+    with pytest.raises(EgressViolation, match="clipping norm"):
+        check_content(_reply(arrays, {}), SPEC, max_norm=5.0)
 
 
 def test_an_extra_array_is_refused():
@@ -57,7 +82,7 @@ def test_a_wrong_dtype_is_refused():
 
 def test_a_string_metric_is_refused():
     with pytest.raises(EgressViolation, match="not a number"):
-        check_metrics({"epsilon": "1.0"})
+        check_metrics({"top1_sum": "1.0"})
 
 
 def test_a_metric_outside_the_allow_list_is_refused():
@@ -123,7 +148,7 @@ def test_the_guard_mod_replaces_a_bad_reply_with_an_error_and_sends_nothing_else
 def test_the_guard_mod_passes_a_good_reply_and_reports_it():
     seen = []
     guard = make_egress_guard(lambda ctx: SPEC, observe=lambda m, c, r: seen.append(r))
-    good = _reply(_model_arrays(), {"epsilon": 1.0})
+    good = _reply(_model_arrays(), {})
     message = _message()
     reply = guard(message, _context(), lambda msg, ctx: Message(good, reply_to=msg))
     assert not reply.has_error()
@@ -140,9 +165,9 @@ def test_metric_records_outside_the_allow_list_are_refused():
 def test_flowers_scalar_records_carry_only_their_own_number():
     content = _reply(_model_arrays(), {})
     content.metric_records["fitres.num_examples"] = MetricRecord(
-        {"num_examples": 10, "train_seconds": 3.0}
+        {"num_examples": 1, "train_seconds": 3.0}
     )
-    with pytest.raises(EgressViolation, match="allow-list"):
+    with pytest.raises(EgressViolation, match="constant"):
         check_content(content, SPEC)
 
 

@@ -19,6 +19,7 @@ from client.control import pause
 from client.deployment import read_deployment
 from client.governor import Decision
 from policy.events import Modality
+from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
 from server.signing import generate_org_key, load_org_key, sign_bundle
 
 FAB = b"PK\x03\x04 pretend this is a bundle"
@@ -104,21 +105,40 @@ def _error_code(task: runner._Task) -> int:
     return task.reply.error.code
 
 
-def test_without_consent_the_device_declines_before_looking_at_the_bundle(
+def _says_nothing_but_its_code(task: runner._Task, code: int) -> None:
+    assert _error_code(task) == code
+    assert task.reply is not None and task.reply.error.reason == refusal_reason(code)
+    assert task.details in ("installed", refusal_reason(code))
+
+
+def test_without_consent_the_device_declines_with_the_one_unavailable_code(
     monkeypatch, hearth_home, org, installs
 ):
     _task_input(monkeypatch, _token(org[0]))
     task = _gate(hearth_home)
-    assert _error_code(task) == runner.DECLINED_CODE
+    _says_nothing_but_its_code(task, UNAVAILABLE)
     assert installs == []
-    assert "no consent" in read_deployment(hearth_home)["decline"]["reason"]
+    assert "no consent" in read_deployment(hearth_home)["decline"]["reason"]  # for the employee
+
+
+def test_an_unsigned_run_learns_nothing_of_consent_or_pause(
+    monkeypatch, hearth_home, org, installs
+):
+    _task_input(monkeypatch, "")
+    without_consent = _gate(hearth_home)
+    grant(hearth_home, (Modality.POINTER,))
+    pause(hearth_home)
+    paused = _gate(hearth_home)
+    for task in (without_consent, paused):
+        _says_nothing_but_its_code(task, BUNDLE_REFUSED)
+    assert installs == []
 
 
 def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs):
     grant(hearth_home, (Modality.POINTER,))
     pause(hearth_home)
     _task_input(monkeypatch, _token(org[0]))
-    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
 
 
@@ -129,7 +149,7 @@ def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
     other, _ = generate_org_key(tmp_path / "other")
     _task_input(monkeypatch, _token(other))
     task = _gate(hearth_home)
-    assert _error_code(task) == runner.BUNDLE_REFUSED_CODE
+    _says_nothing_but_its_code(task, BUNDLE_REFUSED)
     assert task.exit_code == 2
     assert installs == []
     assert "signed by another key" in read_deployment(hearth_home)["refusal"]["reason"]
@@ -138,17 +158,17 @@ def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
 def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs):
     grant(hearth_home, (Modality.POINTER,))
     _task_input(monkeypatch, "")
-    assert _error_code(_gate(hearth_home)) == runner.BUNDLE_REFUSED_CODE
+    _says_nothing_but_its_code(_gate(hearth_home), BUNDLE_REFUSED)
     assert installs == []
 
 
-def test_a_busy_laptop_declines_with_the_governors_reason(
+def test_a_busy_laptop_declines_with_the_same_code_and_keeps_its_reason_at_home(
     monkeypatch, hearth_home, org, installs, governor
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(False, "on battery"))
     _task_input(monkeypatch, _token(org[0]))
-    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
     assert read_deployment(hearth_home)["decline"]["reason"] == "on battery"
 
@@ -170,7 +190,7 @@ def test_the_governor_decides_once_per_round(monkeypatch, hearth_home, org, inst
     for _ in range(4):  # the four SecAgg+ stages of round 3
         assert _gate(hearth_home).details == "installed"
     _task_input(monkeypatch, _token(org[0]), server_round="4")
-    assert _error_code(_gate(hearth_home)) == runner.DECLINED_CODE
+    assert _error_code(_gate(hearth_home)) == UNAVAILABLE
     assert governor == []
 
 

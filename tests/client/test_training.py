@@ -18,7 +18,7 @@ def _examples(n=600, seed=0):
 def test_delta_is_exactly_what_changed_in_the_model():
     model = NextActionPolicy()
     before = get_arrays(model)
-    result = train_round(model, _examples(), TrainConfig(batch_size=32))
+    result = train_round(model, _examples(), TrainConfig(batch_size=32, sample_rate=0.05))
     after = get_arrays(model)
     for (name, b), d in zip(before.items(), result.delta, strict=True):
         np.testing.assert_allclose(b + d, after[name], rtol=0, atol=1e-6)
@@ -26,8 +26,8 @@ def test_delta_is_exactly_what_changed_in_the_model():
 
 
 def test_epsilon_grows_across_rounds_and_never_resets():
-    config = TrainConfig(batch_size=32)
-    planned = plan_round(600, config)
+    config = TrainConfig(batch_size=32, sample_rate=0.05)
+    planned = plan_round(config)
     history, spent = [], []
     for _ in range(3):
         history.append(planned.as_history())
@@ -35,18 +35,22 @@ def test_epsilon_grows_across_rounds_and_never_resets():
     assert 0 < spent[0] < spent[1] < spent[2]
 
 
-def test_round_records_the_sampling_and_steps_it_actually_used():
-    result = train_round(NextActionPolicy(), _examples(n=640), TrainConfig(batch_size=64))
-    assert result.planned is not None
-    assert result.planned.steps == 10
-    assert result.planned.sample_rate == pytest.approx(0.1)
+def test_the_round_shape_is_the_policys_whatever_the_data_size():
+    config = TrainConfig(batch_size=64, sample_rate=0.1, steps=10)
+    small = train_round(NextActionPolicy(), _examples(n=200), config)
+    large = train_round(NextActionPolicy(), _examples(n=2000), config)
+    assert small.planned == large.planned
+    assert large.planned is not None
+    assert (large.planned.steps, large.planned.sample_rate) == (10, 0.1)
 
 
 def test_non_private_training_learns_a_simple_rule():
     model = NextActionPolicy()
     data = _examples(n=2000)
     for _ in range(5):
-        train_round(model, data, TrainConfig(private=False, learning_rate=0.5, epochs=2))
+        train_round(
+            model, data, TrainConfig(private=False, learning_rate=0.5, sample_rate=0.1, steps=20)
+        )
     assert evaluate(model, _examples(n=500, seed=1))["top1"] > 0.9
 
 
@@ -59,7 +63,12 @@ def test_dp_step_clips_each_example_before_summing():
     """Without noise, one full-batch DP step is exactly SGD on per-example clipped gradients."""
     examples = _examples(n=16)
     config = TrainConfig(
-        batch_size=16, max_steps=1, noise_multiplier=0.0, max_grad_norm=0.05, learning_rate=1.0
+        batch_size=16,
+        sample_rate=1.0,
+        steps=1,
+        noise_multiplier=0.0,
+        max_grad_norm=0.05,
+        learning_rate=1.0,
     )
     torch.manual_seed(3)
     model = NextActionPolicy()

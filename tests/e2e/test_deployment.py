@@ -38,8 +38,6 @@ DELTA = load_policy().privacy.delta
 def _overrides(token: str, checkpoints: Path, rounds: int, policy: Path) -> dict[str, object]:
     return {
         "num-server-rounds": rounds,
-        "max-steps": 2,
-        "batch-size": 32,
         "secaggplus": True,
         "round-timeout": 90.0,  # a first message on a loaded CI box: bundle install, fresh runner
         "checkpoint-dir": str(checkpoints),

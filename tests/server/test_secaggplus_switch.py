@@ -40,6 +40,6 @@ def test_secaggplus_switch_is_read_from_the_run_config_and_validated():
         )
 
 
-def test_devices_use_equal_weights_under_secaggplus():
-    policy = load_policy()
-    assert round_instructions(CampaignConfig(secaggplus=True), policy, 1)["uniform-weights"]
+def test_round_instructions_carry_nothing_that_bears_on_privacy():
+    sent = round_instructions(CampaignConfig(secaggplus=True), load_policy(), 1)
+    assert set(sent) == {"round", "num-rounds", "policy-hash", "learning-rate", "context-length"}

@@ -28,13 +28,21 @@ def test_two_rounds_with_four_clients_finish_and_checkpoint_each_round(demo_run)
     assert "tokens.weight" in weights
 
 
-def test_sidecar_reports_accuracy_baselines_and_epsilon_with_its_unit(demo_run):
+def test_sidecar_reports_noised_accuracy_and_the_cap_with_its_unit(demo_run):
     root, _ = demo_run
     sidecar = json.loads((root / "checkpoints" / "round-0002.json").read_text())
-    assert 0 < sidecar["evaluate"]["top1"] <= 1
-    assert 0 < sidecar["evaluate"]["baseline_bigram_top1"] <= 1
-    assert sidecar["fit"]["epsilon_max"] > 0
+    assert 0 < sidecar["evaluate"]["top1"] <= 1.2  # a ratio of noised sums
+    assert sidecar["fit"]["clients_trained"] == 4
+    assert sidecar["epsilon_example_cap"] == 10.0
     assert sidecar["epsilon_unit"] == "one example on one device"
+
+
+def test_the_simulation_knows_the_exact_figures_the_server_never_sees(demo_run):
+    _, result = demo_run
+    truth = result.truth
+    assert truth is not None
+    assert 0 < truth.top1 <= 1 and 0 < truth.bigram_top1 <= 1
+    assert 0 < truth.epsilon_max <= 10.0
 
 
 def test_every_device_logged_exactly_what_it_uploaded(demo_run):
@@ -56,10 +64,13 @@ def test_each_device_trained_from_the_model_the_server_checkpointed(demo_run):
         assert uploads[1]["model_version"] == first["model_version"]
 
 
-def test_epsilon_grows_from_round_to_round(demo_run):
+def test_each_device_charged_two_rounds_and_two_evaluations_to_its_ledger(demo_run):
     root, _ = demo_run
-    rows = read_sidecars(root / "checkpoints")
-    assert rows[1]["fit"]["epsilon_max"] > rows[0]["fit"]["epsilon_max"]
+    passphrase = (root / "synthetic.passphrase").read_text().strip()
+    for employee in range(4):
+        ledger = Device(simulated_device_home(root, employee), passphrase).ledger()
+        spent = [e.epsilon_after for e in ledger.entries]
+        assert len(spent) == 4 and spent == sorted(spent)
 
 
 def test_no_superlink_is_left_running(demo_run):
