@@ -1,9 +1,11 @@
 import json
 
+import pytest
 from typer.testing import CliRunner
 
+from privacy.accountants import epsilon_local, epsilon_per_action, epsilon_user
 from privacy.cli import app
-from privacy.policy import default_policy_text
+from privacy.policy import default_policy_text, load_policy
 from server.checkpoints import save_checkpoint
 
 runner = CliRunner()
@@ -25,26 +27,69 @@ def test_check_refuses_a_bad_policy_with_one_line(tmp_path):
     assert "'privacy.delta'" in result.output
 
 
-def test_plan_local_json_both_directions():
-    args = [
-        "plan",
-        "local",
-        "--examples",
-        "5000",
-        "--batch-size",
-        "100",
-        "--epochs",
-        "3",
-        "--delta",
-        "1e-5",
-        "--json",
-    ]
-    forward = json.loads(runner.invoke(app, [*args, "--noise", "1.0"]).output)
-    back = json.loads(
-        runner.invoke(app, [*args, "--target-epsilon", str(forward["epsilon"])]).output
+def _plan_local(*args):
+    result = runner.invoke(app, ["plan", "local", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_plan_local_spends_the_policys_round_shape_and_its_evaluations(tmp_path):
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        default_policy_text()
+        .replace("sample_rate = 0.25", "sample_rate = 0.1")
+        .replace("steps = 8", "steps = 20")
+        .replace("evaluation_noise_multiplier = 8.0", "evaluation_noise_multiplier = 5.0")
     )
-    assert {"epsilon", "delta", "noise_multiplier", "unit"} <= set(forward)
-    assert back["noise_multiplier"] == __import__("pytest").approx(1.0, abs=0.01)
+    plan = _plan_local("--policy", str(policy), "--rounds", "3", "--noise", "2.0")
+    history = [(2.0, 0.1, 60), (5.0, 1.0, 3)]  # 3 rounds of 20 steps, one evaluation each
+    assert plan["epsilon"] == pytest.approx(epsilon_local(history, 1e-5))
+    assert plan["epsilon_per_action"] == pytest.approx(epsilon_per_action(history, 1e-5, 8))
+    assert (plan["sample_rate"], plan["steps"], plan["evaluations"]) == (0.1, 20, 1)
+
+
+def test_plan_local_counts_each_evaluation_release():
+    once = _plan_local("--rounds", "5", "--noise", "2.0")
+    thrice = _plan_local("--rounds", "5", "--noise", "2.0", "--evaluations", "3")
+    none = _plan_local("--rounds", "5", "--noise", "2.0", "--evaluations", "0")
+    assert none["epsilon"] < once["epsilon"] < thrice["epsilon"]
+
+
+def test_plan_local_defaults_to_the_policys_noise_and_delta():
+    plan = _plan_local("--rounds", "2")
+    policy = load_policy()
+    assert plan["noise_multiplier"] == policy.training.local_noise_multiplier
+    assert plan["delta"] == policy.privacy.delta
+
+
+def test_plan_local_finds_the_noise_for_a_target_and_says_its_units():
+    plan = _plan_local("--rounds", "10", "--target-epsilon", "8")
+    assert plan["epsilon"] <= 8.0
+    forward = _plan_local("--rounds", "10", "--noise", str(plan["noise_multiplier"] - 0.01))
+    assert forward["epsilon"] > 8.0
+    assert plan["epsilon_per_action"] >= plan["epsilon"]
+    assert plan["unit"] == "one example on one device"
+    assert plan["adjacency"].startswith("add/remove one example")
+    assert "9 examples" in plan["unit_per_action"]
+
+
+def test_plan_local_table_names_units_delta_and_adjacency():
+    result = runner.invoke(app, ["plan", "local", "--rounds", "2", "--noise", "2.0"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "one example on one device" in text and "one recorded action" in text
+    assert "add/remove one example" in text and "delta 1e-05" in text
+
+
+def test_plan_local_refuses_a_delta_not_below_a_tenth_of_one_over_the_examples():
+    result = runner.invoke(app, ["plan", "local", "--rounds", "2", "--examples", "20000"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "hearth-privacy: delta 1e-05 must be below 1/(10 x --examples) = 5e-06"
+    ]
+    assert (
+        runner.invoke(app, ["plan", "local", "--rounds", "2", "--examples", "9999"]).exit_code == 0
+    )
 
 
 def test_plan_user_table_shows_accountants_side_by_side():
@@ -67,6 +112,20 @@ def test_plan_user_table_shows_accountants_side_by_side():
     )
     assert result.exit_code == 0
     assert "rdp" in result.output and "pld" in result.output
+    text = " ".join(result.output.split())
+    assert "add/remove one user" in text and "facing the server" in text
+
+
+def test_plan_user_faces_the_server_without_sampling_amplification():
+    args = ["plan", "user", "--population", "1000", "--cohort", "50", "--rounds", "20"]
+    result = runner.invoke(
+        app, [*args, "--delta", "1e-5", "--noise", "1.0", "--joined", "4", "--json"]
+    )
+    plan = json.loads(result.output)
+    assert plan["epsilon"] == pytest.approx(epsilon_user(1.0, 0.05, 20, 1e-5))
+    assert plan["epsilon_vs_server"] == pytest.approx(epsilon_user(1.0, 1.0, 4, 1e-5))
+    assert plan["epsilon_vs_server"] > plan["epsilon"]
+    assert plan["adjacency"].startswith("add/remove one user")
 
 
 def test_plan_needs_exactly_one_direction():
