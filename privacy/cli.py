@@ -288,12 +288,53 @@ def plan_user(
     _emit(rows, accountant, as_json, title, columns, notes)
 
 
+def _user_cell(value: float | None, recorded: bool = True) -> str:
+    if not recorded:
+        return "not recorded"
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _example_cell(row: dict[str, Any]) -> str:
+    if row["epsilon_example_cap"] is not None:
+        return f"{row['epsilon_example_cap']:g}"
+    if row["epsilon_local_max"] is not None:
+        return f"{row['epsilon_local_max']:.3f} reported (older sidecar)"
+    return "-"
+
+
+def _audit_totals(report: dict[str, Any]) -> list[str]:
+    """What the campaign's figures say, each with its unit, delta and adjacency."""
+    figures, delta = report["figures"], report["delta"]
+
+    def said(key: str) -> str:
+        return f"unit {figures[key]['unit']}; {figures[key]['adjacency']}; delta {delta}"
+
+    cap, old = report["epsilon_example_cap"], report["epsilon_local_max"]
+    example = (
+        f"at most epsilon {cap:g}, enforced on each device against its own ledger"
+        if cap is not None
+        else f"largest reported epsilon {old:.3f} (older sidecars)"
+        if old is not None
+        else "not recorded"
+    )
+    return [
+        f"example-level ({said('epsilon_example_cap')}): {example}. The per-action figure "
+        "(one recorded action sits in up to K+1 examples) needs a device's history, which "
+        "the server does not have: each device shows its own (`hearth budget show`).",
+        f"user-level facing readers of the model and checkpoints ({said('epsilon_user')}): "
+        f"{_user_cell(report['epsilon_user'])}.",
+        f"user-level facing the server ({said('epsilon_user_vs_server')}): "
+        f"{_user_cell(report['epsilon_user_vs_server'], report['vs_server_recorded'])}.",
+        f"policy hashes: {', '.join(report['policy_hashes']) or '-'}",
+    ]
+
+
 @app.command()
 def audit(
     checkpoint_dir: Annotated[Path, typer.Argument(help="a campaign's checkpoint directory")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Per round and in total: epsilon spent, cohort sizes, policy hash."""
+    """Per round and in total: the example-level cap, user-level figures, cohorts, policy."""
     try:
         report = audit_campaign(checkpoint_dir)
     except AuditError as exc:
@@ -302,21 +343,26 @@ def audit(
         typer.echo(json.dumps(report))
         return
     table = Table(title=f"campaign audit: {checkpoint_dir}")
-    for column in ("round", "cohort", "device eps max", "user eps (total)", "policy hash"):
+    for column in (
+        "round",
+        "cohort",
+        "example cap (each device)",
+        "user eps (model readers)",
+        "user eps (server)",
+        "adjacency",
+        "policy",
+    ):
         table.add_column(column)
     for row in report["rounds"]:
-        user = row["epsilon_user"]
         table.add_row(
             str(row["round"]),
             str(row["cohort_size"]),
-            f"{row['epsilon_local_max']:.3f}" if row["epsilon_local_max"] is not None else "-",
-            f"{user:.3f}" if user is not None else "not claimed",
-            (row["policy_hash"] or "-")[:16],
+            _example_cell(row),
+            _user_cell(row["epsilon_user"]),
+            _user_cell(row["epsilon_user_vs_server"], row["vs_server_recorded"]),
+            row["adjacency"] or "-",
+            (row["policy_hash"] or "-")[:8],
         )
     console.print(table)
-    user = report["epsilon_user"] if report["epsilon_user"] is not None else "not claimed"
-    console.print(
-        f"device-level: max epsilon {report['epsilon_local_max']}, unit: {UNIT_LOCAL}; "
-        f"user-level: {user}, unit: {UNIT_USER}; delta {report['delta']}; "
-        f"policy hashes: {report['policy_hashes']}"
-    )
+    for line in _audit_totals(report):
+        console.print(line, soft_wrap=True)

@@ -136,22 +136,60 @@ def test_plan_needs_exactly_one_direction():
     assert result.exit_code == 1
 
 
-def test_audit_totals_a_campaign(tmp_path):
+def _sidecar(directory, server_round, **fields):
+    save_checkpoint(directory, server_round, [], [], {"delta": 1e-5, "policy_hash": "h1", **fields})
+
+
+def test_audit_reads_older_sidecars_with_the_epsilon_devices_reported(tmp_path):
     for r, eps in ((1, 1.5), (2, 2.5)):
-        save_checkpoint(
-            tmp_path,
-            r,
-            [],
-            [],
-            {
-                "cohort_size": 4,
-                "epsilon_local_max": eps,
-                "epsilon_user": None,
-                "delta": 1e-5,
-                "policy_hash": "h1",
-            },
-        )
+        _sidecar(tmp_path, r, cohort_size=4, epsilon_local_max=eps, epsilon_user=None)
     report = json.loads(runner.invoke(app, ["audit", str(tmp_path), "--json"]).output)
     assert report["epsilon_local_max"] == 2.5
+    assert report["epsilon_example_cap"] is None
     assert report["policy_hashes"] == ["h1"]
     assert len(report["rounds"]) == 2
+    text = " ".join(runner.invoke(app, ["audit", str(tmp_path)]).output.split())
+    assert "older sidecar" in text and "not recorded" in text
+
+
+def _new_campaign(directory, user, vs_server):
+    for r in (1, 2):
+        _sidecar(
+            directory,
+            r,
+            cohort_size=5,
+            epsilon_example_cap=10.0,
+            epsilon_user=user and user * r,
+            epsilon_user_vs_server=vs_server and vs_server * r,
+            adjacency="add/remove one user" if user else "add/remove one example",
+        )
+
+
+def test_audit_says_the_example_cap_is_enforced_on_devices_and_no_user_guarantee(tmp_path):
+    _new_campaign(tmp_path, user=None, vs_server=None)
+    result = runner.invoke(app, ["audit", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "at most epsilon 10, enforced on each device" in text
+    assert "facing readers of the model and checkpoints" in text
+    assert "facing the server" in text
+    assert text.count(": none.") == 2  # neither user-level figure exists
+    assert "one example on one device" in text and "add/remove one example" in text
+    assert "delta 1e-05" in text
+
+
+def test_audit_json_totals_both_user_level_figures_with_their_units(tmp_path):
+    _new_campaign(tmp_path, user=1.5, vs_server=4.0)
+    report = json.loads(runner.invoke(app, ["audit", str(tmp_path), "--json"]).output)
+    assert report["epsilon_example_cap"] == 10.0
+    assert (report["epsilon_user"], report["epsilon_user_vs_server"]) == (3.0, 8.0)
+    assert report["rounds"][0]["epsilon_user_vs_server"] == 4.0
+    assert report["adjacency"] == ["add/remove one user"]
+    assert report["figures"]["epsilon_user"]["unit"] == "one user across the campaign"
+    assert "no sampling" in report["figures"]["epsilon_user_vs_server"]["adjacency"]
+
+
+def test_audit_of_a_directory_without_sidecars_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["audit", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("hearth-privacy: no round sidecars")
