@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import typer
@@ -10,7 +11,18 @@ import typer
 from client.device import Device
 from client.home import hearth_home
 from client.keys import VaultKeyError
-from privacy.accountants import UNIT_LOCAL
+from privacy.accountants import (
+    ADJACENCY_EXAMPLE,
+    ADJACENCY_USER,
+    DEFAULT_CONTEXT_LENGTH,
+    UNIT_LOCAL,
+    UNIT_USER,
+    HistoryEntry,
+    adjacency_action,
+    epsilon_local,
+    epsilon_per_action,
+    unit_action,
+)
 from privacy.ledger import LedgerError, effective_cap
 from privacy.policy import PolicyError, PrivacyPolicy, load_policy
 
@@ -24,45 +36,88 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def budget_report(device: Device, policy: PrivacyPolicy) -> dict[str, Any]:
-    """Epsilon spent on ``device``, the cap in force, what is left, and the unit.
+def budget_figures(
+    history: list[HistoryEntry], policy: PrivacyPolicy, employee_cap: float | None
+) -> dict[str, Any]:
+    """Every figure a ledger ``history`` implies, each with its unit, adjacency and delta.
 
-    Raises ``VaultKeyError`` or ``LedgerError`` when the ledger cannot be read.
+    Example-level is what the ledger caps; one recorded action sits in up to K+1
+    examples, so its figure is group privacy over the same history; the user-level
+    figure is the campaign's (the server stops before the policy's target), or none
+    when the policy adds no central noise.
     """
-    ledger = device.ledger()
-    spent = ledger.spent(policy.privacy.delta)
-    employee = device.employee_cap()
-    cap = effective_cap(policy.privacy.device_epsilon_cap, employee)
+    delta = policy.privacy.delta
+    spent = epsilon_local(history, delta)
+    cap = effective_cap(policy.privacy.device_epsilon_cap, employee_cap)
+    central = policy.training.central_noise_multiplier > 0
     return {
         "epsilon_spent": spent,
         "epsilon_cap": cap,
         "epsilon_left": max(0.0, cap - spent),
         "policy_cap": policy.privacy.device_epsilon_cap,
-        "employee_cap": employee,
-        "delta": policy.privacy.delta,
+        "employee_cap": employee_cap,
+        "delta": delta,
         "unit": UNIT_LOCAL,
-        "rounds": len(ledger.entries),
+        "adjacency": ADJACENCY_EXAMPLE,
+        "epsilon_per_action": epsilon_per_action(history, delta, DEFAULT_CONTEXT_LENGTH),
+        "unit_per_action": unit_action(DEFAULT_CONTEXT_LENGTH),
+        "adjacency_per_action": adjacency_action(DEFAULT_CONTEXT_LENGTH),
+        "epsilon_user": policy.privacy.user_epsilon_target if central else None,
+        "unit_user": UNIT_USER,
+        "adjacency_user": ADJACENCY_USER,
+        "entries": len(history),
     }
+
+
+def budget_report(device: Device, policy: PrivacyPolicy) -> dict[str, Any]:
+    """``budget_figures`` of ``device``'s ledger.
+
+    Raises ``VaultKeyError`` or ``LedgerError`` when the ledger cannot be read.
+    """
+    return budget_figures(device.ledger().history(), policy, device.employee_cap())
+
+
+def epsilon_text(value: float) -> str:
+    """An epsilon as people read it: two decimals, thousands separated, or infinite."""
+    return f"{value:,.2f}" if math.isfinite(value) else "infinite"
+
+
+def budget_lines(report: dict[str, Any]) -> list[str]:
+    """The figures in plain words: what ``hearth budget show`` prints."""
+    delta = report["delta"]
+    own = "your own cap" if report["employee_cap"] is not None else "the policy's cap"
+    user = (
+        f"at most epsilon {report['epsilon_user']:g} (the campaign stops before it) facing "
+        "readers of the model and checkpoints, not the server"
+        if report["epsilon_user"] is not None
+        else "none (the policy adds no central noise)"
+    )
+    return [
+        f"Per example: spent epsilon {epsilon_text(report['epsilon_spent'])} of "
+        f"{report['epsilon_cap']:g} ({own}), {epsilon_text(report['epsilon_left'])} left, "
+        f"over {report['entries']} ledger entries (training rounds and evaluations). "
+        f"Unit: {report['unit']}; {report['adjacency']}; delta {delta:g}.",
+        f"Per action: epsilon {epsilon_text(report['epsilon_per_action'])}. Unit: "
+        f"{report['unit_per_action']}; one recorded action of yours sits in several "
+        f"training examples, so this bounds how much it changes what this laptop sends "
+        f"(group privacy over the same ledger, a loose bound); delta {delta:g}.",
+        f"Per user: {user}. Unit: {report['unit_user']}; {report['adjacency_user']}; "
+        f"delta {delta:g}.",
+    ]
 
 
 @budget_app.command()
 def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Epsilon spent, the cap in force, and what is left."""
+    """Epsilon spent per example, what that means per action and per user, and the cap."""
     try:
         policy = load_policy()
         report = budget_report(Device(hearth_home()), policy)
     except (PolicyError, VaultKeyError, LedgerError) as exc:
         raise _fail(str(exc)) from None
-    spent, cap, rounds = report["epsilon_spent"], report["epsilon_cap"], report["rounds"]
     if as_json:
         typer.echo(json.dumps(report))
         return
-    typer.echo(
-        f"spent epsilon {spent:.2f} of {cap:g} over {rounds} training rounds "
-        f"({report['epsilon_left']:.2f} left), delta {policy.privacy.delta:g}.\n"
-        f"Unit: {UNIT_LOCAL}: one recorded action of yours changes what this laptop "
-        "sends by at most this much, in the differential-privacy sense."
-    )
+    typer.echo("\n".join(budget_lines(report)))
 
 
 @budget_app.command("set")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,20 +13,28 @@ from rich.console import Console
 from rich.table import Table
 
 from privacy.accountants import (
+    ADJACENCY_EXAMPLE,
+    ADJACENCY_USER,
+    ADJACENCY_USER_VS_SERVER,
+    DEFAULT_CONTEXT_LENGTH,
     LOCAL_ACCOUNTANTS,
     UNIT_LOCAL,
     UNIT_USER,
     USER_ACCOUNTANTS,
     LocalAccountant,
     PlanningError,
+    RoundShape,
     UserAccountant,
+    adjacency_action,
     epsilon_local,
+    epsilon_per_action,
     epsilon_user,
-    noise_for_local,
+    noise_for_rounds,
     noise_for_user,
+    unit_action,
 )
 from privacy.audit import AuditError, audit_campaign
-from privacy.policy import PolicyError, describe, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy
 
 app = typer.Typer(
     name="hearth-privacy",
@@ -53,72 +62,156 @@ def check(policy: Annotated[Path, typer.Argument(help="privacy policy TOML")]) -
     typer.echo(describe(loaded))
 
 
+def _at_most_one_direction(noise: float | None, target: float | None) -> None:
+    if noise is not None and target is not None:
+        raise _fail("give --noise or --target-epsilon, not both")
+
+
 def _one_direction(noise: float | None, target: float | None) -> None:
     if (noise is None) == (target is None):
         raise _fail("give exactly one of --noise or --target-epsilon")
 
 
-def _emit(rows: list[dict[str, Any]], chosen: str, as_json: bool, title: str) -> None:
+def _eps(value: float) -> str:
+    return f"{value:.4f}" if math.isfinite(value) else "inf"
+
+
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+
+
+def _emit(
+    rows: list[dict[str, Any]],
+    chosen: str,
+    as_json: bool,
+    title: str,
+    columns: list[Column],
+    notes: list[str],
+) -> None:
+    """One row per accountant (the chosen one marked), then what the figures mean."""
     main = next(r for r in rows if r["accountant"] == chosen)
     if as_json:
         typer.echo(json.dumps({**main, "accountants": rows}))
         return
     table = Table(title=title)
-    for column in ("accountant", "noise multiplier", "epsilon", "delta", "unit"):
-        table.add_column(column)
+    table.add_column("accountant")
+    for name, _ in columns:
+        table.add_column(name)
     for row in rows:
         mark = " *" if row["accountant"] == chosen else ""
-        table.add_row(
-            row["accountant"] + mark,
-            f"{row['noise_multiplier']:.4f}",
-            f"{row['epsilon']:.4f}" if math.isfinite(row["epsilon"]) else "inf",
-            f"{row['delta']:g}",
-            row["unit"],
-        )
+        table.add_row(row["accountant"] + mark, *(cell(row) for _, cell in columns))
     console.print(table)
+    for note in notes:
+        console.print(note, soft_wrap=True)
+
+
+def _policy(path: Path | None) -> PrivacyPolicy:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_delta(delta: float, examples: int | None) -> None:
+    """A delta near 1/n allows publishing a random example outright: refuse it."""
+    if examples is not None and delta >= 1.0 / (10 * examples):
+        raise _fail(
+            f"delta {delta:g} must be below 1/(10 x --examples) = {1.0 / (10 * examples):.3g}"
+        )
 
 
 @plan_app.command("local")
 def plan_local(
-    examples: Annotated[int, typer.Option(min=1, help="training examples on the device")],
-    batch_size: Annotated[int, typer.Option(min=1, help="expected batch size")],
-    epochs: Annotated[float, typer.Option(min=0.01, help="passes over the data")],
-    delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="target delta")],
-    noise: Annotated[float | None, typer.Option(help="noise multiplier -> epsilon")] = None,
-    target_epsilon: Annotated[float | None, typer.Option(help="epsilon -> noise")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="local rounds a device takes part in")],
+    policy: Annotated[
+        Path | None, typer.Option(help="privacy policy TOML (default: HEARTH_POLICY or shipped)")
+    ] = None,
+    evaluations: Annotated[int, typer.Option(min=0, help="evaluations a round")] = 1,
+    noise: Annotated[
+        float | None, typer.Option(help="local noise multiplier (default: the policy's)")
+    ] = None,
+    target_epsilon: Annotated[
+        float | None, typer.Option(help="epsilon per example -> the noise that meets it")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="delta (default: the policy's)")
+    ] = None,
+    examples: Annotated[
+        int | None, typer.Option(min=1, help="largest dataset on a device: delta < 1/(10 x it)")
+    ] = None,
+    context_length: Annotated[
+        int, typer.Option(min=0, help="actions the model reads (K)")
+    ] = DEFAULT_CONTEXT_LENGTH,
     accountant: Annotated[str, typer.Option(help="rdp or prv")] = "rdp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """DP-SGD on one device: unit is one example on that device."""
-    _one_direction(noise, target_epsilon)
+    """What a device's ledger spends in ``--rounds`` rounds of the policy's round shape.
+
+    Each round is the policy's DP-SGD steps at its sample rate plus ``--evaluations``
+    noised evaluation releases, the same entries the device ledger records.
+    """
+    _at_most_one_direction(noise, target_epsilon)
     if accountant not in LOCAL_ACCOUNTANTS:
         raise _fail("--accountant must be rdp or prv")
-    sample_rate = min(1.0, batch_size / examples)
-    steps = max(1, round(epochs / sample_rate))
+    loaded = _policy(policy)
+    t = loaded.training
+    delta = loaded.privacy.delta if delta is None else delta
+    _check_delta(delta, examples)
+    shape = RoundShape(t.sample_rate, t.steps, t.evaluation_noise_multiplier, evaluations)
     rows = []
     for name in LOCAL_ACCOUNTANTS:
         acc: LocalAccountant = name
         try:
             z = (
-                noise
-                if noise is not None
-                else noise_for_local(float(target_epsilon or 0), sample_rate, steps, delta, acc)
+                noise_for_rounds(target_epsilon, shape, rounds, delta, acc)
+                if target_epsilon is not None
+                else (t.local_noise_multiplier if noise is None else noise)
             )
         except PlanningError as exc:
             raise _fail(str(exc)) from None
-        eps = epsilon_local([(z, sample_rate, steps)], delta, acc)
+        history = shape.history(z, rounds)
         rows.append(
             {
                 "accountant": name,
                 "noise_multiplier": z,
-                "epsilon": eps,
+                "epsilon": epsilon_local(history, delta, acc),
+                "epsilon_per_action": epsilon_per_action(history, delta, context_length),
                 "delta": delta,
                 "unit": UNIT_LOCAL,
-                "sample_rate": sample_rate,
-                "steps": steps,
+                "adjacency": ADJACENCY_EXAMPLE,
+                "unit_per_action": unit_action(context_length),
+                "adjacency_per_action": adjacency_action(context_length),
+                "sample_rate": t.sample_rate,
+                "steps": t.steps,
+                "batch_size": t.batch_size,
+                "rounds": rounds,
+                "evaluations": evaluations,
+                "evaluation_noise_multiplier": t.evaluation_noise_multiplier,
+                "device_epsilon_cap": loaded.privacy.device_epsilon_cap,
             }
         )
-    _emit(rows, accountant, as_json, f"local DP-SGD: q={sample_rate:.4g}, {steps} steps")
+    notes = [
+        f"epsilon per example: unit {UNIT_LOCAL}; {ADJACENCY_EXAMPLE}; delta {delta:g}.",
+        f"epsilon per action: unit {unit_action(context_length)}; group privacy (RDP) over "
+        f"{adjacency_action(context_length)}; delta {delta:g}.",
+        f"The policy caps a device at epsilon {loaded.privacy.device_epsilon_cap:g} per example"
+        + (
+            "; devices add more noise than this where needed to stay under it."
+            if t.spread_local_budget and target_epsilon is None and noise is None
+            else "."
+        ),
+    ]
+    title = (
+        f"local DP-SGD: q={t.sample_rate:g}, {t.steps} steps, batch {t.batch_size} a round; "
+        f"{evaluations} evaluation(s) a round at x{t.evaluation_noise_multiplier:g}; "
+        f"{rounds} rounds"
+    )
+    columns: list[Column] = [
+        ("noise multiplier", lambda r: f"{r['noise_multiplier']:.4f}"),
+        ("epsilon per example", lambda r: _eps(r["epsilon"])),
+        ("epsilon per action", lambda r: _eps(r["epsilon_per_action"])),
+        ("delta", lambda r: f"{r['delta']:g}"),
+    ]
+    _emit(rows, accountant, as_json, title, columns, notes)
 
 
 @plan_app.command("user")
@@ -129,15 +222,27 @@ def plan_user(
     delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="target delta")],
     noise: Annotated[float | None, typer.Option(help="noise multiplier -> epsilon")] = None,
     target_epsilon: Annotated[float | None, typer.Option(help="epsilon -> noise")] = None,
+    joined: Annotated[
+        int | None,
+        typer.Option(min=1, help="rounds one user joins, facing the server (default: all)"),
+    ] = None,
     accountant: Annotated[str, typer.Option(help="rdp or pld")] = "rdp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """User-level DP over a campaign: unit is one user's whole contribution."""
+    """User-level DP over a campaign: unit is one user's whole contribution.
+
+    Beside the figure facing readers of the model (amplified by client sampling),
+    the figure facing the server, which knows who joined: no amplification for the
+    rounds a user joins.
+    """
     _one_direction(noise, target_epsilon)
     if accountant not in USER_ACCOUNTANTS:
         raise _fail("--accountant must be rdp or pld")
     if cohort > population:
         raise _fail("--cohort cannot exceed --population")
+    joined = rounds if joined is None else joined
+    if joined > rounds:
+        raise _fail("--joined cannot exceed --rounds")
     sampling = cohort / population
     rows = []
     for name in USER_ACCOUNTANTS:
@@ -150,19 +255,78 @@ def plan_user(
             )
         except PlanningError as exc:
             raise _fail(str(exc)) from None
-        eps = epsilon_user(z, sampling, rounds, delta, acc)
         rows.append(
             {
                 "accountant": name,
                 "noise_multiplier": z,
-                "epsilon": eps,
+                "epsilon": epsilon_user(z, sampling, rounds, delta, acc),
+                "epsilon_vs_server": epsilon_user(z, 1.0, joined, delta, acc),
                 "delta": delta,
                 "unit": UNIT_USER,
+                "adjacency": ADJACENCY_USER,
+                "adjacency_vs_server": ADJACENCY_USER_VS_SERVER,
                 "sampling_rate": sampling,
                 "rounds": rounds,
+                "rounds_joined": joined,
             }
         )
-    _emit(rows, accountant, as_json, f"user-level DP: q={sampling:.4g}, {rounds} rounds")
+    notes = [
+        f"facing readers of the model and checkpoints: unit {UNIT_USER}; {ADJACENCY_USER} "
+        f"at q={sampling:.4g}; delta {delta:g}.",
+        f"facing the server: unit {UNIT_USER}; {ADJACENCY_USER_VS_SERVER}, {joined} rounds "
+        f"joined; delta {delta:g}. It holds only for noise the server cannot remove (added on "
+        "the devices, summed under SecAgg+); noise the server adds itself gives no user-level "
+        "guarantee facing the server.",
+    ]
+    columns: list[Column] = [
+        ("noise multiplier", lambda r: f"{r['noise_multiplier']:.4f}"),
+        ("epsilon (model readers)", lambda r: _eps(r["epsilon"])),
+        ("epsilon (server)", lambda r: _eps(r["epsilon_vs_server"])),
+        ("delta", lambda r: f"{r['delta']:g}"),
+    ]
+    title = f"user-level DP: q={sampling:.4g}, {rounds} rounds"
+    _emit(rows, accountant, as_json, title, columns, notes)
+
+
+def _user_cell(value: float | None, recorded: bool = True) -> str:
+    if not recorded:
+        return "not recorded"
+    return "none" if value is None else f"{value:.3f}"
+
+
+def _example_cell(row: dict[str, Any]) -> str:
+    if row["epsilon_example_cap"] is not None:
+        return f"{row['epsilon_example_cap']:g}"
+    if row["epsilon_local_max"] is not None:
+        return f"{row['epsilon_local_max']:.3f} reported (older sidecar)"
+    return "-"
+
+
+def _audit_totals(report: dict[str, Any]) -> list[str]:
+    """What the campaign's figures say, each with its unit, delta and adjacency."""
+    figures, delta = report["figures"], report["delta"]
+
+    def said(key: str) -> str:
+        return f"unit {figures[key]['unit']}; {figures[key]['adjacency']}; delta {delta}"
+
+    cap, old = report["epsilon_example_cap"], report["epsilon_local_max"]
+    example = (
+        f"at most epsilon {cap:g}, enforced on each device against its own ledger"
+        if cap is not None
+        else f"largest reported epsilon {old:.3f} (older sidecars)"
+        if old is not None
+        else "not recorded"
+    )
+    return [
+        f"example-level ({said('epsilon_example_cap')}): {example}. The per-action figure "
+        "(one recorded action sits in up to K+1 examples) needs a device's history, which "
+        "the server does not have: each device shows its own (`hearth budget show`).",
+        f"user-level facing readers of the model and checkpoints ({said('epsilon_user')}): "
+        f"{_user_cell(report['epsilon_user'])}.",
+        f"user-level facing the server ({said('epsilon_user_vs_server')}): "
+        f"{_user_cell(report['epsilon_user_vs_server'], report['vs_server_recorded'])}.",
+        f"policy hashes: {', '.join(report['policy_hashes']) or '-'}",
+    ]
 
 
 @app.command()
@@ -170,7 +334,7 @@ def audit(
     checkpoint_dir: Annotated[Path, typer.Argument(help="a campaign's checkpoint directory")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Per round and in total: epsilon spent, cohort sizes, policy hash."""
+    """Per round and in total: the example-level cap, user-level figures, cohorts, policy."""
     try:
         report = audit_campaign(checkpoint_dir)
     except AuditError as exc:
@@ -179,21 +343,26 @@ def audit(
         typer.echo(json.dumps(report))
         return
     table = Table(title=f"campaign audit: {checkpoint_dir}")
-    for column in ("round", "cohort", "device eps max", "user eps (total)", "policy hash"):
+    for column in (
+        "round",
+        "cohort",
+        "example cap (each device)",
+        "user eps (model readers)",
+        "user eps (server)",
+        "adjacency",
+        "policy",
+    ):
         table.add_column(column)
     for row in report["rounds"]:
-        user = row["epsilon_user"]
         table.add_row(
             str(row["round"]),
             str(row["cohort_size"]),
-            f"{row['epsilon_local_max']:.3f}" if row["epsilon_local_max"] is not None else "-",
-            f"{user:.3f}" if user is not None else "not claimed",
-            (row["policy_hash"] or "-")[:16],
+            _example_cell(row),
+            _user_cell(row["epsilon_user"]),
+            _user_cell(row["epsilon_user_vs_server"], row["vs_server_recorded"]),
+            row["adjacency"] or "-",
+            (row["policy_hash"] or "-")[:8],
         )
     console.print(table)
-    user = report["epsilon_user"] if report["epsilon_user"] is not None else "not claimed"
-    console.print(
-        f"device-level: max epsilon {report['epsilon_local_max']}, unit: {UNIT_LOCAL}; "
-        f"user-level: {user}, unit: {UNIT_USER}; delta {report['delta']}; "
-        f"policy hashes: {report['policy_hashes']}"
-    )
+    for line in _audit_totals(report):
+        console.print(line, soft_wrap=True)

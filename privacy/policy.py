@@ -18,8 +18,23 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from policy.events import AppCategory, Modality
+from privacy.accountants import (
+    ADJACENCY_EXAMPLE,
+    ADJACENCY_USER,
+    DEFAULT_CONTEXT_LENGTH,
+    UNIT_LOCAL,
+    UNIT_USER,
+    PlanningError,
+    RoundShape,
+    adjacency_action,
+    per_action_at_cap,
+    unit_action,
+)
 
 ENV_POLICY: Final = "HEARTH_POLICY"
+# The per-action figure in ``describe`` is for a laptop spending its whole cap in this
+# many rounds (a campaign's default length, num-server-rounds).
+_REFERENCE_ROUNDS: Final = 10
 
 
 class PolicyError(ValueError):
@@ -160,32 +175,72 @@ def policy_hash(policy: PrivacyPolicy) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def describe(policy: PrivacyPolicy) -> str:
-    """The policy in plain words, for employees and auditors."""
-    p, t, d, g = policy.privacy, policy.training, policy.data, policy.governor
-    central = (
-        f"the server adds Gaussian noise (multiplier {t.central_noise_multiplier}) to the sum"
-        if t.central_noise_multiplier > 0
-        else "the server adds no central noise (no user-level guarantee is claimed)"
+def _local_noise(t: TrainingSection) -> str:
+    if t.spread_local_budget:
+        return (
+            f"of at least x{t.local_noise_multiplier:g}, more where needed so the cap lasts "
+            "every round of the campaign"
+        )
+    return f"x{t.local_noise_multiplier:g}"
+
+
+def _per_action(p: PrivacySection, t: TrainingSection) -> str:
+    """The per-action figure of a laptop that spends its whole cap in the reference rounds."""
+    k = DEFAULT_CONTEXT_LENGTH
+    head = (
+        f"One recorded action sits in up to {k + 1} examples (the target of one, in the "
+        f"context of the next {k}), so it is protected less: "
     )
+    shape = RoundShape(t.sample_rate, t.steps, t.evaluation_noise_multiplier)
+    try:
+        noise, eps = per_action_at_cap(p.device_epsilon_cap, p.delta, shape, _REFERENCE_ROUNDS, k)
+    except PlanningError:
+        return head + "the evaluations alone would pass the cap, so no laptop could train."
+    return head + (
+        f"a laptop that spends the whole cap in {_REFERENCE_ROUNDS} rounds (noise x{noise:.2f}, "
+        f"one evaluation each) has epsilon {eps:,.0f} per action (unit: {unit_action(k)}; "
+        f"{adjacency_action(k)}; RDP group privacy, a loose bound; delta {p.delta:g})."
+    )
+
+
+def _user_level(p: PrivacySection, t: TrainingSection) -> str:
+    if t.central_noise_multiplier <= 0:
+        return (
+            f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds no "
+            "central noise: no user-level guarantee (for one user across the campaign)."
+        )
+    return (
+        f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds Gaussian "
+        f"noise (x{t.central_noise_multiplier:g}) to the sum and stops the campaign before "
+        f"user-level epsilon {p.user_epsilon_target:g} (unit: {UNIT_USER}; {ADJACENCY_USER}; "
+        f"delta {p.delta:g}). That noise protects against readers of the model and "
+        "checkpoints, not against the server, which adds it."
+    )
+
+
+def describe(policy: PrivacyPolicy) -> str:
+    """The policy in plain words, each figure with its unit, for employees and auditors."""
+    p, t, d, g = policy.privacy, policy.training, policy.data, policy.governor
     lines: list[str] = [
         f"Recording may cover: {', '.join(m.value for m in d.allowed_modalities)}.",
         f"Raw events are deleted after {d.retention_days:g} days, or sooner beyond "
         f"{d.vault_quota_mb} MB.",
         f"Nothing but a gap is kept while these are in front: {', '.join(d.sensitive_apps)} "
         f"(and any {', '.join(c.value for c in d.sensitive_categories)} app).",
-        f"Each laptop spends at most epsilon {p.device_epsilon_cap:g} per campaign "
-        f"(unit: one example on one device, delta {p.delta:g}); "
-        f"DP-SGD clips each example's gradient to {t.max_grad_norm:g} and adds noise "
-        + (
-            f"of at least x{t.local_noise_multiplier:g}, more where needed so the cap lasts "
-            "every round of the campaign."
-            if t.spread_local_budget
-            else f"x{t.local_noise_multiplier:g}."
-        ),
-        f"Each update is clipped to norm {t.update_clip_norm:g}; {central}; the campaign "
-        f"stops before user-level epsilon {p.user_epsilon_target:g} (unit: one user, "
-        f"delta {p.delta:g}).",
+        f"Each laptop's ledger composes every round of every campaign for as long as the "
+        f"ledger lives, and spends at most epsilon {p.device_epsilon_cap:g} in all (unit: "
+        f"{UNIT_LOCAL}; {ADJACENCY_EXAMPLE}; delta {p.delta:g}). DP-SGD clips each example's "
+        f"gradient to {t.max_grad_norm:g} and adds noise {_local_noise(t)}.",
+        f"This policy, not the laptop's data, fixes the shape of a round: each example "
+        f"joins each of {t.steps} DP-SGD steps with probability {t.sample_rate:g}, and each "
+        f"noised gradient sum is divided by {t.batch_size}; a laptop trains on at most its "
+        f"{p.max_examples_per_device} most recent examples.",
+        f"Held-out accuracy and loss leave a laptop only as Gaussian-noised sums (noise "
+        f"x{t.evaluation_noise_multiplier:g} per unit of sensitivity), each release charged "
+        "to its ledger like a training round.",
+        _per_action(p, t),
+        _user_level(p, t),
+        "Facing the server itself, the example-level guarantee is the one that holds.",
         f"The server combines a round only with at least {t.min_cohort} laptops.",
         f"Training runs only after {g.idle_seconds:g} s idle, below {g.max_cpu_percent:g}% CPU"
         + (", on mains power." if g.require_mains_power else "."),

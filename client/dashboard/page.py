@@ -7,6 +7,7 @@ loaded. Every value from disk is escaped.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from html import escape
@@ -136,6 +137,35 @@ def _data(vault: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def _epsilon(value: float) -> str:
+    return f"{value:,.2f}" if math.isfinite(value) else "infinite"
+
+
+def _budget_figures(budget: Mapping[str, Any]) -> str:
+    """Each figure with its unit: per example (the ledger's), per action, per user."""
+    user = (
+        f"at most epsilon {budget['epsilon_user']:g} (the campaign stops before it), facing "
+        "readers of the model and checkpoints, not the server"
+        if budget.get("epsilon_user") is not None
+        else "none: the policy adds no central noise"
+    )
+    return (
+        "<dl>"
+        f"<dt>Per example</dt><dd>epsilon {_epsilon(budget['epsilon_spent'])}. Unit: "
+        f"<strong>{escape(str(budget['unit']))}</strong>; "
+        f"{escape(str(budget['adjacency']))}.</dd>"
+        f"<dt>Per action</dt><dd>epsilon {_epsilon(budget['epsilon_per_action'])}. Unit: "
+        f"<strong>{escape(str(budget['unit_per_action']))}</strong>. One recorded action of "
+        "yours sits in several training examples, so this bounds how much it changes what "
+        "this laptop sends, in the differential-privacy sense (group privacy over the same "
+        "ledger, a loose bound).</dd>"
+        f"<dt>Per user</dt><dd>{escape(user)}. Unit: "
+        f"<strong>{escape(str(budget['unit_user']))}</strong>; "
+        f"{escape(str(budget['adjacency_user']))}.</dd>"
+        "</dl>"
+    )
+
+
 def _budget(budget: Mapping[str, Any]) -> str:
     head = '<section aria-labelledby="h-budget"><h2 id="h-budget">Privacy budget</h2>'
     if budget.get("error"):
@@ -147,14 +177,14 @@ def _budget(budget: Mapping[str, Any]) -> str:
         else " (the policy's cap)"
     )
     return (
-        head + f'<label for="budget-meter">Epsilon spent: {spent:.2f} of {cap:g}{escape(own)}, '
-        f"{left:.2f} left, over {int(budget['rounds'])} training rounds</label>"
+        head + f'<label for="budget-meter">Epsilon spent per example: {_epsilon(spent)} of '
+        f"{cap:g}{escape(own)}, {_epsilon(left)} left, over {int(budget['entries'])} ledger "
+        "entries (training rounds and evaluations)</label>"
         f'<meter id="budget-meter" min="0" max="{cap:g}" low="{cap * 0.5:g}" '
         f'high="{cap * 0.8:g}" optimum="0" value="{min(spent, cap):.4f}">'
         f"{spent:.2f} of {cap:g}</meter>"
-        f"<p>Unit: <strong>{escape(str(budget['unit']))}</strong>. One recorded example of "
-        "yours changes what this laptop sends by at most this much, in the "
-        f"differential-privacy sense, with delta {budget['delta']:g}: "
+        + _budget_figures(budget)
+        + f"<p>Every figure is for delta {budget['delta']:g}: "
         f"{escape(str(budget['delta_in_words']))}.</p></section>"
     )
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from client.budget_commands import budget_report
+from client.budget_commands import budget_figures, budget_report
 from client.control_commands import status_report
 from client.data_commands import daily_summary
 from client.device import Device
 from client.keys import KEY_FILE, VaultKeyError
 from client.sensitive_apps import load_additions
 from client.vault import Vault, VaultFullError
-from privacy.accountants import UNIT_LOCAL
-from privacy.ledger import LedgerError, effective_cap
+from privacy.ledger import LedgerError
 from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy
 
 
@@ -64,29 +63,14 @@ def _budget(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
     if policy is None:
         return {"error": "no privacy policy is in force"}
     if not (device.privacy_dir / KEY_FILE).exists():
-        report = _nothing_spent(device, policy)  # never create a key just to read nothing
+        # Never create a key just to read nothing: a device that never trained spent nothing.
+        report = budget_figures([], policy, device.employee_cap())
     else:
         try:
             report = budget_report(device, policy)
         except (VaultKeyError, LedgerError) as exc:
             return {"error": str(exc)}
     return {**report, "delta_in_words": delta_in_words(report["delta"]), "error": None}
-
-
-def _nothing_spent(device: Device, policy: PrivacyPolicy) -> dict[str, Any]:
-    """The budget of a device that never trained: nothing spent, the whole cap left."""
-    employee = device.employee_cap()
-    cap = effective_cap(policy.privacy.device_epsilon_cap, employee)
-    return {
-        "epsilon_spent": 0.0,
-        "epsilon_cap": cap,
-        "epsilon_left": cap,
-        "policy_cap": policy.privacy.device_epsilon_cap,
-        "employee_cap": employee,
-        "delta": policy.privacy.delta,
-        "unit": UNIT_LOCAL,
-        "rounds": 0,
-    }
 
 
 def _sensitive(home: Path, policy: PrivacyPolicy | None) -> dict[str, Any]:

@@ -299,6 +299,8 @@ def test_the_page_shows_data_budget_uploads_policy_and_apps(
     assert f"<title>{day} keys: 29 events</title>" in page  # the chart
     assert "deleted after 14 days" in page
     assert "one example on one device" in page
+    assert "one recorded action on one device (in up to 9 examples)" in page
+    assert "none: the policy adds no central noise" in page
     assert "1 in 100,000" in page
     assert '<meter id="budget-meter"' in page
     assert "fc.weight" in page and "16\u00d78" in page and "48,123" in page and "1.250" in page

@@ -62,6 +62,14 @@ def test_a_busy_port_is_one_clear_line(served: list[socket.socket]) -> None:
     assert served == []
 
 
+def test_a_device_that_never_trained_shows_nothing_spent_per_example_or_action(
+    hearth_home: Path,
+) -> None:
+    budget = snapshot(hearth_home)["budget"]
+    assert (budget["epsilon_spent"], budget["epsilon_per_action"], budget["entries"]) == (0, 0, 0)
+    assert not (Device(hearth_home).privacy_dir).exists()
+
+
 def test_after_deletion_the_budget_still_shows_what_was_spent(hearth_home: Path) -> None:
     device = Device(hearth_home)
     with Vault.open(device.vault_dir):
@@ -72,4 +80,5 @@ def test_after_deletion_the_budget_still_shows_what_was_spent(hearth_home: Path)
     budget = snapshot(hearth_home)["budget"]
     assert budget["error"] is None
     assert budget["epsilon_spent"] == pytest.approx(spent) and spent > 0
+    assert budget["epsilon_per_action"] > budget["epsilon_spent"]
     assert not device.vault_dir.exists()

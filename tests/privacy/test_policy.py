@@ -1,5 +1,6 @@
 import pytest
 
+from privacy.accountants import RoundShape, per_action_at_cap
 from privacy.policy import (
     PolicyError,
     default_policy_text,
@@ -19,7 +20,45 @@ def _with(old, new):
 def test_the_shipped_policy_is_valid_and_says_its_units():
     words = describe(load_policy())
     assert "one example on one device" in words
-    assert "one user" in words
+    assert "add/remove one example" in words
+    assert "one recorded action on one device (in up to 9 examples)" in words
+    assert "no user-level guarantee" in words
+
+
+def test_the_device_cap_is_over_the_ledgers_lifetime_not_one_campaign():
+    words = describe(load_policy())
+    assert "every round of every campaign" in words
+    assert "per campaign" not in words
+
+
+def test_the_description_gives_the_per_action_figure_of_a_laptop_spending_the_cap():
+    policy = load_policy()
+    shape = RoundShape(0.25, 8, 8.0)
+    noise, per_action = per_action_at_cap(10.0, 1e-5, shape, 10, 8)
+    words = describe(policy)
+    assert f"noise x{noise:.2f}" in words
+    assert f"epsilon {per_action:,.0f} per action" in words
+
+
+def test_the_description_says_the_round_shape_and_evaluations_are_the_policys():
+    words = describe(
+        parse_policy(
+            _with("steps = 8", "steps = 12").replace("batch_size = 512", "batch_size = 64")
+        )
+    )
+    assert "not the laptop's data, fixes the shape of a round" in words
+    assert "each of 12 DP-SGD steps with probability 0.25" in words
+    assert "divided by 64" in words
+    assert "only as Gaussian-noised sums" in words and "charged" in words
+
+
+def test_central_noise_protects_against_checkpoint_readers_not_the_server():
+    words = describe(
+        parse_policy(_with("central_noise_multiplier = 0.0", "central_noise_multiplier = 1.0"))
+    )
+    assert "one user across the campaign" in words and "add/remove one user" in words
+    assert "readers of the model and checkpoints, not against the server" in words
+    assert "no user-level guarantee" not in words
 
 
 @pytest.mark.parametrize(
