@@ -4,12 +4,12 @@ Flower 1.41 runs SecAgg+ only through the legacy ``DefaultWorkflow`` with
 ``SecAggPlusWorkflow`` and a ``flwr.server.strategy`` strategy, so hearth uses
 that path everywhere; run config ``secaggplus`` switches the fit workflow to
 SecAgg+ (simulation usually runs without it). Under SecAgg+ every result the
-strategy sees carries the same unmasked weighted mean (devices use equal
-weights, 0 when they decline), so ``DeltaFedAvg`` applies it unchanged and adds
-the central noise; ``CampaignStrategy`` still counts contributors (weight > 0)
-for the minimum cohort. A device lost mid-round is recovered by the survivors
-(``server.secagg``); a round where fewer than the reconstruction threshold
-survive is halted by the workflow and leaves the model unchanged.
+strategy sees carries the same unmasked mean (devices send weight 1 and decline
+with an error reply); ``CampaignStrategy`` checks that aggregate against the
+clipping norm, counts its contributors for the minimum cohort, and
+``DeltaFedAvg`` applies it with the central noise. A device lost mid-round is
+recovered by the survivors (``server.secagg``); a round where fewer than the
+reconstruction threshold survive is halted by the workflow and leaves the model unchanged.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from __future__ import annotations
 from logging import INFO
 from pathlib import Path
 
+import numpy as np
 import torch
 from flwr.app import Context
 from flwr.common import log, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
+from numpy.typing import NDArray
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
-from privacy.randomness import secret_generator
+from privacy.randomness import gaussian, secret_generator
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
 from server.round_timeout import RoundTimeoutGrid
@@ -33,6 +35,16 @@ from server.secagg import DropoutTolerantSecAggPlus
 from strategies.delta_fedavg import DeltaFedAvg
 
 app = ServerApp()
+
+
+def draw_central_noise(std: float, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """The central Gaussian, drawn as a device draws its own (``privacy.randomness``).
+
+    A fresh generator from 256 bits of OS entropy for every draw, and each value a
+    sum of four float64 draws: nothing in the run config, a checkpoint or a log
+    can regenerate it.
+    """
+    return gaussian(secret_generator(), std, shape)
 
 
 def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -> CampaignStrategy:
@@ -50,7 +62,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         server_momentum=config.server_momentum,
         noise_multiplier=training.central_noise_multiplier,
         clipping_norm=training.update_clip_norm,
-        noise_source=secret_generator,
+        draw_noise=draw_central_noise,
         fraction_fit=config.fraction_train,
         fraction_evaluate=config.fraction_evaluate,
         min_fit_clients=training.min_cohort,

@@ -10,17 +10,37 @@ after the newest checkpoint there (model, server momentum, the user-level
 privacy spent so far, the round number), provided it was made under the same
 privacy policy and model shape.
 Flower's workflow then counts its rounds from 1 again; the strategy adds the
-offset, so devices, checkpoints and the ledger see campaign rounds.
+offset, so devices, checkpoints and the ledger see campaign rounds. A
+checkpoint-dir whose campaign ledger is gone is refused: the user-level spend
+could not be restored.
+
+The strategy runs the mechanism its accountant models. Each available node joins
+a round independently with probability ``q`` (the run config's fraction), drawn
+from the OS's CSPRNG (Poisson sampling). Every train reply is checked against
+the reply contract (``strategies.reply_contract``) and dropped when it breaks
+it. Under central noise the clipped updates are summed and divided by the fixed
+``q x N`` (N: nodes available when sampling), with noise of std
+``z x clip / (q x N)``: exactly the Poisson-sampled Gaussian mechanism, one user
+added or removed, that ``privacy.accountants.epsilon_user`` composes.
+
+Two user-level figures are written: ``epsilon_user`` faces readers of the model
+and checkpoints (amplified by the sampling they do not see), and
+``epsilon_user_vs_server`` faces the server itself, which picks the cohort, sees
+who replies and adds the central noise: nothing beyond each device's
+example-level guarantee protects a user against it, so that figure is null.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import numpy as np
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -29,12 +49,14 @@ from flwr.common import (
     Parameters,
     Scalar,
     log,
+    parameters_to_ndarrays,
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from policy.model_version import model_version
+from policy.replies import TRAIN_WEIGHT
 from privacy.accountants import epsilon_user
 from privacy.policy import PrivacyPolicy, policy_hash
 from server.checkpoints import (
@@ -46,10 +68,34 @@ from server.checkpoints import (
 )
 from server.config import CampaignConfig, ServerConfigError
 from server.report import aggregate_evaluate_metrics, refusal_counts, round_table
-from strategies.delta_fedavg import DeltaFedAvg
+from strategies.delta_fedavg import DeltaFedAvg, unweighted_sum
+from strategies.reply_contract import broken_rule
 
 CAMPAIGN_LEDGER_FILE = "campaign-ledger.json"
 MOMENTUM_SUFFIX = ".momentum.npz"
+ADJACENCY_USER: Final = "add/remove one user"
+# Under SecAgg+ each coordinate is quantized (2**22 levels over the clipping range),
+# so an honest aggregate may exceed the bound by that rounding: a looser slack.
+SECAGG_NORM_TOLERANCE: Final = 1e-3
+VS_SERVER_NOTE: Final = (
+    "epsilon_user faces readers of the model and checkpoints: it counts on the Poisson "
+    "sampling of cohorts, which they do not see. epsilon_user_vs_server is null: the server "
+    "picks the cohort, sees who replies and adds the central noise itself, so nothing "
+    "protects a user against it beyond each device's example-level guarantee "
+    "(epsilon_example_cap, one example on one device)."
+)
+
+
+def poisson_cohort(nodes: Sequence[ClientProxy], rate: float) -> list[ClientProxy]:
+    """Each node joins independently with probability ``rate``, drawn from the OS's CSPRNG.
+
+    ``rate >= 1`` takes every node. Never a seeded generator: whoever knew the seed
+    would know the cohort, and sampling amplifies privacy only while it is secret.
+    """
+    if rate >= 1:
+        return list(nodes)
+    rng = secrets.SystemRandom()
+    return [node for node in nodes if rng.random() < rate]
 
 
 def round_instructions(
@@ -84,6 +130,8 @@ class CampaignStrategy(Strategy):
     user_rounds: list[float] = field(default_factory=list)  # sampling rate of each noised round
     stopped: bool = False
     start_round: int = 0  # rounds already done before this run (resumed campaign)
+    # Fixed denominator (q x N) of each noised round, by campaign round.
+    _denominators: dict[int, float] = field(default_factory=dict)
 
     @property
     def central_noise(self) -> float:
@@ -105,7 +153,9 @@ class CampaignStrategy(Strategy):
         """Continue after the newest checkpoint in ``checkpoint_dir``; returns its round (0: new).
 
         Raises ``ServerConfigError`` when the directory holds a campaign under
-        another privacy policy or model: its audit trail is never overwritten.
+        another privacy policy or model, or one whose campaign ledger is missing
+        or unreadable: its audit trail is never overwritten, and the user-level
+        spend is never restarted at 0.
         """
         latest = latest_checkpoint(self.checkpoint_dir)
         if latest is None:
@@ -123,19 +173,41 @@ class CampaignStrategy(Strategy):
                 f"checkpoint-dir {self.checkpoint_dir} holds another model; "
                 "choose another checkpoint-dir"
             )
+        ledger = self._read_campaign_ledger()
         done = int(sidecar["round"])
         momentum = latest.with_name(latest.name.replace(".npz", MOMENTUM_SUFFIX))
         velocity = list(load_checkpoint(momentum).values()) if momentum.is_file() else None
         self.inner.resume(list(arrays.values()), velocity, done)
-        ledger_path = self.checkpoint_dir / CAMPAIGN_LEDGER_FILE
-        if ledger_path.is_file():
-            ledger = json.loads(ledger_path.read_text())
-            self.user_rounds = [float(r["sampling_rate"]) for r in ledger["noised_rounds"]]
-            self.stopped = bool(ledger.get("stopped_at_target", False))
+        self.user_rounds = [float(r["sampling_rate"]) for r in ledger["noised_rounds"]]
+        self.stopped = bool(ledger.get("stopped_at_target", False))
         self.rows = [row for row in read_sidecars(self.checkpoint_dir) if row["round"] <= done]
         self.start_round = done
         log(INFO, "hearth: campaign resumes after round %s from %s", done, latest)
         return done
+
+    def _read_campaign_ledger(self) -> dict[str, Any]:
+        """The campaign ledger beside the checkpoints; refuses to go on without it."""
+        path = self.checkpoint_dir / CAMPAIGN_LEDGER_FILE
+        try:
+            ledger = json.loads(path.read_text())
+            if not isinstance(ledger, dict):
+                raise TypeError("not an object")
+            [float(r["sampling_rate"]) for r in ledger["noised_rounds"]]
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ServerConfigError(
+                f"checkpoint-dir {self.checkpoint_dir} has checkpoints but no readable "
+                f"{CAMPAIGN_LEDGER_FILE}: the user-level privacy spent cannot be restored; "
+                "restore that file or start a new checkpoint-dir"
+            ) from err
+        return ledger
+
+    def sample(self, client_manager: ClientManager, rate: float) -> tuple[list[ClientProxy], int]:
+        """A Poisson cohort at ``rate`` and N, the number of nodes it was drawn from."""
+        if rate <= 0:
+            return [], client_manager.num_available()
+        client_manager.wait_for(self.inner.min_available_clients, 86400)
+        nodes = list(client_manager.all().values())
+        return poisson_cohort(nodes, rate), len(nodes)
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         """The server's own initial model."""
@@ -144,12 +216,11 @@ class CampaignStrategy(Strategy):
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Sample the cohort and attach this round's instructions, unless the campaign is over."""
+        """Sample a Poisson cohort and send it this round's instructions (none once ended)."""
         server_round += self.start_round
-        pairs = self.inner.configure_fit(server_round, parameters, client_manager)
+        rate = self.config.fraction_train
         target = self.policy.privacy.user_epsilon_target
-        population = max(1, client_manager.num_available())
-        next_eps = self.user_epsilon([*self.user_rounds, len(pairs) / population])
+        next_eps = self.user_epsilon([*self.user_rounds, rate])
         if self.stopped or (next_eps is not None and next_eps > target):
             if not self.stopped:
                 log(
@@ -163,10 +234,13 @@ class CampaignStrategy(Strategy):
                 )
             self.stopped = True
             return []
+        cohort, population = self.sample(client_manager, rate)
         if self.central_noise > 0:
-            self.user_rounds.append(len(pairs) / population)
+            # The round is charged once sampled, whether or not enough devices reply.
+            self.user_rounds.append(rate)
+            self._denominators[server_round] = rate * population
         extra = round_instructions(self.config, self.policy, server_round)
-        return [(proxy, FitIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in pairs]
+        return [(proxy, FitIns(parameters, dict(extra))) for proxy in cohort]
 
     def aggregate_fit(
         self,
@@ -174,40 +248,105 @@ class CampaignStrategy(Strategy):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Aggregate only when enough devices actually trained this round."""
+        """Check every reply against the contract, then aggregate if the cohort is big enough."""
         server_round += self.start_round
-        contributing = [r for r in results if r[1].num_examples > 0]
+        if self.config.secaggplus:
+            total, contributors, rejected = self._secagg_sum(server_round, results)
+        else:
+            total, contributors, rejected = self._checked_sum(server_round, results)
         metrics: dict[str, Scalar] = {
             "clients": len(results) + len(failures),
-            "clients_trained": len(contributing),
+            "clients_trained": contributors,
+            "clients_rejected": rejected,
             **refusal_counts(failures),
         }
         self._fit[server_round] = dict(metrics)
         min_cohort = self.policy.training.min_cohort
-        if len(contributing) < min_cohort:
+        if total is None or contributors < min_cohort:
             log(
                 WARNING,
                 "round %s: %s devices contributed, fewer than the minimum cohort of %s; "
                 "the global model is unchanged",
                 server_round,
-                len(contributing),
+                contributors,
                 min_cohort,
             )
             self._fit[server_round]["skipped"] = 1
             return None, metrics
-        parameters, _ = self.inner.aggregate_fit(server_round, contributing, failures)
-        return parameters, metrics
+        denominator = float(contributors)
+        if self.central_noise > 0:
+            denominator = self._denominators.get(server_round, denominator)
+        return self.inner.step(total, denominator), metrics
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(a.shape) for a in self.inner.global_arrays]
+
+    def _checked_sum(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[list[np.ndarray[Any, Any]] | None, int, int]:
+        """The sum of the replies that keep the contract, their number, the number dropped."""
+        clip = self.policy.training.update_clip_norm
+        shapes = self._shapes()
+        kept = []
+        for _, res in results:
+            arrays = parameters_to_ndarrays(res.parameters)
+            rule = broken_rule(res.num_examples, arrays, shapes, clip, TRAIN_WEIGHT)
+            if rule is None:
+                kept.append(arrays)
+            else:
+                log(
+                    WARNING,
+                    "round %s: a reply was dropped: it breaks the %s rule",
+                    server_round,
+                    rule,
+                )
+        total = unweighted_sum(kept) if kept else None
+        return total, len(kept), len(results) - len(kept)
+
+    def _secagg_sum(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[list[np.ndarray[Any, Any]] | None, int, int]:
+        """The unmasked sum under SecAgg+, when it is finite and within ``clip x contributors``.
+
+        ``SecAggPlusWorkflow`` hands every result the same unmasked aggregate: the
+        weighted mean of the summed vectors (weights are the devices' plaintext
+        ``num_examples``). No single reply can be taken out of it, so a round whose
+        aggregate breaks the contract is skipped as a whole.
+        """
+        if not results:
+            return None, 0, 0
+        contributors = len(results)
+        clip = self.policy.training.update_clip_norm
+        mean = parameters_to_ndarrays(results[0][1].parameters)
+        total = [m.astype(np.float64) * contributors for m in mean]
+        weights_kept = all(res.num_examples == TRAIN_WEIGHT for _, res in results)
+        rule = "weight" if not weights_kept else None
+        rule = rule or broken_rule(
+            TRAIN_WEIGHT,
+            total,
+            self._shapes(),
+            clip * contributors,
+            TRAIN_WEIGHT,
+            SECAGG_NORM_TOLERANCE,
+        )
+        if rule is not None:
+            log(
+                WARNING,
+                "round %s: the secure aggregate was dropped: it breaks the %s rule",
+                server_round,
+                rule,
+            )
+            return None, 0, contributors
+        return total, contributors, 0
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Federated evaluation on each device's held-out data."""
+        """Federated evaluation on each device's held-out data, on a Poisson cohort."""
         server_round += self.start_round
-        pairs = self.inner.configure_evaluate(server_round, parameters, client_manager)
+        cohort, _ = self.sample(client_manager, self.config.fraction_evaluate)
         extra = round_instructions(self.config, self.policy, server_round)
-        return [
-            (proxy, EvaluateIns(ins.parameters, {**ins.config, **extra})) for proxy, ins in pairs
-        ]
+        return [(proxy, EvaluateIns(parameters, dict(extra))) for proxy in cohort]
 
     def aggregate_evaluate(
         self,
@@ -229,7 +368,9 @@ class CampaignStrategy(Strategy):
             "delta": self.policy.privacy.delta,
             "cohort_size": self._fit.get(server_round, {}).get("clients_trained", 0),
             "epsilon_user": self.user_epsilon(self.user_rounds),
+            "epsilon_user_vs_server": None,
             "epsilon_user_unit": "one user across the campaign",
+            "adjacency": ADJACENCY_USER,
             "policy_hash": policy_hash(self.policy),
             "model_version": model_version(self.inner.global_arrays),
             "config": {k: v for k, v in vars(self.config).items()},
@@ -257,6 +398,8 @@ class CampaignStrategy(Strategy):
             "delta": self.policy.privacy.delta,
             "user_epsilon_target": self.policy.privacy.user_epsilon_target,
             "unit": "one user across the campaign",
+            "adjacency": ADJACENCY_USER,
+            "sampling": "Poisson: each available node joins a round with probability q",
             "noised_rounds": [
                 {
                     "sampling_rate": q,
@@ -265,6 +408,8 @@ class CampaignStrategy(Strategy):
                 for i, q in enumerate(self.user_rounds)
             ],
             "epsilon_user": self.user_epsilon(self.user_rounds),
+            "epsilon_user_vs_server": None,
+            "notes": VS_SERVER_NOTE,
             "stopped_at_target": self.stopped,
         }
         path = self.checkpoint_dir / CAMPAIGN_LEDGER_FILE

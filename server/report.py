@@ -101,7 +101,9 @@ def round_table(rows: Sequence[dict[str, Any]]) -> str:
         "top-k and loss: from each device's Gaussian-noised held-out sums (last 20% of its "
         "data), summed over the cohort; each device enforces its own example-level cap of "
         f"epsilon {last.get('epsilon_example_cap')} at delta {last.get('delta')}; user eps: "
-        "one user across the campaign, facing readers of the model."
+        "one user (add/remove) across the campaign, facing readers of the model; facing the "
+        "server, which samples cohorts and adds the central noise, no user-level figure holds "
+        "(epsilon_user_vs_server: none)."
     )
     return console.export_text()
 

@@ -4,6 +4,12 @@ Clients send ``local - global``, not weights. The mean delta is applied to the
 global model the server holds, so the update is correct whether the arrays
 arrive one by one or already summed under SecAgg+ (where every result carries
 the same unmasked aggregate).
+
+``step`` is the core: it divides a sum of clipped updates by a denominator, adds
+Gaussian noise calibrated to that denominator, and applies the result. The
+noise comes from a ``draw_noise(std, shape)`` callable the caller supplies
+(hearth's ServerApp passes a hardened draw from fresh OS entropy); this module
+stays plain numpy.
 """
 
 from __future__ import annotations
@@ -24,6 +30,21 @@ from flwr.server.strategy import FedAvg
 from numpy.typing import NDArray
 
 Arrays = list[NDArray[np.float32]]
+NoiseDraw = Callable[[float, tuple[int, ...]], NDArray[np.float64]]
+
+
+def numpy_gaussian(std: float, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Plain Gaussian noise from a fresh ``default_rng()`` (128 bits of OS entropy)."""
+    return np.random.default_rng().normal(0.0, std, size=shape)
+
+
+def unweighted_sum(deltas: Sequence[Arrays]) -> list[NDArray[np.float64]]:
+    """The sum of per-client deltas, array by array, in float64."""
+    if not deltas:
+        raise ValueError("need at least one delta")
+    return [
+        np.sum([d[i].astype(np.float64) for d in deltas], axis=0) for i in range(len(deltas[0]))
+    ]
 
 
 def weighted_mean_delta(deltas: Sequence[Arrays], weights: Sequence[float]) -> Arrays:
@@ -66,20 +87,27 @@ def momentum_step(velocity: Arrays | None, mean: Arrays, momentum: float) -> Arr
     return [(momentum * v + m).astype(np.float32) for v, m in zip(velocity, mean, strict=True)]
 
 
+def central_noise_std(noise_multiplier: float, clipping_norm: float, denominator: float) -> float:
+    """The noise on ``sum / denominator`` of clipped updates: ``z * clip / denominator``.
+
+    Adding or removing one user changes the sum by at most ``clipping_norm``, so
+    the quotient by at most ``clipping_norm / denominator``.
+    """
+    if denominator <= 0:
+        raise ValueError("the denominator must be positive")
+    return noise_multiplier * clipping_norm / denominator
+
+
 def add_central_noise(
-    mean: Arrays,
+    mean: Sequence[NDArray[np.floating[Any]]],
     noise_multiplier: float,
     clipping_norm: float,
-    num_clients: int,
-    rng: np.random.Generator,
+    denominator: float,
+    draw_noise: NoiseDraw = numpy_gaussian,
 ) -> Arrays:
-    """Gaussian noise on the mean of ``num_clients`` clipped updates (equal weights).
-
-    One user changes the sum by at most ``clipping_norm``, so the mean by
-    ``clipping_norm / num_clients``; the noise is that sensitivity times ``z``.
-    """
-    std = noise_multiplier * clipping_norm / num_clients
-    return [(m + rng.normal(0.0, std, size=m.shape)).astype(np.float32) for m in mean]
+    """Gaussian noise on ``sum / denominator`` of clipped updates, rounded to float32 last."""
+    std = central_noise_std(noise_multiplier, clipping_norm, denominator)
+    return [(m.astype(np.float64) + draw_noise(std, m.shape)).astype(np.float32) for m in mean]
 
 
 class DeltaFedAvg(FedAvg):
@@ -93,7 +121,7 @@ class DeltaFedAvg(FedAvg):
         server_momentum: float = 0.0,
         noise_multiplier: float = 0.0,
         clipping_norm: float = 0.0,
-        noise_source: Callable[[], np.random.Generator] = np.random.default_rng,
+        draw_noise: NoiseDraw = numpy_gaussian,
         **kwargs: Any,
     ):
         super().__init__(initial_parameters=initial_parameters, **kwargs)
@@ -107,9 +135,8 @@ class DeltaFedAvg(FedAvg):
         self.velocity: Arrays | None = None
         self.noise_multiplier = noise_multiplier
         self.clipping_norm = clipping_norm
-        # A fresh generator for every round's noise, seeded from the OS (numpy's
-        # default_rng() takes 128 bits of OS entropy); never a seed anyone can read.
-        self._noise_source = noise_source
+        # Fresh OS entropy for every draw; never a seed anyone can read.
+        self.draw_noise = draw_noise
 
     def resume(self, global_arrays: Arrays, velocity: Arrays | None, after_round: int) -> None:
         """Continue a campaign after ``after_round`` with its model and server momentum.
@@ -130,26 +157,43 @@ class DeltaFedAvg(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Average the deltas and return the updated global model."""
+        """Average the deltas (weighted by ``num_examples``) and return the updated model."""
         if not results:
             return None, {}
         if not self.accept_failures and failures:
             return None, {}
-        deltas = [parameters_to_ndarrays(res.parameters) for _, res in results]
-        weights = [float(res.num_examples) for _, res in results]
-        contributing = sum(1 for w in weights if w > 0)
-        if contributing == 0:
+        kept = [(d, r) for d, r in results if r.num_examples > 0]
+        if not kept:
             return None, {}
+        deltas = [parameters_to_ndarrays(res.parameters) for _, res in kept]
+        weights = [float(res.num_examples) for _, res in kept]
+        # The weighted mean times the number of clients, as a sum over equal weights.
         mean = weighted_mean_delta(deltas, weights)
-        if self.noise_multiplier > 0:
-            mean = add_central_noise(
-                mean, self.noise_multiplier, self.clipping_norm, contributing, self._noise_source()
-            )
-        self.velocity = momentum_step(self.velocity, mean, self.server_momentum)
-        self.global_arrays = apply_delta(self.global_arrays, self.velocity, self.server_lr)
+        total = [m.astype(np.float64) * len(kept) for m in mean]
+        parameters = self.step(total, float(len(kept)))
         metrics: dict[str, Scalar] = {}
         if self.fit_metrics_aggregation_fn is not None:
             metrics = self.fit_metrics_aggregation_fn(
                 [(res.num_examples, res.metrics) for _, res in results]
             )
-        return ndarrays_to_parameters(self.global_arrays), metrics
+        return parameters, metrics
+
+    def step(self, total: Sequence[NDArray[np.float64]], denominator: float) -> Parameters:
+        """Apply ``total / denominator`` plus central noise; returns the new global model.
+
+        ``total`` is the sum of the clients' clipped updates, array by array;
+        ``denominator`` what it is divided by (the number of contributors, or a
+        fixed expected cohort size), and what the noise is calibrated to.
+        """
+        if denominator <= 0:
+            raise ValueError("the denominator must be positive")
+        exact = [np.asarray(t, dtype=np.float64) / denominator for t in total]
+        if self.noise_multiplier > 0:
+            mean = add_central_noise(
+                exact, self.noise_multiplier, self.clipping_norm, denominator, self.draw_noise
+            )
+        else:
+            mean = [m.astype(np.float32) for m in exact]
+        self.velocity = momentum_step(self.velocity, mean, self.server_momentum)
+        self.global_arrays = apply_delta(self.global_arrays, self.velocity, self.server_lr)
+        return ndarrays_to_parameters(self.global_arrays)

@@ -248,3 +248,125 @@ def test_a_device_trains_on_no_more_examples_than_delta_was_planned_for(
             _params(), {"round": 1, "policy-hash": policy_hash(load_policy(agreed))}
         )
     assert seen == [50]
+
+
+# -- 2/5/6. The server side: what a checkpoint reader and the server can learn --
+#
+# Here the attacker reads the checkpoints and the campaign ledger as files (the ML team's
+# view), knows the run config (seed included) and the devices' updates, and tries to strip
+# the central noise; or it is a device that sends a malicious reply.
+
+import json  # noqa: E402
+
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters  # noqa: E402
+
+from server.app import build_strategy  # noqa: E402
+from server.checkpoints import load_checkpoint  # noqa: E402
+from server.config import CampaignConfig  # noqa: E402
+
+_CENTRAL_NOISE = 1.2
+_CLIP = 5.0  # the default policy's update_clip_norm
+
+
+class _Nodes:
+    """Flower's client manager, with three devices available."""
+
+    def num_available(self) -> int:
+        return 3
+
+    def wait_for(self, num_clients: int, timeout: int = 86400) -> bool:
+        return True
+
+    def all(self) -> dict[str, object]:
+        return {str(i): object() for i in range(3)}
+
+
+def _server(checkpoint_dir, central_noise: float = _CENTRAL_NOISE):
+    text = default_policy_text().replace(
+        "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
+    )
+    config = CampaignConfig(checkpoint_dir=str(checkpoint_dir), seed=7, server_momentum=0.0)
+    return build_strategy(config, parse_policy(text), run_id=1)
+
+
+def _fit_reply(arrays: list[np.ndarray], weight: int = TRAIN_WEIGHT):
+    return (object(), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), weight, {}))
+
+
+def _updates(model: list[np.ndarray], norm: float, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    raw = [rng.normal(size=a.shape) for a in model]
+    scale = norm / np.linalg.norm(_flat(raw))
+    return [(r * scale).astype(np.float32) for r in raw]
+
+
+def _run_round(strategy, replies) -> list[np.ndarray]:
+    """One round as the workflow runs it; returns the model as the checkpoint holds it."""
+    strategy.configure_fit(1, ndarrays_to_parameters(strategy.inner.global_arrays), _Nodes())
+    strategy.aggregate_fit(1, replies, [])
+    strategy.aggregate_evaluate(1, [], [])
+    return list(load_checkpoint(strategy.checkpoint_dir / "round-0001.npz").values())
+
+
+def test_two_servers_with_the_same_run_config_and_updates_release_different_noised_models(
+    tmp_path,
+):
+    models = []
+    for name in ("a", "b"):
+        strategy = _server(tmp_path / name)
+        updates = [_updates(strategy.inner.global_arrays, 1.0, seed=s) for s in range(3)]
+        models.append(_run_round(strategy, [_fit_reply(u) for u in updates]))
+    assert not any(np.array_equal(a, b) for a, b in zip(*models, strict=True))
+
+
+def test_a_checkpoint_reader_cannot_regenerate_the_central_noise_from_the_files(tmp_path):
+    strategy = _server(tmp_path)
+    before = [a.copy() for a in strategy.inner.global_arrays]
+    updates = [_updates(before, 1.0, seed=s) for s in range(3)]
+    after = _run_round(strategy, [_fit_reply(u) for u in updates])
+
+    # What the attacker reads: the sidecar, the campaign ledger, the checkpoint.
+    sidecar = json.loads((tmp_path / "round-0001.json").read_text())
+    ledger_text = (tmp_path / "campaign-ledger.json").read_text()
+    for secret_name in ("rng", "noise_seed", "generator", "entropy"):
+        assert secret_name not in ledger_text and secret_name not in json.dumps(sidecar)
+    seed, server_round = sidecar["config"]["seed"], sidecar["round"]
+    noise_free = [sum(u[i].astype(np.float64) for u in updates) / 3 for i in range(len(before))]
+    released = [
+        a.astype(np.float64) - b - m for a, b, m in zip(after, before, noise_free, strict=True)
+    ]
+    std = _CENTRAL_NOISE * _CLIP / 3  # q = 1, N = 3
+    assert _flat(released).std() == pytest.approx(std, rel=0.05)  # the noise is there
+
+    # The old attacks: replay the noise from the run config's seed (and the round).
+    for seeding in (seed, [seed, server_round]):
+        rng = np.random.default_rng(seeding)
+        replay = [rng.normal(0.0, std, size=a.shape) for a in before]
+        residual = _flat([r - p for r, p in zip(released, replay, strict=True)])
+        assert residual.std() > 0.9 * std  # the noise-free mean is not recovered
+        assert abs(_cosine(_flat(released), _flat(replay))) < 0.05
+
+
+def test_a_device_claiming_weight_600_moves_the_model_no_more_than_an_honest_one(tmp_path):
+    strategy = _server(tmp_path, central_noise=0.0)
+    before = [a.copy() for a in strategy.inner.global_arrays]
+    honest = _updates(before, 1.0, seed=1)
+    attack = _updates(before, 1.0, seed=2)
+    after = _run_round(
+        strategy, [_fit_reply(honest), _fit_reply(honest), _fit_reply(attack, weight=600)]
+    )
+    moved = _flat([a - b for a, b in zip(after, before, strict=True)])
+    assert np.linalg.norm(moved) <= np.linalg.norm(_flat(honest)) * (1 + 1e-5)
+    np.testing.assert_allclose(moved, _flat(honest), atol=1e-6)  # none of it is the attacker's
+
+
+def test_a_device_sending_a_huge_update_moves_the_model_no_more_than_an_honest_one(tmp_path):
+    strategy = _server(tmp_path, central_noise=0.0)
+    before = [a.copy() for a in strategy.inner.global_arrays]
+    honest = _updates(before, 1.0, seed=1)
+    huge = _updates(before, 1e6, seed=2)
+    after = _run_round(strategy, [_fit_reply(honest), _fit_reply(honest), _fit_reply(huge)])
+    moved = _flat([a - b for a, b in zip(after, before, strict=True)])
+    np.testing.assert_allclose(moved, _flat(honest), atol=1e-6)
+    sidecar = json.loads((tmp_path / "round-0001.json").read_text())
+    assert sidecar["fit"]["clients_rejected"] == 1

@@ -1,17 +1,13 @@
 import json
 
-from flwr.common import FitIns, ndarrays_to_parameters
+from flwr.common import ndarrays_to_parameters
 
 from policy.model import NextActionPolicy, get_arrays
 from privacy.accountants import epsilon_user
 from privacy.policy import default_policy_text, parse_policy
 from server.app import build_strategy
 from server.config import CampaignConfig
-
-
-class _Manager:
-    def num_available(self):
-        return 10
+from tests.server.fakes import Manager as _Manager
 
 
 def _strategy(tmp_path, central_noise, target):
@@ -20,10 +16,9 @@ def _strategy(tmp_path, central_noise, target):
         .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
         .replace("user_epsilon_target = 8.0", f"user_epsilon_target = {target}")
     )
-    config = CampaignConfig(checkpoint_dir=str(tmp_path))
+    config = CampaignConfig(checkpoint_dir=str(tmp_path), fraction_train=0.5)
     strategy = build_strategy(config, parse_policy(text), run_id=1)
     params = ndarrays_to_parameters(list(get_arrays(NextActionPolicy()).values()))
-    strategy.inner.configure_fit = lambda r, p, m: [(object(), FitIns(params, {}))] * 5
     return strategy, params
 
 
@@ -31,7 +26,8 @@ def test_the_campaign_stops_before_the_user_level_target_and_says_so(tmp_path, c
     per_round = epsilon_user(2.0, 0.5, 1, 1e-5)
     two_rounds = epsilon_user(2.0, 0.5, 2, 1e-5)
     strategy, params = _strategy(tmp_path, 2.0, target=(per_round + two_rounds) / 2)
-    assert len(strategy.configure_fit(1, params, _Manager())) == 5
+    strategy.configure_fit(1, params, _Manager())
+    assert strategy.user_rounds == [0.5]  # charged at the rate it samples with
     assert strategy.configure_fit(2, params, _Manager()) == []
     assert strategy.configure_fit(3, params, _Manager()) == []
     assert "campaign ended before round 2" in caplog.text
@@ -44,6 +40,6 @@ def test_the_campaign_stops_before_the_user_level_target_and_says_so(tmp_path, c
 
 def test_instructions_carry_the_policy_hash(tmp_path):
     strategy, params = _strategy(tmp_path, 0.0, target=8.0)
-    [(_, ins), *_] = strategy.configure_fit(1, params, _Manager())
+    [(_, ins), *_] = strategy.configure_fit(1, params, _Manager(1000))
     assert len(ins.config["policy-hash"]) == 64
     assert strategy.user_epsilon([0.5]) is None  # no central noise: no user-level claim

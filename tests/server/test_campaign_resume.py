@@ -4,18 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
 from privacy.policy import default_policy_text, parse_policy
 from server.app import build_strategy
 from server.campaign import CampaignStrategy
 from server.checkpoints import latest_checkpoint, load_checkpoint
 from server.config import CampaignConfig, ServerConfigError
-
-
-class _Manager:
-    def num_available(self):
-        return 10
+from tests.server.fakes import Manager as _Manager
 
 
 def _policy(central_noise=0.0):
@@ -27,17 +23,14 @@ def _policy(central_noise=0.0):
 
 def _strategy(tmp_path, policy, context_length=8):
     config = CampaignConfig(checkpoint_dir=str(tmp_path), context_length=context_length)
-    strategy = build_strategy(config, policy, run_id=1)
-    params = ndarrays_to_parameters(strategy.inner.global_arrays)
-    strategy.inner.configure_fit = lambda r, p, m: [(object(), FitIns(params, {}))] * 5
-    return strategy
+    return build_strategy(config, policy, run_id=1)
 
 
 def _round(strategy: CampaignStrategy, server_round: int) -> None:
     """One workflow round: five devices send the same small delta, then evaluation."""
-    strategy.configure_fit(server_round, None, _Manager())
+    strategy.configure_fit(server_round, ndarrays_to_parameters([]), _Manager())
     delta = [np.full_like(a, 0.01) for a in strategy.inner.global_arrays]
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), 1, {"epsilon": 0.5})
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), 1, {})
     strategy.aggregate_fit(server_round, [(object(), res)] * 5, [])
     strategy.aggregate_evaluate(server_round, [], [])
 
@@ -61,7 +54,8 @@ def test_a_restarted_campaign_continues_after_its_newest_checkpoint(tmp_path):
         np.testing.assert_array_equal(ours, theirs)
     for ours, theirs in zip(after.inner.velocity, before.inner.velocity, strict=True):
         np.testing.assert_array_equal(ours, theirs)  # server momentum carries over
-    [(_, ins), *_] = after.configure_fit(1, None, _Manager())  # Flower's round 1 ...
+    params = ndarrays_to_parameters(after.inner.global_arrays)
+    [(_, ins), *_] = after.configure_fit(1, params, _Manager())  # Flower's round 1 ...
     assert ins.config["round"] == 3  # ... is the campaign's round 3
     _round(after, 1)
     assert latest_checkpoint(tmp_path).name == "round-0003.npz"
@@ -84,7 +78,7 @@ def test_the_user_level_privacy_spent_before_the_restart_still_counts(tmp_path):
 
 def test_the_central_noise_is_never_the_same_twice_nor_kept_in_the_checkpoints(tmp_path):
     first = _strategy(tmp_path / "a", _policy(central_noise=2.0))
-    draws = [first.inner._noise_source().normal(size=4) for _ in range(2)]
+    draws = [first.inner.draw_noise(1.0, (4,)) for _ in range(2)]
     assert not np.array_equal(*draws)
     _round(first, 1)
     sidecar = (tmp_path / "a" / "round-0001.json").read_text()
@@ -110,3 +104,17 @@ def test_resuming_is_asked_for_in_the_run_config():
     assert CampaignConfig.from_run_config({"resume": True}).resume
     with pytest.raises(ServerConfigError, match="'resume'"):
         CampaignConfig.from_run_config({"resume": "yes"})
+
+
+def test_a_checkpoint_dir_whose_campaign_ledger_is_gone_refuses_to_resume(tmp_path):
+    _round(_strategy(tmp_path, _policy(central_noise=2.0)), 1)
+    (tmp_path / "campaign-ledger.json").unlink()
+    with pytest.raises(ServerConfigError, match="user-level privacy spent cannot be restored"):
+        _strategy(tmp_path, _policy(central_noise=2.0)).resume()
+
+
+def test_a_checkpoint_dir_whose_campaign_ledger_does_not_parse_refuses_to_resume(tmp_path):
+    _round(_strategy(tmp_path, _policy(central_noise=2.0)), 1)
+    (tmp_path / "campaign-ledger.json").write_text("{not json")
+    with pytest.raises(ServerConfigError, match="restore that file or start a new checkpoint-dir"):
+        _strategy(tmp_path, _policy(central_noise=2.0)).resume()

@@ -51,12 +51,40 @@ def test_devices_with_zero_weight_do_not_move_the_model():
 
 
 def test_central_noise_has_the_calibrated_standard_deviation():
-    rng = np.random.default_rng(0)
     mean = [np.zeros(200_000, dtype=np.float32)]
-    noisy = add_central_noise(
-        mean, noise_multiplier=1.0, clipping_norm=2.0, num_clients=10, rng=rng
-    )
+    noisy = add_central_noise(mean, noise_multiplier=1.0, clipping_norm=2.0, denominator=10)
     assert noisy[0].std() == pytest.approx(0.2, rel=0.02)
+
+
+def test_central_noise_is_drawn_by_the_function_the_caller_supplies():
+    asked = []
+
+    def draw(std, shape):
+        asked.append((std, shape))
+        return np.ones(shape)
+
+    noisy = add_central_noise(_arrays(0.0), 2.0, 3.0, denominator=4.0, draw_noise=draw)
+    assert asked == [(1.5, (2, 2)), (1.5, (3,))]
+    np.testing.assert_array_equal(noisy[1], np.ones(3, dtype=np.float32))
+
+
+def test_a_step_divides_the_sum_by_the_fixed_denominator_and_calibrates_noise_to_it():
+    asked = []
+
+    def draw(std, shape):
+        asked.append(std)
+        return np.zeros(shape)
+
+    strategy = DeltaFedAvg(
+        initial_parameters=ndarrays_to_parameters(_arrays(0.0)),
+        noise_multiplier=1.2,
+        clipping_norm=5.0,
+        draw_noise=draw,
+    )
+    total = [a.astype(np.float64) for a in _arrays(3.0)]  # e.g. three devices sent 1.0
+    params = strategy.step(total, denominator=2.5)  # q x N = 0.25 x 10
+    np.testing.assert_allclose(parameters_to_ndarrays(params)[0], np.full((2, 2), 1.2))
+    assert asked == [pytest.approx(1.2 * 5.0 / 2.5)] * 2
 
 
 def test_server_momentum_carries_the_previous_step_forward():
