@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from policy.signed_bundle import key_id, signed_message
+from server.passphrase import MIN_LENGTH as PASSPHRASE_MIN_LENGTH
+from server.passphrase import PassphraseError, org_key_passphrase
 from server.pki import PkiError, write_private
 
 ORG_KEY: Final = "org-signing.key"
@@ -46,10 +48,45 @@ class BundleSignature:
     token: str
 
 
-def generate_org_key(directory: Path) -> tuple[Path, Path]:
-    """Create the org signing key pair in ``directory`` (private 0600, never overwritten)."""
+def generate_org_key(
+    directory: Path, passphrase: str | None = None, *, public_directory: Path | None = None
+) -> tuple[Path, Path]:
+    """Create the org signing key pair; the private key only ever encrypted.
+
+    Parameters
+    ----------
+    directory
+        Where ``org-signing.key`` goes (0600, never overwritten): a directory kept
+        offline, away from the SuperLink (``hearth-server up`` refuses to start while
+        its user can read the key under its PKI directory).
+    passphrase
+        Encrypts the key (cryptography's best available PKCS#8 encryption); ``None``
+        asks for it (``server.passphrase.org_key_passphrase``). At least 12 characters.
+    public_directory
+        Where ``org-signing.pub`` goes (default: ``directory``); the PKI directory, so
+        that laptops and the SuperLink's bundle check get it without the private key.
+
+    Returns
+    -------
+    tuple[Path, Path]
+        The private and the public key's paths.
+
+    """
+    try:
+        secret = org_key_passphrase(new=True) if passphrase is None else passphrase
+    except PassphraseError as exc:
+        raise SigningError(str(exc)) from None
+    if len(secret) < PASSPHRASE_MIN_LENGTH:
+        raise SigningError(
+            f"the org signing key passphrase must be at least {PASSPHRASE_MIN_LENGTH} characters"
+        )
+    public_directory = public_directory or directory
+    private, public = directory / ORG_KEY, public_directory / ORG_PUBLIC_KEY
+    for path in (private, public):
+        if path.exists():
+            raise SigningError(f"{path} already exists; refusing to overwrite a key")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    private, public = directory / ORG_KEY, directory / ORG_PUBLIC_KEY
+    public_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     try:
         write_private(
@@ -57,7 +94,7 @@ def generate_org_key(directory: Path) -> tuple[Path, Path]:
             key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
+                serialization.BestAvailableEncryption(secret.encode()),
             ),
         )
     except PkiError as exc:
@@ -67,15 +104,38 @@ def generate_org_key(directory: Path) -> tuple[Path, Path]:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+    public.chmod(0o644)
     return private, public
 
 
-def load_org_key(path: Path) -> Ed25519PrivateKey:
-    """The org's private signing key, or a one-line error."""
+def load_org_key(path: Path, passphrase: str | None = None) -> Ed25519PrivateKey:
+    """The org's private signing key, decrypted with ``passphrase``; or a one-line error.
+
+    ``None`` asks for the passphrase (``HEARTH_ORG_KEY_PASSPHRASE`` or the terminal).
+    An unencrypted key is refused: it is what a breached server would have copied.
+    """
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise SigningError(f"cannot read the org signing key {path}: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read the org signing key {path}: {exc.strerror}") from None
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        pass  # encrypted, as it must be
+    except ValueError:
+        raise SigningError(f"{path} is not a PEM private key") from None
+    else:
+        raise SigningError(
+            f"the org signing key {path} is not encrypted; make a new one with "
+            "`hearth-server pki init` (it writes it encrypted) and keep it offline"
+        )
+    try:
+        secret = org_key_passphrase() if passphrase is None else passphrase
+        key = serialization.load_pem_private_key(data, password=secret.encode())
+    except PassphraseError as exc:
+        raise SigningError(str(exc)) from None
+    except ValueError:
+        raise SigningError(f"wrong passphrase for the org signing key {path}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningError(f"{path} is not an Ed25519 private key")
     return key

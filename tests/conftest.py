@@ -13,5 +13,6 @@ def hearth_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     home = tmp_path / "hearth-home"
     monkeypatch.setenv("HEARTH_HOME", str(home))
     monkeypatch.setenv("HEARTH_PASSPHRASE", "correct horse battery staple")
+    monkeypatch.setenv("HEARTH_ORG_KEY_PASSPHRASE", "org key test passphrase")  # encrypted org key
     monkeypatch.setenv("HEARTH_KEYRING", "0")  # hermetic: never touch a real OS keyring
     yield home
