@@ -5,6 +5,9 @@ One directory holds everything the server side needs::
     DIR/ca.crt, ca.key                  the federation's own certificate authority
     DIR/superlink.crt, superlink.key    the SuperLink's TLS certificate (SANs: hostnames, IPs)
     DIR/devices/NAME.key, NAME.pub      one SuperNode key pair per device (EC P-384, OpenSSH)
+    DIR/registry.jsonl                  every enrolment, hash-chained (``server.registry``)
+    DIR/org-signing.pub                 the org's public bundle-signing key (its private
+                                        half is kept offline, never here)
 
 ``ca.crt`` goes to every laptop (``hearth join --root-cert``), ``devices/NAME.key``
 to exactly one laptop (``--key``); ``NAME.pub`` is what the SuperLink registers.
@@ -27,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from server import registry
+
 CA_CERT: Final = "ca.crt"
 CA_KEY: Final = "ca.key"
 SUPERLINK_CERT: Final = "superlink.crt"
@@ -34,6 +39,7 @@ SUPERLINK_KEY: Final = "superlink.key"
 DEVICES_DIR: Final = "devices"
 CA_DAYS: Final = 3650
 SERVER_DAYS: Final = 825
+LOOPBACK: Final = "127.0.0.1"
 _DEVICE_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -149,11 +155,15 @@ def init_pki(
     ips: Sequence[str] = ("127.0.0.1",),
     organisation: str = "hearth",
 ) -> Pki:
-    """Create a CA and a SuperLink certificate in a new (or empty) ``directory``."""
+    """Create a CA and a SuperLink certificate in a new (or empty) ``directory``.
+
+    The certificate always names 127.0.0.1 too: the Control and Runtime APIs
+    (``flwr run``, SuperExec) are served on loopback only.
+    """
     pki = Pki(directory)
     if directory.exists() and any(directory.iterdir()):
         raise PkiError(f"{directory} is not empty; choose a new directory for the PKI")
-    sans = subject_alt_names(hostnames, ips)
+    sans = subject_alt_names(hostnames, [*ips, *([LOOPBACK] if LOOPBACK not in ips else [])])
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
     pki.devices.mkdir(mode=0o700)
@@ -214,7 +224,12 @@ def init_pki(
 
 
 def add_device(directory: Path, name: str) -> tuple[Path, Path]:
-    """Create the SuperNode key pair of device ``name``; returns (private, public) paths."""
+    """Create the SuperNode key pair of device ``name`` and enrol it in the registry.
+
+    The enrolment (name, key fingerprint, time) is appended to the hash-chained
+    ``registry.jsonl`` (``server.registry``); on a broken registry the keys are
+    removed again and nothing is enrolled. Returns the (private, public) paths.
+    """
     pki = Pki(directory)
     pki.require()
     if not _DEVICE_NAME.match(name):
@@ -224,8 +239,18 @@ def add_device(directory: Path, name: str) -> tuple[Path, Path]:
     private, public = pki.device_key(name), pki.device_public_key(name)
     if private.exists() or public.exists():
         raise PkiError(f"device {name!r} already has keys in {pki.devices}")
+    try:
+        registry.read_registry(directory)
+    except registry.RegistryError as exc:
+        raise PkiError(f"device {name!r} not enrolled: {exc}") from None
     pki.devices.mkdir(exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP384R1())
+    public_line = (
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + f" hearth-device-{name}\n".encode()
+    )
     write_private(
         private,
         key.private_bytes(
@@ -234,13 +259,13 @@ def add_device(directory: Path, name: str) -> tuple[Path, Path]:
             serialization.NoEncryption(),
         ),
     )
-    _write_public(
-        public,
-        key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        + f" hearth-device-{name}\n".encode(),
-    )
+    _write_public(public, public_line)
+    try:
+        registry.append(directory, registry.ENROLLED, name, registry.fingerprint(public_line))
+    except registry.RegistryError as exc:
+        private.unlink()
+        public.unlink()
+        raise PkiError(f"device {name!r} not enrolled: {exc}") from None
     return private, public
 
 
