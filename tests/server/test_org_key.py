@@ -23,7 +23,7 @@ def test_the_key_is_written_encrypted_and_opens_with_its_passphrase(tmp_path):
 
 def test_a_wrong_passphrase_is_one_line(tmp_path):
     private, _ = generate_org_key(tmp_path / "org", PASSPHRASE)
-    with pytest.raises(SigningError, match="^wrong passphrase for the org signing key") as err:
+    with pytest.raises(SigningError, match=r"^wrong passphrase for the org signing key") as err:
         load_org_key(private, "not the passphrase")
     assert "\n" not in str(err.value)
 
@@ -48,9 +48,7 @@ def test_without_an_argument_the_passphrase_comes_from_the_environment(tmp_path,
     assert isinstance(load_org_key(private), Ed25519PrivateKey)
 
 
-def test_a_process_without_the_passphrase_and_no_terminal_cannot_use_the_key(
-    tmp_path, monkeypatch
-):
+def test_a_process_without_the_passphrase_and_no_terminal_cannot_use_the_key(tmp_path, monkeypatch):
     private, _ = generate_org_key(tmp_path / "org", PASSPHRASE)
     monkeypatch.delenv(PASSPHRASE_ENV)
     with pytest.raises(SigningError, match="needs its passphrase"):
