@@ -1,0 +1,215 @@
+"""The SuperLink side's bundle check: a run's ServerApp runs only if the org signed its bundle.
+
+Flower's SuperExec starts every task by command name (``flwr-serverapp``,
+``flwr-agentapp``, ...), looked up on its ``PATH``. ``hearth-server up`` puts a
+directory first on that ``PATH`` (``write_gate``) in which
+
+* ``flwr-serverapp`` is this module: it runs Flower's own ``flwr-serverapp``, but
+  between receiving the run and installing its bundle (FAB) it checks the bundle
+  against the org signature in the run config (``bundle-signature``) and the org
+  PUBLIC key in the PKI directory. A refused run ends, before anything of the
+  bundle is unpacked or imported, with one line in its log
+  (``hearth: run N refused: ...``) and Flower's FAILED status;
+* every other task command Flower could start (``flwr-agentapp``, ``flwr-simulation``,
+  ...) refuses at once: hearth runs no such tasks, and an AgentApp bundle would
+  otherwise run unchecked on the SuperLink host.
+
+The check itself is one function, ``verify_submitted_bundle``: today the
+signature over the bundle's SHA-256 that devices check (``client.bundle_trust``,
+the format of ``policy.signed_bundle``), to become the signed-manifest check
+when it lands.
+
+Run as ``python -m server.serverapp_gate --org-public-key PUB [flwr-serverapp args]``
+or ``python -m server.serverapp_gate --refuse COMMAND``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import importlib
+import shlex
+import sys
+from collections.abc import Mapping
+from logging import ERROR, INFO
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from policy.signed_bundle import key_id, signed_message
+
+SIGNATURE_CONFIG_KEY: Final = "bundle-signature"
+GATED_COMMAND: Final = "flwr-serverapp"
+RUNTIME_MODULE: Final = "flwr.superlink.runtime.run_serverapp"
+_HOOKED: Final = ("run_from_proto", "fab_from_proto", "install_from_fab")
+
+
+class RunRefused(Exception):
+    """A submitted bundle is not the organisation's; the message is the one log line."""
+
+
+def load_org_public_key(path: Path) -> Ed25519PublicKey:
+    """The org public key (PEM), or ``RunRefused`` saying why it cannot be used."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RunRefused(f"no org public key to check bundles against ({path}): {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise RunRefused(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def verify_submitted_bundle(
+    fab: bytes, run_config: Mapping[str, object], org_key: Ed25519PublicKey
+) -> str:
+    """Accept ``fab`` only if the run config carries the org's signature of it.
+
+    The one place the SuperLink decides whether a submitted bundle is the
+    organisation's. Today: ``bundle-signature = "<key-id>.<base64url>"``, an
+    Ed25519 signature over ``policy.signed_bundle.signed_message(sha256(fab))``,
+    as devices check it.
+
+    Returns
+    -------
+    str
+        The bundle's SHA-256 (hex).
+
+    Raises
+    ------
+    RunRefused
+        Unsigned, signed by another key, malformed, or not this bundle's signature.
+
+    """
+    digest = hashlib.sha256(fab).digest()
+    token = run_config.get(SIGNATURE_CONFIG_KEY, "")
+    if not isinstance(token, str) or not token.strip():
+        raise RunRefused("unsigned: the run carries no bundle-signature")
+    signer, _, encoded = token.strip().partition(".")
+    expected = key_id(org_key)
+    if not encoded:
+        raise RunRefused("the bundle-signature is malformed")
+    if signer != expected:
+        raise RunRefused(
+            f"signed by another key: {signer[:16]!r} is not the organisation's key {expected}"
+        )
+    try:
+        signature = base64.urlsafe_b64decode(encoded.encode())
+        org_key.verify(signature, signed_message(digest))
+    except (binascii.Error, ValueError):
+        raise RunRefused("the bundle-signature is malformed") from None
+    except InvalidSignature:
+        raise RunRefused(
+            f"bundle {digest.hex()[:12]} is not what the organisation signed"
+        ) from None
+    return digest.hex()
+
+
+def check_run(run: Any, fab: Any, content: bytes, org_public_key: Path) -> str:
+    """Check the bundle Flower is about to install for ``run``; returns its SHA-256.
+
+    ``content`` must be the bytes of ``fab`` Flower received with the run, and the
+    hash Flower will use to find the installed app must be theirs.
+    """
+    if run is None or fab is None or not isinstance(content, bytes) or content != fab.content:
+        raise RunRefused("the bundle to install is not the one received with the run")
+    digest = verify_submitted_bundle(
+        content, dict(run.override_config), load_org_public_key(org_public_key)
+    )
+    if fab.hash_str != digest:
+        raise RunRefused(f"the run names bundle {fab.hash_str[:12]} but carries {digest[:12]}")
+    return digest
+
+
+def install_gate(module: ModuleType, org_public_key: Path) -> None:
+    """Make ``module`` (Flower's ServerApp runtime) check each bundle before installing it."""
+    from flwr.supercore import log  # noqa: PLC0415
+
+    missing = [name for name in _HOOKED if not callable(getattr(module, name, None))]
+    if missing:
+        raise RunRefused(
+            f"Flower's {module.__name__} no longer has {', '.join(missing)}; "
+            "update server/serverapp_gate.py"
+        )
+    received: dict[str, Any] = {}
+    run_from_proto = module.run_from_proto
+    fab_from_proto = module.fab_from_proto
+    install_from_fab = module.install_from_fab
+
+    def capture_run(proto: Any) -> Any:
+        received["run"] = run_from_proto(proto)
+        return received["run"]
+
+    def capture_fab(proto: Any) -> Any:
+        received["fab"] = fab_from_proto(proto)
+        return received["fab"]
+
+    def checked_install(content: Any, *args: Any, **kwargs: Any) -> Any:
+        run = received.get("run")
+        run_id = getattr(run, "run_id", "?")
+        try:
+            digest = check_run(run, received.get("fab"), content, org_public_key)
+        except RunRefused as refusal:
+            log(ERROR, "hearth: run %s refused before install: %s", run_id, refusal)
+            raise RunRefused(f"hearth: run {run_id} refused: {refusal}") from None
+        log(INFO, "hearth: run %s bundle %s is signed by the organisation", run_id, digest[:12])
+        return install_from_fab(content, *args, **kwargs)
+
+    module.run_from_proto = capture_run  # type: ignore[attr-defined]
+    module.fab_from_proto = capture_fab  # type: ignore[attr-defined]
+    module.install_from_fab = checked_install  # type: ignore[attr-defined]
+
+
+def task_commands() -> list[str]:
+    """Every command Flower's SuperExec may start a task with."""
+    from flwr.supercore.constant import TASK_TYPE_TO_COMMAND  # noqa: PLC0415
+
+    return sorted(set(TASK_TYPE_TO_COMMAND.values()))
+
+
+def write_gate(directory: Path, org_public_key: Path, python: str = sys.executable) -> Path:
+    """Write the commands SuperExec finds first on its ``PATH``; returns ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    base = f"exec {shlex.quote(python)} -m server.serverapp_gate"
+    for command in task_commands():
+        if command == GATED_COMMAND:
+            line = f'{base} --org-public-key {shlex.quote(str(org_public_key.resolve()))} "$@"'
+        else:
+            line = f"{base} --refuse {shlex.quote(command)}"
+        path = directory / command
+        path.write_text(
+            "#!/bin/sh\n"
+            "# Written by hearth-server up: SuperExec starts tasks through hearth's bundle check.\n"
+            f"{line}\n"
+        )
+        path.chmod(0o700)
+    return directory
+
+
+def main() -> None:
+    """``flwr-serverapp`` behind the org-signature check (or a refused task command)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--org-public-key", type=Path)
+    parser.add_argument("--refuse")
+    ours, rest = parser.parse_known_args(sys.argv[1:])
+    if ours.refuse:
+        sys.exit(f"hearth: this SuperLink runs only org-signed ServerApps; refused {ours.refuse}")
+    if ours.org_public_key is None:
+        sys.exit("hearth: --org-public-key is required; no ServerApp runs unchecked")
+    try:
+        install_gate(importlib.import_module(RUNTIME_MODULE), ours.org_public_key)
+    except RunRefused as err:
+        sys.exit(f"hearth: {err}")
+    from flwr.superlink.cli.flwr_serverapp import flwr_serverapp  # noqa: PLC0415
+
+    sys.argv = [GATED_COMMAND, *rest]
+    flwr_serverapp()
+
+
+if __name__ == "__main__":
+    main()
