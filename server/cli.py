@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from server.home import server_home
+from server.passphrase import PassphraseError, org_key_passphrase
 from server.pki import PkiError, add_device, init_pki
+from server.registry import RegistryError, head, read_registry, since
 from server.signing import (
     ORG_KEY,
     SigningError,
@@ -49,20 +51,41 @@ def pki_init(
     ip: Annotated[
         list[str] | None, typer.Option("--ip", help="SAN IP address (repeatable)")
     ] = None,
+    org_key_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--org-key-dir",
+            help="where the encrypted org signing key goes: a directory kept offline "
+            "(default: DIRECTORY, and then move it before `up`)",
+        ),
+    ] = None,
 ) -> None:
-    """Create the CA, the SuperLink TLS certificate and the org bundle-signing key."""
+    """Create the CA, the SuperLink TLS certificate and the org bundle-signing key.
+
+    The signing key is written encrypted with a passphrase (asked twice, or
+    HEARTH_ORG_KEY_PASSPHRASE); its public half always goes to DIRECTORY.
+    """
     try:
+        passphrase = org_key_passphrase(new=True)
         pki = init_pki(
             directory,
             hostnames=hostname if hostname is not None else ["localhost"],
             ips=ip if ip is not None else ["127.0.0.1"],
         )
-        _, public = generate_org_key(directory)
-    except (PkiError, SigningError) as exc:
+        private, public = generate_org_key(
+            org_key_dir or directory, passphrase, public_directory=directory
+        )
+    except (PkiError, SigningError, PassphraseError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"CA certificate (give to every laptop): {pki.ca_cert}")
     typer.echo(f"SuperLink certificate: {pki.superlink_cert}")
     typer.echo(f"org signing public key (give to every laptop): {public}")
+    typer.echo(f"org signing key (encrypted; keep it offline): {private}")
+    if private.parent.resolve() == directory.resolve():
+        typer.echo(
+            f"move {private} off this machine before `hearth-server up`: up refuses to start "
+            "while the SuperLink's user can read it"
+        )
 
 
 @pki_app.command("add-device")
@@ -77,6 +100,34 @@ def pki_add_device(
         raise _fail(str(exc)) from None
     typer.echo(f"private key (to {name} only): {private}")
     typer.echo(f"public key (registered by `hearth-server up`): {public}")
+
+
+@pki_app.command("registry")
+def pki_registry(
+    pki_dir: Annotated[Path, typer.Option("--pki", help="the PKI directory")] = Path("pki"),
+    since_head: Annotated[
+        str | None,
+        typer.Option("--since", help="a head hash countersigned before: show what came after"),
+    ] = None,
+) -> None:
+    """List every device enrolment and registration, check the hash chain, print its head.
+
+    The chain is not signed here (the org key stays offline): the privacy team
+    countersigns the printed head hash, and a later registry must still contain it.
+    """
+    try:
+        entries = read_registry(pki_dir)
+        shown = since(entries, since_head) if since_head else entries
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    for entry in shown:
+        line = f"{entry.seq:>4}  {entry.time}  {entry.event:<10}  {entry.device}  "
+        typer.echo(f"{line}{entry.fingerprint}  {entry.detail}".rstrip())
+    typer.echo(f"head {head(entries)} ({len(entries)} entries, chain intact)")
+    typer.echo(
+        "not signed here: the org signing key stays offline; the privacy team countersigns "
+        "this head hash, and `--since HEAD` later shows what was appended after it"
+    )
 
 
 @app.command("sign")
@@ -114,12 +165,29 @@ def up(
     state: Annotated[
         Path | None, typer.Option("--state", help="SuperLink state (default: server home)")
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTPS port for all APIs")] = 9093,
+    host: Annotated[str, typer.Option("--host", help="laptops' address (Fleet API only)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="laptops' HTTPS port (Fleet API only)")] = (
+        9093
+    ),
+    control_port: Annotated[
+        int,
+        typer.Option("--control-port", help="HTTPS port of the Control API, on 127.0.0.1 only"),
+    ] = 9094,
 ) -> None:
-    """Start the SuperLink (TLS, SuperNode auth, database) and register the PKI's devices."""
+    """Start the SuperLink (TLS, SuperNode auth, database) and register the PKI's devices.
+
+    Refuses to start while the org signing key is under the PKI directory and
+    usable by this user. Laptops reach only the Fleet API on HOST:PORT; `flwr`
+    reaches the Control API on 127.0.0.1:CONTROL_PORT.
+    """
     config = LinkConfig(
-        pki_dir.resolve(), (state or server_home() / "superlink").resolve(), host, port
+        pki_dir.resolve(),
+        (state or server_home() / "superlink").resolve(),
+        host,
+        port,
+        control_port,
     )
     try:
         proc = start_superlink(config, config.state_dir / "superlink.log")

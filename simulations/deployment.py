@@ -38,6 +38,7 @@ from simulations.generator import generate_employee
 
 BIN = Path(sys.executable).parent
 PASSPHRASE = "e2e passphrase"  # noqa: S105 - throwaway vaults of synthetic events
+ORG_KEY_PASSPHRASE = "e2e org key passphrase"  # noqa: S105 - a throwaway org key
 CANARY = "CANARY-7f3a9c-do-not-leak"
 
 
@@ -255,10 +256,16 @@ class Federation:
     homes: list[Path] = field(default_factory=list)
     joins: list[Process] = field(default_factory=list)
 
-    def token(self, key: Path | None = None) -> str:
+    @property
+    def org_key(self) -> Path:
+        """The organisation's signing key: encrypted, outside the SuperLink's PKI directory."""
+        return self.root / "org-key" / "org-signing.key"
+
+    def token(self, key: Path | None = None, passphrase: str | None = None) -> str:
         """The bundle signature of this project, by the organisation's key unless ``key``."""
-        key = key or self.pki / "org-signing.key"
-        return sign_bundle(build_bundle(PROJECT_ROOT), load_org_key(key)).token
+        if key is None:
+            key, passphrase = self.org_key, ORG_KEY_PASSPHRASE
+        return sign_bundle(build_bundle(PROJECT_ROOT), load_org_key(key, passphrase)).token
 
     def flwr_run(self, overrides: Mapping[str, object], timeout: float) -> str:
         """``flwr run`` this project against the SuperLink; its output."""
@@ -326,7 +333,8 @@ def federation(
 ) -> Iterator[Federation]:
     """A SuperLink with ``devices`` joined devices under ``root``; everything stops after."""
     pki = init_pki(root / "pki").root
-    generate_org_key(pki)
+    # The org key is kept away from the SuperLink (`up` refuses one it could read).
+    generate_org_key(root / "org-key", ORG_KEY_PASSPHRASE, public_directory=pki)
     for i in range(devices):
         add_device(pki, f"d{i}")
     policy = relaxed_policy(root / "policy.toml", device_epsilon_cap)
@@ -334,7 +342,7 @@ def federation(
     port = free_port()
     state = root / "state"
     up_command = [str(BIN / "hearth-server"), "up", "--pki", str(pki), "--state", str(state)]
-    up_command += ["--port", str(port)]
+    up_command += ["--port", str(port), "--control-port", str(free_port())]
     up = Process.start(
         up_command, {**env, "HEARTH_HOME": str(root / "server-home")}, root / "up.log"
     )

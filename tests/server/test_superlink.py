@@ -88,3 +88,44 @@ def test_the_launcher_is_flower_superlink_with_its_arguments():
     )
     assert "usage: flower-superlink" in result.stdout
     assert "--enable-supernode-auth" in result.stdout
+
+
+def test_the_laptops_fleet_address_is_split_from_flowers_arguments():
+    addresses, rest = superlink.split_arguments(
+        ["--fleet-host", "0.0.0.0", "--fleet-port", "9093", "--host", "127.0.0.1", "--port", "9094"]
+    )
+    assert addresses.control == ("127.0.0.1", 9094)
+    assert addresses.fleet == ("0.0.0.0", 9093)
+    assert rest == ["--host", "127.0.0.1", "--port", "9094"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--host", "127.0.0.1", "--port", "9094"], "--fleet-host and --fleet-port are required"),
+        (
+            ["--fleet-host", "0.0.0.0", "--fleet-port", "9093", "--host", "0.0.0.0"],
+            "--host must be 127.0.0.1",
+        ),
+        (
+            ["--fleet-host", "10.0.0.5", "--fleet-port", "9094", "--port", "9094"],
+            "must differ",
+        ),
+    ],
+)
+def test_control_is_never_served_beyond_loopback(argv, says):
+    with pytest.raises(superlink.SuperLinkLaunchError, match=says):
+        superlink.split_arguments(argv)
+
+
+def test_the_launcher_refuses_to_start_without_a_fleet_address_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "server.superlink", "--host", "127.0.0.1", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "--fleet-host and --fleet-port are required" in result.stderr

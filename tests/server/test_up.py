@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 
 import server.up as up
+from server import registry
 from server.pki import add_device, init_pki
+from server.signing import generate_org_key
 
 
 @pytest.fixture
 def link(tmp_path: Path) -> up.LinkConfig:
     pki = init_pki(tmp_path / "pki").root
+    generate_org_key(tmp_path / "offline", public_directory=pki)  # the key kept away
     add_device(pki, "d0")
     add_device(pki, "d1")
-    return up.LinkConfig(pki_dir=pki, state_dir=tmp_path / "state", port=9555)
+    return up.LinkConfig(pki_dir=pki, state_dir=tmp_path / "state", port=9555, control_port=9556)
 
 
 def test_a_wildcard_bind_is_dialled_on_loopback(tmp_path):
@@ -32,22 +35,29 @@ def test_a_wildcard_bind_is_dialled_on_loopback(tmp_path):
 
 def test_the_superlink_runs_with_tls_node_auth_a_database_and_no_installs(link):
     command = up.superlink_command(link)
-    assert command[:3] == [sys.executable, "-m", "server.superlink"]  # longer SQLite timeout
+    assert command[:3] == [sys.executable, "-m", "server.superlink"]  # hearth's launcher
     assert "--insecure" not in command
     for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"):
         assert Path(command[command.index(flag) + 1]).is_file()
     assert "--enable-supernode-auth" in command
     assert command[command.index("--database") + 1] == str(link.database)
     assert "--disable-runtime-dependency-installation" in command
-    assert command[command.index("--port") + 1] == "9555"
 
 
-def test_the_connection_file_points_flwr_at_the_superlink_with_the_ca(link):
+def test_laptops_get_the_fleet_address_and_flower_serves_everything_on_loopback(link):
+    command = up.superlink_command(link)
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "9556"
+    assert command[command.index("--fleet-host") + 1] == "127.0.0.1"
+    assert command[command.index("--fleet-port") + 1] == "9555"
+
+
+def test_the_connection_file_points_flwr_at_the_loopback_control_api_with_the_ca(link):
     path = up.write_connection(link)
     config = tomllib.loads(path.read_text())
     assert config["superlink"]["default"] == up.CONNECTION
     connection = config["superlink"][up.CONNECTION]
-    assert connection["address"] == "127.0.0.1:9555"
+    assert connection["address"] == "127.0.0.1:9556"
     assert Path(connection["root-certificates"]).read_bytes().startswith(b"-----BEGIN CERT")
 
 
@@ -56,6 +66,12 @@ def test_flower_processes_get_their_own_home_and_our_scripts_first(link):
     assert env["FLWR_HOME"] == str(link.flwr_home)
     assert env["PATH"].split(":")[0] == str(up.bin_dir())
     assert env["FLWR_DISABLE_UPDATE_CHECK"] == "1"
+
+
+def test_superexec_finds_the_bundle_gate_before_flowers_flwr_serverapp(link):
+    env = up.superlink_env(link, {"PATH": "/usr/bin", "HEARTH_ORG_KEY_PASSPHRASE": "x"})
+    assert env["PATH"].split(":")[:2] == [str(link.gate_dir), str(up.bin_dir())]
+    assert "HEARTH_ORG_KEY_PASSPHRASE" not in env
 
 
 def _fake_flwr(monkeypatch, replies: dict[str, dict[str, object]]) -> list[list[str]]:
@@ -84,6 +100,45 @@ def test_every_device_key_is_registered_and_a_known_one_is_fine(link, monkeypatc
     assert calls[0][3].endswith("d0.pub")
 
 
+def test_a_new_registration_is_appended_to_the_registry(link, monkeypatch):
+    _fake_flwr(
+        monkeypatch,
+        {"d0": {"success": True}, "d1": {"success": False, "error-message": "already in use"}},
+    )
+    up.register_devices(link)
+    entries = registry.read_registry(link.pki_dir)
+    assert [(e.event, e.device) for e in entries] == [
+        ("enrolled", "d0"),
+        ("enrolled", "d1"),
+        ("registered", "d0"),
+    ]
+    assert entries[-1].fingerprint == entries[0].fingerprint
+    assert entries[-1].detail == "SuperLink 127.0.0.1:9555"
+
+
+def test_a_device_key_that_was_never_enrolled_is_refused(link, monkeypatch):
+    _fake_flwr(monkeypatch, {})
+    planted = link.pki_dir / "devices" / "planted.pub"
+    planted.write_bytes((link.pki_dir / "devices" / "d0.pub").read_bytes())
+    with pytest.raises(up.UpError, match=r"planted's key SHA256:.* is not enrolled"):
+        up.register_devices(link)
+
+
+def test_a_swapped_device_key_is_refused(link, monkeypatch):
+    _fake_flwr(monkeypatch, {})
+    devices = link.pki_dir / "devices"
+    (devices / "d1.pub").write_bytes((devices / "d0.pub").read_bytes())
+    with pytest.raises(up.UpError, match=r"d1's key .* is not enrolled"):
+        up.preflight(link)
+
+
+def test_a_broken_registry_stops_up(link):
+    path = registry.registry_path(link.pki_dir)
+    path.write_text(path.read_text().splitlines()[1] + "\n")
+    with pytest.raises(up.UpError, match="line 1"):
+        up.preflight(link)
+
+
 def test_a_failed_registration_is_one_clear_error(link, monkeypatch):
     _fake_flwr(monkeypatch, {"d0": {"success": False, "error-message": "denied"}, "d1": {}})
     with pytest.raises(up.UpError, match="registering d0 failed: denied"):
@@ -100,6 +155,9 @@ def test_a_superlink_that_exits_at_start_is_reported_with_its_log(link, monkeypa
 def test_the_hint_says_how_to_join_and_start_a_signed_campaign(link):
     hint = up.campaign_hint(link)
     assert "hearth join --superlink 127.0.0.1:9555" in hint
+    assert "Fleet API only" in hint
+    assert "Control API (flwr) on 127.0.0.1:9556 only" in hint
     assert "hearth-server sign" in hint
+    assert str(link.pki_dir / "org-signing.key") not in hint  # signed where the key is kept
     assert "bundle-signature" in hint
     assert "resume=true" in hint
