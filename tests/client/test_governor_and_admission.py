@@ -6,14 +6,31 @@ from client.control import pause
 from client.control_commands import status_report
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor
+from client.metering import Metering
 from privacy.policy import GovernorSection
 
 
-def _governor(idle=1000.0, mains=True, cpu=5.0, require_mains=True):
+def _governor(
+    idle=1000.0,
+    mains=True,
+    cpu=5.0,
+    require_mains=True,
+    metering=Metering.UNMETERED,
+    allow_unknown=False,
+):
     settings = GovernorSection(
-        idle_seconds=300, max_cpu_percent=30.0, require_mains_power=require_mains
+        idle_seconds=300,
+        max_cpu_percent=30.0,
+        require_mains_power=require_mains,
+        allow_unknown_metering=allow_unknown,
     )
-    return Governor(settings, idle=lambda: idle, mains=lambda: mains, cpu=lambda: cpu)
+    return Governor(
+        settings,
+        idle=lambda: idle,
+        mains=lambda: mains,
+        cpu=lambda: cpu,
+        metering=lambda: metering,
+    )
 
 
 def test_governor_trains_when_idle_on_mains_and_quiet():
@@ -33,6 +50,19 @@ def test_governor_declines_on_battery_unless_the_policy_allows_it():
 
 def test_governor_declines_when_the_cpu_is_busy():
     assert "CPU busy" in _governor(cpu=85).decide().reason
+
+
+def test_governor_declines_on_a_metered_network_even_when_unknown_is_allowed():
+    decision = _governor(metering=Metering.METERED, allow_unknown=True).decide()
+    assert not decision.allowed
+    assert "metered network" in decision.reason
+
+
+def test_unknown_metering_counts_as_metered_unless_the_policy_allows_it():
+    decision = _governor(metering=Metering.UNKNOWN).decide()
+    assert not decision.allowed
+    assert "metering unknown" in decision.reason and "counts as metered" in decision.reason
+    assert _governor(metering=Metering.UNKNOWN, allow_unknown=True).decide().allowed
 
 
 def test_no_consent_means_no_participation(hearth_home):
