@@ -45,7 +45,7 @@ from policy.replies import (
     UNAVAILABLE,
     refusal_reason,
 )
-from privacy.policy import PrivacyPolicy, policy_hash
+from privacy.policy import PolicyError, PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
     from client.device import Device
@@ -177,6 +177,14 @@ def _recent(examples: Examples, most: int) -> Examples:
     return examples.slice(max(0, len(examples) - most))
 
 
+def _mismatch(asked: str, policy: PrivacyPolicy) -> str:
+    """What a device records when the server runs a round under another policy."""
+    return (
+        f"round refused (policy mismatch): the server runs it under policy {asked[:12]!r}, "
+        f"this device's policy is {policy_hash(policy)[:12]}"
+    )
+
+
 class HearthClient(NumPyClient):
     """Trains on this device's own vault; replies carry only ledger-covered noise or constants."""
 
@@ -194,8 +202,13 @@ class HearthClient(NumPyClient):
             raise Declined(PROTOCOL_ERROR) from None
         if not self.device.admitted():
             raise Declined(UNAVAILABLE)
-        policy = self.device.policy()
+        try:
+            policy = self.device.policy()
+        except PolicyError as exc:
+            self.device.record_refusal(f"round refused: {exc}")
+            raise Declined(POLICY_MISMATCH) from None
         if ins.policy_hash != policy_hash(policy):
+            self.device.record_refusal(_mismatch(ins.policy_hash, policy))
             raise Declined(POLICY_MISMATCH)
         return ins, policy
 

@@ -7,7 +7,9 @@ from client.control_commands import status_report
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor
 from client.metering import Metering
-from privacy.policy import GovernorSection
+from privacy.policy import GovernorSection, default_policy_text
+from server.policy_signing import sign_policy
+from server.signing import generate_org_key, load_org_key
 
 
 def _governor(
@@ -86,9 +88,16 @@ def test_governor_reason_reaches_the_admission(hearth_home):
 def test_hearth_join_without_consent_does_not_join(hearth_home, tmp_path):
     cert = tmp_path / "ca.crt"
     cert.write_text("x")
+    private, public = generate_org_key(tmp_path / "pki")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(default_policy_text())
+    signature = sign_policy(policy.read_bytes(), load_org_key(private)).token
     result = CliRunner().invoke(
         app,
-        ["join", "--superlink", "127.0.0.1:1", "--root-cert", str(cert), "--key", str(cert)],
+        [
+            *("join", "--superlink", "127.0.0.1:1", "--root-cert", str(cert), "--key", str(cert)),
+            *("--org-key", str(public), "--policy", str(policy), "--policy-signature", signature),
+        ],
     )
     assert result.exit_code == 1
     assert "no consent" in result.output
