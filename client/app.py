@@ -367,17 +367,15 @@ def secure_aggregation_mod(
         device.record_refusal(f"round refused: {exc}")
         return _refusal(POLICY_MISMATCH, message)
     configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
-    secagg = configs is not None and Key.STAGE in configs
-    violation = (
-        check_secagg(configs, message.metadata.dst_node_id, policy)
-        if configs is not None and secagg
-        else check_plain_round(policy)
-    )
+    if configs is None or Key.STAGE not in configs:
+        violation = check_plain_round(policy)
+        if violation is None:
+            return call_next(message, context)
+    else:
+        violation = check_secagg(configs, message.metadata.dst_node_id, policy)
     if violation is not None:
         device.record_refusal(violation.reason)
         return _refusal(violation.code, message)
-    if not secagg:
-        return call_next(message, context)
 
     def train_or_raise(inner: Message, ctx: Context) -> Message:
         reply = call_next(inner, ctx)
