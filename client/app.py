@@ -8,9 +8,10 @@ Stacking (outermost first), visible in one place::
 ``refusal_mod`` turns a ``Declined`` raised anywhere in the client into an error
 reply with nothing but a code from ``policy.replies``. ``secure_aggregation_mod``
 runs Flower's ``secaggplus_mod`` when the server runs the SecAgg+ workflow (run
-config ``secaggplus = true``) and is transparent otherwise, so simulation and
-deployment use one ClientApp. It sits outside the egress guard, so the guard
-checks the plain, clipped update before it is masked.
+config ``secaggplus = true``), after the device's own checks of each SecAgg+
+message (``client.secagg_guard``), and is transparent otherwise unless the policy
+requires SecAgg+, so simulation and deployment use one ClientApp. It sits outside
+the egress guard, so the guard checks the plain, clipped update before it is masked.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from client.clipping import clip_update
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
 from client.governor import TRAINING_THREADS
+from client.secagg_guard import check_plain_round, check_secagg
 from policy.model_version import model_version
 from policy.replies import (
     EVAL_SENSITIVITY,
@@ -45,7 +47,7 @@ from policy.replies import (
     UNAVAILABLE,
     refusal_reason,
 )
-from privacy.policy import PrivacyPolicy, policy_hash
+from privacy.policy import PolicyError, PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
     from client.device import Device
@@ -177,6 +179,14 @@ def _recent(examples: Examples, most: int) -> Examples:
     return examples.slice(max(0, len(examples) - most))
 
 
+def _mismatch(asked: str, policy: PrivacyPolicy) -> str:
+    """What a device records when the server runs a round under another policy."""
+    return (
+        f"round refused (policy mismatch): the server runs it under policy {asked[:12]!r}, "
+        f"this device's policy is {policy_hash(policy)[:12]}"
+    )
+
+
 class HearthClient(NumPyClient):
     """Trains on this device's own vault; replies carry only ledger-covered noise or constants."""
 
@@ -194,8 +204,13 @@ class HearthClient(NumPyClient):
             raise Declined(PROTOCOL_ERROR) from None
         if not self.device.admitted():
             raise Declined(UNAVAILABLE)
-        policy = self.device.policy()
+        try:
+            policy = self.device.policy()
+        except PolicyError as exc:
+            self.device.record_refusal(f"round refused: {exc}")
+            raise Declined(POLICY_MISMATCH) from None
         if ins.policy_hash != policy_hash(policy):
+            self.device.record_refusal(_mismatch(ins.policy_hash, policy))
             raise Declined(POLICY_MISMATCH)
         return ins, policy
 
@@ -332,16 +347,35 @@ def refusal_mod(
 def secure_aggregation_mod(
     message: Message, context: Context, call_next: Callable[[Message, Context], Message]
 ) -> Message:
-    """Flower's ``secaggplus_mod`` for messages of the SecAgg+ protocol, a no-op otherwise.
+    """Flower's ``secaggplus_mod`` for messages of the SecAgg+ protocol, behind the policy's rules.
 
+    Every TRAIN message is first checked against the device's own policy
+    (``client.secagg_guard``): a plain round when the policy requires SecAgg+, a setup
+    below its shares or threshold, an unmask with overlapping lists or too few active
+    devices are refused, and the device keeps why. Otherwise plain rounds pass through.
     A device that declines at the masked-vector stage answers with its refusal, as a
     device that dropped out: its neighbours' shares remove its masks from the sum.
     """
-    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
-    if not (
-        message.metadata.message_type == MessageType.TRAIN and configs and Key.STAGE in configs
-    ):
+    if message.metadata.message_type != MessageType.TRAIN:
         return call_next(message, context)
+    from client.device import device_for  # noqa: PLC0415 (see the note on imports)
+
+    device = device_for(context)
+    try:
+        policy = device.policy()
+    except PolicyError as exc:
+        device.record_refusal(f"round refused: {exc}")
+        return _refusal(POLICY_MISMATCH, message)
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None or Key.STAGE not in configs:
+        violation = check_plain_round(policy)
+        if violation is None:
+            return call_next(message, context)
+    else:
+        violation = check_secagg(configs, message.metadata.dst_node_id, policy)
+    if violation is not None:
+        device.record_refusal(violation.reason)
+        return _refusal(violation.code, message)
 
     def train_or_raise(inner: Message, ctx: Context) -> Message:
         reply = call_next(inner, ctx)

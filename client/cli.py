@@ -17,6 +17,7 @@ from client.control_commands import (
 from client.dashboard_commands import dashboard_command
 from client.data_commands import data_app
 from client.home import hearth_home
+from client.policy_commands import policy_app
 from client.record_commands import record_command
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ def main() -> None:
 app.add_typer(data_app, name="data")
 app.add_typer(budget_app, name="budget")
 app.add_typer(consent_app, name="consent")
+app.add_typer(policy_app, name="policy")
 app.command("pause")(pause_command)
 app.command("resume")(resume_command)
 app.command("status")(status_command)
@@ -49,11 +51,26 @@ def join_command(
     org_key: Annotated[
         Path | None, typer.Option("--org-key", help="the org's bundle-signing public key")
     ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="the privacy policy to pin (org-signed)")
+    ] = None,
+    policy_signature: Annotated[
+        str, typer.Option("--policy-signature", help="the org's signature of it, or its .sig file")
+    ] = "",
 ) -> None:
-    """Join the federation: only signed bundles, only with consent, never while paused."""
+    """Join the federation: only signed bundles, only the pinned policy, only with consent."""
     from client.join import JoinConfig, JoinError, join  # noqa: PLC0415 (heavy imports)
+    from client.policy_pin import read_signature_option  # noqa: PLC0415
 
-    config = JoinConfig(superlink, root_cert, key, hearth_home(), org_key)
+    config = JoinConfig(
+        superlink,
+        root_cert,
+        key,
+        hearth_home(),
+        org_key,
+        policy=policy,
+        policy_signature=read_signature_option(policy_signature) if policy_signature else "",
+    )
     try:
         raise typer.Exit(join(config))
     except JoinError as exc:

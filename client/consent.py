@@ -1,8 +1,12 @@
 """Consent: what the employee agreed to record, per modality, revocable.
 
 No consent file means nothing is recorded. A record names the modalities, when
-they were granted, and which disclosure text the employee saw; revoking keeps
-the record (so the state is auditable) but marks it revoked, and recording stops.
+they were granted, which disclosure text the employee saw, and the privacy policy
+they were shown (its hash and its settings, so ``hearth consent show`` can say what
+changed since). Taking part in rounds needs consent to the policy the device pinned
+(``client.deployment.admit``); a record from before policies were pinned names none
+and covers none. Revoking keeps the record (so the state is auditable) but marks it
+revoked, and recording stops.
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from policy.events import Modality
+from privacy.policy import PrivacyPolicy, policy_as_dict, policy_hash
 
 CONSENT_FILE: Final = "consent.json"
 DISCLOSURE_VERSION: Final = 1
@@ -55,6 +60,9 @@ class ConsentRecord:
     granted_at: float
     disclosure_version: int
     revoked_at: float | None = None
+    # The policy the employee was shown when they consented (None: an older record).
+    policy_hash: str | None = None
+    policy: dict[str, Any] | None = None
 
     @property
     def active(self) -> bool:
@@ -64,6 +72,10 @@ class ConsentRecord:
     def allows(self, modality: Modality) -> bool:
         """Whether ``modality`` may be captured right now."""
         return self.active and modality in self.modalities
+
+    def covers(self, policy: PrivacyPolicy) -> bool:
+        """Whether this is an active consent given under exactly ``policy``."""
+        return self.active and self.policy_hash == policy_hash(policy)
 
 
 def parse_modalities(
@@ -98,13 +110,18 @@ def load_consent(home: Path) -> ConsentRecord | None:
         return None
     try:
         data = json.loads(path.read_text())
+        agreed_hash, agreed = data.get("policy_hash"), data.get("policy")
+        if not isinstance(agreed_hash, str | None) or not isinstance(agreed, dict | None):
+            raise TypeError("a damaged policy in the consent record")
         return ConsentRecord(
             modalities=tuple(Modality(m) for m in data["modalities"]),
             granted_at=float(data["granted_at"]),
             disclosure_version=int(data["disclosure_version"]),
             revoked_at=None if data.get("revoked_at") is None else float(data["revoked_at"]),
+            policy_hash=agreed_hash,
+            policy=agreed,
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         # A damaged record must never widen what is captured: treat it as no consent.
         return None
 
@@ -122,9 +139,25 @@ def _write(home: Path, record: ConsentRecord) -> None:
     tmp.replace(path)
 
 
-def grant(home: Path, modalities: tuple[Modality, ...]) -> ConsentRecord:
-    """Record consent to exactly ``modalities`` under the current disclosure."""
-    record = ConsentRecord(modalities, time.time(), DISCLOSURE_VERSION)
+def grant(
+    home: Path, modalities: tuple[Modality, ...], policy: PrivacyPolicy | None = None
+) -> ConsentRecord:
+    """Record consent to exactly ``modalities`` under the current disclosure and ``policy``.
+
+    ``policy`` is the one the employee was shown: by default the device's own
+    (``client.policy_pin.device_policy``: the pinned one, once the device joined).
+    """
+    if policy is None:
+        from client.policy_pin import device_policy  # noqa: PLC0415 (consent stays light)
+
+        policy = device_policy(home)
+    record = ConsentRecord(
+        modalities,
+        time.time(),
+        DISCLOSURE_VERSION,
+        policy_hash=policy_hash(policy),
+        policy=policy_as_dict(policy),
+    )
     _write(home, record)
     return record
 
@@ -134,9 +167,7 @@ def revoke(home: Path) -> ConsentRecord | None:
     record = load_consent(home)
     if record is None or not record.active:
         return record
-    revoked = ConsentRecord(
-        record.modalities, record.granted_at, record.disclosure_version, time.time()
-    )
+    revoked = replace(record, revoked_at=time.time())
     _write(home, revoked)
     return revoked
 

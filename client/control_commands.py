@@ -12,6 +12,7 @@ import typer
 
 from client.consent import (
     ConsentError,
+    ConsentRecord,
     disclosure_text,
     grant,
     load_consent,
@@ -20,12 +21,13 @@ from client.consent import (
 )
 from client.control import DurationError, parse_duration, pause, pause_state, resume
 from client.data_commands import delete_vault
-from client.deployment import read_deployment
+from client.deployment import consent_problem, read_deployment
 from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import KEY_FILE
+from client.policy_pin import device_policy, load_pinned
 from client.vault import Vault, default_vault_dir
-from privacy.policy import PolicyError, describe, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy, describe, policy_changes, policy_hash
 
 consent_app = typer.Typer(
     name="consent", help="What hearth may record: see, grant, revoke.", no_args_is_help=True
@@ -37,22 +39,45 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _policy_modalities() -> Any:
+def _policy_in_force() -> PrivacyPolicy:
+    """The device's policy: the pinned one once it joined (``client.policy_pin``)."""
     try:
-        return load_policy()
+        return device_policy(hearth_home())
     except PolicyError as exc:
         raise _fail(str(exc)) from None
 
 
+def consent_against_policy(record: ConsentRecord | None, policy: PrivacyPolicy) -> list[str]:
+    """What ``hearth consent show`` says of the consent record against the policy in force."""
+    if record is None or not record.active:
+        return ["You have not consented: nothing is recorded and this laptop takes no part."]
+    names = ", ".join(m.value for m in record.modalities)
+    current = policy_hash(policy)
+    if record.policy_hash == current:
+        return [f"You consented to: {names}, under this policy ({current[:12]})."]
+    if record.policy_hash is None:
+        return [
+            f"You consented to: {names}, before this laptop pinned a policy. That consent "
+            f"does not cover the policy in force ({current[:12]}): this laptop takes part "
+            "in no round until you run `hearth consent grant` again.",
+        ]
+    changes = policy_changes(record.policy, policy) if record.policy is not None else []
+    lines = [
+        f"You consented to: {names}, under policy {record.policy_hash[:12]}. The policy in "
+        f"force is now {current[:12]}: this laptop takes part in no round until you run "
+        "`hearth consent grant` again.",
+        "What changed since you consented:" if changes else "What changed is not known.",
+    ]
+    return lines + [f"  {change}" for change in changes]
+
+
 @consent_app.command("show")
 def consent_show() -> None:
-    """What each modality records and never records, the policy, how to pause and leave."""
-    policy = _policy_modalities()
+    """What each modality records and never records, the policy, and what changed since."""
+    policy = _policy_in_force()
     typer.echo(disclosure_text(policy.data.allowed_modalities))
     typer.echo("\nThe privacy policy in force:\n" + describe(policy))
-    record = load_consent(hearth_home())
-    if record is not None and record.active:
-        typer.echo(f"\nYou consented to: {', '.join(m.value for m in record.modalities)}")
+    typer.echo("\n" + "\n".join(consent_against_policy(load_consent(hearth_home()), policy)))
 
 
 @consent_app.command("grant")
@@ -60,8 +85,8 @@ def consent_grant(
     modalities: Annotated[str, typer.Option(help="e.g. pointer,keys,apps[,text][,screens]")],
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
 ) -> None:
-    """Consent to recording exactly these modalities."""
-    policy = _policy_modalities()
+    """Consent to recording exactly these modalities, under the policy in force."""
+    policy = _policy_in_force()
     try:
         chosen = parse_modalities(modalities, policy.data.allowed_modalities)
     except ConsentError as exc:
@@ -71,8 +96,8 @@ def consent_grant(
         typer.echo(disclosure_text(policy.data.allowed_modalities))
         if not typer.confirm(f"\nRecord {names} on this laptop?"):
             raise typer.Exit(1)
-    grant(hearth_home(), chosen)
-    typer.echo(f"consent recorded: {names}")
+    grant(hearth_home(), chosen, policy)
+    typer.echo(f"consent recorded: {names} (under policy {policy_hash(policy)[:12]})")
 
 
 @consent_app.command("revoke")
@@ -160,9 +185,19 @@ def status_report() -> dict[str, Any]:
 
 
 def _deployment_summary(home: Path) -> dict[str, Any]:
-    """Last join, bundle refusal, declined round and round taken (reasons, never content)."""
+    """The pinned policy, last join, refusal, declined round and round taken (never content).
+
+    ``takes_part`` is None when consent covers the pinned policy, else why not.
+    """
     data = read_deployment(home)
+    try:
+        pinned = load_pinned(home)
+    except PolicyError:
+        pinned = None
     return {
+        # The policy this laptop pinned at `hearth join` and whether consent covers it.
+        "pinned_policy": None if pinned is None else pinned.policy_hash,
+        "takes_part": consent_problem(home),
         "last_join": data.get("join"),
         "last_refusal": data.get("refusal"),
         "last_decline": data.get("decline"),
@@ -192,8 +227,11 @@ def status_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     elif report["paused_until"]:
         typer.echo(f"paused until {time.strftime('%H:%M', time.localtime(report['paused_until']))}")
     typer.echo(f"events today: {report['events_today']:,}; vault: {report['vault_bytes']:,} bytes")
+    deployment = report["deployment"]
+    if deployment["pinned_policy"] and deployment["takes_part"]:
+        typer.echo(f"rounds: {deployment['takes_part']}")
     for label, key in (
-        ("refused bundle", "last_refusal"),
+        ("refused", "last_refusal"),
         ("declined round", "last_decline"),
         ("last round", "last_round"),
     ):

@@ -3,7 +3,8 @@
 ``deployment.json`` in the hearth home records the last join, the last refused
 bundle, the last declined round and the last round taken, each with a time and
 a reason (never content). ``admit`` is the one place that says whether this
-device takes part in a round now: consent first, then pause, then the governor.
+device takes part in a round now: consent (to the policy the device pinned) first,
+then pause, then the governor.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any, Final
 from client.consent import load_consent
 from client.control import pause_state
 from client.governor import Governor
+from client.policy_pin import load_pinned
+from privacy.policy import PolicyError
 
 DEPLOYMENT_FILE: Final = "deployment.json"
 
@@ -57,16 +60,38 @@ class Admission:
     reason: str = ""
 
 
-def has_consent(home: Path) -> bool:
-    """True while a valid, unrevoked consent record exists."""
+def consent_problem(home: Path) -> str | None:
+    """Why this device may not take part for want of consent, or None when it may.
+
+    It may with an unrevoked consent record that, once a policy is pinned, was given
+    under exactly that policy: a record of another policy, or from before policies
+    were pinned, does not cover it.
+    """
     consent = load_consent(home)
-    return consent is not None and consent.active
+    if consent is None or not consent.active:
+        return "no consent: run `hearth consent grant` to take part"
+    try:
+        pinned = load_pinned(home)
+    except PolicyError as exc:
+        return str(exc)
+    if pinned is not None and not consent.covers(pinned.policy):
+        return (
+            f"no consent to the pinned policy {pinned.policy_hash[:12]}: see what changed "
+            "with `hearth consent show`, then `hearth consent grant` to take part"
+        )
+    return None
+
+
+def has_consent(home: Path) -> bool:
+    """True while a valid, unrevoked consent record covers the device's pinned policy."""
+    return consent_problem(home) is None
 
 
 def admit(home: Path, governor: Governor | None = None) -> Admission:
     """Consent, then pause, then (when given) the resource governor."""
-    if not has_consent(home):
-        return Admission(False, "no consent: run `hearth consent grant` to take part")
+    problem = consent_problem(home)
+    if problem is not None:
+        return Admission(False, problem)
     if pause_state(home).paused:
         return Admission(False, "paused by the employee")
     if governor is None:
@@ -75,4 +100,4 @@ def admit(home: Path, governor: Governor | None = None) -> Admission:
     return Admission(decision.allowed, decision.reason)
 
 
-__all__ = ["Admission", "admit", "has_consent", "read_deployment", "record"]
+__all__ = ["Admission", "admit", "consent_problem", "has_consent", "read_deployment", "record"]

@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
-from client.deployment import admit
+from client.deployment import admit, record
 from client.featurize import Examples, featurize
 from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
+from client.policy_pin import device_policy
 from client.vault import Vault
 from privacy.ledger import DeviceLedger
 from privacy.policy import PrivacyPolicy, load_policy
@@ -66,8 +67,21 @@ class Device:
         return admit(self.home).allowed
 
     def policy(self) -> PrivacyPolicy:
-        """The privacy policy this device agreed to (``HEARTH_POLICY`` or the default)."""
-        return load_policy(self.policy_file)
+        """The privacy policy this device is under.
+
+        A real device: the policy it pinned at enrolment (``client.policy_pin``), never
+        the bundle's default nor ``HEARTH_POLICY`` once one is pinned. A simulated
+        employee (or a device given ``policy_file``): that file, else the default.
+        Raises ``PolicyError`` when the pinned policy no longer verifies.
+        """
+        if self.simulated or self.policy_file is not None:
+            return load_policy(self.policy_file)
+        return device_policy(self.home)
+
+    def record_refusal(self, reason: str) -> None:
+        """Keep, for ``hearth status``, why this device refused what the server asked."""
+        if not self.simulated:
+            record(self.home, "refusal", reason=reason)
 
     @property
     def vault_dir(self) -> Path:

@@ -1,14 +1,17 @@
 """The resource governor: train only when the laptop will not notice.
 
-Before a round, the governor asks three questions, with thresholds from the
+Before a round, the governor asks four questions, with thresholds from the
 privacy policy's ``[governor]`` section:
 
 * has the employee been idle for ``idle_seconds``? (X11 screensaver idle time;
   a machine without a display session has no one to disturb and counts as idle)
 * is it on mains power, if ``require_mains_power``? (no battery counts as mains)
+* is the network unmetered? (``client.metering``: what the OS says; where it cannot
+  say, the network counts as metered unless ``allow_unknown_metering``)
 * is the CPU below ``max_cpu_percent``? (system-wide, sampled briefly)
 
-Any "no" declines the round with a reason the employee sees in ``hearth status``.
+Any "no" declines the round with a reason the employee sees in ``hearth status``;
+the server sees only ``UNAVAILABLE``, as for every reason of the laptop's.
 When it trains, it trains at low priority (``nice``) with capped threads.
 """
 
@@ -22,6 +25,7 @@ from typing import Final
 
 import psutil
 
+from client.metering import Metering, network_metering
 from privacy.policy import GovernorSection
 
 NICE_INCREMENT: Final = 10
@@ -69,12 +73,13 @@ def cpu_percent() -> float:
 
 @dataclass(frozen=True)
 class Governor:
-    """The three checks, with probes that tests can replace."""
+    """The four checks, with probes that tests can replace."""
 
     settings: GovernorSection
     idle: Callable[[], float] = seconds_since_last_input
     mains: Callable[[], bool] = on_mains_power
     cpu: Callable[[], float] = cpu_percent
+    metering: Callable[[], Metering] = network_metering
 
     def decide(self) -> Decision:
         """Allow training now, or say which condition is not met."""
@@ -85,6 +90,15 @@ class Governor:
             )
         if self.settings.require_mains_power and not self.mains():
             return Decision(False, "on battery: training waits for mains power")
+        metering = self.metering()
+        if metering is Metering.METERED:
+            return Decision(False, "metered network: training waits for an unmetered one")
+        if metering is Metering.UNKNOWN and not self.settings.allow_unknown_metering:
+            return Decision(
+                False,
+                "network metering unknown (the OS does not say), so it counts as metered: "
+                "training waits",
+            )
         busy = self.cpu()
         if busy > self.settings.max_cpu_percent:
             return Decision(False, f"CPU busy: {busy:.0f}% (> {self.settings.max_cpu_percent:g}%)")

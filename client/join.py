@@ -6,8 +6,13 @@ authentication (``--auth-supernode-private-key``), no runtime dependency
 installation, and ``--isolation process`` so that Flower starts no app code
 itself; then runs hearth's own executor (``client.runner.serve``) in this
 process, which admits each message through consent, pause, the bundle
-signature and the resource governor before any ClientApp runs. Without
-consent it does not join at all.
+signature and the resource governor before any ClientApp runs.
+
+Before anything starts, the device pins its trust anchors: the organisation's
+public key (``--org-key``), then the privacy policy the organisation signed
+(``--policy`` with ``--policy-signature``, ``client.policy_pin``), checked against
+that key. Without a pinned policy, or without the employee's consent to exactly
+that policy, it does not join at all.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from types import FrameType
 from typing import Final
 
 from client.bundle_trust import BundleRefused, pin_org_key, pinned_key_path
-from client.deployment import has_consent, record
+from client.deployment import consent_problem, record
 from client.home import ensure_private_dir
+from client.policy_pin import load_pinned, pin_policy
+from privacy.policy import PolicyError
 
 SECRET_FILE: Final = "superexec.secret"  # noqa: S105 (a file name)
 FLWR_DIR: Final = "flwr"
@@ -47,6 +54,9 @@ class JoinConfig:
     home: Path
     org_key: Path | None = None
     runtime_port: int = 0
+    # The privacy policy to pin and the org's signature of it (the token).
+    policy: Path | None = None
+    policy_signature: str = ""
 
 
 def _free_port() -> int:
@@ -55,11 +65,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _pin_policy(config: JoinConfig) -> None:
+    """Pin ``--policy`` (signed by the org key) or check that a policy is already pinned."""
+    if config.policy is None:
+        if load_pinned(config.home) is None:
+            raise JoinError(
+                "no privacy policy pinned yet: pass --policy POLICY --policy-signature SIG "
+                "(the organisation's, from `hearth-server sign-policy`)"
+            )
+        return
+    if not config.policy_signature:
+        raise JoinError("--policy needs --policy-signature (from `hearth-server sign-policy`)")
+    pinned, previous = pin_policy(config.home, config.policy, config.policy_signature)
+    if previous is None or previous.policy_hash != pinned.policy_hash:
+        record(
+            config.home,
+            "policy",
+            pinned=pinned.policy_hash,
+            previous=None if previous is None else previous.policy_hash,
+        )
+
+
 def prepare(config: JoinConfig) -> tuple[int, Path]:
-    """Check consent, keys and the org key; returns (runtime port, secret file)."""
-    if not has_consent(config.home):
-        record(config.home, "join", joined=False, reason="no consent")
-        raise JoinError("no consent: this laptop does not join (run `hearth consent grant`)")
+    """Check keys, pin the org key and the policy, check consent; returns (port, secret file)."""
     for path, what in ((config.root_cert, "--root-cert"), (config.key, "--key")):
         if not path.is_file():
             raise JoinError(f"{what} {path} does not exist")
@@ -68,8 +96,14 @@ def prepare(config: JoinConfig) -> tuple[int, Path]:
             pin_org_key(config.home, config.org_key)
         elif not pinned_key_path(config.home).is_file():
             raise JoinError("no organisation key pinned yet: pass --org-key org-signing.pub")
-    except BundleRefused as exc:
+        _pin_policy(config)
+    except (BundleRefused, PolicyError) as exc:
         raise JoinError(str(exc)) from None
+    # Consent after the policy is pinned: it must be consent to exactly that policy.
+    problem = consent_problem(config.home)
+    if problem is not None:
+        record(config.home, "join", joined=False, reason=problem)
+        raise JoinError(f"{problem}; this laptop does not join")
     secret = ensure_private_dir(config.home) / SECRET_FILE
     fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:

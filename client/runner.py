@@ -72,8 +72,8 @@ from client.bundle_trust import (
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor, lower_priority
 from client.home import hearth_home
+from client.policy_pin import device_policy
 from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
-from privacy.policy import load_policy
 
 POLL_SECONDS: Final = 0.5
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
@@ -97,7 +97,7 @@ def _governor_once_per_round(home: Path, run_id: int, server_round: str) -> str 
     cached = read_deployment(home).get("governor", {})
     if cached.get("run_id") == run_id and cached.get("round") == server_round:
         return None if cached.get("allowed") else str(cached.get("reason"))
-    decision = Governor(load_policy().governor).decide()
+    decision = Governor(device_policy(home).governor).decide()  # the pinned policy's
     record(
         home,
         "governor",

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from policy.events import AppCategory, Modality
 from privacy.accountants import (
@@ -113,6 +124,30 @@ class GovernorSection(_Section):
     idle_seconds: float = Field(ge=0)
     max_cpu_percent: float = Field(gt=0, le=100)
     require_mains_power: bool
+    # Whether the network is metered is asked of the OS (NetworkManager on Linux). A
+    # metered network always declines; "unknown" declines too unless this is true.
+    allow_unknown_metering: StrictBool = False
+
+
+class AggregationSection(_Section):
+    """What a device requires of the secure aggregation its update goes into.
+
+    Checked by each device on the SecAgg+ messages themselves (``client.secagg_guard``):
+    a round without SecAgg+ when it is required, a setup with fewer shares or a lower
+    reconstruction threshold, and an unmask step naming fewer active devices than the
+    cohort rule are refused.
+    """
+
+    require_secure_aggregation: StrictBool = False
+    # Each update is secret-shared among at least this many devices (itself included).
+    min_num_shares: int = Field(default=3, ge=3)
+    # Unmasking needs at least this fraction of the shares (rounded up, at least 2).
+    min_reconstruction_fraction: float = Field(default=0.5, gt=0, le=1)
+
+    def min_threshold(self, num_shares: int) -> int:
+        """The least reconstruction threshold acceptable for ``num_shares`` shares."""
+        # The small tolerance keeps 0.6 x 5 at 3 despite binary floating point.
+        return max(2, math.ceil(self.min_reconstruction_fraction * num_shares - 1e-9))
 
 
 class PrivacyPolicy(_Section):
@@ -122,6 +157,8 @@ class PrivacyPolicy(_Section):
     training: TrainingSection
     data: DataSection
     governor: GovernorSection
+    # Policies written before this section existed do not require SecAgg+.
+    aggregation: AggregationSection = AggregationSection()
 
 
 def _one_line(error: ValidationError, source: str) -> str:
@@ -153,8 +190,13 @@ def parse_policy(text: str, source: str = "policy") -> PrivacyPolicy:
 
 
 def default_policy_text() -> str:
-    """The policy hearth ships with."""
+    """The policy hearth ships with (simulations; SecAgg+ not required)."""
     return resources.files("privacy").joinpath("default_policy.toml").read_text()
+
+
+def deployment_policy_text() -> str:
+    """The policy hearth ships for real deployments: SecAgg+ required, a larger cohort."""
+    return resources.files("privacy").joinpath("deployment_policy.toml").read_text()
 
 
 def load_policy(path: Path | None = None) -> PrivacyPolicy:
@@ -242,11 +284,83 @@ def describe(policy: PrivacyPolicy) -> str:
         _user_level(p, t),
         "Facing the server itself, the example-level guarantee is the one that holds.",
         f"The server combines a round only with at least {t.min_cohort} laptops.",
+        _aggregation(policy.aggregation),
         f"Training runs only after {g.idle_seconds:g} s idle, below {g.max_cpu_percent:g}% CPU"
-        + (", on mains power." if g.require_mains_power else "."),
+        + (", on mains power" if g.require_mains_power else "")
+        + ", never on a metered network"
+        + (
+            " (a network whose metering is unknown counts as unmetered)."
+            if g.allow_unknown_metering
+            else " (nor on one whose metering is unknown)."
+        ),
         f"Policy hash: {policy_hash(policy)}",
     ]
     return "\n".join(lines)
+
+
+def _aggregation(a: AggregationSection) -> str:
+    shares = (
+        f"each update is secret-shared among at least {a.min_num_shares} laptops, and "
+        f"unmasking needs at least {a.min_reconstruction_fraction:g} of the shares "
+        f"({a.min_threshold(a.min_num_shares)} of {a.min_num_shares})"
+    )
+    if a.require_secure_aggregation:
+        return (
+            f"Laptops send updates only under SecAgg+, so the server sees only their sum: "
+            f"{shares}. This holds against a curious server, not one that deviates from "
+            "the protocol beyond what the laptops check."
+        )
+    return (
+        "SecAgg+ is not required: without it the server sees each laptop's clipped, noised "
+        f"update. When it runs, {shares}."
+    )
+
+
+def policy_changes(
+    before: PrivacyPolicy | Mapping[str, Any] | None, after: PrivacyPolicy | Mapping[str, Any]
+) -> list[PolicyChange]:
+    """Every setting (``section.key``) whose value differs between two policies.
+
+    Either side may be a policy or its JSON form (``policy_as_dict``, as a consent
+    record keeps it); ``before`` is None when there was none: every setting is listed.
+    """
+    old = _flatten(before) if before is not None else {}
+    new = _flatten(after)
+    return [
+        PolicyChange(key, old.get(key), new.get(key))
+        for key in [*new, *(k for k in old if k not in new)]
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _flatten(data: PrivacyPolicy | Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, PrivacyPolicy):
+        data = data.model_dump(mode="json")
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """One setting (``section.key``) and its value before and after (None: not set)."""
+
+    setting: str
+    before: Any
+    after: Any
+
+    def __str__(self) -> str:
+        return f"{self.setting}: {_value(self.before)} -> {_value(self.after)}"
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(not set)"
+    return json.dumps(value)
 
 
 def policy_as_dict(policy: PrivacyPolicy) -> dict[str, Any]:

@@ -14,7 +14,7 @@ reconstruction threshold survive is halted by the workflow and leaves the model 
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,8 @@ def main(grid: Grid, context: Context) -> None:
         log(INFO, "hearth: the campaign already ran its %s rounds", config.num_server_rounds)
         return
     log(INFO, "hearth: privacy policy %s", policy_hash(policy))
+    if policy.aggregation.require_secure_aggregation and not config.secaggplus:
+        log(WARNING, "hearth: the policy requires SecAgg+: devices refuse every plain round")
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(

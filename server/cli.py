@@ -205,3 +205,33 @@ def up(
     except KeyboardInterrupt:
         proc.terminate()
     proc.wait()
+
+
+@app.command("sign-policy")
+def sign_policy_command(
+    policy: Annotated[Path, typer.Argument(help="the privacy policy TOML the laptops pin")],
+    key: Annotated[Path, typer.Option("--key", help="org signing key")] = Path("pki") / ORG_KEY,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="where to write the signature (POLICY.sig)")
+    ] = None,
+) -> None:
+    """Sign a privacy policy's SHA-256 with the org key; writes POLICY.sig, prints the token."""
+    from privacy.policy import PolicyError  # noqa: PLC0415 (only this command needs them)
+    from server.policy_signing import sign_policy, write_policy_signature  # noqa: PLC0415
+
+    try:
+        org_key = load_org_key(key)
+        text = policy.read_bytes()
+        signature = sign_policy(text, org_key, str(policy))
+    except OSError as exc:
+        raise _fail(f"cannot read {policy}: {exc.strerror}") from None
+    except (SigningError, PolicyError) as exc:
+        raise _fail(str(exc)) from None
+    sig_path = write_policy_signature(policy, signature, out)
+    typer.echo(f"policy {policy} sha256 {signature.file_sha256}")
+    typer.echo(f"policy hash (rounds carry it): {signature.policy_hash}")
+    typer.echo(f"signature: {sig_path}")
+    typer.echo(
+        f"laptops pin it with: hearth join ... --policy {policy.name} "
+        f"--policy-signature '{signature.token}'"
+    )

@@ -29,8 +29,9 @@ import psutil
 from client.consent import grant
 from client.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
-from privacy.policy import default_policy_text
+from privacy.policy import default_policy_text, load_policy
 from server.pki import add_device, init_pki
+from server.policy_signing import sign_policy
 from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
 from server.up import SUPERLINK_MODULE
 from simulations.flwr_runner import PROJECT_ROOT, free_port, run_config_arg
@@ -45,7 +46,8 @@ CANARY = "CANARY-7f3a9c-do-not-leak"
 def relaxed_policy(path: Path, device_epsilon_cap: float | None = None) -> Path:
     """The default policy with a governor that lets a busy CI box train, and short rounds.
 
-    Two DP-SGD steps a round: these federations test the protocol, not the model.
+    Two DP-SGD steps a round: these federations test the protocol, not the model. A
+    test machine has no NetworkManager, so a network whose metering is unknown may train.
 
     ``device_epsilon_cap`` raises the cap for benchmarks that run several campaigns
     on the same devices (the ledger counts them all) and measure the protocol.
@@ -54,6 +56,7 @@ def relaxed_policy(path: Path, device_epsilon_cap: float | None = None) -> Path:
         "idle_seconds = 300": "idle_seconds = 0",
         "max_cpu_percent = 30.0": "max_cpu_percent = 100.0",
         "require_mains_power = true": "require_mains_power = false",
+        "allow_unknown_metering = false": "allow_unknown_metering = true",
         "steps = 8": "steps = 2",
     }
     if device_epsilon_cap is not None:
@@ -80,8 +83,8 @@ def base_env(policy: Path) -> dict[str, str]:
     }
 
 
-def seed_device(home: Path, employee: int, hours: float = 0.3) -> None:
-    """A consenting device whose vault holds synthetic work plus the canary."""
+def seed_device(home: Path, employee: int, hours: float = 0.3, policy: Path | None = None) -> None:
+    """A device whose vault holds synthetic work plus the canary, consenting under ``policy``."""
     events = generate_employee(employee, 7, hours=hours)
     t = events[-1].t
     seq = events[-1].seq
@@ -91,7 +94,8 @@ def seed_device(home: Path, employee: int, hours: float = 0.3) -> None:
     ]
     with Vault.open(home / "vault", PASSPHRASE) as vault:
         vault.append(events)
-    grant(home, (Modality.POINTER, Modality.KEYS, Modality.APPS, Modality.TEXT))
+    modalities = (Modality.POINTER, Modality.KEYS, Modality.APPS, Modality.TEXT)
+    grant(home, modalities, load_policy(policy) if policy is not None else None)
 
 
 def run(command: list[str], env: dict[str, str], timeout: float = 120) -> str:
@@ -282,8 +286,16 @@ class Federation:
         last = f"device d{len(self.homes) - 1}:"
         wait_for(lambda: last in self.up.log.read_text()[seen:], 90, "the SuperLink to restart")
 
+    def policy_signature(self, policy: Path | None = None) -> str:
+        """The organisation's signature of ``policy`` (by default the federation's)."""
+        text = (policy or self.policy).read_bytes()
+        return sign_policy(text, load_org_key(self.pki / "org-signing.key")).token
+
     def start_join(self, device: int) -> Process:
-        """Start ``hearth join`` for device ``device`` (through the tap); its log is appended to."""
+        """Start ``hearth join`` for device ``device`` (through the tap); its log is appended to.
+
+        The device pins the federation's policy, signed by the organisation.
+        """
         return Process.start(
             [
                 str(BIN / "hearth"),
@@ -296,6 +308,10 @@ class Federation:
                 str(self.pki / "devices" / f"d{device}.key"),
                 "--org-key",
                 str(self.pki / "org-signing.pub"),
+                "--policy",
+                str(self.policy),
+                "--policy-signature",
+                self.policy_signature(),
             ],
             {**self.env, "HEARTH_HOME": str(self.homes[device])},
             self.root / f"join-{device}.log",
@@ -356,7 +372,7 @@ def federation(
         fed = Federation(root, pki, state, policy, env, port, up, up_command, tap, joins=joins)
         for i in range(devices):
             home = root / f"home-{i}"
-            seed_device(home, i)
+            seed_device(home, i, policy=policy)
             fed.homes.append(home)
             joins.append(fed.start_join(i))
         wait_for(

@@ -6,14 +6,33 @@ from client.control import pause
 from client.control_commands import status_report
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor
-from privacy.policy import GovernorSection
+from client.metering import Metering
+from privacy.policy import GovernorSection, default_policy_text
+from server.policy_signing import sign_policy
+from server.signing import generate_org_key, load_org_key
 
 
-def _governor(idle=1000.0, mains=True, cpu=5.0, require_mains=True):
+def _governor(
+    idle=1000.0,
+    mains=True,
+    cpu=5.0,
+    require_mains=True,
+    metering=Metering.UNMETERED,
+    allow_unknown=False,
+):
     settings = GovernorSection(
-        idle_seconds=300, max_cpu_percent=30.0, require_mains_power=require_mains
+        idle_seconds=300,
+        max_cpu_percent=30.0,
+        require_mains_power=require_mains,
+        allow_unknown_metering=allow_unknown,
     )
-    return Governor(settings, idle=lambda: idle, mains=lambda: mains, cpu=lambda: cpu)
+    return Governor(
+        settings,
+        idle=lambda: idle,
+        mains=lambda: mains,
+        cpu=lambda: cpu,
+        metering=lambda: metering,
+    )
 
 
 def test_governor_trains_when_idle_on_mains_and_quiet():
@@ -33,6 +52,19 @@ def test_governor_declines_on_battery_unless_the_policy_allows_it():
 
 def test_governor_declines_when_the_cpu_is_busy():
     assert "CPU busy" in _governor(cpu=85).decide().reason
+
+
+def test_governor_declines_on_a_metered_network_even_when_unknown_is_allowed():
+    decision = _governor(metering=Metering.METERED, allow_unknown=True).decide()
+    assert not decision.allowed
+    assert "metered network" in decision.reason
+
+
+def test_unknown_metering_counts_as_metered_unless_the_policy_allows_it():
+    decision = _governor(metering=Metering.UNKNOWN).decide()
+    assert not decision.allowed
+    assert "metering unknown" in decision.reason and "counts as metered" in decision.reason
+    assert _governor(metering=Metering.UNKNOWN, allow_unknown=True).decide().allowed
 
 
 def test_no_consent_means_no_participation(hearth_home):
@@ -56,9 +88,16 @@ def test_governor_reason_reaches_the_admission(hearth_home):
 def test_hearth_join_without_consent_does_not_join(hearth_home, tmp_path):
     cert = tmp_path / "ca.crt"
     cert.write_text("x")
+    private, public = generate_org_key(tmp_path / "pki")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(default_policy_text())
+    signature = sign_policy(policy.read_bytes(), load_org_key(private)).token
     result = CliRunner().invoke(
         app,
-        ["join", "--superlink", "127.0.0.1:1", "--root-cert", str(cert), "--key", str(cert)],
+        [
+            *("join", "--superlink", "127.0.0.1:1", "--root-cert", str(cert), "--key", str(cert)),
+            *("--org-key", str(public), "--policy", str(policy), "--policy-signature", signature),
+        ],
     )
     assert result.exit_code == 1
     assert "no consent" in result.output

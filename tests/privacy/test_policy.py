@@ -4,9 +4,11 @@ from privacy.accountants import RoundShape, per_action_at_cap
 from privacy.policy import (
     PolicyError,
     default_policy_text,
+    deployment_policy_text,
     describe,
     load_policy,
     parse_policy,
+    policy_changes,
     policy_hash,
 )
 
@@ -74,6 +76,17 @@ def test_central_noise_protects_against_checkpoint_readers_not_the_server():
             "data.allowed_modalities",
         ),
         ("max_cpu_percent = 30.0", "max_cpu_percent = 30.0\nturbo = true", "governor.turbo"),
+        ("min_num_shares = 3", "min_num_shares = 2", "aggregation.min_num_shares"),
+        (
+            "min_reconstruction_fraction = 0.5",
+            "min_reconstruction_fraction = 1.5",
+            "aggregation.min_reconstruction_fraction",
+        ),
+        (
+            "require_secure_aggregation = false",
+            "require_secure_aggregation = 'yes'",
+            "aggregation.require_secure_aggregation",
+        ),
         ("delta = 1e-5\n", "", "privacy.delta"),
     ],
 )
@@ -105,3 +118,70 @@ def test_load_policy_reads_hearth_policy_from_the_environment(tmp_path, monkeypa
     path.write_text(_with("min_cohort = 2", "min_cohort = 7"))
     monkeypatch.setenv("HEARTH_POLICY", str(path))
     assert load_policy().training.min_cohort == 7
+
+
+def test_the_simulation_policy_does_not_require_secure_aggregation_and_fears_unknown_metering():
+    policy = load_policy()
+    assert not policy.aggregation.require_secure_aggregation
+    assert not policy.governor.allow_unknown_metering
+    assert "SecAgg+ is not required" in describe(policy)
+    assert "nor on one whose metering is unknown" in describe(policy)
+
+
+def test_the_shipped_deployment_policy_differs_from_the_default_only_in_aggregation_and_cohort():
+    deployment = parse_policy(deployment_policy_text(), "deployment_policy.toml")
+    changed = {c.setting for c in policy_changes(load_policy(), deployment)}
+    assert changed == {
+        "aggregation.require_secure_aggregation",
+        "aggregation.min_num_shares",
+        "aggregation.min_reconstruction_fraction",
+        "training.min_cohort",
+    }
+    assert deployment.aggregation.require_secure_aggregation
+    assert deployment.aggregation.min_threshold(5) == 3
+
+
+def test_the_deployment_policy_says_secaggplus_holds_against_a_curious_server_only():
+    words = describe(parse_policy(deployment_policy_text()))
+    assert "only under SecAgg+" in words
+    assert "at least 5 laptops" in words and "(3 of 5)" in words
+    assert "against a curious server, not one that deviates" in words
+
+
+def test_a_policy_without_an_aggregation_section_does_not_require_secure_aggregation():
+    start = default_policy_text().index("[aggregation]")
+    policy = parse_policy(default_policy_text()[:start])
+    assert not policy.aggregation.require_secure_aggregation
+
+
+@pytest.mark.parametrize(
+    ("fraction", "shares", "threshold"),
+    [(0.5, 3, 2), (0.6, 5, 3), (0.5, 5, 3), (1.0, 4, 4), (0.1, 3, 2), (2 / 3, 3, 2)],
+)
+def test_the_least_threshold_is_the_fraction_of_shares_rounded_up_and_at_least_two(
+    fraction, shares, threshold
+):
+    text = _with("min_reconstruction_fraction = 0.5", f"min_reconstruction_fraction = {fraction}")
+    assert parse_policy(text).aggregation.min_threshold(shares) == threshold
+
+
+def test_policy_changes_name_each_setting_with_its_old_and_new_value():
+    before = load_policy()
+    after = parse_policy(
+        _with("min_cohort = 2", "min_cohort = 4").replace(
+            "retention_days = 14", "retention_days = 30"
+        )
+    )
+    changes = [str(c) for c in policy_changes(before, after)]
+    assert changes == ["training.min_cohort: 2 -> 4", "data.retention_days: 14.0 -> 30.0"]
+    assert policy_changes(after, after) == []
+    assert len(policy_changes(None, after)) > 20  # no earlier policy: every setting
+
+
+def test_policy_changes_read_a_policy_kept_as_json_and_settings_it_did_not_have():
+    before = load_policy().model_dump(mode="json")
+    del before["aggregation"]
+    changes = {c.setting: c for c in policy_changes(before, load_policy())}
+    assert str(changes["aggregation.require_secure_aggregation"]) == (
+        "aggregation.require_secure_aggregation: (not set) -> false"
+    )
