@@ -8,10 +8,12 @@ is that executor (``serve``): it claims CLIENT_APP tasks with the Runtime API's
 process (``run_task``), which does what Flower's ``flwr-clientapp`` does, with
 hearth's checks inserted *before* the bundle is installed or imported:
 
-1. the bundle signature (``client.bundle_trust``): the FAB's SHA-256, computed
-   here from the bytes received, must carry the organisation's Ed25519 signature
-   (run config ``bundle-signature``); otherwise refuse, before anything about the
-   employee is looked at;
+1. the bundle (``client.bundle_trust.admit_bundle``): the run's signed manifest
+   names the SHA-256 computed here from the bytes received; the app id, version
+   and hash the SuperLink sent are safe names equal to the manifest's; the
+   signing key is not revoked by a current revocation list; the manifest is
+   within its validity window and not an older release than this device
+   accepted. Otherwise refuse, before anything about the employee is looked at;
 2. consent and pause (``client.deployment.admit``): otherwise decline;
 3. the resource governor (idle, mains, CPU; decided once per round): otherwise
    decline; when admitted, the process drops to low priority with one thread.
@@ -20,8 +22,9 @@ A refusal or a decline is replied as an error: a code and its fixed word from
 ``policy.replies`` (every reason of the employee's or the laptop's is the one
 code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
 Dependencies are never installed at run time. Only after the gate does the
-process purge hearth's own modules and load the ClientApp from the verified,
-installed bundle.
+process install exactly the verified bytes, purge hearth's own modules and load
+the ClientApp from the directory that install returned (never from a path built
+from what the SuperLink sent).
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ from typing import Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
-from flwr.cli.install import install_from_fab
 from flwr.clientapp.client_app import ClientApp
 from flwr.clientapp.utils import get_load_client_app_fn
 from flwr.common import log
@@ -63,11 +65,10 @@ from flwr.supernode.runtime.run_clientapp import (
 )
 
 from client.bundle_trust import (
-    SIGNATURE_CONFIG_KEY,
     BundleRefused,
-    load_public_key,
-    pinned_key_path,
-    verify_bundle,
+    RunClaim,
+    admit_bundle,
+    install_verified,
 )
 from client.deployment import admit, read_deployment, record
 from client.governor import Governor, lower_priority
@@ -138,22 +139,28 @@ def _decline(home: Path, task: _Task, run_id: int, server_round: str, reason: st
     task.details, task.exit_code = refusal_reason(UNAVAILABLE), 0
 
 
+def _refuse(home: Path, task: _Task, run_id: int, refused: BundleRefused) -> None:
+    record(home, "refusal", run_id=run_id, check=refused.reason.name, reason=str(refused))
+    log(ERROR, "hearth: %s", refused)
+    assert task.message is not None
+    reply = Error(BUNDLE_REFUSED, refusal_reason(BUNDLE_REFUSED))
+    task.reply = Message(reply, reply_to=task.message)
+    task.details, task.exit_code = refusal_reason(BUNDLE_REFUSED), 2
+
+
 def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
     message, context, run, fab = pull_task_input(client)
     task.message, task.context = message, context
     server_round = message.metadata.group_id
     try:
-        verify_bundle(
+        trusted = admit_bundle(
+            home,
             fab.content,
-            str(context.run_config.get(SIGNATURE_CONFIG_KEY, "")),
-            load_public_key(pinned_key_path(home)),
+            RunClaim(run.fab_id, run.fab_version, fab.hash_str),
+            context.run_config,
         )
     except BundleRefused as refused:
-        record(home, "refusal", run_id=run.run_id, reason=str(refused))
-        log(ERROR, "hearth: %s", refused)
-        reply = Error(BUNDLE_REFUSED, refusal_reason(BUNDLE_REFUSED))
-        task.reply = Message(reply, reply_to=message)
-        task.details, task.exit_code = refusal_reason(BUNDLE_REFUSED), 2
+        _refuse(home, task, run.run_id, refused)
         return
     admission = admit(home)
     if not admission.allowed:
@@ -164,10 +171,15 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
         _decline(home, task, run.run_id, server_round, decline)
         return
     lower_priority()
-    install_from_fab(fab.content, skip_prompt=True)
+    try:
+        app_dir = install_verified(home, fab.content, trusted)
+    except BundleRefused as refused:  # the install did not go where it had to
+        _refuse(home, task, run.run_id, refused)
+        return
     _purge_hearth_modules()
-    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-    client_app: ClientApp = load(run.fab_id, run.fab_version, fab.hash_str)
+    load = get_load_client_app_fn(default_app_ref="", app_path=str(app_dir), multi_app=True)
+    manifest = trusted.manifest
+    client_app: ClientApp = load(manifest.app_id, manifest.fab_version, manifest.sha256)
     task.reply = client_app(message=message, context=context)
     record(
         home,

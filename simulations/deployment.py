@@ -31,7 +31,13 @@ from client.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import default_policy_text
 from server.pki import add_device, init_pki
-from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
+from server.signing import (
+    DEFAULT_VALID_DAYS,
+    build_bundle,
+    generate_org_key,
+    load_org_key,
+    sign_bundle,
+)
 from server.up import SUPERLINK_MODULE
 from simulations.flwr_runner import PROJECT_ROOT, free_port, run_config_arg
 from simulations.generator import generate_employee
@@ -255,15 +261,36 @@ class Federation:
     homes: list[Path] = field(default_factory=list)
     joins: list[Process] = field(default_factory=list)
 
-    def token(self, key: Path | None = None) -> str:
-        """The bundle signature of this project, by the organisation's key unless ``key``."""
-        key = key or self.pki / "org-signing.key"
-        return sign_bundle(build_bundle(PROJECT_ROOT), load_org_key(key)).token
+    def token(
+        self,
+        key: Path | None = None,
+        *,
+        version: int = 1,
+        app_dir: Path = PROJECT_ROOT,
+        valid_days: float = DEFAULT_VALID_DAYS,
+        not_before: float | None = None,
+    ) -> str:
+        """The signed manifest of ``app_dir``'s bundle (release ``version``, valid from now).
 
-    def flwr_run(self, overrides: Mapping[str, object], timeout: float) -> str:
-        """``flwr run`` this project against the SuperLink; its output."""
+        Signed by the organisation's key unless ``key``. ``flwr run`` builds the
+        same bytes, so the manifest names the bundle the devices receive.
+        """
+        key = key or self.pki / "org-signing.key"
+        signed = sign_bundle(
+            build_bundle(app_dir),
+            load_org_key(key),
+            version=version,
+            valid_days=valid_days,
+            not_before=not_before,
+        )
+        return signed.token
+
+    def flwr_run(
+        self, overrides: Mapping[str, object], timeout: float, app_dir: Path = PROJECT_ROOT
+    ) -> str:
+        """``flwr run`` the app in ``app_dir`` (this project) against the SuperLink; its output."""
         env = {**self.env, "FLWR_HOME": str(self.state / "flwr")}
-        command = [str(BIN / "flwr"), "run", str(PROJECT_ROOT), "hearth", "--stream"]
+        command = [str(BIN / "flwr"), "run", str(app_dir), "hearth", "--stream"]
         return run([*command, "--run-config", run_config_arg(overrides)], env, timeout=timeout)
 
     def restart_superlink(self) -> None:

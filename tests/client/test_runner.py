@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 import client.runner as runner
@@ -20,9 +20,9 @@ from client.deployment import read_deployment
 from client.governor import Decision
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
-from server.signing import generate_org_key, load_org_key, sign_bundle
-
-FAB = b"PK\x03\x04 pretend this is a bundle"
+from policy.signed_bundle import key_id
+from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
+from tests.client.bundles import APP_ID, FAB_VERSION, fab_of, make_app, sha256
 
 
 class Installed(Exception):
@@ -33,6 +33,11 @@ class Installed(Exception):
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+@pytest.fixture(scope="module")
+def fab(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return fab_of(make_app(tmp_path_factory.mktemp("app")))
 
 
 @pytest.fixture
@@ -46,11 +51,11 @@ def org(tmp_path: Path, hearth_home: Path) -> tuple[Path, Path]:
 def installs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
 
-    def install(content: bytes, skip_prompt: bool) -> None:
+    def install(home: Path, content: bytes, trusted: object) -> Path:
         seen.append(content)
         raise Installed
 
-    monkeypatch.setattr(runner, "install_from_fab", install)
+    monkeypatch.setattr(runner, "install_verified", install)
     monkeypatch.setattr(runner, "lower_priority", lambda: None)  # never renice the test run
     return seen
 
@@ -71,20 +76,36 @@ def governor(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
     return decisions
 
 
-def _task_input(monkeypatch: pytest.MonkeyPatch, token: str, server_round: str = "3") -> None:
-    message = Message(
-        RecordDict(), dst_node_id=1, message_type=MessageType.TRAIN, group_id=server_round
+def _message(server_round: str = "3") -> Message:
+    return Message(
+        RecordDict({"fitins.config": ConfigRecord({"round": 3})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+        group_id=server_round,
     )
-    context = Context(
+
+
+def _context(run_config: dict[str, str]) -> Context:
+    return Context(run_id=9, node_id=1, node_config={}, state=RecordDict(), run_config=run_config)
+
+
+def _task_input(
+    monkeypatch: pytest.MonkeyPatch,
+    fab: bytes,
+    token: str,
+    server_round: str = "3",
+    revocations: str = "",
+    **claim: str,
+) -> None:
+    message = _message(server_round)
+    context = _context({"bundle-signature": token, "bundle-revocations": revocations})
+    run = SimpleNamespace(
         run_id=9,
-        node_id=1,
-        node_config={},
-        state=RecordDict(),
-        run_config={"bundle-signature": token},
+        fab_id=claim.get("fab_id", APP_ID),
+        fab_version=claim.get("fab_version", FAB_VERSION),
     )
-    run = SimpleNamespace(run_id=9, fab_id="hearth", fab_version="0.1.0")
-    fab = SimpleNamespace(content=FAB, hash_str="abc")
-    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, fab))
+    content = SimpleNamespace(content=fab, hash_str=claim.get("fab_hash", sha256(fab)))
+    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, content))
 
 
 def _gate(home: Path) -> runner._Task:
@@ -96,8 +117,8 @@ def _gate(home: Path) -> runner._Task:
     return task
 
 
-def _token(key: Path) -> str:
-    return sign_bundle(FAB, load_org_key(key)).token
+def _token(key: Path, fab: bytes, version: int = 1, **kwargs: float) -> str:
+    return sign_bundle(fab, load_org_key(key), version=version, **kwargs).token
 
 
 def _error_code(task: runner._Task) -> int:
@@ -111,10 +132,18 @@ def _says_nothing_but_its_code(task: runner._Task, code: int) -> None:
     assert task.details in ("installed", refusal_reason(code))
 
 
+def _refused(home: Path, task: runner._Task) -> dict[str, object]:
+    _says_nothing_but_its_code(task, BUNDLE_REFUSED)
+    assert task.exit_code == 2
+    refusal = read_deployment(home)["refusal"]
+    assert isinstance(refusal, dict)
+    return refusal
+
+
 def test_without_consent_the_device_declines_with_the_one_unavailable_code(
-    monkeypatch, hearth_home, org, installs
+    monkeypatch, hearth_home, org, installs, fab
 ):
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     task = _gate(hearth_home)
     _says_nothing_but_its_code(task, UNAVAILABLE)
     assert installs == []
@@ -122,9 +151,9 @@ def test_without_consent_the_device_declines_with_the_one_unavailable_code(
 
 
 def test_an_unsigned_run_learns_nothing_of_consent_or_pause(
-    monkeypatch, hearth_home, org, installs
+    monkeypatch, hearth_home, org, installs, fab
 ):
-    _task_input(monkeypatch, "")
+    _task_input(monkeypatch, fab, "")
     without_consent = _gate(hearth_home)
     grant(hearth_home, (Modality.POINTER,))
     pause(hearth_home)
@@ -134,62 +163,112 @@ def test_an_unsigned_run_learns_nothing_of_consent_or_pause(
     assert installs == []
 
 
-def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs):
+def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs, fab):
     grant(hearth_home, (Modality.POINTER,))
     pause(hearth_home)
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
 
 
 def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
-    monkeypatch, tmp_path, hearth_home, org, installs
+    monkeypatch, tmp_path, hearth_home, org, installs, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     other, _ = generate_org_key(tmp_path / "other")
-    _task_input(monkeypatch, _token(other))
-    task = _gate(hearth_home)
-    _says_nothing_but_its_code(task, BUNDLE_REFUSED)
-    assert task.exit_code == 2
+    _task_input(monkeypatch, fab, _token(other, fab))
+    refusal = _refused(hearth_home, _gate(hearth_home))
     assert installs == []
-    assert "signed by another key" in read_deployment(hearth_home)["refusal"]["reason"]
+    assert "signed by another key" in str(refusal["reason"])
 
 
-def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs):
+def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs, fab):
     grant(hearth_home, (Modality.POINTER,))
-    _task_input(monkeypatch, "")
+    _task_input(monkeypatch, fab, "")
     _says_nothing_but_its_code(_gate(hearth_home), BUNDLE_REFUSED)
     assert installs == []
 
 
+@pytest.mark.parametrize(
+    ("claim", "check"),
+    [
+        ({"fab_version": "../../../../home/someone/project"}, "UNSAFE_ID"),
+        ({"fab_id": "acme/.."}, "UNSAFE_ID"),
+        ({"fab_version": "0.0.9"}, "MISMATCH"),  # another release installed earlier
+        ({"fab_id": "acme/otherapp"}, "MISMATCH"),
+    ],
+)
+def test_a_run_whose_ids_point_elsewhere_is_refused_before_anything_is_installed(
+    monkeypatch, hearth_home, org, installs, fab, claim, check
+):
+    grant(hearth_home, (Modality.POINTER,))
+    _task_input(monkeypatch, fab, _token(org[0], fab), **claim)
+    refusal = _refused(hearth_home, _gate(hearth_home))
+    assert refusal["check"] == check
+    assert installs == []
+
+
+def test_a_replayed_older_release_is_refused_with_the_reason_kept_at_home(
+    monkeypatch, hearth_home, org, installs, fab, governor
+):
+    grant(hearth_home, (Modality.POINTER,))
+    governor.append(Decision(True, ""))
+    old, new = _token(org[0], fab, version=1), _token(org[0], fab, version=2)
+    _task_input(monkeypatch, fab, new)
+    assert _gate(hearth_home).details == "installed"
+    _task_input(monkeypatch, fab, old, server_round="4")
+    refusal = _refused(hearth_home, _gate(hearth_home))
+    assert refusal["check"] == "DOWNGRADE"
+    assert "below release 2" in str(refusal["reason"])
+    assert installs == [fab]
+
+
+def test_an_expired_bundle_is_refused(monkeypatch, hearth_home, org, installs, fab):
+    grant(hearth_home, (Modality.POINTER,))
+    _task_input(monkeypatch, fab, _token(org[0], fab, valid_days=1, not_before=time.time() - 1e6))
+    assert "expired" in str(_refused(hearth_home, _gate(hearth_home))["reason"])
+    assert installs == []
+
+
+def test_a_bundle_signed_by_a_revoked_key_is_refused(monkeypatch, hearth_home, org, installs, fab):
+    grant(hearth_home, (Modality.POINTER,))
+    public = load_org_key(org[0]).public_key()
+    revoked = sign_revocations(load_org_key(org[0]), version=1, revoked=[key_id(public)]).token
+    _task_input(monkeypatch, fab, _token(org[0], fab), revocations=revoked)
+    assert _refused(hearth_home, _gate(hearth_home))["check"] == "REVOKED"
+    assert installs == []
+
+
 def test_a_busy_laptop_declines_with_the_same_code_and_keeps_its_reason_at_home(
-    monkeypatch, hearth_home, org, installs, governor
+    monkeypatch, hearth_home, org, installs, governor, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(False, "on battery"))
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
     assert read_deployment(hearth_home)["decline"]["reason"] == "on battery"
 
 
 def test_an_org_signed_bundle_on_an_idle_laptop_is_installed(
-    monkeypatch, hearth_home, org, installs, governor
+    monkeypatch, hearth_home, org, installs, governor, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(True, ""))
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     assert _gate(hearth_home).details == "installed"
-    assert installs == [FAB]
+    assert installs == [fab]
 
 
-def test_the_governor_decides_once_per_round(monkeypatch, hearth_home, org, installs, governor):
+def test_the_governor_decides_once_per_round(
+    monkeypatch, hearth_home, org, installs, governor, fab
+):
     grant(hearth_home, (Modality.POINTER,))
     governor.extend([Decision(True, ""), Decision(False, "CPU busy")])
-    _task_input(monkeypatch, _token(org[0]), server_round="3")
+    _task_input(monkeypatch, fab, _token(org[0], fab), server_round="3")
     for _ in range(4):  # the four SecAgg+ stages of round 3
         assert _gate(hearth_home).details == "installed"
-    _task_input(monkeypatch, _token(org[0]), server_round="4")
+    _task_input(monkeypatch, fab, _token(org[0], fab), server_round="4")
     assert _error_code(_gate(hearth_home)) == UNAVAILABLE
     assert governor == []
 
