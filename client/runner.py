@@ -21,10 +21,18 @@ hearth's checks inserted *before* the bundle is installed or imported:
 A refusal or a decline is replied as an error: a code and its fixed word from
 ``policy.replies`` (every reason of the employee's or the laptop's is the one
 code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
-Dependencies are never installed at run time. Only after the gate does the
-process install exactly the verified bytes, purge hearth's own modules and load
-the ClientApp from the directory that install returned (never from a path built
-from what the SuperLink sent).
+Dependencies are never installed at run time.
+
+The privacy machinery around the bundle is the device's own. This process
+imports the *installed* hearth's guards (``DEVICE_MODS``: secure aggregation,
+the egress guard, refusals) before any bundle exists on disk, and never imports
+bundle code itself: a message that needs the bundle (training, evaluation) goes
+to a separate bundle host (``client.bundle_host``) that loads the ClientApp from
+the directory the verified install returned and hands back only a reply. Every
+reply then passes the device's egress guard, and an error may carry only one of
+``policy.replies``' codes. What the org signed still runs on the laptop, as the
+employee, inside the host: the guards bound what it can send through Flower,
+not what it can read.
 """
 
 from __future__ import annotations
@@ -43,10 +51,11 @@ from typing import Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
-from flwr.clientapp.client_app import ClientApp
-from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.client.mod.utils import make_ffn
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import log
 from flwr.common.constant import SubStatus
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -64,21 +73,30 @@ from flwr.supernode.runtime.run_clientapp import (
     push_task_output,
 )
 
+# The device's own guards, from the installed hearth, before any bundle is on disk.
+from client.app import egress_guard_mod, refusal_mod, secure_aggregation_mod
+from client.bundle_host import BundleHostError, run_in_host
 from client.bundle_trust import (
     BundleRefused,
     RunClaim,
+    TrustedBundle,
     admit_bundle,
     install_verified,
 )
 from client.deployment import admit, read_deployment, record
+from client.egress import EGRESS_ERROR_CODE
 from client.governor import Governor, lower_priority
 from client.home import hearth_home
-from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
+from policy.replies import BUNDLE_REFUSED, REFUSAL_REASONS, UNAVAILABLE, refusal_reason
 from privacy.policy import load_policy
 
 POLL_SECONDS: Final = 0.5
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
-_HEARTH_PACKAGES: Final = frozenset({"client", "policy", "privacy", "server", "strategies"})
+# Outermost first, as in client.app: SecAgg+ masks only what the egress guard passed.
+DEVICE_MODS: Final[tuple[Mod, ...]] = (secure_aggregation_mod, egress_guard_mod, refusal_mod)
+# The error codes a reply may carry; anything else the bundle says becomes CLIENT_ERROR.
+CLIENT_ERROR: Final = 1
+ALLOWED_ERROR_CODES: Final = frozenset({*REFUSAL_REASONS, EGRESS_ERROR_CODE, CLIENT_ERROR})
 
 
 def _runtime_client(
@@ -110,11 +128,41 @@ def _governor_once_per_round(home: Path, run_id: int, server_round: str) -> str 
     return None if decision.allowed else decision.reason
 
 
-def _purge_hearth_modules() -> None:
-    """Forget hearth's already-imported modules so the bundle's own code is loaded."""
-    for name in list(sys.modules):
-        if name.split(".", 1)[0] in _HEARTH_PACKAGES:
-            del sys.modules[name]
+def _bundle_env() -> dict[str, str]:
+    """The bundle host's environment: the device's, without the SuperExec secret's path."""
+    return {k: v for k, v in os.environ.items() if k != ENV_SECRET_FILE}
+
+
+def bundle_handler(home: Path, fab: bytes, trusted: TrustedBundle) -> ClientAppCallable:
+    """Install the verified bytes (once needed) and run the bundle's ClientApp in its host.
+
+    The bundle never sees SecAgg+'s records (the device's mod does the protocol),
+    and its errors keep their code only when it is one a reply may carry.
+    """
+
+    def handle(message: Message, context: Context) -> Message:
+        app_dir = install_verified(home, fab, trusted)
+        manifest = trusted.manifest
+        reply = run_in_host(
+            app_dir,
+            manifest.app_id,
+            manifest.fab_version,
+            message,
+            context,
+            _bundle_env(),
+            withhold=(RECORD_KEY_CONFIGS,),
+        )
+        if reply.has_error():
+            code = reply.error.code if reply.error.code in ALLOWED_ERROR_CODES else CLIENT_ERROR
+            return Message(Error(code, refusal_reason(code)), reply_to=message)
+        return reply
+
+    return handle
+
+
+def guarded(handler: ClientAppCallable) -> ClientAppCallable:
+    """``handler`` inside the device's own mods (``DEVICE_MODS``)."""
+    return make_ffn(handler, list(DEVICE_MODS))
 
 
 @dataclass
@@ -172,15 +220,14 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
         return
     lower_priority()
     try:
-        app_dir = install_verified(home, fab.content, trusted)
+        task.reply = guarded(bundle_handler(home, fab.content, trusted))(message, context)
     except BundleRefused as refused:  # the install did not go where it had to
         _refuse(home, task, run.run_id, refused)
         return
-    _purge_hearth_modules()
-    load = get_load_client_app_fn(default_app_ref="", app_path=str(app_dir), multi_app=True)
-    manifest = trusted.manifest
-    client_app: ClientApp = load(manifest.app_id, manifest.fab_version, manifest.sha256)
-    task.reply = client_app(message=message, context=context)
+    except BundleHostError as failed:
+        log(ERROR, "hearth: %s", failed)
+        task.reply = Message(Error(CLIENT_ERROR, refusal_reason(CLIENT_ERROR)), reply_to=message)
+        return
     record(
         home,
         "round",
@@ -210,7 +257,8 @@ def run_task(runtime_api_address: str, token: str) -> int:
     except Exception as exc:  # reported as an error reply, never re-raised
         log(ERROR, "hearth: ClientApp task failed: %s", type(exc).__name__)
         if task.message is not None:
-            task.reply = Message(Error(1, "client error"), reply_to=task.message)
+            code = CLIENT_ERROR
+            task.reply = Message(Error(code, refusal_reason(code)), reply_to=task.message)
     finally:
         if task.reply is not None and task.context is not None:
             try:

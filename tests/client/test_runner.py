@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,19 +10,23 @@ from types import SimpleNamespace
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.supercore.task_identity import TaskIdentity
 
+import client.app as device_app
 import client.runner as runner
-from client.bundle_trust import pin_org_key
+from client.bundle_host import BundleHostError, run_in_host
+from client.bundle_trust import RunClaim, admit_bundle, pin_org_key
 from client.consent import grant
 from client.control import pause
 from client.deployment import read_deployment
+from client.egress import EGRESS_ERROR_CODE
 from client.governor import Decision
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
-from tests.client.bundles import APP_ID, FAB_VERSION, fab_of, make_app, sha256
+from tests.client.bundles import APP_ID, CANARY, FAB_VERSION, fab_of, make_app, sha256
 
 
 class Installed(Exception):
@@ -273,14 +277,52 @@ def test_the_governor_decides_once_per_round(
     assert governor == []
 
 
-def test_only_hearths_own_modules_are_forgotten_before_the_bundle_loads(monkeypatch):
-    modules = dict(sys.modules)
-    modules["client.bundle_only"] = SimpleNamespace()  # type: ignore[assignment]
-    monkeypatch.setattr(sys, "modules", modules)  # the interpreter's table stays untouched
-    runner._purge_hearth_modules()
-    assert not [name for name in modules if name.split(".")[0] in {"client", "policy", "privacy"}]
-    assert "flwr" in modules
-    assert "numpy" in modules
+# ---------------------------------------------------------------- the bundle in its host
+
+
+@pytest.fixture
+def trusted(hearth_home: Path, org: tuple[Path, Path], fab: bytes) -> runner.TrustedBundle:
+    token = _token(org[0], fab)
+    claim = RunClaim(APP_ID, FAB_VERSION, sha256(fab))
+    return admit_bundle(hearth_home, fab, claim, {"bundle-signature": token})
+
+
+def test_the_devices_guards_are_its_own_and_loaded_before_any_bundle(hearth_home, fab, trusted):
+    handle = runner.guarded(runner.bundle_handler(hearth_home, fab, trusted))
+    reply = handle(_message(), _context({"context-length": 8}))
+    # The bundle's own "guard" lets its leak through; the device's egress guard does not.
+    assert reply.has_error()
+    assert reply.error.code == EGRESS_ERROR_CODE
+    assert CANARY not in reply.error.reason
+    assert runner.DEVICE_MODS[1] is device_app.egress_guard_mod
+    assert Path(device_app.__file__).resolve().parent.parent == Path(runner.__file__).parents[1]
+    # The bundle ran, in a process of its own.
+    imported = hearth_home / "bundle-imported"
+    assert imported.exists() and int(imported.read_text()) != os.getpid()
+
+
+def test_the_bundle_sees_neither_secagg_records_nor_the_devices_state(hearth_home, fab, trusted):
+    message = _message()
+    message.content.config_records[RECORD_KEY_CONFIGS] = ConfigRecord({"stage": "x"})
+    context = _context({})
+    context.state.config_records["secaggplus_state"] = ConfigRecord({"sk1": b"secret"})
+    runner.bundle_handler(hearth_home, fab, trusted)(message, context)
+    assert (hearth_home / "bundle-saw").read_text() == "fitins.config"
+
+
+@pytest.mark.parametrize(
+    ("said", "sent"), [(UNAVAILABLE, UNAVAILABLE), (987654321, runner.CLIENT_ERROR)]
+)
+def test_a_bundle_error_keeps_only_a_code_a_reply_may_carry(hearth_home, fab, trusted, said, sent):
+    (hearth_home / "bundle-mode").write_text(f"error {said}")
+    reply = runner.bundle_handler(hearth_home, fab, trusted)(_message(), _context({}))
+    assert reply.error.code == sent
+    assert reply.error.reason == refusal_reason(sent)
+
+
+def test_a_bundle_host_that_fails_is_an_error_not_a_reply(hearth_home, tmp_path):
+    with pytest.raises(BundleHostError):
+        run_in_host(tmp_path / "nothing", APP_ID, FAB_VERSION, _message(), _context({}), {})
 
 
 def test_the_superexec_secret_is_sent_only_when_join_provides_one(monkeypatch, tmp_path):
