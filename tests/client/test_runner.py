@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.task_identity import TaskIdentity
 
 import client.app as device_app
@@ -20,11 +30,13 @@ from client.bundle_trust import RunClaim, admit_bundle, pin_org_key
 from client.consent import grant
 from client.control import pause
 from client.deployment import read_deployment
+from client.device import Device
 from client.egress import EGRESS_ERROR_CODE
 from client.governor import Decision
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
+from server.secagg import DropoutTolerantSecAggPlus
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
 from tests.client.bundles import APP_ID, CANARY, FAB_VERSION, fab_of, make_app, sha256
 
@@ -323,6 +335,58 @@ def test_a_bundle_error_keeps_only_a_code_a_reply_may_carry(hearth_home, fab, tr
 def test_a_bundle_host_that_fails_is_an_error_not_a_reply(hearth_home, tmp_path):
     with pytest.raises(BundleHostError):
         run_in_host(tmp_path / "nothing", APP_ID, FAB_VERSION, _message(), _context({}), {})
+
+
+class SecAggGrid:
+    """Three devices, each answering SecAgg+ stages through the device's own mods."""
+
+    def __init__(self, bundle: runner.ClientAppCallable) -> None:
+        self.handle = runner.guarded(bundle)
+        self.contexts = {
+            nid: _context({"secaggplus": True, "context-length": 8}) for nid in (11, 22, 33)
+        }
+
+    def send_and_receive(
+        self, messages: list[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return [
+            self.handle(copy.deepcopy(m), self.contexts[m.metadata.dst_node_id]) for m in messages
+        ]
+
+
+def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hearth_home):
+    spec = device_app.model_spec(8)
+    seen: list[list[str]] = []
+
+    def bundle(message: Message, context: Context) -> Message:  # stands in for the host
+        seen.append(sorted(message.content.keys()))
+        update = [np.full(s.shape, 0.001, dtype=np.float32) for s in spec]
+        fitres = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), 1, {})
+        return Message(compat.fitres_to_recorddict(fitres, False), reply_to=message)
+
+    grid = SecAggGrid(bundle)
+    legacy = LegacyContext(
+        _context({}),
+        config=ServerConfig(num_rounds=1),
+        strategy=FedAvg(min_fit_clients=3, min_available_clients=3),
+        client_manager=SimpleClientManager(),
+    )
+    for nid in grid.contexts:
+        legacy.client_manager.register(GridClientProxy(nid, grid, 1))  # type: ignore[arg-type]
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
+    start = [np.zeros(s.shape, dtype=np.float32) for s in spec]
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+        ndarrays_to_parameters(start), True
+    )
+    workflow = DropoutTolerantSecAggPlus(
+        num_shares=3, reconstruction_threshold=2, max_weight=1.0, clipping_range=8.0
+    )
+    workflow(grid, legacy)  # type: ignore[arg-type]
+    after = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], True)
+    # Only the masked-vector stage reached the bundle, once per device; the sum unmasked.
+    assert len(seen) == 3
+    np.testing.assert_allclose(parameters_to_ndarrays(after)[0], 0.001, atol=1e-4)
+    assert len(Device(hearth_home).uploads()) == 3  # each passed the device's guard
 
 
 def test_the_superexec_secret_is_sent_only_when_join_provides_one(monkeypatch, tmp_path):
