@@ -8,10 +8,12 @@ is that executor (``serve``): it claims CLIENT_APP tasks with the Runtime API's
 process (``run_task``), which does what Flower's ``flwr-clientapp`` does, with
 hearth's checks inserted *before* the bundle is installed or imported:
 
-1. the bundle signature (``client.bundle_trust``): the FAB's SHA-256, computed
-   here from the bytes received, must carry the organisation's Ed25519 signature
-   (run config ``bundle-signature``); otherwise refuse, before anything about the
-   employee is looked at;
+1. the bundle (``client.bundle_trust.admit_bundle``): the run's signed manifest
+   names the SHA-256 computed here from the bytes received; the app id, version
+   and hash the SuperLink sent are safe names equal to the manifest's; the
+   signing key is not revoked by a current revocation list; the manifest is
+   within its validity window and not an older release than this device
+   accepted. Otherwise refuse, before anything about the employee is looked at;
 2. consent and pause (``client.deployment.admit``): otherwise decline;
 3. the resource governor (idle, mains, CPU; decided once per round): otherwise
    decline; when admitted, the process drops to low priority with one thread.
@@ -19,9 +21,18 @@ hearth's checks inserted *before* the bundle is installed or imported:
 A refusal or a decline is replied as an error: a code and its fixed word from
 ``policy.replies`` (every reason of the employee's or the laptop's is the one
 code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
-Dependencies are never installed at run time. Only after the gate does the
-process purge hearth's own modules and load the ClientApp from the verified,
-installed bundle.
+Dependencies are never installed at run time.
+
+The privacy machinery around the bundle is the device's own. This process
+imports the *installed* hearth's guards (``DEVICE_MODS``: secure aggregation,
+the egress guard, refusals) before any bundle exists on disk, and never imports
+bundle code itself: a message that needs the bundle (training, evaluation) goes
+to a separate bundle host (``client.bundle_host``) that loads the ClientApp from
+the directory the verified install returned and hands back only a reply. Every
+reply then passes the device's egress guard, and an error may carry only one of
+``policy.replies``' codes. What the org signed still runs on the laptop, as the
+employee, inside the host: the guards bound what it can send through Flower,
+not what it can read.
 """
 
 from __future__ import annotations
@@ -40,11 +51,11 @@ from typing import Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
-from flwr.cli.install import install_from_fab
-from flwr.clientapp.client_app import ClientApp
-from flwr.clientapp.utils import get_load_client_app_fn
+from flwr.client.mod.utils import make_ffn
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import log
 from flwr.common.constant import SubStatus
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -62,22 +73,30 @@ from flwr.supernode.runtime.run_clientapp import (
     push_task_output,
 )
 
+# The device's own guards, from the installed hearth, before any bundle is on disk.
+from client.app import egress_guard_mod, refusal_mod, secure_aggregation_mod
+from client.bundle_host import ENV_IN_BUNDLE_HOST, BundleHostError, run_in_host
 from client.bundle_trust import (
-    SIGNATURE_CONFIG_KEY,
     BundleRefused,
-    load_public_key,
-    pinned_key_path,
-    verify_bundle,
+    RunClaim,
+    TrustedBundle,
+    admit_bundle,
+    install_verified,
 )
 from client.deployment import admit, read_deployment, record
+from client.egress import EGRESS_ERROR_CODE
 from client.governor import Governor, lower_priority
 from client.home import hearth_home
 from client.policy_pin import device_policy
-from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
+from policy.replies import BUNDLE_REFUSED, REFUSAL_REASONS, UNAVAILABLE, refusal_reason
 
 POLL_SECONDS: Final = 0.5
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
-_HEARTH_PACKAGES: Final = frozenset({"client", "policy", "privacy", "server", "strategies"})
+# Outermost first, as in client.app: SecAgg+ masks only what the egress guard passed.
+DEVICE_MODS: Final[tuple[Mod, ...]] = (secure_aggregation_mod, egress_guard_mod, refusal_mod)
+# The error codes a reply may carry; anything else the bundle says becomes CLIENT_ERROR.
+CLIENT_ERROR: Final = 1
+ALLOWED_ERROR_CODES: Final = frozenset({*REFUSAL_REASONS, EGRESS_ERROR_CODE, CLIENT_ERROR})
 
 
 def _runtime_client(
@@ -109,11 +128,46 @@ def _governor_once_per_round(home: Path, run_id: int, server_round: str) -> str 
     return None if decision.allowed else decision.reason
 
 
-def _purge_hearth_modules() -> None:
-    """Forget hearth's already-imported modules so the bundle's own code is loaded."""
-    for name in list(sys.modules):
-        if name.split(".", 1)[0] in _HEARTH_PACKAGES:
-            del sys.modules[name]
+def _bundle_env() -> dict[str, str]:
+    """The bundle host's environment: the device's, without the SuperExec secret's path.
+
+    ``ENV_IN_BUNDLE_HOST`` tells hearth's own ClientApp that the device's guard around
+    it keeps the upload history, so each upload is written there once.
+    """
+    env = {k: v for k, v in os.environ.items() if k != ENV_SECRET_FILE}
+    return {**env, ENV_IN_BUNDLE_HOST: "1"}
+
+
+def bundle_handler(home: Path, fab: bytes, trusted: TrustedBundle) -> ClientAppCallable:
+    """Install the verified bytes (once needed) and run the bundle's ClientApp in its host.
+
+    The bundle never sees SecAgg+'s records (the device's mod does the protocol),
+    and its errors keep their code only when it is one a reply may carry.
+    """
+
+    def handle(message: Message, context: Context) -> Message:
+        app_dir = install_verified(home, fab, trusted)
+        manifest = trusted.manifest
+        reply = run_in_host(
+            app_dir,
+            manifest.app_id,
+            manifest.fab_version,
+            message,
+            context,
+            _bundle_env(),
+            withhold=(RECORD_KEY_CONFIGS,),
+        )
+        if reply.has_error():
+            code = reply.error.code if reply.error.code in ALLOWED_ERROR_CODES else CLIENT_ERROR
+            return Message(Error(code, refusal_reason(code)), reply_to=message)
+        return reply
+
+    return handle
+
+
+def guarded(handler: ClientAppCallable) -> ClientAppCallable:
+    """``handler`` inside the device's own mods (``DEVICE_MODS``)."""
+    return make_ffn(handler, list(DEVICE_MODS))
 
 
 @dataclass
@@ -138,22 +192,28 @@ def _decline(home: Path, task: _Task, run_id: int, server_round: str, reason: st
     task.details, task.exit_code = refusal_reason(UNAVAILABLE), 0
 
 
+def _refuse(home: Path, task: _Task, run_id: int, refused: BundleRefused) -> None:
+    record(home, "refusal", run_id=run_id, check=refused.reason.name, reason=str(refused))
+    log(ERROR, "hearth: %s", refused)
+    assert task.message is not None
+    reply = Error(BUNDLE_REFUSED, refusal_reason(BUNDLE_REFUSED))
+    task.reply = Message(reply, reply_to=task.message)
+    task.details, task.exit_code = refusal_reason(BUNDLE_REFUSED), 2
+
+
 def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
     message, context, run, fab = pull_task_input(client)
     task.message, task.context = message, context
     server_round = message.metadata.group_id
     try:
-        verify_bundle(
+        trusted = admit_bundle(
+            home,
             fab.content,
-            str(context.run_config.get(SIGNATURE_CONFIG_KEY, "")),
-            load_public_key(pinned_key_path(home)),
+            RunClaim(run.fab_id, run.fab_version, fab.hash_str),
+            context.run_config,
         )
     except BundleRefused as refused:
-        record(home, "refusal", run_id=run.run_id, reason=str(refused))
-        log(ERROR, "hearth: %s", refused)
-        reply = Error(BUNDLE_REFUSED, refusal_reason(BUNDLE_REFUSED))
-        task.reply = Message(reply, reply_to=message)
-        task.details, task.exit_code = refusal_reason(BUNDLE_REFUSED), 2
+        _refuse(home, task, run.run_id, refused)
         return
     admission = admit(home)
     if not admission.allowed:
@@ -164,11 +224,15 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
         _decline(home, task, run.run_id, server_round, decline)
         return
     lower_priority()
-    install_from_fab(fab.content, skip_prompt=True)
-    _purge_hearth_modules()
-    load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
-    client_app: ClientApp = load(run.fab_id, run.fab_version, fab.hash_str)
-    task.reply = client_app(message=message, context=context)
+    try:
+        task.reply = guarded(bundle_handler(home, fab.content, trusted))(message, context)
+    except BundleRefused as refused:  # the install did not go where it had to
+        _refuse(home, task, run.run_id, refused)
+        return
+    except BundleHostError as failed:
+        log(ERROR, "hearth: %s", failed)
+        task.reply = Message(Error(CLIENT_ERROR, refusal_reason(CLIENT_ERROR)), reply_to=message)
+        return
     record(
         home,
         "round",
@@ -198,7 +262,8 @@ def run_task(runtime_api_address: str, token: str) -> int:
     except Exception as exc:  # reported as an error reply, never re-raised
         log(ERROR, "hearth: ClientApp task failed: %s", type(exc).__name__)
         if task.message is not None:
-            task.reply = Message(Error(1, "client error"), reply_to=task.message)
+            code = CLIENT_ERROR
+            task.reply = Message(Error(code, refusal_reason(code)), reply_to=task.message)
     finally:
         if task.reply is not None and task.context is not None:
             try:

@@ -1,24 +1,29 @@
-"""`hearth-server`: the ML team's command line (PKI, bundle signing, the SuperLink)."""
+"""`hearth-server`: the ML team's command line (PKI, signed bundles and revocations, SuperLink)."""
 
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from policy.signed_bundle import MANIFEST_CONFIG_KEY, REVOCATIONS_CONFIG_KEY
 from server.home import server_home
 from server.passphrase import PassphraseError, org_key_passphrase
 from server.pki import PkiError, add_device, init_pki
 from server.registry import RegistryError, head, read_registry, since
 from server.signing import (
+    DEFAULT_VALID_DAYS,
     ORG_KEY,
     SigningError,
     build_bundle,
     generate_org_key,
     load_org_key,
     sign_bundle,
+    sign_revocations,
+    write_revocations,
     write_signature,
 )
 from server.up import LinkConfig, UpError, campaign_hint, register_devices, start_superlink
@@ -130,15 +135,39 @@ def pki_registry(
     )
 
 
+def _positive_days(value: float) -> float:
+    if not value > 0:
+        raise typer.BadParameter("must be a positive number of days")
+    return value
+
+
 @app.command("sign")
 def sign(
+    version: Annotated[
+        int,
+        typer.Option(
+            "--version",
+            min=1,
+            help="release number: higher than every release before it (devices refuse a lower"
+            " one); re-signing the same bundle may reuse its number",
+        ),
+    ],
     target: Annotated[Path, typer.Argument(help="an app directory or a built .fab")] = Path("."),
+    valid_days: Annotated[
+        float,
+        typer.Option("--valid-days", callback=_positive_days, help="days the bundle may run"),
+    ] = DEFAULT_VALID_DAYS,
     key: Annotated[Path, typer.Option("--key", help="org signing key")] = Path("pki") / ORG_KEY,
     out: Annotated[
         Path | None, typer.Option("--out", help="where to write the bundle built from a directory")
     ] = None,
 ) -> None:
-    """Sign a bundle's SHA-256 with the org key; writes NAME.fab.sig and prints the token."""
+    """Sign a bundle's manifest with the org key; writes NAME.fab.sig and prints the token.
+
+    The manifest binds the bundle's SHA-256, app id and Flower version to a
+    release number and a validity window: devices refuse a lower release than
+    one they accepted, and a bundle outside its window.
+    """
     try:
         org_key = load_org_key(key)
         if target.is_dir():
@@ -150,13 +179,68 @@ def sign(
             fab, fab_path = target.read_bytes(), target
         else:
             raise SigningError(f"{target} is neither an app directory nor a bundle")
+        signature = sign_bundle(fab, org_key, version=version, valid_days=valid_days)
     except SigningError as exc:
         raise _fail(str(exc)) from None
-    signature = sign_bundle(fab, org_key)
     sig_path = write_signature(fab_path, signature)
+    manifest = signature.manifest
     typer.echo(f"bundle {fab_path} sha256 {signature.sha256}")
-    typer.echo(f"signature: {sig_path}")
-    typer.echo(f"run it with: --run-config \"bundle-signature='{signature.token}'\"")
+    typer.echo(
+        f"manifest: {manifest.app_id} {manifest.fab_version}, release {manifest.version}, "
+        f"valid {_utc(manifest.not_before)} to {_utc(manifest.expires)}, key {manifest.key_id}"
+    )
+    typer.echo(f"signed manifest: {sig_path}")
+    typer.echo(f"run it with: --run-config \"{MANIFEST_CONFIG_KEY}='{signature.token}'\"")
+
+
+@app.command("revoke")
+def revoke(
+    version: Annotated[
+        int,
+        typer.Option("--version", min=1, help="list number: higher than the last list published"),
+    ],
+    key_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="every key id revoked so far (none: a fresh, empty list)"),
+    ] = None,
+    valid_days: Annotated[
+        float,
+        typer.Option(
+            "--valid-days",
+            callback=_positive_days,
+            help="days the list stays current: a device whose newest list expired refuses"
+            " every bundle until a run brings a newer one",
+        ),
+    ] = DEFAULT_VALID_DAYS,
+    key: Annotated[Path, typer.Option("--key", help="org signing key")] = Path("pki") / ORG_KEY,
+    out: Annotated[Path, typer.Option("--out", help="where to write the signed list")] = Path(
+        "dist/revocations.sig"
+    ),
+) -> None:
+    """Sign a revocation list: devices refuse bundles signed by the listed key ids.
+
+    A list names every key revoked so far (a newer list replaces an older one).
+    Pass it to every run so devices keep a current list.
+    """
+    try:
+        org_key = load_org_key(key)
+        signed = sign_revocations(
+            org_key, version=version, revoked=key_ids or (), valid_days=valid_days
+        )
+    except SigningError as exc:
+        raise _fail(str(exc)) from None
+    write_revocations(out, signed)
+    listed = signed.revocations
+    typer.echo(
+        f"revocation list {listed.version}: {', '.join(listed.revoked) or 'no key'} revoked, "
+        f"valid {_utc(listed.not_before)} to {_utc(listed.expires)}"
+    )
+    typer.echo(f"signed list: {out}")
+    typer.echo(f"run with: --run-config \"{REVOCATIONS_CONFIG_KEY}='{signed.token}'\"")
+
+
+def _utc(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @app.command("up")

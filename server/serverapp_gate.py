@@ -14,10 +14,9 @@ directory first on that ``PATH`` (``write_gate``) in which
   ...) refuses at once: hearth runs no such tasks, and an AgentApp bundle would
   otherwise run unchecked on the SuperLink host.
 
-The check itself is one function, ``verify_submitted_bundle``: today the
-signature over the bundle's SHA-256 that devices check (``client.bundle_trust``,
-the format of ``policy.signed_bundle``), to become the signed-manifest check
-when it lands.
+The check itself is one function, ``verify_submitted_bundle``: the org-signed
+manifest of ``policy.signed_bundle`` that devices check too (signature, digest,
+validity window).
 
 Run as ``python -m server.serverapp_gate --org-public-key PUB [flwr-serverapp args]``
 or ``python -m server.serverapp_gate --refuse COMMAND``.
@@ -26,25 +25,22 @@ or ``python -m server.serverapp_gate --refuse COMMAND``.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import hashlib
 import importlib
 import shlex
 import sys
+import time
 from collections.abc import Mapping
 from logging import ERROR, INFO
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from policy.signed_bundle import key_id, signed_message
+from policy.signed_bundle import MANIFEST_CONFIG_KEY, TokenError, open_manifest
 
-SIGNATURE_CONFIG_KEY: Final = "bundle-signature"
 GATED_COMMAND: Final = "flwr-serverapp"
 RUNTIME_MODULE: Final = "flwr.superlink.runtime.run_serverapp"
 _HOOKED: Final = ("run_from_proto", "fab_from_proto", "install_from_fab")
@@ -66,14 +62,17 @@ def load_org_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def verify_submitted_bundle(
-    fab: bytes, run_config: Mapping[str, object], org_key: Ed25519PublicKey
+    fab: bytes,
+    run_config: Mapping[str, object],
+    org_key: Ed25519PublicKey,
+    now: float | None = None,
 ) -> str:
-    """Accept ``fab`` only if the run config carries the org's signature of it.
+    """Accept ``fab`` only if the run config carries the org's signed manifest of it.
 
     The one place the SuperLink decides whether a submitted bundle is the
-    organisation's. Today: ``bundle-signature = "<key-id>.<base64url>"``, an
-    Ed25519 signature over ``policy.signed_bundle.signed_message(sha256(fab))``,
-    as devices check it.
+    organisation's: the manifest (``policy.signed_bundle``, as devices check it)
+    must be signed by the org key, name this bundle's SHA-256 and be valid now.
+    Versions and revocations are each device's to enforce (it keeps what it accepted).
 
     Returns
     -------
@@ -83,31 +82,23 @@ def verify_submitted_bundle(
     Raises
     ------
     RunRefused
-        Unsigned, signed by another key, malformed, or not this bundle's signature.
+        Unsigned, signed by another key, malformed, expired, or not this bundle's manifest.
 
     """
-    digest = hashlib.sha256(fab).digest()
-    token = run_config.get(SIGNATURE_CONFIG_KEY, "")
+    digest = hashlib.sha256(fab).hexdigest()
+    token = run_config.get(MANIFEST_CONFIG_KEY, "")
     if not isinstance(token, str) or not token.strip():
         raise RunRefused("unsigned: the run carries no bundle-signature")
-    signer, _, encoded = token.strip().partition(".")
-    expected = key_id(org_key)
-    if not encoded:
-        raise RunRefused("the bundle-signature is malformed")
-    if signer != expected:
-        raise RunRefused(
-            f"signed by another key: {signer[:16]!r} is not the organisation's key {expected}"
-        )
     try:
-        signature = base64.urlsafe_b64decode(encoded.encode())
-        org_key.verify(signature, signed_message(digest))
-    except (binascii.Error, ValueError):
-        raise RunRefused("the bundle-signature is malformed") from None
-    except InvalidSignature:
-        raise RunRefused(
-            f"bundle {digest.hex()[:12]} is not what the organisation signed"
-        ) from None
-    return digest.hex()
+        manifest = open_manifest(token, org_key)
+    except TokenError as exc:
+        raise RunRefused(f"{exc.problem.value}: {exc}") from None
+    if manifest.sha256 != digest:
+        raise RunRefused(f"bundle {digest[:12]} is not what the organisation signed")
+    problem = manifest.validity_problem(time.time() if now is None else now)
+    if problem is not None:
+        raise RunRefused(f"the bundle's manifest is not valid now: {problem}")
+    return digest
 
 
 def check_run(run: Any, fab: Any, content: bytes, org_public_key: Path) -> str:

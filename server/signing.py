@@ -1,22 +1,26 @@
 r"""The organisation's Ed25519 key: it signs each app bundle (FAB) the laptops may run.
 
-What is signed is the bundle's SHA-256, behind a fixed domain tag, so a
-signature can never be replayed as anything else::
+What is signed is a *bundle manifest* (``policy.signed_bundle``): the FAB's own
+SHA-256, its app id and Flower version as the FAB's ``pyproject.toml`` gives them,
+a release number that only ever increases, a validity window and the signing
+key's id. The organisation also signs *revocation lists* of key ids the devices
+must stop trusting, each with its own increasing version and expiry. Both are
+signed tokens ``<payload>.<signature>`` (unpadded base64url) behind their own
+domain tags, so a signature can never be replayed as anything else.
 
-    message   = b"hearth-fab-v1\x00" + sha256(fab bytes)
-    signature = Ed25519(org key, message)
-
-A signature travels as one token ``<key-id>.<base64url signature>`` (key id: the
-first 16 hex digits of the SHA-256 of the raw public key). ``hearth-server sign``
-writes it next to the bundle (``NAME.fab.sig``) and the campaign passes it to the
-devices in the run config (``bundle-signature``), outside the bundle it signs.
-Devices check it with ``client.bundle_trust`` before any bundle code is installed.
+``hearth-server sign`` writes the manifest token next to the bundle
+(``NAME.fab.sig``); the campaign passes it to the devices in the run config
+(``bundle-signature``) and the newest revocation list (``hearth-server revoke``)
+as ``bundle-revocations``, outside the bundle they describe. Devices check both
+with ``client.bundle_trust`` before any bundle code is installed.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import time
+import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,7 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
 )
 
-from policy.signed_bundle import key_id, signed_message
+from policy.signed_bundle import (
+    Manifest,
+    RevocationList,
+    encode_token,
+    key_id,
+    manifest_message,
+    revocations_message,
+)
 from server.passphrase import MIN_LENGTH as PASSPHRASE_MIN_LENGTH
 from server.passphrase import PassphraseError, org_key_passphrase
 from server.pki import PkiError, write_private
@@ -34,6 +45,8 @@ from server.pki import PkiError, write_private
 ORG_KEY: Final = "org-signing.key"
 ORG_PUBLIC_KEY: Final = "org-signing.pub"
 SIGNATURE_SUFFIX: Final = ".sig"
+DEFAULT_VALID_DAYS: Final = 30.0
+DAY_SECONDS: Final = 86_400
 
 
 class SigningError(Exception):
@@ -42,10 +55,19 @@ class SigningError(Exception):
 
 @dataclass(frozen=True)
 class BundleSignature:
-    """A signed bundle: its digest and the token the devices check."""
+    """A signed bundle: its digest, its manifest and the token the devices check."""
 
     sha256: str
     token: str
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class SignedRevocations:
+    """A signed revocation list and the token the devices check."""
+
+    token: str
+    revocations: RevocationList
 
 
 def generate_org_key(
@@ -141,18 +163,94 @@ def load_org_key(path: Path, passphrase: str | None = None) -> Ed25519PrivateKey
     return key
 
 
-def sign_bundle(fab: bytes, key: Ed25519PrivateKey) -> BundleSignature:
-    """Sign the SHA-256 of ``fab``."""
-    digest = hashlib.sha256(fab).digest()
-    signature = key.sign(signed_message(digest))
-    token = f"{key_id(key.public_key())}.{base64.urlsafe_b64encode(signature).decode()}"
-    return BundleSignature(digest.hex(), token)
+def fab_metadata(fab: bytes) -> tuple[str, str]:
+    """The app id (``publisher/name``) and version Flower derives from the FAB's pyproject."""
+    from flwr.common.config import (  # noqa: PLC0415 (heavy, CLI-only)
+        get_fab_config,
+        get_metadata_from_config,
+    )
+
+    try:
+        return get_metadata_from_config(get_fab_config(fab))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise SigningError(f"not a Flower app bundle: {exc}") from None
+
+
+def _validity(valid_days: float, not_before: float | None) -> tuple[int, int]:
+    if not valid_days > 0:
+        raise SigningError("--valid-days must be positive")
+    start = int(time.time() if not_before is None else not_before)
+    return start, start + round(valid_days * DAY_SECONDS)
+
+
+def sign_bundle(
+    fab: bytes,
+    key: Ed25519PrivateKey,
+    *,
+    version: int,
+    valid_days: float = DEFAULT_VALID_DAYS,
+    not_before: float | None = None,
+) -> BundleSignature:
+    """Sign the manifest of ``fab``: release ``version``, valid ``valid_days`` from ``not_before``.
+
+    ``not_before`` defaults to now. The app id and Flower version are read from
+    the bundle itself, so they cannot disagree with what a device installs.
+    """
+    app_id, fab_version = fab_metadata(fab)
+    start, expires = _validity(valid_days, not_before)
+    try:
+        manifest = Manifest(
+            app_id=app_id,
+            fab_version=fab_version,
+            sha256=hashlib.sha256(fab).hexdigest(),
+            version=version,
+            not_before=start,
+            expires=expires,
+            key_id=key_id(key.public_key()),
+        )
+    except ValueError as exc:
+        raise SigningError(f"cannot sign this bundle: {exc}") from None
+    payload = manifest.payload()
+    token = encode_token(payload, key.sign(manifest_message(payload)))
+    return BundleSignature(manifest.sha256, token, manifest)
+
+
+def sign_revocations(
+    key: Ed25519PrivateKey,
+    *,
+    version: int,
+    revoked: Iterable[str] = (),
+    valid_days: float = DEFAULT_VALID_DAYS,
+    not_before: float | None = None,
+) -> SignedRevocations:
+    """Sign revocation list ``version`` naming the ``revoked`` key ids (may be none)."""
+    start, expires = _validity(valid_days, not_before)
+    try:
+        revocations = RevocationList(
+            version=version,
+            not_before=start,
+            expires=expires,
+            revoked=tuple(sorted(set(revoked))),
+            key_id=key_id(key.public_key()),
+        )
+    except ValueError as exc:
+        raise SigningError(f"cannot sign this revocation list: {exc}") from None
+    payload = revocations.payload()
+    token = encode_token(payload, key.sign(revocations_message(payload)))
+    return SignedRevocations(token, revocations)
 
 
 def write_signature(fab_path: Path, signature: BundleSignature) -> Path:
-    """Write the detached signature next to the bundle: ``NAME.fab.sig``."""
+    """Write the signed manifest next to the bundle: ``NAME.fab.sig``."""
     path = fab_path.with_name(fab_path.name + SIGNATURE_SUFFIX)
     path.write_text(f"{signature.token}\n")
+    return path
+
+
+def write_revocations(path: Path, signed: SignedRevocations) -> Path:
+    """Write a signed revocation list to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{signed.token}\n")
     return path
 
 
@@ -167,13 +265,17 @@ def build_bundle(app_dir: Path) -> bytes:
 
 
 __all__ = [
+    "DEFAULT_VALID_DAYS",
     "BundleSignature",
+    "SignedRevocations",
     "SigningError",
     "build_bundle",
+    "fab_metadata",
     "generate_org_key",
     "key_id",
     "load_org_key",
     "sign_bundle",
-    "signed_message",
+    "sign_revocations",
+    "write_revocations",
     "write_signature",
 ]

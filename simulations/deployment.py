@@ -32,7 +32,13 @@ from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import default_policy_text, load_policy
 from server.pki import add_device, init_pki
 from server.policy_signing import sign_policy
-from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
+from server.signing import (
+    DEFAULT_VALID_DAYS,
+    build_bundle,
+    generate_org_key,
+    load_org_key,
+    sign_bundle,
+)
 from server.up import SUPERLINK_MODULE
 from simulations.flwr_runner import PROJECT_ROOT, free_port, run_config_arg
 from simulations.generator import generate_employee
@@ -265,16 +271,38 @@ class Federation:
         """The organisation's signing key: encrypted, outside the SuperLink's PKI directory."""
         return self.root / "org-key" / "org-signing.key"
 
-    def token(self, key: Path | None = None, passphrase: str | None = None) -> str:
-        """The bundle signature of this project, by the organisation's key unless ``key``."""
+    def token(
+        self,
+        key: Path | None = None,
+        passphrase: str | None = None,
+        *,
+        version: int = 1,
+        app_dir: Path = PROJECT_ROOT,
+        valid_days: float = DEFAULT_VALID_DAYS,
+        not_before: float | None = None,
+    ) -> str:
+        """The signed manifest of ``app_dir``'s bundle (release ``version``, valid from now).
+
+        Signed by the organisation's key unless ``key``. ``flwr run`` builds the
+        same bytes, so the manifest names the bundle the devices receive.
+        """
         if key is None:
             key, passphrase = self.org_key, ORG_KEY_PASSPHRASE
-        return sign_bundle(build_bundle(PROJECT_ROOT), load_org_key(key, passphrase)).token
+        signed = sign_bundle(
+            build_bundle(app_dir),
+            load_org_key(key, passphrase),
+            version=version,
+            valid_days=valid_days,
+            not_before=not_before,
+        )
+        return signed.token
 
-    def flwr_run(self, overrides: Mapping[str, object], timeout: float) -> str:
-        """``flwr run`` this project against the SuperLink; its output."""
+    def flwr_run(
+        self, overrides: Mapping[str, object], timeout: float, app_dir: Path = PROJECT_ROOT
+    ) -> str:
+        """``flwr run`` the app in ``app_dir`` (this project) against the SuperLink; its output."""
         env = {**self.env, "FLWR_HOME": str(self.state / "flwr")}
-        command = [str(BIN / "flwr"), "run", str(PROJECT_ROOT), "hearth", "--stream"]
+        command = [str(BIN / "flwr"), "run", str(app_dir), "hearth", "--stream"]
         return run([*command, "--run-config", run_config_arg(overrides)], env, timeout=timeout)
 
     def restart_superlink(self) -> None:
@@ -289,7 +317,7 @@ class Federation:
     def policy_signature(self, policy: Path | None = None) -> str:
         """The organisation's signature of ``policy`` (by default the federation's)."""
         text = (policy or self.policy).read_bytes()
-        return sign_policy(text, load_org_key(self.pki / "org-signing.key")).token
+        return sign_policy(text, load_org_key(self.org_key, ORG_KEY_PASSPHRASE)).token
 
     def start_join(self, device: int) -> Process:
         """Start ``hearth join`` for device ``device`` (through the tap); its log is appended to.

@@ -26,12 +26,13 @@ from client.vault import Vault
 from policy.events import Modality
 from policy.model import NextActionPolicy, get_arrays
 from policy.replies import POLICY_MISMATCH, TRAIN_WEIGHT, UNAVAILABLE
-from policy.signed_bundle import DOMAIN_TAG as BUNDLE_TAG
+from policy.signed_bundle import MANIFEST_TAG as BUNDLE_TAG
 from policy.signed_policy import DOMAIN_TAG
 from privacy.policy import default_policy_text, load_policy, parse_policy, policy_hash
 from server.cli import app as server_app
 from server.policy_signing import sign_policy
-from server.signing import generate_org_key, load_org_key, sign_bundle
+from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
+from simulations.flwr_runner import PROJECT_ROOT
 from simulations.generator import generate_employee
 
 MODALITIES = (Modality.POINTER, Modality.KEYS, Modality.APPS)
@@ -132,7 +133,8 @@ def test_a_policy_signature_is_not_a_bundle_signature_nor_the_reverse(org, tmp_p
     public = org.public_key()
     # The same bytes signed as a bundle do not verify as a policy, and the reverse.
     with pytest.raises(PolicyRefused):
-        verify_policy(text, sign_bundle(text, org).token, public)
+        bundle_token = sign_bundle(build_bundle(PROJECT_ROOT), org, version=1).token
+        verify_policy(text, bundle_token, public)
     with pytest.raises(BundleRefused):
         verify_bundle(text, sign_policy(text, org).token, public)
     assert DOMAIN_TAG != BUNDLE_TAG

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
-import sys
+import copy
+import os
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
-from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.task_identity import TaskIdentity
 
+import client.app as device_app
 import client.runner as runner
-from client.bundle_trust import pin_org_key
+from client.bundle_host import BundleHostError, run_in_host
+from client.bundle_trust import RunClaim, admit_bundle, pin_org_key
 from client.consent import grant
 from client.control import pause
 from client.deployment import read_deployment
+from client.device import Device
+from client.egress import EGRESS_ERROR_CODE
 from client.governor import Decision
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
-from server.signing import generate_org_key, load_org_key, sign_bundle
-
-FAB = b"PK\x03\x04 pretend this is a bundle"
+from policy.signed_bundle import key_id
+from server.secagg import DropoutTolerantSecAggPlus
+from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
+from tests.client.bundles import APP_ID, CANARY, FAB_VERSION, fab_of, make_app, sha256
 
 
 class Installed(Exception):
@@ -33,6 +49,11 @@ class Installed(Exception):
 def _task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("_run_id", "_node_id", "_task_id"):
         monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
+
+
+@pytest.fixture(scope="module")
+def fab(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return fab_of(make_app(tmp_path_factory.mktemp("app")))
 
 
 @pytest.fixture
@@ -46,11 +67,11 @@ def org(tmp_path: Path, hearth_home: Path) -> tuple[Path, Path]:
 def installs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
 
-    def install(content: bytes, skip_prompt: bool) -> None:
+    def install(home: Path, content: bytes, trusted: object) -> Path:
         seen.append(content)
         raise Installed
 
-    monkeypatch.setattr(runner, "install_from_fab", install)
+    monkeypatch.setattr(runner, "install_verified", install)
     monkeypatch.setattr(runner, "lower_priority", lambda: None)  # never renice the test run
     return seen
 
@@ -71,20 +92,36 @@ def governor(monkeypatch: pytest.MonkeyPatch) -> list[Decision]:
     return decisions
 
 
-def _task_input(monkeypatch: pytest.MonkeyPatch, token: str, server_round: str = "3") -> None:
-    message = Message(
-        RecordDict(), dst_node_id=1, message_type=MessageType.TRAIN, group_id=server_round
+def _message(server_round: str = "3") -> Message:
+    return Message(
+        RecordDict({"fitins.config": ConfigRecord({"round": 3})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+        group_id=server_round,
     )
-    context = Context(
+
+
+def _context(run_config: dict[str, str]) -> Context:
+    return Context(run_id=9, node_id=1, node_config={}, state=RecordDict(), run_config=run_config)
+
+
+def _task_input(
+    monkeypatch: pytest.MonkeyPatch,
+    fab: bytes,
+    token: str,
+    server_round: str = "3",
+    revocations: str = "",
+    **claim: str,
+) -> None:
+    message = _message(server_round)
+    context = _context({"bundle-signature": token, "bundle-revocations": revocations})
+    run = SimpleNamespace(
         run_id=9,
-        node_id=1,
-        node_config={},
-        state=RecordDict(),
-        run_config={"bundle-signature": token},
+        fab_id=claim.get("fab_id", APP_ID),
+        fab_version=claim.get("fab_version", FAB_VERSION),
     )
-    run = SimpleNamespace(run_id=9, fab_id="hearth", fab_version="0.1.0")
-    fab = SimpleNamespace(content=FAB, hash_str="abc")
-    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, fab))
+    content = SimpleNamespace(content=fab, hash_str=claim.get("fab_hash", sha256(fab)))
+    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, content))
 
 
 def _gate(home: Path) -> runner._Task:
@@ -96,8 +133,8 @@ def _gate(home: Path) -> runner._Task:
     return task
 
 
-def _token(key: Path) -> str:
-    return sign_bundle(FAB, load_org_key(key)).token
+def _token(key: Path, fab: bytes, version: int = 1, **kwargs: float) -> str:
+    return sign_bundle(fab, load_org_key(key), version=version, **kwargs).token
 
 
 def _error_code(task: runner._Task) -> int:
@@ -111,10 +148,18 @@ def _says_nothing_but_its_code(task: runner._Task, code: int) -> None:
     assert task.details in ("installed", refusal_reason(code))
 
 
+def _refused(home: Path, task: runner._Task) -> dict[str, object]:
+    _says_nothing_but_its_code(task, BUNDLE_REFUSED)
+    assert task.exit_code == 2
+    refusal = read_deployment(home)["refusal"]
+    assert isinstance(refusal, dict)
+    return refusal
+
+
 def test_without_consent_the_device_declines_with_the_one_unavailable_code(
-    monkeypatch, hearth_home, org, installs
+    monkeypatch, hearth_home, org, installs, fab
 ):
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     task = _gate(hearth_home)
     _says_nothing_but_its_code(task, UNAVAILABLE)
     assert installs == []
@@ -122,9 +167,9 @@ def test_without_consent_the_device_declines_with_the_one_unavailable_code(
 
 
 def test_an_unsigned_run_learns_nothing_of_consent_or_pause(
-    monkeypatch, hearth_home, org, installs
+    monkeypatch, hearth_home, org, installs, fab
 ):
-    _task_input(monkeypatch, "")
+    _task_input(monkeypatch, fab, "")
     without_consent = _gate(hearth_home)
     grant(hearth_home, (Modality.POINTER,))
     pause(hearth_home)
@@ -134,74 +179,214 @@ def test_an_unsigned_run_learns_nothing_of_consent_or_pause(
     assert installs == []
 
 
-def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs):
+def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, installs, fab):
     grant(hearth_home, (Modality.POINTER,))
     pause(hearth_home)
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
 
 
 def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
-    monkeypatch, tmp_path, hearth_home, org, installs
+    monkeypatch, tmp_path, hearth_home, org, installs, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     other, _ = generate_org_key(tmp_path / "other")
-    _task_input(monkeypatch, _token(other))
-    task = _gate(hearth_home)
-    _says_nothing_but_its_code(task, BUNDLE_REFUSED)
-    assert task.exit_code == 2
+    _task_input(monkeypatch, fab, _token(other, fab))
+    refusal = _refused(hearth_home, _gate(hearth_home))
     assert installs == []
-    assert "signed by another key" in read_deployment(hearth_home)["refusal"]["reason"]
+    assert "signed by another key" in str(refusal["reason"])
 
 
-def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs):
+def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs, fab):
     grant(hearth_home, (Modality.POINTER,))
-    _task_input(monkeypatch, "")
+    _task_input(monkeypatch, fab, "")
     _says_nothing_but_its_code(_gate(hearth_home), BUNDLE_REFUSED)
     assert installs == []
 
 
+@pytest.mark.parametrize(
+    ("claim", "check"),
+    [
+        ({"fab_version": "../../../../home/someone/project"}, "UNSAFE_ID"),
+        ({"fab_id": "acme/.."}, "UNSAFE_ID"),
+        ({"fab_version": "0.0.9"}, "MISMATCH"),  # another release installed earlier
+        ({"fab_id": "acme/otherapp"}, "MISMATCH"),
+    ],
+)
+def test_a_run_whose_ids_point_elsewhere_is_refused_before_anything_is_installed(
+    monkeypatch, hearth_home, org, installs, fab, claim, check
+):
+    grant(hearth_home, (Modality.POINTER,))
+    _task_input(monkeypatch, fab, _token(org[0], fab), **claim)
+    refusal = _refused(hearth_home, _gate(hearth_home))
+    assert refusal["check"] == check
+    assert installs == []
+
+
+def test_a_replayed_older_release_is_refused_with_the_reason_kept_at_home(
+    monkeypatch, hearth_home, org, installs, fab, governor
+):
+    grant(hearth_home, (Modality.POINTER,))
+    governor.append(Decision(True, ""))
+    old, new = _token(org[0], fab, version=1), _token(org[0], fab, version=2)
+    _task_input(monkeypatch, fab, new)
+    assert _gate(hearth_home).details == "installed"
+    _task_input(monkeypatch, fab, old, server_round="4")
+    refusal = _refused(hearth_home, _gate(hearth_home))
+    assert refusal["check"] == "DOWNGRADE"
+    assert "below release 2" in str(refusal["reason"])
+    assert installs == [fab]
+
+
+def test_an_expired_bundle_is_refused(monkeypatch, hearth_home, org, installs, fab):
+    grant(hearth_home, (Modality.POINTER,))
+    _task_input(monkeypatch, fab, _token(org[0], fab, valid_days=1, not_before=time.time() - 1e6))
+    assert "expired" in str(_refused(hearth_home, _gate(hearth_home))["reason"])
+    assert installs == []
+
+
+def test_a_bundle_signed_by_a_revoked_key_is_refused(monkeypatch, hearth_home, org, installs, fab):
+    grant(hearth_home, (Modality.POINTER,))
+    public = load_org_key(org[0]).public_key()
+    revoked = sign_revocations(load_org_key(org[0]), version=1, revoked=[key_id(public)]).token
+    _task_input(monkeypatch, fab, _token(org[0], fab), revocations=revoked)
+    assert _refused(hearth_home, _gate(hearth_home))["check"] == "REVOKED"
+    assert installs == []
+
+
 def test_a_busy_laptop_declines_with_the_same_code_and_keeps_its_reason_at_home(
-    monkeypatch, hearth_home, org, installs, governor
+    monkeypatch, hearth_home, org, installs, governor, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(False, "on battery"))
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     _says_nothing_but_its_code(_gate(hearth_home), UNAVAILABLE)
     assert installs == []
     assert read_deployment(hearth_home)["decline"]["reason"] == "on battery"
 
 
 def test_an_org_signed_bundle_on_an_idle_laptop_is_installed(
-    monkeypatch, hearth_home, org, installs, governor
+    monkeypatch, hearth_home, org, installs, governor, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(True, ""))
-    _task_input(monkeypatch, _token(org[0]))
+    _task_input(monkeypatch, fab, _token(org[0], fab))
     assert _gate(hearth_home).details == "installed"
-    assert installs == [FAB]
+    assert installs == [fab]
 
 
-def test_the_governor_decides_once_per_round(monkeypatch, hearth_home, org, installs, governor):
+def test_the_governor_decides_once_per_round(
+    monkeypatch, hearth_home, org, installs, governor, fab
+):
     grant(hearth_home, (Modality.POINTER,))
     governor.extend([Decision(True, ""), Decision(False, "CPU busy")])
-    _task_input(monkeypatch, _token(org[0]), server_round="3")
+    _task_input(monkeypatch, fab, _token(org[0], fab), server_round="3")
     for _ in range(4):  # the four SecAgg+ stages of round 3
         assert _gate(hearth_home).details == "installed"
-    _task_input(monkeypatch, _token(org[0]), server_round="4")
+    _task_input(monkeypatch, fab, _token(org[0], fab), server_round="4")
     assert _error_code(_gate(hearth_home)) == UNAVAILABLE
     assert governor == []
 
 
-def test_only_hearths_own_modules_are_forgotten_before_the_bundle_loads(monkeypatch):
-    modules = dict(sys.modules)
-    modules["client.bundle_only"] = SimpleNamespace()  # type: ignore[assignment]
-    monkeypatch.setattr(sys, "modules", modules)  # the interpreter's table stays untouched
-    runner._purge_hearth_modules()
-    assert not [name for name in modules if name.split(".")[0] in {"client", "policy", "privacy"}]
-    assert "flwr" in modules
-    assert "numpy" in modules
+# ---------------------------------------------------------------- the bundle in its host
+
+
+@pytest.fixture
+def trusted(hearth_home: Path, org: tuple[Path, Path], fab: bytes) -> runner.TrustedBundle:
+    token = _token(org[0], fab)
+    claim = RunClaim(APP_ID, FAB_VERSION, sha256(fab))
+    return admit_bundle(hearth_home, fab, claim, {"bundle-signature": token})
+
+
+def test_the_devices_guards_are_its_own_and_loaded_before_any_bundle(hearth_home, fab, trusted):
+    handle = runner.guarded(runner.bundle_handler(hearth_home, fab, trusted))
+    reply = handle(_message(), _context({"context-length": 8}))
+    # The bundle's own "guard" lets its leak through; the device's egress guard does not.
+    assert reply.has_error()
+    assert reply.error.code == EGRESS_ERROR_CODE
+    assert CANARY not in reply.error.reason
+    assert runner.DEVICE_MODS[1] is device_app.egress_guard_mod
+    assert Path(device_app.__file__).resolve().parent.parent == Path(runner.__file__).parents[1]
+    # The bundle ran, in a process of its own.
+    imported = hearth_home / "bundle-imported"
+    assert imported.exists() and int(imported.read_text()) != os.getpid()
+
+
+def test_the_bundle_sees_neither_secagg_records_nor_the_devices_state(hearth_home, fab, trusted):
+    message = _message()
+    message.content.config_records[RECORD_KEY_CONFIGS] = ConfigRecord({"stage": "x"})
+    context = _context({})
+    context.state.config_records["secaggplus_state"] = ConfigRecord({"sk1": b"secret"})
+    runner.bundle_handler(hearth_home, fab, trusted)(message, context)
+    assert (hearth_home / "bundle-saw").read_text() == "fitins.config"
+
+
+@pytest.mark.parametrize(
+    ("said", "sent"), [(UNAVAILABLE, UNAVAILABLE), (987654321, runner.CLIENT_ERROR)]
+)
+def test_a_bundle_error_keeps_only_a_code_a_reply_may_carry(hearth_home, fab, trusted, said, sent):
+    (hearth_home / "bundle-mode").write_text(f"error {said}")
+    reply = runner.bundle_handler(hearth_home, fab, trusted)(_message(), _context({}))
+    assert reply.error.code == sent
+    assert reply.error.reason == refusal_reason(sent)
+
+
+def test_a_bundle_host_that_fails_is_an_error_not_a_reply(hearth_home, tmp_path):
+    with pytest.raises(BundleHostError):
+        run_in_host(tmp_path / "nothing", APP_ID, FAB_VERSION, _message(), _context({}), {})
+
+
+class SecAggGrid:
+    """Three devices, each answering SecAgg+ stages through the device's own mods."""
+
+    def __init__(self, bundle: runner.ClientAppCallable) -> None:
+        self.handle = runner.guarded(bundle)
+        self.contexts = {
+            nid: _context({"secaggplus": True, "context-length": 8}) for nid in (11, 22, 33)
+        }
+
+    def send_and_receive(
+        self, messages: list[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        return [
+            self.handle(copy.deepcopy(m), self.contexts[m.metadata.dst_node_id]) for m in messages
+        ]
+
+
+def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hearth_home):
+    spec = device_app.model_spec(8)
+    seen: list[list[str]] = []
+
+    def bundle(message: Message, context: Context) -> Message:  # stands in for the host
+        seen.append(sorted(message.content.keys()))
+        update = [np.full(s.shape, 0.001, dtype=np.float32) for s in spec]
+        fitres = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), 1, {})
+        return Message(compat.fitres_to_recorddict(fitres, False), reply_to=message)
+
+    grid = SecAggGrid(bundle)
+    legacy = LegacyContext(
+        _context({}),
+        config=ServerConfig(num_rounds=1),
+        strategy=FedAvg(min_fit_clients=3, min_available_clients=3),
+        client_manager=SimpleClientManager(),
+    )
+    for nid in grid.contexts:
+        legacy.client_manager.register(GridClientProxy(nid, grid, 1))  # type: ignore[arg-type]
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: 1})
+    start = [np.zeros(s.shape, dtype=np.float32) for s in spec]
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+        ndarrays_to_parameters(start), True
+    )
+    workflow = DropoutTolerantSecAggPlus(
+        num_shares=3, reconstruction_threshold=2, max_weight=1.0, clipping_range=8.0
+    )
+    workflow(grid, legacy)  # type: ignore[arg-type]
+    after = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], True)
+    # Only the masked-vector stage reached the bundle, once per device; the sum unmasked.
+    assert len(seen) == 3
+    np.testing.assert_allclose(parameters_to_ndarrays(after)[0], 0.001, atol=1e-4)
+    assert len(Device(hearth_home).uploads()) == 3  # each passed the device's guard
 
 
 def test_the_superexec_secret_is_sent_only_when_join_provides_one(monkeypatch, tmp_path):

@@ -231,7 +231,7 @@ def _imports(link: Link) -> list[Path]:
 
 def _other_org_token(link: Link) -> str:
     other = Ed25519PrivateKey.generate()
-    return sign_bundle(build_bundle(link.probe_app), other).token
+    return sign_bundle(build_bundle(link.probe_app), other, version=1).token
 
 
 @pytest.mark.parametrize("signature", ["unsigned", "another key"])
@@ -252,7 +252,7 @@ def test_an_unsigned_or_wrongly_signed_runs_serverapp_never_runs(
 
 def test_a_signed_serverapp_runs_and_can_neither_read_nor_use_the_org_key(link: Link) -> None:
     key = load_org_key(link.root / "org-key" / "org-signing.key", ORG_KEY_PASSPHRASE)
-    output = link.run_probe(sign_bundle(build_bundle(link.probe_app), key).token)
+    output = link.run_probe(sign_bundle(build_bundle(link.probe_app), key, version=1).token)
     report_path = link.probe_dir / "report.json"
     assert report_path.exists(), output[-3000:]
     report = json.loads(report_path.read_text())

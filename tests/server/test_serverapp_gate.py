@@ -7,6 +7,7 @@ import importlib
 import os
 import shutil
 import subprocess
+import tempfile
 import types
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from flwr.supercore.constant import TASK_TYPE_TO_COMMAND
 
 from server import serverapp_gate as gate
 from server.signing import generate_org_key, load_org_key, sign_bundle
+from tests.client.bundles import fab_of, make_app
 
-FAB = b"PK\x03\x04 a bundle"
+FAB = fab_of(make_app(Path(tempfile.mkdtemp(prefix="hearth-gate-app-"))))
 PASSPHRASE = "a long org passphrase"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +30,7 @@ def org(tmp_path):
 
 
 def _token(key, fab: bytes = FAB) -> str:
-    return sign_bundle(fab, key).token
+    return sign_bundle(fab, key, version=1).token
 
 
 def _runtime(installed: list[bytes]) -> types.ModuleType:
