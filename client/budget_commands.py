@@ -11,6 +11,7 @@ import typer
 from client.device import Device
 from client.home import hearth_home
 from client.keys import VaultKeyError
+from client.policy_pin import device_policy
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
@@ -24,7 +25,7 @@ from privacy.accountants import (
     unit_action,
 )
 from privacy.ledger import LedgerError, effective_cap
-from privacy.policy import PolicyError, PrivacyPolicy, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy
 
 budget_app = typer.Typer(
     name="budget", help="Privacy spent on this laptop, and your own cap.", no_args_is_help=True
@@ -110,8 +111,9 @@ def budget_lines(report: dict[str, Any]) -> list[str]:
 def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Epsilon spent per example, what that means per action and per user, and the cap."""
     try:
-        policy = load_policy()
-        report = budget_report(Device(hearth_home()), policy)
+        home = hearth_home()
+        policy = device_policy(home)  # the pinned policy, once the laptop joined
+        report = budget_report(Device(home), policy)
     except (PolicyError, VaultKeyError, LedgerError) as exc:
         raise _fail(str(exc)) from None
     if as_json:
@@ -126,7 +128,7 @@ def set_cap(
 ) -> None:
     """Set a stricter cap than the policy's; training stops when it is reached."""
     try:
-        policy_cap = load_policy().privacy.device_epsilon_cap
+        policy_cap = device_policy(hearth_home()).privacy.device_epsilon_cap
     except PolicyError as exc:
         raise _fail(str(exc)) from None
     if epsilon > policy_cap:

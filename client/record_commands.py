@@ -30,10 +30,11 @@ from client.consent import load_consent
 from client.heartbeat import read_heartbeat, running_recorder
 from client.home import hearth_home
 from client.keys import VaultKeyError
+from client.policy_pin import device_policy
 from client.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveAppsWatcher
 from client.vault import Vault, default_vault_dir
-from privacy.policy import PolicyError, load_policy
+from privacy.policy import PolicyError
 
 GRANT_HINT = "hearth consent grant --modalities pointer,keys,apps"
 
@@ -61,7 +62,7 @@ def record_command(
 
 def _open_vault(home: Path) -> tuple[Vault, float, int]:
     try:
-        policy = load_policy()
+        policy = device_policy(home)  # the pinned policy, once the laptop joined
     except PolicyError as exc:
         raise RecordError(str(exc)) from None
     days, quota = policy.data.retention_days, policy.data.vault_quota_mb * 2**20
@@ -101,7 +102,7 @@ def build_recorder(home: Path) -> tuple[Recorder, Vault]:
         first_seq=max(previous.next_seq if previous is not None else 0, vault.next_seq()),
         retention=lambda: vault.enforce_retention(days, quota),
     )
-    sensitive = SensitiveAppsWatcher(load_policy(), home)
+    sensitive = SensitiveAppsWatcher(device_policy(home), home)
     recorder = Recorder(
         config,
         vault,

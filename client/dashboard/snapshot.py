@@ -16,10 +16,11 @@ from client.control_commands import status_report
 from client.data_commands import daily_summary
 from client.device import Device
 from client.keys import KEY_FILE, VaultKeyError
+from client.policy_pin import device_policy
 from client.sensitive_apps import load_additions
 from client.vault import Vault, VaultFullError
 from privacy.ledger import LedgerError
-from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy, describe
 
 
 def delta_in_words(delta: float) -> str:
@@ -88,7 +89,7 @@ def snapshot(home: Path) -> dict[str, Any]:
     device = Device(home)
     policy: PrivacyPolicy | None
     try:
-        policy, policy_error = load_policy(), None
+        policy, policy_error = device_policy(home), None
     except PolicyError as exc:
         policy, policy_error = None, str(exc)
     return {

@@ -10,6 +10,7 @@ from client.app import Declined, HearthClient
 from client.bundle_trust import BundleRefused, load_public_key, pin_org_key, verify_bundle
 from client.cli import app
 from client.consent import consent_path, grant, load_consent
+from client.dashboard.snapshot import snapshot
 from client.deployment import admit, consent_problem, read_deployment
 from client.device import Device
 from client.join import JoinConfig, JoinError, prepare
@@ -353,3 +354,13 @@ def test_policy_show_names_the_pinned_policy(hearth_home, org, tmp_path):
     assert "No policy pinned" in runner.invoke(app, ["policy", "show"]).output
     pinned, _ = _pin(hearth_home, _policy_file(tmp_path / "a.toml"), org)
     assert pinned.policy_hash in runner.invoke(app, ["policy", "show"]).output
+
+
+def test_the_employees_budget_and_dashboard_read_the_pinned_policy(hearth_home, org, tmp_path):
+    agreed = _policy_file(tmp_path / "agreed.toml", device_epsilon_cap="7.0")
+    _pin(hearth_home, agreed, org)
+    shown = CliRunner().invoke(app, ["budget", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["policy_cap"] == 7.0  # not the shipped default's 10
+    lines = snapshot(hearth_home)["policy"]["lines"]
+    assert f"Policy hash: {policy_hash(load_policy(agreed))}" in lines
