@@ -319,7 +319,7 @@ def _log_upload(message: Message, context: Context, reply: Message) -> None:
             "bytes": reply_size(content),
             "arrays": reply_arrays(content),
             # What the device had spent when it sent this (never sent itself).
-            "epsilon": device.ledger().spent(device.policy().privacy.delta),
+            "epsilon": device.ledger().recorded_spend(),
             # The global model this update was trained from (as in the server's checkpoints).
             "model_version": model_version(a.numpy() for a in received.values())
             if received is not None

@@ -94,6 +94,14 @@ class DeviceLedger:
         """Epsilon of the composition of all recorded rounds (one example on this device)."""
         return epsilon_local(self.history(), delta)
 
+    def recorded_spend(self) -> float:
+        """Epsilon after the newest entry, as recorded with it (no accountant is run).
+
+        Equal to ``spent(delta)`` at the entries' delta; for records written on a hot
+        path (an upload), where recomposing the history would import Opacus and torch.
+        """
+        return self.entries[-1].epsilon_after if self.entries else 0.0
+
     def would_spend(self, planned: HistoryEntry, delta: float) -> float:
         """Epsilon after a hypothetical extra round."""
         return epsilon_local([*self.history(), planned], delta)

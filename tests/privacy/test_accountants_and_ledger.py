@@ -95,3 +95,12 @@ def test_spreading_a_budget_already_spent_is_a_planning_error():
     spent = [(0.5, 0.5, 50)] * 5
     with pytest.raises(PlanningError):
         noise_to_last(spent, 0.25, 8, rounds_left=2, cap=1.0, delta=1e-5, floor=0.5)
+
+
+def test_the_recorded_spend_is_the_spend_recomposed_at_the_entries_delta(tmp_path):
+    ledger = DeviceLedger(tmp_path / "ledger.bin", bytes(32))
+    assert ledger.recorded_spend() == 0.0
+    for server_round in (1, 2):
+        ledger.record(server_round, (1.0, 0.25, 8), 1e-5, "h")
+    assert ledger.recorded_spend() == pytest.approx(ledger.spent(1e-5))
+    assert ledger.recorded_spend() > ledger.entries[0].epsilon_after
