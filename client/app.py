@@ -16,7 +16,6 @@ the egress guard, so the guard checks the plain, clipped update before it is mas
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final
@@ -31,7 +30,6 @@ from flwr.common import Scalar
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from numpy.typing import NDArray
 
-from client.bundle_host import ENV_IN_BUNDLE_HOST
 from client.clipping import clip_update
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
@@ -302,11 +300,8 @@ def _clip_for(context: Context) -> float:
 
 
 def _log_upload(message: Message, context: Context, reply: Message) -> None:
-    """Append every model update that passed the guard to the device's upload history.
-
-    In a bundle host the device's own guard around the bundle writes it instead.
-    """
-    if message.metadata.message_type != MessageType.TRAIN or os.environ.get(ENV_IN_BUNDLE_HOST):
+    """Append every model update that passed the guard to the device's upload history."""
+    if message.metadata.message_type != MessageType.TRAIN:
         return
     from client.device import device_for  # noqa: PLC0415
 

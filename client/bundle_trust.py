@@ -9,7 +9,8 @@ the device pinned at ``hearth join``:
    names the SHA-256 the device computes itself from the bytes it received;
 2. the ids the SuperLink sent with the run (app id, Flower version, hash) are
    safe names (``[A-Za-z0-9._-]``, no ``/`` but the app id's separator, no
-   ``..``) and equal the manifest's, as does the bundle's own ``pyproject.toml``;
+   ``..``) and equal the manifest's, as does the bundle's own ``pyproject.toml``,
+   whose ClientApp is the device's own (``client.app:app``);
 3. the device's **revocation list** is current and does not name the signing
    key: a newer signed list in the run (``bundle-revocations``) replaces the one
    the device holds, an older one is ignored, and a held list that expired
@@ -25,8 +26,15 @@ State lives in ``<hearth home>/trust`` (0700; files 0600, written atomically
 under a lock): the pinned key, ``versions.json`` and ``revocations.json``. A
 release counts as accepted once it passed these checks, even if the employee or
 the laptop then declines the round. ``client.runner`` calls ``admit_bundle``
-before the bundle is installed or any of its code runs, and ``install_verified``
-installs exactly the verified bytes into a directory named by their full hash.
+before anything of the run is looked at.
+
+No code of a bundle ever runs on a device. A bundle's ClientApp must be the
+device's own ``client.app:app`` (otherwise it is refused, check 2); the device
+then runs its installed hearth's ClientApp with the run's configuration. The
+bundle's signature says the organisation released this campaign (its ServerApp,
+which the SuperLink's gate verifies too, and its configuration); it cannot
+replace the device's DP-SGD, ledger, policy pin or guards, because in Python
+any code imported into the process that holds them could rewrite them.
 """
 
 from __future__ import annotations
@@ -35,7 +43,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 import zipfile
@@ -68,8 +75,8 @@ ORG_PUBLIC_KEY_FILE: Final = "org-signing.pub"
 VERSIONS_FILE: Final = "versions.json"
 REVOCATIONS_FILE: Final = "revocations.json"
 LOCK_FILE: Final = ".lock"
-BUNDLES_DIR: Final = "bundles"
-INSTALLED_MARK: Final = ".installed"
+# The only ClientApp a device runs: its own installed hearth's, never code from a bundle.
+DEVICE_CLIENT_APP: Final = "client.app:app"
 
 
 class Refusal(StrEnum):
@@ -86,6 +93,7 @@ class Refusal(StrEnum):
     NOT_YET_VALID = "not yet valid"
     EXPIRED = "expired"
     DOWNGRADE = "older than a release this device accepted"
+    FOREIGN_CLIENT_APP = "its ClientApp is not the device's own"
 
 
 class BundleRefused(Exception):
@@ -206,12 +214,20 @@ def _check_claim(claim: RunClaim, fab: bytes, manifest: Manifest) -> None:
     )
 
     try:
-        own = get_metadata_from_config(get_fab_config(fab))
+        config = get_fab_config(fab)
+        own = get_metadata_from_config(config)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise BundleRefused(Refusal.MISMATCH, f"not a Flower app bundle: {exc}") from None
     if own != (manifest.app_id, manifest.fab_version):
         raise BundleRefused(
             Refusal.MISMATCH, f"the bundle says it is {own}, the manifest names another app"
+        )
+    client_app = config["tool"]["flwr"]["app"]["components"].get("clientapp")
+    if client_app != DEVICE_CLIENT_APP:
+        raise BundleRefused(
+            Refusal.FOREIGN_CLIENT_APP,
+            f"the bundle names ClientApp {str(client_app)[:64]!r}; a device runs only its"
+            f" own {DEVICE_CLIENT_APP}",
         )
 
 
@@ -368,31 +384,8 @@ def admit_bundle(
     return trusted
 
 
-def install_verified(home: Path, fab: bytes, trusted: TrustedBundle) -> Path:
-    """Install exactly the verified bytes; returns the directory Flower's install returned.
-
-    Each bundle gets its own directory named by its full SHA-256, so nothing the
-    server names can point at another bundle, and a half-finished install (no
-    ``.installed`` mark) is removed and done again.
-    """
-    from flwr.cli.install import install_from_fab  # noqa: PLC0415 (Flower's CLI: heavy)
-
-    if hashlib.sha256(fab).hexdigest() != trusted.sha256:
-        raise BundleRefused(Refusal.INVALID, "these are not the bytes that were verified")
-    root = ensure_private_dir(home / BUNDLES_DIR)
-    target = root / trusted.sha256
-    with _locked(root / LOCK_FILE):
-        mark = target / INSTALLED_MARK
-        if target.exists() and not mark.exists():
-            shutil.rmtree(target)
-        installed = Path(install_from_fab(fab, install_dir=target, skip_prompt=True)).resolve()
-        if not installed.is_relative_to(target.resolve()) or not installed.is_dir():
-            raise BundleRefused(Refusal.MISMATCH, f"the install went to {installed}, not {target}")
-        mark.touch(mode=0o600)
-    return installed
-
-
 __all__ = [
+    "DEVICE_CLIENT_APP",
     "SIGNATURE_CONFIG_KEY",
     "BundleRefused",
     "Refusal",
@@ -400,7 +393,6 @@ __all__ = [
     "TrustStore",
     "TrustedBundle",
     "admit_bundle",
-    "install_verified",
     "load_public_key",
     "pin_org_key",
     "pinned_key_path",

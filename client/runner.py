@@ -6,14 +6,15 @@ on its Runtime API (loopback HTTP) and waits for an executor to claim it. hearth
 is that executor (``serve``): it claims CLIENT_APP tasks with the Runtime API's
 ``AcquireTask`` and runs each one in a fresh ``python -m client.runner task``
 process (``run_task``), which does what Flower's ``flwr-clientapp`` does, with
-hearth's checks inserted *before* the bundle is installed or imported:
+hearth's checks inserted before the device's ClientApp sees the message:
 
 1. the bundle (``client.bundle_trust.admit_bundle``): the run's signed manifest
    names the SHA-256 computed here from the bytes received; the app id, version
    and hash the SuperLink sent are safe names equal to the manifest's; the
    signing key is not revoked by a current revocation list; the manifest is
    within its validity window and not an older release than this device
-   accepted. Otherwise refuse, before anything about the employee is looked at;
+   accepted; its ClientApp is the device's own. Otherwise refuse, before
+   anything about the employee is looked at;
 2. consent and pause (``client.deployment.admit``): otherwise decline;
 3. the resource governor (idle, mains, CPU; decided once per round): otherwise
    decline; when admitted, the process drops to low priority with one thread.
@@ -23,16 +24,14 @@ A refusal or a decline is replied as an error: a code and its fixed word from
 code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
 Dependencies are never installed at run time.
 
-The privacy machinery around the bundle is the device's own. This process
-imports the *installed* hearth's guards (``DEVICE_MODS``: secure aggregation,
-the egress guard, refusals) before any bundle exists on disk, and never imports
-bundle code itself: a message that needs the bundle (training, evaluation) goes
-to a separate bundle host (``client.bundle_host``) that loads the ClientApp from
-the directory the verified install returned and hands back only a reply. Every
-reply then passes the device's egress guard, and an error may carry only one of
-``policy.replies``' codes. What the org signed still runs on the laptop, as the
-employee, inside the host: the guards bound what it can send through Flower,
-not what it can read.
+No code of the bundle runs on the device. The bundle's ClientApp must be the
+device's own ``client.app:app`` (``client.bundle_trust`` refuses any other), and
+this process runs the *installed* hearth's ClientApp, in process, with the run's
+configuration: DP-SGD and its noise, the ledger, the pinned policy's checks, the
+secure-aggregation rules and the egress guard are all the device's. A bundle can
+change the campaign's configuration within what the device's policy allows; it
+cannot change what runs. Every reply then carries only one of
+``policy.replies``' codes when it is an error.
 """
 
 from __future__ import annotations
@@ -51,11 +50,8 @@ from typing import Final
 
 from flwr.app import Context, Message
 from flwr.app.error import Error
-from flwr.client.mod.utils import make_ffn
-from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import log
 from flwr.common.constant import SubStatus
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.proto.runtime_pb2 import AcquireTaskRequest
 from flwr.supercore.constant import TaskType
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -73,16 +69,9 @@ from flwr.supernode.runtime.run_clientapp import (
     push_task_output,
 )
 
-# The device's own guards, from the installed hearth, before any bundle is on disk.
-from client.app import egress_guard_mod, refusal_mod, secure_aggregation_mod
-from client.bundle_host import ENV_IN_BUNDLE_HOST, BundleHostError, run_in_host
-from client.bundle_trust import (
-    BundleRefused,
-    RunClaim,
-    TrustedBundle,
-    admit_bundle,
-    install_verified,
-)
+# The device's own ClientApp, from the installed hearth: the only app code a device runs.
+from client.app import app as device_app
+from client.bundle_trust import BundleRefused, RunClaim, admit_bundle
 from client.deployment import admit, read_deployment, record
 from client.egress import EGRESS_ERROR_CODE
 from client.governor import Governor, lower_priority
@@ -92,9 +81,7 @@ from policy.replies import BUNDLE_REFUSED, REFUSAL_REASONS, UNAVAILABLE, refusal
 
 POLL_SECONDS: Final = 0.5
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
-# Outermost first, as in client.app: SecAgg+ masks only what the egress guard passed.
-DEVICE_MODS: Final[tuple[Mod, ...]] = (secure_aggregation_mod, egress_guard_mod, refusal_mod)
-# The error codes a reply may carry; anything else the bundle says becomes CLIENT_ERROR.
+# The error codes a reply may carry; anything else becomes CLIENT_ERROR.
 CLIENT_ERROR: Final = 1
 ALLOWED_ERROR_CODES: Final = frozenset({*REFUSAL_REASONS, EGRESS_ERROR_CODE, CLIENT_ERROR})
 
@@ -128,46 +115,13 @@ def _governor_once_per_round(home: Path, run_id: int, server_round: str) -> str 
     return None if decision.allowed else decision.reason
 
 
-def _bundle_env() -> dict[str, str]:
-    """The bundle host's environment: the device's, without the SuperExec secret's path.
-
-    ``ENV_IN_BUNDLE_HOST`` tells hearth's own ClientApp that the device's guard around
-    it keeps the upload history, so each upload is written there once.
-    """
-    env = {k: v for k, v in os.environ.items() if k != ENV_SECRET_FILE}
-    return {**env, ENV_IN_BUNDLE_HOST: "1"}
-
-
-def bundle_handler(home: Path, fab: bytes, trusted: TrustedBundle) -> ClientAppCallable:
-    """Install the verified bytes (once needed) and run the bundle's ClientApp in its host.
-
-    The bundle never sees SecAgg+'s records (the device's mod does the protocol),
-    and its errors keep their code only when it is one a reply may carry.
-    """
-
-    def handle(message: Message, context: Context) -> Message:
-        app_dir = install_verified(home, fab, trusted)
-        manifest = trusted.manifest
-        reply = run_in_host(
-            app_dir,
-            manifest.app_id,
-            manifest.fab_version,
-            message,
-            context,
-            _bundle_env(),
-            withhold=(RECORD_KEY_CONFIGS,),
-        )
-        if reply.has_error():
-            code = reply.error.code if reply.error.code in ALLOWED_ERROR_CODES else CLIENT_ERROR
-            return Message(Error(code, refusal_reason(code)), reply_to=message)
+def run_device_app(message: Message, context: Context) -> Message:
+    """The device's own ClientApp on ``message``; an error keeps only a code a reply may carry."""
+    reply = device_app(message, context)
+    if not reply.has_error():
         return reply
-
-    return handle
-
-
-def guarded(handler: ClientAppCallable) -> ClientAppCallable:
-    """``handler`` inside the device's own mods (``DEVICE_MODS``)."""
-    return make_ffn(handler, list(DEVICE_MODS))
+    code = reply.error.code if reply.error.code in ALLOWED_ERROR_CODES else CLIENT_ERROR
+    return Message(Error(code, refusal_reason(code)), reply_to=message)
 
 
 @dataclass
@@ -206,7 +160,7 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
     task.message, task.context = message, context
     server_round = message.metadata.group_id
     try:
-        trusted = admit_bundle(
+        admit_bundle(
             home,
             fab.content,
             RunClaim(run.fab_id, run.fab_version, fab.hash_str),
@@ -224,15 +178,7 @@ def _run_gated(client: RuntimeHttpClient, home: Path, task: _Task) -> None:
         _decline(home, task, run.run_id, server_round, decline)
         return
     lower_priority()
-    try:
-        task.reply = guarded(bundle_handler(home, fab.content, trusted))(message, context)
-    except BundleRefused as refused:  # the install did not go where it had to
-        _refuse(home, task, run.run_id, refused)
-        return
-    except BundleHostError as failed:
-        log(ERROR, "hearth: %s", failed)
-        task.reply = Message(Error(CLIENT_ERROR, refusal_reason(CLIENT_ERROR)), reply_to=message)
-        return
+    task.reply = run_device_app(message, context)
     record(
         home,
         "round",

@@ -26,7 +26,7 @@ publisher = "{publisher}"
 
 [tool.flwr.app.components]
 serverapp = "client.app:app"
-clientapp = "client.app:app"
+clientapp = "{client_app}"
 
 [tool.flwr.app.config]
 bundle-signature = ""
@@ -74,11 +74,12 @@ def make_app(
     publisher: str = "acme",
     version: str = FAB_VERSION,
     extra: str = "",
+    client_app: str = "client.app:app",
 ) -> Path:
     """Write a small Flower app under ``root``; ``extra`` makes otherwise equal bundles differ."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text(
-        PYPROJECT.format(name=name, version=version, publisher=publisher)
+        PYPROJECT.format(name=name, version=version, publisher=publisher, client_app=client_app)
     )
     package = root / "client"
     package.mkdir(exist_ok=True)

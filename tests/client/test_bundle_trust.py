@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 
 from client.bundle_trust import (
-    BUNDLES_DIR,
-    INSTALLED_MARK,
     TRUST_DIR,
     BundleRefused,
     Refusal,
     RunClaim,
     TrustStore,
     admit_bundle,
-    install_verified,
     load_public_key,
     pin_org_key,
     pinned_key_path,
@@ -408,31 +405,23 @@ def test_a_revocation_list_is_parsed_strictly(org):
         RevocationList.from_payload(json.dumps(data).encode())
 
 
-# ---------------------------------------------------------------- install
+# ---------------------------------------------------------------- no bundle code on a device
 
 
-def test_the_verified_bytes_are_installed_under_their_full_hash(org, fab, hearth_home):
-    trusted = _admit(hearth_home, fab, sign_bundle(fab, org[0], version=1).token)
-    installed = install_verified(hearth_home, fab, trusted)
-    target = hearth_home / BUNDLES_DIR / sha256(fab)
-    assert installed.is_relative_to(target)
-    assert (installed / "pyproject.toml").is_file()
-    assert (target / INSTALLED_MARK).is_file()
-    assert install_verified(hearth_home, fab, trusted) == installed
+@pytest.mark.parametrize("client_app", ["acme_client.app:app", "client.app:other"])
+def test_a_bundle_naming_any_client_app_but_the_devices_own_is_refused(
+    org, hearth_home, tmp_path, client_app
+):
+    own = fab_of(make_app(tmp_path / "own", client_app=client_app))
+    with pytest.raises(BundleRefused) as refused:
+        _admit(hearth_home, own, sign_bundle(own, org[0], version=1).token)
+    assert refused.value.reason is Refusal.FOREIGN_CLIENT_APP
+    assert "client.app:app" in str(refused.value)
+    # Refused before the version store: release 1 is still new to this device.
+    assert TrustStore(hearth_home).highest(APP_ID) is None
 
 
-def test_a_half_finished_install_is_done_again(org, fab, hearth_home):
-    trusted = _admit(hearth_home, fab, sign_bundle(fab, org[0], version=1).token)
-    installed = install_verified(hearth_home, fab, trusted)
-    (hearth_home / BUNDLES_DIR / sha256(fab) / INSTALLED_MARK).unlink()
-    (installed / "client" / "app.py").write_text("raise SystemExit('planted')")
-    assert install_verified(hearth_home, fab, trusted) == installed
-    assert "planted" not in (installed / "client" / "app.py").read_text()
-
-
-def test_other_bytes_than_the_verified_ones_are_not_installed(org, fab, hearth_home, tmp_path):
-    trusted = _admit(hearth_home, fab, sign_bundle(fab, org[0], version=1).token)
-    other = fab_of(make_app(tmp_path / "other", extra="other"))
-    with pytest.raises(BundleRefused):
-        install_verified(hearth_home, other, trusted)
-    assert not (hearth_home / BUNDLES_DIR / sha256(other)).exists()
+def test_admitting_a_bundle_writes_none_of_its_files_on_the_device(org, fab, hearth_home):
+    _admit(hearth_home, fab, sign_bundle(fab, org[0], version=1).token)
+    written = {p.relative_to(hearth_home).parts[0] for p in hearth_home.rglob("*") if p.is_file()}
+    assert written <= {"trust"}, written

@@ -1,9 +1,8 @@
-"""hearth's ClientApp runner without processes: the gate before any bundle code runs."""
+"""hearth's ClientApp runner without processes: the gate before the device's ClientApp runs."""
 
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,8 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.app.error import Error
+from flwr.client.mod.utils import make_ffn
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.client_manager import SimpleClientManager
@@ -25,24 +26,22 @@ from flwr.supercore.task_identity import TaskIdentity
 
 import client.app as device_app
 import client.runner as runner
-from client.bundle_host import BundleHostError, run_in_host
-from client.bundle_trust import RunClaim, admit_bundle, pin_org_key
+from client.bundle_trust import pin_org_key
 from client.consent import grant
 from client.control import pause
 from client.deployment import read_deployment
 from client.device import Device
-from client.egress import EGRESS_ERROR_CODE
 from client.governor import Decision
 from policy.events import Modality
-from policy.replies import BUNDLE_REFUSED, UNAVAILABLE, refusal_reason
+from policy.replies import BUNDLE_REFUSED, POLICY_MISMATCH, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
 from server.secagg import DropoutTolerantSecAggPlus
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
-from tests.client.bundles import APP_ID, CANARY, FAB_VERSION, fab_of, make_app, sha256
+from tests.client.bundles import APP_ID, FAB_VERSION, fab_of, make_app, sha256
 
 
-class Installed(Exception):
-    """Raised by the fake installer: the gate let the bundle through."""
+class Ran(Exception):
+    """Raised by the stand-in for the device's ClientApp: the gate let the round through."""
 
 
 @pytest.fixture(autouse=True)
@@ -64,14 +63,15 @@ def org(tmp_path: Path, hearth_home: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def installs(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    seen: list[bytes] = []
+def installs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The rounds the device's ClientApp was asked to run (as their server round)."""
+    seen: list[str] = []
 
-    def install(home: Path, content: bytes, trusted: object) -> Path:
-        seen.append(content)
-        raise Installed
+    def run(message: Message, context: Context) -> Message:
+        seen.append(message.metadata.group_id)
+        raise Ran
 
-    monkeypatch.setattr(runner, "install_verified", install)
+    monkeypatch.setattr(runner, "run_device_app", run)
     monkeypatch.setattr(runner, "lower_priority", lambda: None)  # never renice the test run
     return seen
 
@@ -128,8 +128,8 @@ def _gate(home: Path) -> runner._Task:
     task = runner._Task()
     try:
         runner._run_gated(None, home, task)  # type: ignore[arg-type]
-    except Installed:
-        task.details = "installed"
+    except Ran:
+        task.details = "ran"
     return task
 
 
@@ -145,7 +145,7 @@ def _error_code(task: runner._Task) -> int:
 def _says_nothing_but_its_code(task: runner._Task, code: int) -> None:
     assert _error_code(task) == code
     assert task.reply is not None and task.reply.error.reason == refusal_reason(code)
-    assert task.details in ("installed", refusal_reason(code))
+    assert task.details in ("ran", refusal_reason(code))
 
 
 def _refused(home: Path, task: runner._Task) -> dict[str, object]:
@@ -187,7 +187,7 @@ def test_a_paused_device_declines_the_round(monkeypatch, hearth_home, org, insta
     assert installs == []
 
 
-def test_a_bundle_signed_by_another_key_is_refused_and_never_installed(
+def test_a_bundle_signed_by_another_key_is_refused_and_nothing_runs(
     monkeypatch, tmp_path, hearth_home, org, installs, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
@@ -214,7 +214,7 @@ def test_an_unsigned_bundle_is_refused(monkeypatch, hearth_home, org, installs, 
         ({"fab_id": "acme/otherapp"}, "MISMATCH"),
     ],
 )
-def test_a_run_whose_ids_point_elsewhere_is_refused_before_anything_is_installed(
+def test_a_run_whose_ids_point_elsewhere_is_refused_before_anything_runs(
     monkeypatch, hearth_home, org, installs, fab, claim, check
 ):
     grant(hearth_home, (Modality.POINTER,))
@@ -231,12 +231,12 @@ def test_a_replayed_older_release_is_refused_with_the_reason_kept_at_home(
     governor.append(Decision(True, ""))
     old, new = _token(org[0], fab, version=1), _token(org[0], fab, version=2)
     _task_input(monkeypatch, fab, new)
-    assert _gate(hearth_home).details == "installed"
+    assert _gate(hearth_home).details == "ran"
     _task_input(monkeypatch, fab, old, server_round="4")
     refusal = _refused(hearth_home, _gate(hearth_home))
     assert refusal["check"] == "DOWNGRADE"
     assert "below release 2" in str(refusal["reason"])
-    assert installs == [fab]
+    assert installs == ["3"]
 
 
 def test_an_expired_bundle_is_refused(monkeypatch, hearth_home, org, installs, fab):
@@ -266,14 +266,14 @@ def test_a_busy_laptop_declines_with_the_same_code_and_keeps_its_reason_at_home(
     assert read_deployment(hearth_home)["decline"]["reason"] == "on battery"
 
 
-def test_an_org_signed_bundle_on_an_idle_laptop_is_installed(
+def test_an_org_signed_bundle_on_an_idle_laptop_runs_the_devices_app(
     monkeypatch, hearth_home, org, installs, governor, fab
 ):
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(True, ""))
     _task_input(monkeypatch, fab, _token(org[0], fab))
-    assert _gate(hearth_home).details == "installed"
-    assert installs == [fab]
+    assert _gate(hearth_home).details == "ran"
+    assert installs == ["3"]
 
 
 def test_the_governor_decides_once_per_round(
@@ -283,65 +283,68 @@ def test_the_governor_decides_once_per_round(
     governor.extend([Decision(True, ""), Decision(False, "CPU busy")])
     _task_input(monkeypatch, fab, _token(org[0], fab), server_round="3")
     for _ in range(4):  # the four SecAgg+ stages of round 3
-        assert _gate(hearth_home).details == "installed"
+        assert _gate(hearth_home).details == "ran"
     _task_input(monkeypatch, fab, _token(org[0], fab), server_round="4")
     assert _error_code(_gate(hearth_home)) == UNAVAILABLE
     assert governor == []
 
 
-# ---------------------------------------------------------------- the bundle in its host
+# ---------------------------------------------------------------- no bundle code on the device
 
 
-@pytest.fixture
-def trusted(hearth_home: Path, org: tuple[Path, Path], fab: bytes) -> runner.TrustedBundle:
-    token = _token(org[0], fab)
-    claim = RunClaim(APP_ID, FAB_VERSION, sha256(fab))
-    return admit_bundle(hearth_home, fab, claim, {"bundle-signature": token})
+def test_a_bundle_that_brings_its_own_client_app_is_refused(
+    monkeypatch, tmp_path, hearth_home, org, installs
+):
+    grant(hearth_home, (Modality.POINTER,))
+    own = fab_of(make_app(tmp_path / "own", client_app="acme_client.app:app"))
+    _task_input(monkeypatch, own, _token(org[0], own))
+    refusal = _refused(hearth_home, _gate(hearth_home))
+    assert refusal["check"] == "FOREIGN_CLIENT_APP"
+    assert installs == []
 
 
-def test_the_devices_guards_are_its_own_and_loaded_before_any_bundle(hearth_home, fab, trusted):
-    handle = runner.guarded(runner.bundle_handler(hearth_home, fab, trusted))
-    reply = handle(_message(), _context({"context-length": 8}))
-    # The bundle's own "guard" lets its leak through; the device's egress guard does not.
-    assert reply.has_error()
-    assert reply.error.code == EGRESS_ERROR_CODE
-    assert CANARY not in reply.error.reason
-    assert runner.DEVICE_MODS[1] is device_app.egress_guard_mod
-    assert Path(device_app.__file__).resolve().parent.parent == Path(runner.__file__).parents[1]
-    # The bundle ran, in a process of its own.
-    imported = hearth_home / "bundle-imported"
-    assert imported.exists() and int(imported.read_text()) != os.getpid()
-
-
-def test_the_bundle_sees_neither_secagg_records_nor_the_devices_state(hearth_home, fab, trusted):
-    message = _message()
-    message.content.config_records[RECORD_KEY_CONFIGS] = ConfigRecord({"stage": "x"})
-    context = _context({})
-    context.state.config_records["secaggplus_state"] = ConfigRecord({"sk1": b"secret"})
-    runner.bundle_handler(hearth_home, fab, trusted)(message, context)
-    assert (hearth_home / "bundle-saw").read_text() == "fitins.config"
+def test_a_signed_bundles_code_never_runs_on_the_device(
+    monkeypatch, hearth_home, org, governor, fab
+):
+    # The bundle has a client/app.py of its own that leaves a marker when imported and
+    # would leak a canary; the device runs its installed ClientApp instead.
+    grant(hearth_home, (Modality.POINTER,))
+    governor.append(Decision(True, ""))
+    monkeypatch.setattr(runner, "lower_priority", lambda: None)
+    _task_input(monkeypatch, fab, _token(org[0], fab))
+    message, context, run, content = runner.pull_task_input(None)
+    zeros = [np.zeros(s.shape, dtype=np.float32) for s in device_app.model_spec(8)]
+    fitins = FitIns(ndarrays_to_parameters(zeros), {"round": 3})
+    message.content = compat.fitins_to_recorddict(fitins, True)
+    monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, content))
+    task = _gate(hearth_home)
+    assert task.reply is not None
+    assert not (hearth_home / "bundle-imported").exists()
+    # The device's own policy check answered (the run names no policy hash); the bundle's
+    # app would have replied with its canary.
+    assert task.reply.has_error() and task.reply.error.code == POLICY_MISMATCH
+    assert Path(device_app.__file__).resolve().parent == Path(runner.__file__).resolve().parent
+    assert runner.device_app is device_app.app
 
 
 @pytest.mark.parametrize(
     ("said", "sent"), [(UNAVAILABLE, UNAVAILABLE), (987654321, runner.CLIENT_ERROR)]
 )
-def test_a_bundle_error_keeps_only_a_code_a_reply_may_carry(hearth_home, fab, trusted, said, sent):
-    (hearth_home / "bundle-mode").write_text(f"error {said}")
-    reply = runner.bundle_handler(hearth_home, fab, trusted)(_message(), _context({}))
+def test_an_error_keeps_only_a_code_a_reply_may_carry(monkeypatch, said, sent):
+    def app(message: Message, context: Context) -> Message:
+        return Message(Error(said, "the vault says hello"), reply_to=message)
+
+    monkeypatch.setattr(runner, "device_app", app)
+    reply = runner.run_device_app(_message(), _context({}))
     assert reply.error.code == sent
     assert reply.error.reason == refusal_reason(sent)
-
-
-def test_a_bundle_host_that_fails_is_an_error_not_a_reply(hearth_home, tmp_path):
-    with pytest.raises(BundleHostError):
-        run_in_host(tmp_path / "nothing", APP_ID, FAB_VERSION, _message(), _context({}), {})
 
 
 class SecAggGrid:
     """Three devices, each answering SecAgg+ stages through the device's own mods."""
 
-    def __init__(self, bundle: runner.ClientAppCallable) -> None:
-        self.handle = runner.guarded(bundle)
+    def __init__(self, train: ClientAppCallable) -> None:
+        self.handle = make_ffn(train, device_app.app._mods)
         self.contexts = {
             nid: _context({"secaggplus": True, "context-length": 8}) for nid in (11, 22, 33)
         }
@@ -355,16 +358,22 @@ class SecAggGrid:
 
 
 def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hearth_home):
+    # The device's ClientApp is wrapped in exactly these mods, outermost first.
+    assert device_app.app._mods == [
+        device_app.secure_aggregation_mod,
+        device_app.egress_guard_mod,
+        device_app.refusal_mod,
+    ]
     spec = device_app.model_spec(8)
     seen: list[list[str]] = []
 
-    def bundle(message: Message, context: Context) -> Message:  # stands in for the host
+    def train(message: Message, context: Context) -> Message:  # stands in for DP-SGD
         seen.append(sorted(message.content.keys()))
         update = [np.full(s.shape, 0.001, dtype=np.float32) for s in spec]
         fitres = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(update), 1, {})
         return Message(compat.fitres_to_recorddict(fitres, False), reply_to=message)
 
-    grid = SecAggGrid(bundle)
+    grid = SecAggGrid(train)
     legacy = LegacyContext(
         _context({}),
         config=ServerConfig(num_rounds=1),
@@ -383,7 +392,7 @@ def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hear
     )
     workflow(grid, legacy)  # type: ignore[arg-type]
     after = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], True)
-    # Only the masked-vector stage reached the bundle, once per device; the sum unmasked.
+    # Only the masked-vector stage reached training, once per device; the sum unmasked.
     assert len(seen) == 3
     np.testing.assert_allclose(parameters_to_ndarrays(after)[0], 0.001, atol=1e-4)
     assert len(Device(hearth_home).uploads()) == 3  # each passed the device's guard

@@ -3,8 +3,9 @@
 The bundle is this project with one change to its ``client/app.py``: importing it
 leaves a marker file in the importing device's hearth home, and on a device that
 has a ``bundle-leaks`` file its ClientApp drops its own egress guard and adds a
-metric the device's rules forbid. Each refusal test asserts that the marker is
-absent: no code of the bundle was imported.
+metric the device's rules forbid. A device never imports a bundle's code (it runs
+its own installed ClientApp), so every test, accepted or refused, asserts that the
+marker is absent.
 
 A malicious SuperLink is played by its own state database: an SQLite trigger
 rewrites the run's ``fab_version`` when the ServerApp dispatches its first
@@ -181,24 +182,28 @@ def _releases(federation: Federation, bundle: Path) -> dict[int, str]:
     return {version: _release(federation, bundle, version) for version in (1, 3)}
 
 
-def test_a_signed_release_runs_inside_the_devices_own_egress_guard(
+def test_a_signed_release_trains_with_the_devices_own_client_app_never_the_bundles(
     federation: Federation, bundle: Path, releases: dict[int, str]
 ) -> None:
-    leaky = federation.homes[1]
-    (leaky / LEAKS).touch()
-    log, row = _run(federation, bundle, "release-1", releases[1], evaluate=True)
-    (leaky / LEAKS).unlink()
-    assert _imported(federation) == federation.homes, log[-3000:]  # the bundle's code ran
+    for home in federation.homes:
+        (home / LEAKS).touch()
+    try:
+        log, row = _run(federation, bundle, "release-1", releases[1], evaluate=True)
+    finally:
+        for home in federation.homes:
+            (home / LEAKS).unlink()
+    assert _imported(federation) == [], log[-3000:]  # the bundle's ClientApp never ran
     fit = row["fit"]
     assert isinstance(fit, dict)
-    # The honest device's update arrived; the leaking bundle's was stopped by the device.
-    assert fit["clients_trained"] == 1, (federation.device_outcomes(), log[-3000:])
-    assert fit["clients_failed"] == 1
-    assert Device(federation.homes[0], PASSPHRASE).uploads()
-    assert not Device(leaky, PASSPHRASE).uploads()
+    # Both devices trained with their own DP-SGD, ledger and guards.
+    assert fit["clients_trained"] == DEVICES, (federation.device_outcomes(), log[-3000:])
+    for home in federation.homes:
+        device = Device(home, PASSPHRASE)
+        assert device.uploads()
+        assert device.ledger().recorded_spend() > 0
     sent = bytes(federation.tap.sent)
     assert b"top1_sum" in sent  # metric names are visible in what the tap decrypted ...
-    assert LEAK_METRIC.encode() not in sent  # ... and the forbidden one never left
+    assert LEAK_METRIC.encode() not in sent  # ... and the bundle's never existed
 
 
 def test_a_newer_release_is_accepted_even_when_the_employee_declines_the_round(
