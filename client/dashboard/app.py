@@ -1,8 +1,10 @@
-"""The dashboard's HTTP surface: the page, and the JSON API behind its buttons.
+"""The dashboard's HTTP surface: the log-in, the page, and the JSON API behind its buttons.
 
-``GET /`` and ``GET /api/state`` read; every change is a ``POST`` that must carry
-the token, come from the dashboard's own origin and carry the page's CSRF token.
-A form post answers with a redirect back to the page, a JSON post with JSON.
+``GET /launch?code=`` trades the launch file's one-time code for the session
+cookie; ``GET /`` and ``GET /api/state`` read; every change is a ``POST`` that must
+carry the cookie (or the install token in a header), come from the dashboard's own
+origin and carry the page's CSRF token. A form post answers with a redirect back
+to the page, a JSON post with JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from client.dashboard.auth import (
     Guard,
     Refusal,
 )
+from client.dashboard.launch import LAUNCH_PATH, Launcher, launch_page
 from client.dashboard.page import render_page
 from client.dashboard.snapshot import recording_status, snapshot
 from client.data_commands import delete_vault
@@ -106,20 +109,7 @@ def _reading_routes(app: FastAPI, guard: Guard, home: Path) -> None:
     """The page and its state as JSON."""
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, done: str | None = None) -> Response:
-        if "token" in request.query_params:
-            # First visit: trade the token in the address for a cookie, and drop it
-            # from the address bar and the browser history.
-            response = RedirectResponse("/", status_code=303, headers=_headers())
-            response.set_cookie(
-                COOKIE_NAME,
-                guard.token,
-                httponly=True,
-                samesite="strict",
-                secure=False,  # plain HTTP on loopback
-                path="/",
-            )
-            return response
+    def page(done: str | None = None) -> Response:
         nonce = secrets.token_urlsafe(16)
         html = render_page(snapshot(home), guard.csrf_token, nonce, done)
         return HTMLResponse(html, headers=_headers(nonce))
@@ -195,8 +185,38 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         )
 
 
-def create_app(guard: Guard) -> FastAPI:
-    """The dashboard of this device (``hearth_home()``), reachable only through ``guard``."""
+def _launch_route(app: FastAPI, guard: Guard, launcher: Launcher | None) -> None:
+    """The one-time code from the launch file, for the session cookie."""
+
+    @app.get(LAUNCH_PATH, response_class=HTMLResponse)
+    def launch(code: str | None = None) -> Response:
+        if launcher is None or not launcher.redeem(code):
+            raise Refusal(
+                403,
+                "this launch code was already used: open the launch file hearth printed again",
+            )
+        # A page, not a 303: the browser came from a file:// page (another site), and a
+        # SameSite=Strict cookie is not sent on a redirect chain that started elsewhere.
+        # The page's own refresh starts on the dashboard's origin, so the cookie goes.
+        headers = {**_headers(), "Referrer-Policy": "no-referrer"}
+        response = HTMLResponse(launch_page("/"), headers=headers)
+        response.set_cookie(
+            COOKIE_NAME,
+            guard.session,
+            httponly=True,
+            samesite="strict",
+            secure=False,  # plain HTTP on loopback
+            path="/",
+        )
+        return response
+
+
+def create_app(guard: Guard, launcher: Launcher | None = None) -> FastAPI:
+    """The dashboard of this device (``hearth_home()``), reachable only through ``guard``.
+
+    ``launcher`` holds the launch file's one-time code; without it only the install
+    token in a header gets in (scripts, tests).
+    """
     app = FastAPI(title="hearth dashboard", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(Refusal)
@@ -209,12 +229,14 @@ def create_app(guard: Guard) -> FastAPI:
     ) -> Response:
         try:
             guard.check_host(request)
-            guard.check_token(request)
+            if request.url.path != LAUNCH_PATH:
+                guard.check_token(request)
         except Refusal as exc:
             return await refused(request, exc)
         return await call_next(request)
 
     home = hearth_home()
+    _launch_route(app, guard, launcher)
     _reading_routes(app, guard, home)
     _control_routes(app, guard, home)
     _leaving_routes(app, guard, home)
