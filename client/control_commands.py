@@ -17,15 +17,20 @@ from client.consent import (
     grant,
     load_consent,
     parse_modalities,
-    revoke,
 )
-from client.control import DurationError, parse_duration, pause, pause_state, resume
+from client.control import DurationError, parse_duration, pause_state
 from client.data_commands import delete_vault
 from client.deployment import consent_problem, read_deployment
 from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import KEY_FILE
 from client.policy_pin import device_policy, load_pinned
+from client.recorder_control import (
+    ControlResult,
+    request_pause,
+    request_resume,
+    request_revoke,
+)
 from client.vault import Vault, default_vault_dir
 from privacy.policy import PolicyError, PrivacyPolicy, describe, policy_changes, policy_hash
 
@@ -107,8 +112,11 @@ def consent_revoke(
     ] = False,
 ) -> None:
     """Stop recording now; optionally destroy the vault."""
-    record = revoke(hearth_home())
-    typer.echo("consent revoked: nothing more is recorded" if record else "there was no consent")
+    record, result = request_revoke(hearth_home())
+    if record is None or not record.active:
+        typer.echo("there was no consent")
+    else:
+        _report(result, "revocation", "consent revoked: nothing more is recorded")
     if delete_data:
         delete_vault(default_vault_dir())
         typer.echo("the vault key is destroyed and the vault removed")
@@ -124,19 +132,39 @@ def pause_command(
         seconds = parse_duration(duration) if duration else None
     except DurationError as exc:
         raise _fail(str(exc)) from None
-    state = pause(hearth_home(), seconds)
+    state, result = request_pause(hearth_home(), seconds)
     until = state.until or math.inf
-    typer.echo(
+    _report(
+        result,
+        "pause",
         "paused until you run `hearth resume`"
         if math.isinf(until)
-        else f"paused until {time.strftime('%H:%M', time.localtime(until))}"
+        else f"paused until {time.strftime('%H:%M', time.localtime(until))}",
     )
 
 
 def resume_command() -> None:
     """Resume recording."""
-    resume(hearth_home())
-    typer.echo("recording resumed")
+    _report(request_resume(hearth_home()), "resume", "recording resumed")
+
+
+def _report(result: ControlResult, what: str, done: str) -> None:
+    """One line for what happened; a second when it could not be saved (a full disk)."""
+    if result.saved:
+        typer.echo(done)
+        return
+    if result.in_force:
+        typer.echo(done)
+        typer.echo(
+            f"hearth: the {what} is in force in the running recorder but could not be saved "
+            f"({result.problem}); the recorder keeps retrying to save it",
+            err=True,
+        )
+        return
+    raise _fail(
+        f"the {what} could not be saved ({result.problem}) and no recorder is running to "
+        f"hear it; free some disk space and run this command again"
+    )
 
 
 def status_report() -> dict[str, Any]:

@@ -19,8 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from client.consent import revoke
-from client.control import DurationError, parse_duration, pause, resume
+from client.control import DurationError, parse_duration
 from client.dashboard.auth import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -34,6 +33,7 @@ from client.dashboard.snapshot import recording_status, snapshot
 from client.data_commands import delete_vault
 from client.device import Device
 from client.home import hearth_home
+from client.recorder_control import ControlResult, request_pause, request_resume, request_revoke
 from client.sensitive_apps import SensitiveAppError, add_app, remove_app
 
 UNTIL_RESUMED: Final = "until-resumed"
@@ -119,6 +119,16 @@ def _reading_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         return JSONResponse(snapshot(home), headers=_headers())
 
 
+def _in_force(result: ControlResult, what: str) -> None:
+    """507 when neither the state file nor a running recorder took the change."""
+    if not result.in_force:
+        raise Refusal(
+            507,
+            f"the {what} could not be saved ({result.problem}) and no recorder is running; "
+            "free some disk space and try again",
+        )
+
+
 def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
     """Pause, resume, and the employee's sensitive apps."""
 
@@ -132,14 +142,22 @@ def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
             )
         except DurationError as exc:
             raise Refusal(400, str(exc)) from None
-        pause(home, seconds)
-        return req.answer("paused", {"status": await run_in_threadpool(recording_status)})
+        _, result = await run_in_threadpool(request_pause, home, seconds)
+        _in_force(result, "pause")
+        return req.answer(
+            "paused",
+            {"status": await run_in_threadpool(recording_status), "saved": result.saved},
+        )
 
     @app.post("/api/resume")
     async def resume_recording(request: Request) -> Response:
         req = await read_change(request, guard)
-        resume(home)
-        return req.answer("resumed", {"status": await run_in_threadpool(recording_status)})
+        result = await run_in_threadpool(request_resume, home)
+        _in_force(result, "resume")
+        return req.answer(
+            "resumed",
+            {"status": await run_in_threadpool(recording_status), "saved": result.saved},
+        )
 
     @app.post("/api/sensitive-apps")
     async def add_sensitive_app(request: Request) -> Response:
@@ -176,7 +194,8 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         req = await read_change(request, guard)
         if not req.confirmed():
             raise Refusal(400, "confirm to revoke: consent is unchanged")
-        revoke(home)
+        _, result = await run_in_threadpool(request_revoke, home)
+        _in_force(result, "revocation")
         delete = str(req.fields.get("delete_data", "")).lower() in ("yes", "true")
         if delete:
             await run_in_threadpool(delete_vault, Device(home).vault_dir)
