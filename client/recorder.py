@@ -522,9 +522,12 @@ class Recorder:
             if message.op == "revoke":
                 if self._consent is not None and self._consent.active:
                     at = message.revoked_at if message.revoked_at is not None else time.time()
+                    granted = self._consent.granted_at
                     self._consent = replace(self._consent, revoked_at=at)
                     self._on_revoked()
-                    self._inbox.unsaved["consent"] = message
+                    self._inbox.unsaved["consent"] = replace(
+                        message, revoked_at=at, granted_at=granted
+                    )
             else:
                 self._pause = message.pause_state()
                 self._follow_pause(now)
@@ -543,7 +546,10 @@ class Recorder:
         for key, message in list(self._inbox.unsaved.items()):
             try:
                 if key == "consent":
-                    revoke(home, at=message.revoked_at)  # nothing to do if the file says so
+                    current = load_consent(home)
+                    # Only the consent that was revoked: a grant made since stays.
+                    if current is not None and current.granted_at == message.granted_at:
+                        revoke(home, at=message.revoked_at)
                 elif pause_state(home) != message.pause_state():
                     save_pause(home, message.pause_state())
             except OSError as exc:

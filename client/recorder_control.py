@@ -49,6 +49,7 @@ class ControlMessage:
     since: float | None = None
     until: float | None = None  # pause: when it ends; None: until resumed
     revoked_at: float | None = None
+    granted_at: float | None = None  # revoke: the consent being revoked (a newer one stays)
 
     def pause_state(self) -> PauseState:
         """The pause this message asks for (``op`` is pause or resume)."""
@@ -119,7 +120,7 @@ def _parse(raw: bytes) -> ControlMessage:
     data = json.loads(raw)
     if not isinstance(data, dict) or data.get("op") not in ("pause", "resume", "revoke"):
         raise ValueError("unknown request")
-    numbers = {k: data.get(k) for k in ("since", "until", "revoked_at")}
+    numbers = {k: data.get(k) for k in ("since", "until", "revoked_at", "granted_at")}
     for value in numbers.values():
         if value is not None and (not isinstance(value, int | float) or math.isnan(value)):
             raise ValueError("a time is not a number")
@@ -261,6 +262,6 @@ def request_revoke(home: Path) -> tuple[ConsentRecord | None, ControlResult]:
     if record is None or not record.active:
         return record, ControlResult(None, True)
     now = time.time()
-    ack = send(home, ControlMessage("revoke", revoked_at=now))
+    ack = send(home, ControlMessage("revoke", revoked_at=now, granted_at=record.granted_at))
     saved, problem = _saved(lambda: revoke(home, at=now))
     return record, ControlResult(ack, saved, problem)
