@@ -76,8 +76,8 @@ class ControlResult:
 
     @property
     def in_force(self) -> bool:
-        """Saved, or at least a running recorder applied it."""
-        return self.saved or (self.recorder is not None and self.recorder.applied)
+        """Saved, or a running recorder has it (input refused at once, applied in order)."""
+        return self.saved or self.recorder is not None
 
 
 def socket_path(home: Path) -> Path:

@@ -117,6 +117,35 @@ def test_revoke_over_the_socket_stops_capture_and_drops_the_buffer(
     assert sink.events == []
 
 
+def test_a_timed_pause_over_the_socket_ends_by_itself(
+    running: tuple[Recorder, FakeSource, FakeSink], home: Path
+) -> None:
+    recorder, _, _ = running
+    state, result = request_pause(home, 0.3)
+    assert result.recorder is not None and result.recorder.applied
+    assert not recorder.listening and state.until is not None
+    _until(lambda: recorder.listening, timeout=3.0)
+
+
+def test_an_unsaved_revocation_is_never_written_over_a_newer_grant(home: Path) -> None:
+    grant(home, (Modality.KEYS,))
+    first = load_consent(home)
+    assert first is not None
+    recorder = _recorder(home, FakeSink(), FakeSource(), save_retry=0.0, control_interval=0.0)
+    recorder.step()
+    assert recorder.listening
+    # The socket's revocation arrives; say the disk refused the command's own write.
+    message = ControlMessage("revoke", revoked_at=time.time(), granted_at=first.granted_at)
+    assert recorder.request(message) is False  # not started: applied at the next step
+    time.sleep(0.002)
+    grant(home, (Modality.KEYS,))  # the employee consents again before the recorder saved
+    recorder.step()
+    recorder.step()
+    consent = load_consent(home)
+    assert consent is not None and consent.active and consent.granted_at != first.granted_at
+    assert recorder.listening  # the new grant is in force
+
+
 def test_a_dead_recorders_socket_or_none_means_the_file_alone(home: Path) -> None:
     assert send(home, ControlMessage("pause")) is None
     path = socket_path(home)
@@ -161,7 +190,12 @@ def _fill(directory: Path) -> Path:
 
 @pytest.fixture
 def full_disk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """HEARTH_HOME on a tmpfs of its own (root only, as tests/client/test_vault.py mounts)."""
+    """HEARTH_HOME on a small tmpfs of its own (root only, as tests/client/test_vault.py mounts).
+
+    256 KiB: the real vault needs room for its key and first segment before the test
+    fills every byte that is left. Without root, or where mounting is not allowed
+    (an unprivileged container), the test skips and says why.
+    """
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mount = tmp_path / "small"

@@ -75,6 +75,7 @@ class Dashboard:
     launch_file: Path
     devtools_port: int
     process: subprocess.Popen[str]
+    output: list[str]
 
 
 def _browser_script(tmp_path: Path) -> Path:
@@ -133,7 +134,9 @@ def dashboard(hearth_home: Path, tmp_path: Path, browser_available: None) -> Ite
             time.sleep(0.1)
         started = psutil.Process(process.pid).children(recursive=True)
         port = int(active.read_text().split()[0])
-        yield Dashboard(origin=origin, launch_file=launch, devtools_port=port, process=process)
+        yield Dashboard(
+            origin=origin, launch_file=launch, devtools_port=port, process=process, output=seen
+        )
     finally:
         started += (
             psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
@@ -223,6 +226,7 @@ def test_the_employee_controls_everything_from_a_real_browser(
             live = _code(dashboard.launch_file)  # renewed after the browser's login
             for secret in (token, live, "/launch?code=", "token="):
                 assert secret not in commands, secret
+                assert secret not in "".join(dashboard.output), secret  # nor what it printed
 
             # Another browser: nothing without the cookie; the code works once, then never.
             stranger = browser.new_context().new_page()
