@@ -18,7 +18,7 @@ from client.consent import (
     load_consent,
     parse_modalities,
 )
-from client.control import DurationError, parse_duration, pause_state
+from client.control import DurationError, PauseState, parse_duration, pause_state
 from client.data_commands import delete_vault
 from client.deployment import consent_problem, read_deployment
 from client.heartbeat import running_recorder
@@ -27,6 +27,7 @@ from client.keys import KEY_FILE
 from client.policy_pin import device_policy, load_pinned
 from client.recorder_control import (
     ControlResult,
+    live_state,
     request_pause,
     request_resume,
     request_revoke,
@@ -181,6 +182,12 @@ def status_report() -> dict[str, Any]:
                 vault_bytes += segment.size
                 if segment.wall_end >= midnight:
                     events_today += segment.n_events
+    live = live_state(home)
+    if live is not None and live.unsaved:
+        # The running recorder holds a pause or revocation a full disk kept from the files.
+        until = math.inf if live.paused_until is None else live.paused_until
+        paused = PauseState(True, until) if live.paused else PauseState(False)
+        record = record if live.consenting else None
     if record is None or not record.active:
         state = "not consented"
     elif paused.paused:
@@ -188,6 +195,7 @@ def status_report() -> dict[str, Any]:
     else:
         state = "consented"
     recorder = running_recorder(home)
+    running = recorder is not None or live is not None  # a full disk stops the heartbeat
     return {
         "state": state,
         "modalities": [m.value for m in record.modalities] if record and record.active else [],
@@ -207,8 +215,12 @@ def status_report() -> dict[str, Any]:
             "dropped": recorder.dropped,
             "listening": recorder.listening,
         },
+        # What the running recorder does that no file says yet (a full disk): "control",
+        # "consent". It keeps trying to save them.
+        "unsaved": [] if live is None else list(live.unsaved),
         # What the employee should read: "recording" only while a recorder runs.
-        "summary": _summary(state, recorder is not None),
+        "summary": _summary(state, running)
+        + (" (not saved to disk yet; the recorder keeps trying)" if live and live.unsaved else ""),
     }
 
 

@@ -46,7 +46,7 @@ from client.consent import ConsentRecord, consent_path, load_consent, revoke
 from client.control import PauseState, control_path, pause_state, save_pause
 from client.gates import CaptureState, apply_gates
 from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
-from client.recorder_control import ControlListener, ControlMessage
+from client.recorder_control import ControlListener, ControlMessage, LiveState
 from client.redact import redact
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
@@ -391,12 +391,21 @@ class Recorder:
                     exc.strerror or type(exc).__name__,
                 )
 
-    def request(self, message: ControlMessage, timeout: float = 1.0) -> bool:
+    def request(self, message: ControlMessage, timeout: float = 1.0) -> bool | LiveState:
         """Apply a pause, resume or revocation from the socket; True once the writer applied it.
 
         Input callbacks refuse everything from this call on; the writer wakes at
-        once to stop the listeners and drop what is buffered.
+        once to stop the listeners and drop what is buffered. A status request is
+        answered at once with what the recorder does now.
         """
+        if message.op == "status":
+            until = self._pause.until if self._paused else None
+            return LiveState(
+                consenting=self._consent_active(),
+                paused=self._paused,
+                paused_until=None if until is None or until == float("inf") else until,
+                unsaved=tuple(self._inbox.unsaved.copy()),  # copy(): atomic under the GIL
+            )
         if message.op != "resume":
             self._halted = True
         done = threading.Event()

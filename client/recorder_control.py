@@ -38,7 +38,7 @@ REPLY_TIMEOUT: Final = 2.0
 _MAX_MESSAGE: Final = 4096
 _MAX_ADDRESS: Final = 100  # sun_path is 104 (macOS) or 108 (Linux) bytes with its NUL
 
-Operation = Literal["pause", "resume", "revoke"]
+Operation = Literal["pause", "resume", "revoke", "status"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,22 @@ class ControlMessage:
 
 
 @dataclass(frozen=True)
+class LiveState:
+    """What the running recorder does now, which the files may not say yet (a full disk)."""
+
+    consenting: bool
+    paused: bool
+    paused_until: float | None  # None: until resumed (or not paused)
+    unsaved: tuple[str, ...]  # "control" / "consent": changes no file says yet
+
+
+@dataclass(frozen=True)
 class Ack:
     """The recorder's answer: whether it applied the request, and how long the round trip took."""
 
     applied: bool
     seconds: float
+    live: LiveState | None = None  # the answer to a "status" request
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,7 @@ def _read_line(conn: socket.socket) -> bytes:
 
 def _parse(raw: bytes) -> ControlMessage:
     data = json.loads(raw)
-    if not isinstance(data, dict) or data.get("op") not in ("pause", "resume", "revoke"):
+    if not isinstance(data, dict) or data.get("op") not in ("pause", "resume", "revoke", "status"):
         raise ValueError("unknown request")
     numbers = {k: data.get(k) for k in ("since", "until", "revoked_at", "granted_at")}
     for value in numbers.values():
@@ -133,8 +144,8 @@ def _parse(raw: bytes) -> ControlMessage:
 class ControlListener:
     """The recorder's end: one thread accepting one request per connection."""
 
-    def __init__(self, home: Path, handle: Callable[[ControlMessage], bool]) -> None:
-        """``handle`` applies a request and says whether it was fully applied."""
+    def __init__(self, home: Path, handle: Callable[[ControlMessage], bool | LiveState]) -> None:
+        """``handle`` applies a request and says whether it was, or answers a status."""
         self.home = home
         self.path = socket_path(home)
         self._handle = handle
@@ -178,7 +189,7 @@ class ControlListener:
             with conn:
                 try:
                     self._answer(conn)
-                except (OSError, ValueError) as exc:  # never log the request itself
+                except Exception as exc:  # keep listening; never log the request itself
                     _log.warning("control request refused: %s", type(exc).__name__)
 
     def _answer(self, conn: socket.socket) -> None:
@@ -191,9 +202,11 @@ class ControlListener:
         if not raw:  # a liveness probe
             conn.sendall(b'{"ok": true, "applied": false}\n')
             return
-        message = _parse(raw)
-        applied = self._handle(message)
-        conn.sendall(json.dumps({"ok": True, "applied": applied}).encode() + b"\n")
+        answer = self._handle(_parse(raw))
+        reply: dict[str, object] = {"ok": True, "applied": answer is True}
+        if isinstance(answer, LiveState):
+            reply["live"] = asdict(answer)
+        conn.sendall(json.dumps(reply).encode() + b"\n")
 
     def close(self) -> None:
         """Stop listening and remove the socket."""
@@ -225,7 +238,28 @@ def send(home: Path, message: ControlMessage | None, timeout: float = REPLY_TIME
             return None  # a dead recorder's socket, or one that did not answer in time
     if not isinstance(reply, dict) or not reply.get("ok"):
         return None
-    return Ack(bool(reply.get("applied")), time.perf_counter() - started)
+    return Ack(bool(reply.get("applied")), time.perf_counter() - started, _live(reply.get("live")))
+
+
+def _live(data: object) -> LiveState | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        until = data.get("paused_until")
+        return LiveState(
+            consenting=bool(data["consenting"]),
+            paused=bool(data["paused"]),
+            paused_until=None if until is None else float(until),
+            unsaved=tuple(str(k) for k in data.get("unsaved", ())),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def live_state(home: Path) -> LiveState | None:
+    """What the running recorder does now; None when none answers."""
+    ack = send(home, ControlMessage("status"), timeout=0.5)
+    return None if ack is None else ack.live
 
 
 def _saved(write: Callable[[], object]) -> tuple[bool, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -243,6 +244,10 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert [type(e) for e in recorder._pending] == [Paused]  # the keys are gone
         assert not pause_state(home).paused  # nothing on disk says so yet
         assert sorted(p.name for p in home.glob("*.tmp")) == []
+        # `hearth status` asks the recorder, so it does not say "recording".
+        status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)
+        assert (status["state"], status["unsaved"]) == ("paused", ["control"])
+        assert "not saved to disk yet" in status["summary"]
 
         # Space comes back: the recorder saves the pause; the held keys stay dropped.
         filler.unlink()
@@ -263,6 +268,8 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert not recorder.listening and recorder._pending == []
         consent = load_consent(home)
         assert consent is not None and consent.active  # the file could not say it yet
+        status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)
+        assert (status["state"], status["unsaved"]) == ("not consented", ["consent"])
         filler.unlink()
         _until(lambda: not (load_consent(home) or consent).active)
     finally:
