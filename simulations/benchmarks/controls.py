@@ -194,7 +194,6 @@ def run(quick: bool) -> list[Measurement]:
     timings = _Timings()
     with _home() as (home, mounted):
         home.mkdir(mode=0o700, parents=True)
-        os.environ["HEARTH_HOME"] = str(home)
         grant(home, (Modality.KEYS,))
         vault = Vault.open(home / "vault", passphrase=BENCH_PASSPHRASE)
         source = _TypingSource(rate=20.0)
@@ -209,7 +208,6 @@ def run(quick: bool) -> list[Measurement]:
             recorder.stop()
             source.close()
             vault.close()
-            os.environ.pop("HEARTH_HOME", None)
     return _measurements(timings, mounted, rounds, revokes)
 
 
