@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -129,14 +130,19 @@ def load_consent(home: Path) -> ConsentRecord | None:
 def _write(home: Path, record: ConsentRecord) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = consent_path(home)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own: the recorder may save a revocation while a command does.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     data = {**asdict(record), "modalities": [m.value for m in record.modalities]}
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written record behind
+        raise
 
 
 def grant(
@@ -162,12 +168,16 @@ def grant(
     return record
 
 
-def revoke(home: Path) -> ConsentRecord | None:
-    """Mark consent revoked; a running recorder sees it and stops capturing."""
+def revoke(home: Path, at: float | None = None) -> ConsentRecord | None:
+    """Mark consent revoked (at ``at``, default now); a running recorder sees it and stops.
+
+    Raises ``OSError`` when the record cannot be written (a full disk): then
+    ``client.recorder_control.request_revoke`` has already told a running recorder.
+    """
     record = load_consent(home)
     if record is None or not record.active:
         return record
-    revoked = replace(record, revoked_at=time.time())
+    revoked = replace(record, revoked_at=time.time() if at is None else at)
     _write(home, revoked)
     return revoked
 

@@ -1,6 +1,8 @@
 """Pause and resume: a small state file any process can change and the recorder watches.
 
-The file survives restarts; a pause without a duration lasts until resumed.
+The file survives restarts; a pause without a duration lasts until resumed. A
+running recorder also hears a pause at once over its socket
+(``client.recorder_control``), which needs no free disk.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import json
 import math
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +54,30 @@ def control_path(home: Path) -> Path:
 def _write(home: Path, data: dict[str, float | None]) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = control_path(home)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle)
-    tmp.replace(path)  # atomic: a watcher never reads half a file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        tmp.replace(path)  # atomic: a watcher never reads half a file
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
+
+
+def save_pause(home: Path, state: PauseState) -> None:
+    """Write ``state`` as it is (the recorder saving a pause it heard over its socket)."""
+    if not state.paused:
+        resume(home)
+        return
+    until = state.until if state.until is not None else math.inf
+    _write(
+        home,
+        {
+            "paused_since": state.since if state.since is not None else time.time(),
+            "paused_until": None if math.isinf(until) else until,
+        },
+    )
 
 
 def pause(home: Path, duration: float | None = None, now: float | None = None) -> PauseState:

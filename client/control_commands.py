@@ -17,15 +17,21 @@ from client.consent import (
     grant,
     load_consent,
     parse_modalities,
-    revoke,
 )
-from client.control import DurationError, parse_duration, pause, pause_state, resume
+from client.control import DurationError, PauseState, parse_duration, pause_state
 from client.data_commands import delete_vault
 from client.deployment import consent_problem, read_deployment
 from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import KEY_FILE
 from client.policy_pin import device_policy, load_pinned
+from client.recorder_control import (
+    ControlResult,
+    live_state,
+    request_pause,
+    request_resume,
+    request_revoke,
+)
 from client.vault import Vault, default_vault_dir
 from privacy.policy import PolicyError, PrivacyPolicy, describe, policy_changes, policy_hash
 
@@ -107,8 +113,11 @@ def consent_revoke(
     ] = False,
 ) -> None:
     """Stop recording now; optionally destroy the vault."""
-    record = revoke(hearth_home())
-    typer.echo("consent revoked: nothing more is recorded" if record else "there was no consent")
+    record, result = request_revoke(hearth_home())
+    if record is None or not record.active:
+        typer.echo("there was no consent")
+    else:
+        _report(result, "revocation", "consent revoked: nothing more is recorded")
     if delete_data:
         delete_vault(default_vault_dir())
         typer.echo("the vault key is destroyed and the vault removed")
@@ -124,19 +133,39 @@ def pause_command(
         seconds = parse_duration(duration) if duration else None
     except DurationError as exc:
         raise _fail(str(exc)) from None
-    state = pause(hearth_home(), seconds)
+    state, result = request_pause(hearth_home(), seconds)
     until = state.until or math.inf
-    typer.echo(
+    _report(
+        result,
+        "pause",
         "paused until you run `hearth resume`"
         if math.isinf(until)
-        else f"paused until {time.strftime('%H:%M', time.localtime(until))}"
+        else f"paused until {time.strftime('%H:%M', time.localtime(until))}",
     )
 
 
 def resume_command() -> None:
     """Resume recording."""
-    resume(hearth_home())
-    typer.echo("recording resumed")
+    _report(request_resume(hearth_home()), "resume", "recording resumed")
+
+
+def _report(result: ControlResult, what: str, done: str) -> None:
+    """One line for what happened; a second when it could not be saved (a full disk)."""
+    if result.saved:
+        typer.echo(done)
+        return
+    if result.in_force:
+        typer.echo(done)
+        typer.echo(
+            f"hearth: the {what} is in force in the running recorder but could not be saved "
+            f"({result.problem}); the recorder keeps retrying to save it",
+            err=True,
+        )
+        return
+    raise _fail(
+        f"the {what} could not be saved ({result.problem}) and no recorder is running to "
+        f"hear it; free some disk space and run this command again"
+    )
 
 
 def status_report() -> dict[str, Any]:
@@ -153,6 +182,12 @@ def status_report() -> dict[str, Any]:
                 vault_bytes += segment.size
                 if segment.wall_end >= midnight:
                     events_today += segment.n_events
+    live = live_state(home)
+    if live is not None and live.unsaved:
+        # The running recorder holds a pause or revocation a full disk kept from the files.
+        until = math.inf if live.paused_until is None else live.paused_until
+        paused = PauseState(True, until) if live.paused else PauseState(False)
+        record = record if live.consenting else None
     if record is None or not record.active:
         state = "not consented"
     elif paused.paused:
@@ -160,6 +195,7 @@ def status_report() -> dict[str, Any]:
     else:
         state = "consented"
     recorder = running_recorder(home)
+    running = recorder is not None or live is not None  # a full disk stops the heartbeat
     return {
         "state": state,
         "modalities": [m.value for m in record.modalities] if record and record.active else [],
@@ -179,8 +215,12 @@ def status_report() -> dict[str, Any]:
             "dropped": recorder.dropped,
             "listening": recorder.listening,
         },
+        # What the running recorder does that no file says yet (a full disk): "control",
+        # "consent". It keeps trying to save them.
+        "unsaved": [] if live is None else list(live.unsaved),
         # What the employee should read: "recording" only while a recorder runs.
-        "summary": _summary(state, recorder is not None),
+        "summary": _summary(state, running)
+        + (" (not saved to disk yet; the recorder keeps trying)" if live and live.unsaved else ""),
     }
 
 

@@ -22,3 +22,12 @@ def ensure_private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
     return path
+
+
+def runtime_dir(home: Path) -> Path:
+    """Where files that live as long as a process go (``home/run``, 0700).
+
+    The recorder's control socket and the dashboard's launch file, as Jupyter's
+    runtime directory holds its launch files.
+    """
+    return ensure_private_dir(home / "run")

@@ -4,10 +4,15 @@ Input callbacks (pynput's threads) only append a tuple to a bounded deque and
 count what did not fit: no I/O, no lock waited on. The writer thread, every
 ``tick`` seconds:
 
-1. watches the consent, pause and sensitive-app files (one ``stat`` of
+1. applies what arrived on the control socket (``client.recorder_control``: a
+   pause or revocation refuses input the moment it arrives and wakes the writer),
+   and watches the consent, pause and sensitive-app files (one ``stat`` of
    HEARTH_HOME every ``control_interval``, the files only when it changed),
    starting listeners only for granted modalities and stopping them all while
-   paused or without consent, and writes ``Paused`` / ``Resumed`` markers;
+   paused or without consent, and writes ``Paused`` / ``Resumed`` markers. A pause
+   or revocation drops everything not yet sealed (queue, text, buffer): it is
+   never written later. What the socket changed and no file says yet (a full
+   disk) is written every ``save_retry`` seconds until it is;
 2. asks the focus backend which app is in front; events that arrived between
    two focus checks are judged by both (and by a short tail after a sensitive
    app leaves), so nothing typed in a sensitive app slips through a race;
@@ -28,7 +33,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -37,10 +42,11 @@ from client.capture.keys import KeyInterpreter, Stroke
 from client.capture.listener import InputSource
 from client.capture.pointer import MoveCoalescer, ScreenBounds
 from client.capture.screens import ThumbnailSampler
-from client.consent import ConsentRecord, consent_path, load_consent
-from client.control import PauseState, control_path, pause_state
+from client.consent import ConsentRecord, consent_path, load_consent, revoke
+from client.control import PauseState, control_path, pause_state, save_pause
 from client.gates import CaptureState, apply_gates
 from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
+from client.recorder_control import ControlListener, ControlMessage, LiveState
 from client.redact import redact
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
@@ -103,6 +109,8 @@ class RecorderConfig:
     retention: Callable[[], object] | None = None
     retention_interval: float = 3600.0
     first_seq: int = 0
+    control_socket: bool = True  # listen on run/recorder.sock once started
+    save_retry: float = 1.0  # how often a pause or revocation the disk refused is retried
 
 
 class CallbackTimer:
@@ -208,8 +216,23 @@ class _ControlFiles:
         self.control = _Watched(control_path(home))
 
 
+class _ControlInbox:
+    """Requests from the control socket, and those no file says yet (a full disk)."""
+
+    def __init__(self) -> None:
+        self.requests: deque[tuple[ControlMessage, threading.Event]] = deque()
+        self.wake = threading.Event()
+        self.unsaved: dict[str, ControlMessage] = {}  # "control" / "consent"
+        self.next_save = float("-inf")
+        self.warned: set[str] = set()
+
+
 class Recorder:
     """Captures input into the vault through the gates; see the module docstring."""
+
+    # Set by the control socket's thread: after a pause or revocation, keep nothing more.
+    _halted: bool = False
+    _listener: ControlListener | None = None
 
     def __init__(
         self,
@@ -238,6 +261,7 @@ class Recorder:
         self.dropped_keys = 0
         self.dropped_pointer = 0
         self.timer = CallbackTimer()
+        self._inbox = _ControlInbox()
         # -- writer state (writer thread only)
         self._files = _ControlFiles(config.home, config.control_recheck)
         self._consent: ConsentRecord | None = None
@@ -278,6 +302,8 @@ class Recorder:
 
     def on_press(self, key: Any, *_: Any) -> None:
         """Key pressed."""
+        if self._halted:  # a pause or revocation arrived: keep nothing more
+            return
         start = time.perf_counter_ns()
         if len(self._queue) < self._capacity:
             self._queue.append((PRESS, time.monotonic(), key))
@@ -287,6 +313,8 @@ class Recorder:
 
     def on_release(self, key: Any, *_: Any) -> None:
         """Key released (only modifier tracking needs it)."""
+        if self._halted:
+            return
         start = time.perf_counter_ns()
         if len(self._queue) < self._capacity:
             self._queue.append((RELEASE, time.monotonic(), key))
@@ -296,6 +324,8 @@ class Recorder:
 
     def on_move(self, x: float, y: float, *_: Any) -> None:
         """Pointer moved: remember the latest, enqueue at most ``enqueue_move_rate`` a second."""
+        if self._halted:
+            return
         start = time.perf_counter_ns()
         now = time.monotonic()
         self._last_move = (now, x, y)
@@ -309,6 +339,8 @@ class Recorder:
 
     def on_click(self, x: float, y: float, button: Any, pressed: bool, *_: Any) -> None:
         """Button pressed or released (presses are kept)."""
+        if self._halted:
+            return
         start = time.perf_counter_ns()
         if pressed:
             if len(self._queue) < self._capacity:
@@ -319,6 +351,8 @@ class Recorder:
 
     def on_scroll(self, x: float, y: float, dx: int, dy: int, *_: Any) -> None:
         """Scrolled (vertical steps are kept)."""
+        if self._halted:
+            return
         start = time.perf_counter_ns()
         if dy:
             if len(self._queue) < self._capacity:
@@ -345,10 +379,49 @@ class Recorder:
         self._write_heartbeat(self._clock())
         self._thread = threading.Thread(target=self._run, name="hearth-writer", daemon=True)
         self._thread.start()
+        if self.config.control_socket:
+            listener = ControlListener(self.config.home, self.request)
+            try:
+                listener.start()
+                self._listener = listener
+            except OSError as exc:
+                _log.warning(
+                    "no control socket (%s): pause and revoke reach this recorder "
+                    "through the state files only",
+                    exc.strerror or type(exc).__name__,
+                )
+
+    def request(self, message: ControlMessage, timeout: float = 1.0) -> bool | LiveState:
+        """Apply a pause, resume or revocation from the socket; True once the writer applied it.
+
+        Input callbacks refuse everything from this call on; the writer wakes at
+        once to stop the listeners and drop what is buffered. A status request is
+        answered at once with what the recorder does now.
+        """
+        if message.op == "status":
+            until = self._pause.until if self._paused else None
+            return LiveState(
+                consenting=self._consent_active(),
+                paused=self._paused,
+                paused_until=None if until is None or until == float("inf") else until,
+                unsaved=tuple(self._inbox.unsaved.copy()),  # copy(): atomic under the GIL
+            )
+        if message.op != "resume":
+            self._halted = True
+        done = threading.Event()
+        self._inbox.requests.append((message, done))
+        self._inbox.wake.set()
+        if self._thread is None:  # not running: the caller steps the writer itself
+            return False
+        return done.wait(timeout)
 
     def _run(self) -> None:
         failures = 0
-        while not self._stop.wait(self.config.tick):
+        while True:
+            self._inbox.wake.wait(self.config.tick)
+            self._inbox.wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self.step()
                 failures = 0
@@ -363,6 +436,7 @@ class Recorder:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, write everything captured so far, and close."""
         self._stop.set()
+        self._inbox.wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -374,8 +448,14 @@ class Recorder:
         return self._stop.wait(timeout)
 
     def _finish(self) -> None:
-        self._stop_listeners()
         now = self._clock()
+        self._apply_requests(now)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._stop_listeners()
+        if self._inbox.unsaved:
+            self._save_unsaved(now)
         if self._consent_active() and not self._paused:
             self._observe(now, force=True)
             self._end_text(now, everything=True)
@@ -389,6 +469,8 @@ class Recorder:
     def step(self) -> None:
         """One writer iteration (the thread calls this every ``tick``; tests call it directly)."""
         now = self._clock()
+        if self._inbox.requests:
+            self._apply_requests(now)
         if now - self._last_control >= self.config.control_interval:
             self._check_control(now)
         if self._observing():
@@ -426,14 +508,73 @@ class Recorder:
         listening = self.listening
         if self._files.home.changed(now):
             self._reread_control()
+        self._follow_pause(now)
+        self._sync_listeners()
+        self._halted = not self._observing() or bool(self._inbox.requests)
+        if self.listening != listening:  # `hearth status` shows it now, not at the next beat
+            self._write_heartbeat(now)
+        if self._inbox.unsaved and now >= self._inbox.next_save:
+            self._save_unsaved(now)
+
+    def _follow_pause(self, now: float) -> None:
         paused = self._pause.paused and time.time() < (self._pause.until or float("inf"))
         if paused and not self._paused:
             self._on_pause(now)
         elif not paused and self._paused:
             self._on_resume(now)
-        self._sync_listeners()
-        if self.listening != listening:  # `hearth status` shows it now, not at the next beat
+
+    def _apply_requests(self, now: float) -> None:
+        """What the control socket asked, in order; each answered once applied."""
+        listening = self.listening
+        while self._inbox.requests:
+            message, done = self._inbox.requests.popleft()
+            if message.op == "revoke":
+                if self._consent is not None and self._consent.active:
+                    at = message.revoked_at if message.revoked_at is not None else time.time()
+                    granted = self._consent.granted_at
+                    self._consent = replace(self._consent, revoked_at=at)
+                    self._on_revoked()
+                    self._inbox.unsaved["consent"] = replace(
+                        message, revoked_at=at, granted_at=granted
+                    )
+            else:
+                self._pause = message.pause_state()
+                self._follow_pause(now)
+                self._inbox.unsaved["control"] = message
+            self._sync_listeners()
+            self._halted = not self._observing() or bool(self._inbox.requests)
+            done.set()
+            # The command writes the file itself right after the answer; look later.
+            self._inbox.next_save = now + self.config.save_retry
+        if self.listening != listening:
             self._write_heartbeat(now)
+
+    def _save_unsaved(self, now: float) -> None:
+        """Write what the socket changed and no file says yet; on a full disk, retry later."""
+        home = self.config.home
+        for key, message in list(self._inbox.unsaved.items()):
+            try:
+                if key == "consent":
+                    current = load_consent(home)
+                    # Only the consent that was revoked: a grant made since stays.
+                    if current is not None and current.granted_at == message.granted_at:
+                        revoke(home, at=message.revoked_at)
+                elif pause_state(home) != message.pause_state():
+                    save_pause(home, message.pause_state())
+            except OSError as exc:
+                self._inbox.next_save = now + self.config.save_retry
+                if key not in self._inbox.warned:
+                    self._inbox.warned.add(key)
+                    what = "revocation" if key == "consent" else message.op
+                    _log.warning(
+                        "the %s is in force but not saved yet (%s); retrying every %g s",
+                        what,
+                        exc.strerror or type(exc).__name__,
+                        self.config.save_retry,
+                    )
+                continue
+            del self._inbox.unsaved[key]
+            self._inbox.warned.discard(key)
 
     def _reread_control(self) -> None:
         """Consent, pause and the sensitive list, each re-read only if its file changed."""
@@ -447,20 +588,29 @@ class Recorder:
         if self._files.control.changed():
             self._pause = pause_state(self.config.home)
 
-    def _on_revoked(self) -> None:
-        """Consent is gone: stop listening, forget what is queued, keep nothing more."""
-        self._stop_listeners()
+    def _drop_unwritten(self) -> None:
+        """A pause or revocation: forget what is queued, typed or buffered and not sealed.
+
+        It is never written later, even when a full disk held it back. The buffered
+        events are the newest, so their sequence numbers are given back.
+        """
         self._queue.clear()
         self._text.clear()
+        if self._pending:
+            self._seq = self._pending[0].seq
+            self._pending = []
+
+    def _on_revoked(self) -> None:
+        """Consent is gone: stop listening, drop everything unwritten, keep nothing more."""
+        self._stop_listeners()
+        self._drop_unwritten()
         self._gap_start = None
         self._reset_focus()
-        self.flush(self._clock())  # what was captured under consent
 
     def _on_pause(self, now: float) -> None:
         self._stop_listeners()
-        self._queue.clear()  # events from around the pause moment: drop, never keep
+        self._drop_unwritten()  # from around the pause moment, or held by a full disk
         if self._consent_active():
-            self._end_text(now, everything=True)
             self._close_gap(now)
         self._paused = True
         self._emit(Paused(self._seq, now), self._state())
@@ -668,7 +818,7 @@ class Recorder:
     def flush(self, now: float) -> None:
         """Seal everything buffered into the vault (kept in memory while the disk is full)."""
         self._last_flush = now
-        if not self._pending:
+        if not self._pending or self._inbox.requests:  # a pause or revocation may drop it first
             return
         batch = self._pending
         try:

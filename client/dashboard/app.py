@@ -1,8 +1,10 @@
-"""The dashboard's HTTP surface: the page, and the JSON API behind its buttons.
+"""The dashboard's HTTP surface: the log-in, the page, and the JSON API behind its buttons.
 
-``GET /`` and ``GET /api/state`` read; every change is a ``POST`` that must carry
-the token, come from the dashboard's own origin and carry the page's CSRF token.
-A form post answers with a redirect back to the page, a JSON post with JSON.
+``GET /launch?code=`` trades the launch file's one-time code for the session
+cookie; ``GET /`` and ``GET /api/state`` read; every change is a ``POST`` that must
+carry the cookie (or the install token in a header), come from the dashboard's own
+origin and carry the page's CSRF token. A form post answers with a redirect back
+to the page, a JSON post with JSON.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from client.consent import revoke
-from client.control import DurationError, parse_duration, pause, resume
+from client.control import DurationError, parse_duration
 from client.dashboard.auth import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -26,11 +27,13 @@ from client.dashboard.auth import (
     Guard,
     Refusal,
 )
+from client.dashboard.launch import LAUNCH_PATH, Launcher, launch_page
 from client.dashboard.page import render_page
 from client.dashboard.snapshot import recording_status, snapshot
 from client.data_commands import delete_vault
 from client.device import Device
 from client.home import hearth_home
+from client.recorder_control import ControlResult, request_pause, request_resume, request_revoke
 from client.sensitive_apps import SensitiveAppError, add_app, remove_app
 
 UNTIL_RESUMED: Final = "until-resumed"
@@ -106,20 +109,7 @@ def _reading_routes(app: FastAPI, guard: Guard, home: Path) -> None:
     """The page and its state as JSON."""
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, done: str | None = None) -> Response:
-        if "token" in request.query_params:
-            # First visit: trade the token in the address for a cookie, and drop it
-            # from the address bar and the browser history.
-            response = RedirectResponse("/", status_code=303, headers=_headers())
-            response.set_cookie(
-                COOKIE_NAME,
-                guard.token,
-                httponly=True,
-                samesite="strict",
-                secure=False,  # plain HTTP on loopback
-                path="/",
-            )
-            return response
+    def page(done: str | None = None) -> Response:
         nonce = secrets.token_urlsafe(16)
         html = render_page(snapshot(home), guard.csrf_token, nonce, done)
         return HTMLResponse(html, headers=_headers(nonce))
@@ -127,6 +117,16 @@ def _reading_routes(app: FastAPI, guard: Guard, home: Path) -> None:
     @app.get("/api/state")
     def state() -> JSONResponse:
         return JSONResponse(snapshot(home), headers=_headers())
+
+
+def _in_force(result: ControlResult, what: str) -> None:
+    """507 when neither the state file nor a running recorder took the change."""
+    if not result.in_force:
+        raise Refusal(
+            507,
+            f"the {what} could not be saved ({result.problem}) and no recorder is running; "
+            "free some disk space and try again",
+        )
 
 
 def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
@@ -142,14 +142,22 @@ def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
             )
         except DurationError as exc:
             raise Refusal(400, str(exc)) from None
-        pause(home, seconds)
-        return req.answer("paused", {"status": await run_in_threadpool(recording_status)})
+        _, result = await run_in_threadpool(request_pause, home, seconds)
+        _in_force(result, "pause")
+        return req.answer(
+            "paused",
+            {"status": await run_in_threadpool(recording_status), "saved": result.saved},
+        )
 
     @app.post("/api/resume")
     async def resume_recording(request: Request) -> Response:
         req = await read_change(request, guard)
-        resume(home)
-        return req.answer("resumed", {"status": await run_in_threadpool(recording_status)})
+        result = await run_in_threadpool(request_resume, home)
+        _in_force(result, "resume")
+        return req.answer(
+            "resumed",
+            {"status": await run_in_threadpool(recording_status), "saved": result.saved},
+        )
 
     @app.post("/api/sensitive-apps")
     async def add_sensitive_app(request: Request) -> Response:
@@ -186,7 +194,8 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         req = await read_change(request, guard)
         if not req.confirmed():
             raise Refusal(400, "confirm to revoke: consent is unchanged")
-        revoke(home)
+        _, result = await run_in_threadpool(request_revoke, home)
+        _in_force(result, "revocation")
         delete = str(req.fields.get("delete_data", "")).lower() in ("yes", "true")
         if delete:
             await run_in_threadpool(delete_vault, Device(home).vault_dir)
@@ -195,8 +204,38 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         )
 
 
-def create_app(guard: Guard) -> FastAPI:
-    """The dashboard of this device (``hearth_home()``), reachable only through ``guard``."""
+def _launch_route(app: FastAPI, guard: Guard, launcher: Launcher | None) -> None:
+    """The one-time code from the launch file, for the session cookie."""
+
+    @app.get(LAUNCH_PATH, response_class=HTMLResponse)
+    def launch(code: str | None = None) -> Response:
+        if launcher is None or not launcher.redeem(code):
+            raise Refusal(
+                403,
+                "this launch code was already used: open the launch file hearth printed again",
+            )
+        # A page, not a 303: the browser came from a file:// page (another site), and a
+        # SameSite=Strict cookie is not sent on a redirect chain that started elsewhere.
+        # The page's own refresh starts on the dashboard's origin, so the cookie goes.
+        headers = {**_headers(), "Referrer-Policy": "no-referrer"}
+        response = HTMLResponse(launch_page("/"), headers=headers)
+        response.set_cookie(
+            COOKIE_NAME,
+            guard.session,
+            httponly=True,
+            samesite="strict",
+            secure=False,  # plain HTTP on loopback
+            path="/",
+        )
+        return response
+
+
+def create_app(guard: Guard, launcher: Launcher | None = None) -> FastAPI:
+    """The dashboard of this device (``hearth_home()``), reachable only through ``guard``.
+
+    ``launcher`` holds the launch file's one-time code; without it only the install
+    token in a header gets in (scripts, tests).
+    """
     app = FastAPI(title="hearth dashboard", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(Refusal)
@@ -209,12 +248,14 @@ def create_app(guard: Guard) -> FastAPI:
     ) -> Response:
         try:
             guard.check_host(request)
-            guard.check_token(request)
+            if request.url.path != LAUNCH_PATH:
+                guard.check_token(request)
         except Refusal as exc:
             return await refused(request, exc)
         return await call_next(request)
 
     home = hearth_home()
+    _launch_route(app, guard, launcher)
     _reading_routes(app, guard, home)
     _control_routes(app, guard, home)
     _leaving_routes(app, guard, home)

@@ -1,9 +1,11 @@
-"""Who may use the dashboard: the per-install token, the cookie, and the CSRF checks.
+"""Who may use the dashboard: the per-install token, the session cookie, and the CSRF checks.
 
 The dashboard listens on 127.0.0.1 only, but any local process or any web page
-the employee visits can reach loopback. So every request needs the per-install
-token (query on the first visit, then an HttpOnly SameSite=Strict cookie, or a
-header for scripts), and every state-changing request must also come from the
+the employee visits can reach loopback. So every request needs either the
+session cookie (HttpOnly, SameSite=Strict, random per dashboard process, given
+only in exchange for a one-time launch code: ``client.dashboard.launch``) or, for
+scripts, the per-install token in a header (read from its 0600 file). The token
+is never accepted in a URL. Every state-changing request must also come from the
 dashboard's own origin and carry the CSRF token embedded in the page.
 """
 
@@ -13,7 +15,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -77,6 +79,8 @@ class Guard:
 
     token: str
     origin: str  # e.g. "http://127.0.0.1:8123"
+    # What the cookie carries: random per dashboard process, never the install token.
+    session: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @property
     def csrf_token(self) -> str:
@@ -94,15 +98,11 @@ class Guard:
             raise Refusal(400, "unknown host: open the dashboard at the address it printed")
 
     def presented_token(self, request: Request) -> str | None:
-        """The token from a header, the cookie, or (first visit of the page) the query."""
+        """The install token from a header (``Authorization: Bearer`` or ``X-Hearth-Token``)."""
         authorization = request.headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             return authorization[7:].strip()
-        presented = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE_NAME)
-        if presented is None and request.method == "GET" and request.url.path == "/":
-            # Only the printed address carries the token in the query, once.
-            presented = request.query_params.get("token")
-        return presented
+        return request.headers.get(TOKEN_HEADER)
 
     def token_matches(self, presented: str | None) -> bool:
         """Constant-time comparison with the install token."""
@@ -110,10 +110,20 @@ class Guard:
             presented.encode(), self.token.encode()
         )
 
+    def session_matches(self, presented: str | None) -> bool:
+        """Constant-time comparison with this process's session cookie."""
+        return presented is not None and hmac.compare_digest(
+            presented.encode(), self.session.encode()
+        )
+
     def check_token(self, request: Request) -> None:
-        """401 unless the request carries the install token."""
+        """401 unless the request carries the session cookie or the install token."""
+        if self.session_matches(request.cookies.get(COOKIE_NAME)):
+            return
         if not self.token_matches(self.presented_token(request)):
-            raise Refusal(401, "this dashboard needs its token: open the address hearth printed")
+            raise Refusal(
+                401, "this dashboard needs you to log in: open the launch file hearth printed"
+            )
 
     def check_same_origin(self, request: Request) -> None:
         """403 when the browser says the request comes from another site."""

@@ -25,6 +25,6 @@ def bind_loopback(port: int = 0) -> socket.socket:
 
 
 def serve(app: FastAPI, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until interrupted; no access log (URLs carry the token)."""
+    """Serve ``app`` on ``sock`` until interrupted; no access log (a launch URL carries a code)."""
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])

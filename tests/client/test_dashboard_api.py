@@ -19,6 +19,7 @@ from client.control import pause_state
 from client.control_commands import status_report
 from client.dashboard import Guard, create_app, load_or_create_token
 from client.dashboard.auth import COOKIE_NAME, token_path
+from client.dashboard.launch import Launcher
 from client.device import Device
 from client.keys import KEY_FILE
 from client.sensitive_apps import SensitiveApps, add_app
@@ -35,10 +36,28 @@ def token(hearth_home: Path) -> str:
 
 
 @pytest.fixture
-def client(token: str) -> Iterator[TestClient]:
-    guard = Guard(token=token, origin=ORIGIN)
-    with TestClient(create_app(guard), base_url=ORIGIN, follow_redirects=False) as c:
+def guard(token: str) -> Guard:
+    return Guard(token=token, origin=ORIGIN)
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Launcher:
+    launcher = Launcher(tmp_path / "dashboard-open.html", ORIGIN)
+    launcher.issue()
+    return launcher
+
+
+@pytest.fixture
+def client(guard: Guard, launcher: Launcher) -> Iterator[TestClient]:
+    app = create_app(guard, launcher)
+    with TestClient(app, base_url=ORIGIN, follow_redirects=False) as c:
         yield c
+
+
+def _launch_code(launcher: Launcher) -> str:
+    match = re.search(r"/launch\?code=([A-Za-z0-9_-]+)", launcher.path.read_text())
+    assert match, "the launch file carries no code"
+    return match.group(1)
 
 
 @pytest.fixture
@@ -93,17 +112,35 @@ def test_the_token_file_is_created_once_and_owner_only(hearth_home: Path, token:
     assert len(token) >= 32
 
 
-def test_the_first_visit_trades_the_token_for_a_strict_httponly_cookie(
-    client: TestClient, token: str
+def test_the_launch_code_is_traded_once_for_a_strict_httponly_session_cookie(
+    client: TestClient, token: str, guard: Guard, launcher: Launcher
 ) -> None:
-    first = client.get(f"/?token={token}")
-    assert first.status_code == 303
-    assert first.headers["location"] == "/"  # the token leaves the address bar
-    cookie = first.headers["set-cookie"].lower()
-    assert "httponly" in cookie
-    assert "samesite=strict" in cookie
-    client.cookies.set(COOKIE_NAME, token)
+    assert stat.S_IMODE(launcher.path.stat().st_mode) == 0o600
+    assert token not in launcher.path.read_text()
+    code = _launch_code(launcher)
+    first = client.get(f"/launch?code={code}")
+    assert first.status_code == 200
+    assert 'http-equiv="refresh" content="0;url=/"' in first.text
+    cookie = first.headers["set-cookie"]
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert token not in cookie and guard.session in cookie  # never the install token
     assert client.get("/").status_code == 200
+    # The spent code is refused, in a fresh browser too; the file holds a new one.
+    client.cookies.clear()
+    assert client.get(f"/launch?code={code}").status_code == 403
+    assert client.get("/").status_code == 401
+    renewed = _launch_code(launcher)
+    assert renewed != code
+    assert client.get(f"/launch?code={renewed}").status_code == 200
+
+
+def test_the_token_in_a_url_or_a_cookie_no_longer_logs_in(client: TestClient, token: str) -> None:
+    assert client.get(f"/?token={token}").status_code == 401
+    assert client.get("/launch?code=").status_code == 403
+    assert client.get(f"/launch?code={token}").status_code == 403
+    client.cookies.set(COOKIE_NAME, token)
+    assert client.get("/").status_code == 401
+    assert client.get("/api/state").status_code == 401
 
 
 def test_another_host_name_is_refused_against_dns_rebinding(client: TestClient, token: str) -> None:
@@ -194,9 +231,9 @@ def test_resume_ends_the_pause(client: TestClient, token: str, csrf: str, record
 
 
 def test_a_form_post_from_the_page_pauses_and_returns_to_the_page(
-    client: TestClient, token: str, csrf: str, recorded: Path
+    client: TestClient, guard: Guard, csrf: str, recorded: Path
 ) -> None:
-    client.cookies.set(COOKIE_NAME, token)
+    client.cookies.set(COOKIE_NAME, guard.session)
     response = client.post(
         "/api/pause",
         data={"duration": "2h", "csrf": csrf},

@@ -1,9 +1,11 @@
-"""`hearth dashboard`: one token per install, loopback address, browser unless --no-browser."""
+"""`hearth dashboard`: loopback address, a 0600 launch file, browser unless --no-browser."""
 
 from __future__ import annotations
 
 import re
 import socket
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,19 +27,58 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
     return sockets
 
 
-def test_the_command_prints_a_loopback_address_with_the_install_token(
-    hearth_home: Path, served: list[socket.socket], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def launched(
+    monkeypatch: pytest.MonkeyPatch, served: list[socket.socket]
+) -> tuple[list[str], list[str]]:
+    """What the browser was started on, and what the launch file said at that moment."""
     opened: list[str] = []
-    monkeypatch.setattr(dashboard_commands.webbrowser, "open", opened.append)
+    contents: list[str] = []
+    started = threading.Event()
+
+    def browser(url: str) -> None:
+        opened.append(url)
+        contents.append(Path(url.removeprefix("file://")).read_text())
+        started.set()
+
+    def serve(_app: object, sock: socket.socket) -> None:
+        started.wait(2.0)  # the server runs until the browser was started (or never is)
+        served.append(sock)
+
+    monkeypatch.setattr(dashboard_commands.webbrowser, "open", browser)
+    monkeypatch.setattr(dashboard_commands, "serve", serve)
+    return opened, contents
+
+
+def test_the_browser_starts_on_an_owner_only_launch_file_never_on_the_token(
+    hearth_home: Path,
+    served: list[socket.socket],
+    launched: tuple[list[str], list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files: list[Path] = []
+    original = dashboard_commands.Launcher.issue
+
+    def issue(self: dashboard_commands.Launcher) -> None:
+        original(self)
+        files.append(self.path)
+        assert stat.S_IMODE(self.path.stat().st_mode) == 0o600
+
+    monkeypatch.setattr(dashboard_commands.Launcher, "issue", issue)
     result = CliRunner().invoke(app, ["dashboard"])
     assert result.exit_code == 0, result.output
-    match = re.search(r"hearth dashboard: (http://127\.0\.0\.1:(\d+)/\?token=(\S+))", result.output)
-    assert match
-    assert match.group(3) == load_or_create_token(hearth_home)
-    assert opened == [match.group(1)]
+    token = load_or_create_token(hearth_home)
+    assert token not in result.output
+    match = re.search(r"hearth dashboard: http://127\.0\.0\.1:(\d+)/\n", result.output)
+    assert match, result.output
     host, port = served[0].getsockname()
-    assert (host, str(port)) == ("127.0.0.1", match.group(2))
+    assert (host, str(port)) == ("127.0.0.1", match.group(1))
+    opened, contents = launched
+    assert opened == [files[0].as_uri()] and files[0].as_uri() in result.output
+    assert files[0].parent == hearth_home / "run"
+    assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
+    assert f"http://127.0.0.1:{port}/launch?code=" in contents[0] and token not in contents[0]
+    assert not files[0].exists()  # removed when the dashboard stops
     served[0].close()
 
 
@@ -46,7 +87,9 @@ def test_no_browser_only_prints(
 ) -> None:
     opened: list[str] = []
     monkeypatch.setattr(dashboard_commands.webbrowser, "open", opened.append)
-    assert CliRunner().invoke(app, ["dashboard", "--no-browser"]).exit_code == 0
+    result = CliRunner().invoke(app, ["dashboard", "--no-browser"])
+    assert result.exit_code == 0
+    assert "Log in by opening file://" in result.output
     assert opened == []
     served[0].close()
 

@@ -195,6 +195,9 @@ def test_pause_stops_listeners_writes_markers_and_keeps_nothing_in_between(rig, 
     recorder.step()
     source.type("a")
     settle(recorder)
+    recorder.flush(time.monotonic())
+    source.type("c")  # buffered, not yet sealed when the pause comes: dropped
+    settle(recorder)
     pause(hearth_home)
     recorder.step()
     assert not recorder.listening and source.keyboard is None
@@ -208,6 +211,7 @@ def test_pause_stops_listeners_writes_markers_and_keeps_nothing_in_between(rig, 
     recorder.flush(time.monotonic())
     kinds = [type(e).__name__ for e in sink.events]
     assert kinds == ["Key", "Paused", "Resumed", "Key"]
+    assert [e.seq for e in sink.events] == [0, 1, 2, 3]  # the dropped key's seq is reused
 
 
 def test_revoke_stops_every_listener_and_capture(rig, hearth_home):
@@ -215,6 +219,9 @@ def test_revoke_stops_every_listener_and_capture(rig, hearth_home):
     grant(hearth_home, (Modality.KEYS, Modality.POINTER))
     recorder.step()
     source.type("a")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    source.type("c")  # buffered, not yet sealed when consent goes: dropped
     settle(recorder)
     revoke(hearth_home)
     recorder.step()

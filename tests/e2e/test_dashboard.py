@@ -1,10 +1,18 @@
-"""The dashboard end to end: a real `hearth dashboard` process driven by headless Chromium."""
+"""The dashboard end to end: a real `hearth dashboard` process and the Chromium it starts.
+
+`hearth dashboard` starts the browser itself (``BROWSER`` points at headless
+Chromium with a DevTools port), on the launch file; the test then drives that same
+browser over CDP and reads every process's command line, as another local user can.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
+import re
+import stat
 import subprocess
 import sys
 import threading
@@ -18,6 +26,7 @@ import pytest
 
 from client.consent import grant
 from client.control_commands import status_report
+from client.dashboard.auth import token_path
 from client.device import Device
 from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
@@ -62,17 +71,31 @@ def _env() -> dict[str, str]:
 
 @dataclass
 class Dashboard:
-    url: str
     origin: str
+    launch_file: Path
+    devtools_port: int
     process: subprocess.Popen[str]
+    output: list[str]
+
+
+def _browser_script(tmp_path: Path) -> Path:
+    """What ``BROWSER`` names: headless Chromium with a DevTools port, on the URL it is given."""
+    profile = tmp_path / "chromium-profile"
+    script = tmp_path / "browser.sh"
+    args = " ".join([*CHROMIUM_ARGS, "--remote-debugging-port=0", f"--user-data-dir={profile}"])
+    script.write_text(f'#!/bin/sh\nexec {CHROMIUM} {args} "$1"\n')
+    script.chmod(0o700)
+    return script
 
 
 @pytest.fixture
-def dashboard(hearth_home: Path) -> Iterator[Dashboard]:
+def dashboard(hearth_home: Path, tmp_path: Path, browser_available: None) -> Iterator[Dashboard]:
+    env = _env()
+    env["BROWSER"] = str(_browser_script(tmp_path))
     process = subprocess.Popen(
-        _hearth("dashboard", "--no-browser"),
+        _hearth("dashboard"),
         cwd=ROOT,
-        env=_env(),
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,10 +110,11 @@ def dashboard(hearth_home: Path) -> Iterator[Dashboard]:
 
     threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT
-    url = None
+    origin = launch = None
     seen: list[str] = []
+    started: list[psutil.Process] = []
     try:
-        while url is None:
+        while origin is None or launch is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or process.poll() is not None:
                 pytest.fail(f"hearth dashboard did not print its address: {''.join(seen)}")
@@ -100,16 +124,51 @@ def dashboard(hearth_home: Path) -> Iterator[Dashboard]:
                 continue
             seen.append(line)
             if line.startswith("hearth dashboard: http://127.0.0.1:"):
-                url = line.split(": ", 1)[1].strip()
-        origin = url.split("/?", 1)[0]
-        yield Dashboard(url=url, origin=origin, process=process)
+                origin = line.split(": ", 1)[1].strip().rstrip("/")
+            elif line.startswith("Log in by opening file://"):
+                launch = Path(line.split("file://", 1)[1].split(" ", 1)[0])
+        active = tmp_path / "chromium-profile" / "DevToolsActivePort"
+        while not active.exists() or not active.read_text().strip():
+            if time.monotonic() > deadline:
+                pytest.fail("the browser hearth dashboard started never opened its DevTools port")
+            time.sleep(0.1)
+        started = psutil.Process(process.pid).children(recursive=True)
+        port = int(active.read_text().split()[0])
+        yield Dashboard(
+            origin=origin, launch_file=launch, devtools_port=port, process=process, output=seen
+        )
     finally:
+        started += (
+            psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+        )
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        for child in {c.pid: c for c in started}.values():  # the Chromium it started
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(started, timeout=10)
+
+
+def _every_command_line() -> str:
+    """What ``ps`` shows another local user: every process's /proc/PID/cmdline."""
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+    return "\n".join(lines)
+
+
+def _code(launch_file: Path) -> str:
+    match = re.search(r"/launch\?code=([A-Za-z0-9_-]+)", launch_file.read_text())
+    assert match, "the launch file carries no code"
+    return match.group(1)
 
 
 @pytest.fixture
@@ -133,7 +192,7 @@ def browser_available() -> None:
 
 
 def test_the_employee_controls_everything_from_a_real_browser(
-    browser_available: None, recorded: Path, dashboard: Dashboard, tmp_path: Path
+    recorded: Path, dashboard: Dashboard, tmp_path: Path
 ) -> None:
     listening = [
         c.laddr
@@ -144,19 +203,49 @@ def test_the_employee_controls_everything_from_a_real_browser(
     assert all(addr.ip == "127.0.0.1" for addr in listening), listening  # loopback only
     from playwright.sync_api import sync_playwright  # noqa: PLC0415
 
+    token = token_path(recorded).read_text().strip()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # The very browser `hearth dashboard` started, on the launch file.
+        browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{dashboard.devtools_port}")
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.contexts[0].pages[0]
+            deadline = time.monotonic() + START_TIMEOUT
+            while page.url != f"{dashboard.origin}/" and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+            assert page.url == f"{dashboard.origin}/"
+            page.wait_for_load_state()
+            page.set_viewport_size({"width": 1280, "height": 900})
+
+            # No secret on any command line (any code, spent or live), none in the history.
+            assert stat.S_IMODE(dashboard.launch_file.stat().st_mode) == 0o600
+            history = page.context.new_cdp_session(page).send("Page.getNavigationHistory")
+            urls = [entry["url"] for entry in history["entries"]]
+            assert urls == [f"{dashboard.origin}/"], urls  # the launch pages replaced themselves
+            commands = _every_command_line()
+            assert dashboard.launch_file.as_uri() in commands  # the browser got the path
+            live = _code(dashboard.launch_file)  # renewed after the browser's login
+            for secret in (token, live, "/launch?code=", "token="):
+                assert secret not in commands, secret
+                assert secret not in "".join(dashboard.output), secret  # nor what it printed
+
+            # Another browser: nothing without the cookie; the code works once, then never.
+            stranger = browser.new_context().new_page()
+            for path in ("/", "/api/state"):
+                refused = stranger.goto(f"{dashboard.origin}{path}")
+                assert refused is not None and refused.status == 401
+            first = stranger.goto(f"{dashboard.origin}/launch?code={live}")
+            assert first is not None and first.status == 200
+            stranger.context.clear_cookies()
+            again = stranger.goto(f"{dashboard.origin}/launch?code={live}")
+            assert again is not None and again.status == 403
+            assert stranger.goto(f"{dashboard.origin}/").status == 401  # type: ignore[union-attr]
+            stranger.close()
+
             elsewhere: list[str] = []
             page.on(
                 "request",
                 lambda r: None if r.url.startswith(dashboard.origin) else elsewhere.append(r.url),
             )
-
-            # The printed address logs in; the token then leaves the address bar.
-            page.goto(dashboard.url)
-            assert page.url == f"{dashboard.origin}/"
             assert page.get_by_role("heading", name="hearth on this laptop").is_visible()
             assert page.locator("#state").get_attribute("data-state") == "consented"
 
@@ -227,7 +316,7 @@ def test_the_employee_controls_everything_from_a_real_browser(
             assert page.locator("#state").get_attribute("data-state") == "not consented"
             assert status_report()["state"] == "not consented"
 
-            # Without the token (a fresh browser profile), the dashboard refuses.
+            # Without the cookie (a fresh browser profile), the dashboard refuses.
             stranger = browser.new_context().new_page()
             response = stranger.goto(f"{dashboard.origin}/")
             assert response is not None and response.status == 401

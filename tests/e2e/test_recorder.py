@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from client.consent import grant, revoke
+from client.consent import grant
 from client.control import resume
+from client.recorder_control import request_revoke
 from policy.events import (
     Click,
     Focus,
@@ -127,8 +128,9 @@ def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
     recorder = kit.start_recorder(hearth_home)
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "aaa")
-    time.sleep(0.3)  # the writer has seen these
-    revoke(hearth_home)
+    time.sleep(1.3)  # sealed: a revocation drops only what is not yet (flush_interval 1 s)
+    _, result = request_revoke(hearth_home)  # as `hearth consent revoke` does
+    assert result.recorder is not None and result.recorder.applied
     time.sleep(0.1)
     kit.xdotool("type", "--delay", "5", "1234")  # typed more than 100 ms after the revoke
     code, _, err = recorder.stop()
@@ -143,7 +145,7 @@ def test_pause_from_another_process_takes_effect_while_recording(hearth_home, wi
     recorder = kit.start_recorder(hearth_home)
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "ab")
-    time.sleep(0.2)
+    time.sleep(1.3)  # sealed: a pause drops only what is not yet (flush_interval 1 s)
     paused = subprocess.run(
         [sys.executable, "-c", "from client.cli import app; app()", "pause"],
         check=False,
