@@ -20,6 +20,7 @@ from client.consent import load_consent
 from client.control import pause_state
 from client.governor import Governor
 from client.policy_pin import load_pinned
+from client.recorder_control import live_state
 from privacy.policy import PolicyError
 
 DEPLOYMENT_FILE: Final = "deployment.json"
@@ -93,6 +94,12 @@ def admit(home: Path, governor: Governor | None = None) -> Admission:
     if problem is not None:
         return Admission(False, problem)
     if pause_state(home).paused:
+        return Admission(False, "paused by the employee")
+    # A pause or revocation the recorder holds but a full disk kept out of the files.
+    live = live_state(home)
+    if live is not None and not live.consenting:
+        return Admission(False, "no consent (revoked, not yet saved)")
+    if live is not None and live.paused:
         return Admission(False, "paused by the employee")
     if governor is None:
         return Admission(True)

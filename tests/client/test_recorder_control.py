@@ -280,3 +280,17 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
     # "a" was sealed before the disk filled; "bc" and "de" were held, then dropped.
     assert [type(e) for e in kept] == [Key, Paused, Resumed]
     assert [e.seq for e in kept] == [0, 1, 2]
+
+
+def test_a_pause_only_the_recorder_holds_still_stops_training(
+    running: tuple[Recorder, FakeSource, FakeSink], home: Path
+) -> None:
+    from client.deployment import admit  # noqa: PLC0415
+
+    assert admit(home).allowed
+    # As on a full disk: the recorder applied the pause, no file says so.
+    ack = send(home, ControlMessage("pause", since=time.time(), until=None))
+    assert ack is not None and ack.applied
+    assert not pause_state(home).paused
+    decision = admit(home)
+    assert not decision.allowed and decision.reason == "paused by the employee"
