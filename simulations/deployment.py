@@ -312,7 +312,7 @@ class Federation:
         env = {**self.env, "HEARTH_HOME": str(self.root / "server-home")}
         self.up = Process.start(self.up_command, env, self.up.log)
         last = f"device d{len(self.homes) - 1}:"
-        wait_for(lambda: last in self.up.log.read_text()[seen:], 90, "the SuperLink to restart")
+        wait_for(lambda: last in self.up.log.read_text()[seen:], 240, "the SuperLink to restart")
 
     def policy_signature(self, policy: Path | None = None) -> str:
         """The organisation's signature of ``policy`` (by default the federation's)."""
