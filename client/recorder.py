@@ -13,7 +13,11 @@ count what did not fit: no I/O, no lock waited on. The writer thread, every
    app leaves), so nothing typed in a sensitive app slips through a race;
 3. turns raw input into events, passes each through the gate stack
    (``client.gates.apply_gates``) and, for the text modality, through the
-   redactor before anything is buffered;
+   redactor before anything is buffered. Keystrokes are never stored one by one:
+   consecutive keys of one class become one ``KeyRun`` (class, count, start and
+   duration in whole seconds), closed by another class, a shortcut, a click, a
+   focus change, a gap or ``key_run_idle`` seconds without a key; modifier keys
+   alone are not counted (shift+a is a letter);
 4. seals the buffer into the vault at least once per ``flush_interval``.
 
 While a sensitive app is in front only a ``Suppressed`` gap (its duration) is kept.
@@ -49,8 +53,8 @@ from policy.events import (
     Click,
     Event,
     Focus,
-    Key,
     KeyClass,
+    KeyRun,
     Modality,
     Paused,
     PointerMove,
@@ -60,6 +64,7 @@ from policy.events import (
     Suppressed,
     Text,
     Thumbnail,
+    key_run,
 )
 
 _log = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ CLICK: Final = 3
 SCROLL: Final = 4
 _TIMER_BUCKETS: Final = 20_000  # microseconds; the last bucket collects anything slower
 _TEXT_PROBE: Final = Text(0, 0.0, "")
+PASSWORD_PROMPT: Final = "password_prompt"  # noqa: S105 - a gap's reason, not a secret
 
 
 class EventSink(Protocol):
@@ -98,6 +104,7 @@ class RecorderConfig:
     move_rate: float = 5.0
     enqueue_move_rate: float = 20.0
     text_idle: float = 5.0
+    key_run_idle: float = 2.0
     text_chunk: int = 512
     heartbeat_interval: float = 5.0  # well inside heartbeat.STALE_AFTER
     retention: Callable[[], object] | None = None
@@ -208,6 +215,20 @@ class _ControlFiles:
         self.control = _Watched(control_path(home))
 
 
+@dataclass
+class _OpenRun:
+    """The key run being typed: kept in memory until it closes, then one ``KeyRun``."""
+
+    key_class: KeyClass
+    start: float
+    last: float
+    count: int
+    state: CaptureState
+
+
+_RUN_PROBE: Final = KeyRun(0, 0.0, KeyClass.LETTER, 1, 0.0)
+
+
 class Recorder:
     """Captures input into the vault through the gates; see the module docstring."""
 
@@ -263,10 +284,11 @@ class Recorder:
         self._sensitive_until = float("-inf")
         self._secure_until = float("-inf")
         self._gap_start: float | None = None
+        self._secure_gap_start: float | None = None
         self._current_app: str | None = None
+        self._open_run: _OpenRun | None = None
         self._text: list[str] = []
-        self._text_start = 0.0
-        self._text_last = 0.0
+        self._text_start = self._text_last = 0.0
         self._last_heartbeat = float("-inf")
         self._last_retention = clock()
         self._started_wall = time.time()
@@ -378,8 +400,10 @@ class Recorder:
         now = self._clock()
         if self._consent_active() and not self._paused:
             self._observe(now, force=True)
+            self._close_run()
             self._end_text(now, everything=True)
             self._close_gap(now)
+            self._close_secure_gap(now)
         self.flush(now)
         self._write_heartbeat(now, running=False)
         self._focus.close()
@@ -451,8 +475,9 @@ class Recorder:
         """Consent is gone: stop listening, forget what is queued, keep nothing more."""
         self._stop_listeners()
         self._queue.clear()
+        self._close_run()  # typed under consent, before the revocation
         self._text.clear()
-        self._gap_start = None
+        self._gap_start = self._secure_gap_start = None
         self._reset_focus()
         self.flush(self._clock())  # what was captured under consent
 
@@ -460,8 +485,11 @@ class Recorder:
         self._stop_listeners()
         self._queue.clear()  # events from around the pause moment: drop, never keep
         if self._consent_active():
+            self._close_run()
             self._end_text(now, everything=True)
             self._close_gap(now)
+            self._close_secure_gap(now)
+        self._open_run = None
         self._paused = True
         self._emit(Paused(self._seq, now), self._state())
         self._reset_focus()
@@ -542,8 +570,16 @@ class Recorder:
             self._current_app = None
         if secure:
             self._secure_until = checked + tail
+            if self._secure_gap_start is None:
+                start = self._last_check if self._last_check is not None else checked
+                self._secure_gap_start = start
+        elif checked > self._secure_until:
+            self._close_secure_gap(self._secure_until)
+        suppressing = sensitive or secure
         prev_sensitive, prev_secure = self._prev_sensitive, self._prev_secure
         app_id = info.app_id if info is not None else None
+        if app_id != self._current_app or suppressing:
+            self._close_run()
         if app_id != self._current_app:
             self._end_text(checked, everything=True)
         suppressed_now = sensitive or checked <= self._sensitive_until
@@ -569,9 +605,10 @@ class Recorder:
         if code == PRESS:
             stroke = self._keys.press(self._source.raw_key(item[2]))
             if stroke.shortcut is not None:
-                self._emit(ShortcutPressed(self._seq, t, stroke.shortcut), state)
-            else:
-                self._emit(Key(self._seq, t, stroke.key_class), state)
+                self._close_run()
+                self._emit(ShortcutPressed(self._seq, float(round(t)), stroke.shortcut), state)
+            elif stroke.key_class is not KeyClass.MODIFIER:
+                self._run_key(stroke.key_class, t, state)
             self._text_key(stroke, t, state)
         elif code == RELEASE:
             self._keys.release(self._source.raw_key(item[2]))
@@ -585,17 +622,56 @@ class Recorder:
         elif code == CLICK:
             button = self._source.button(item[4])
             if button is not None:
+                self._close_run()
                 x, y = self._bounds.normalize(item[2], item[3])
                 self._emit(Click(self._seq, t, x, y, button), state)
         elif code == SCROLL:
+            self._close_run()
             x, y = self._bounds.normalize(item[2], item[3])
             self._emit(Scroll(self._seq, t, x, y, int(item[4])), state)
+
+    # ------------------------------------------------------------ key runs
+
+    def _run_key(self, key_class: KeyClass, t: float, state: CaptureState) -> None:
+        """Count one key into the open run, or close it and open another."""
+        if apply_gates(_RUN_PROBE, state) is None:
+            self._close_run()  # what was typed while allowed; none of this key
+            return
+        run = self._open_run
+        if key_class is KeyClass.SPACE and run is not None and run.key_class is KeyClass.LETTER:
+            key_class = KeyClass.LETTER  # spaces between words continue the letters
+        if (
+            run is not None
+            and run.key_class is key_class
+            and t - run.last < self.config.key_run_idle
+            and run.state == state
+        ):
+            run.last = t
+            run.count += 1
+            return
+        self._close_run()
+        self._open_run = _OpenRun(key_class, t, t, 1, state)
+
+    def _close_run(self) -> None:
+        run, self._open_run = self._open_run, None
+        if run is not None:
+            self._emit(key_run(self._seq, run.start, run.last, run.key_class, run.count), run.state)
 
     def _close_gap(self, end: float) -> None:
         if self._gap_start is None:
             return
+        self._close_run()
         start, self._gap_start = self._gap_start, None
         self._emit(Suppressed(self._seq, start, max(0.0, end - start)), self._state())
+
+    def _close_secure_gap(self, end: float) -> None:
+        """A password prompt ended: keep its duration, nothing that was typed."""
+        if self._secure_gap_start is None:
+            return
+        self._close_run()
+        start, self._secure_gap_start = self._secure_gap_start, None
+        gap = Suppressed(self._seq, start, max(0.0, end - start), reason=PASSWORD_PROMPT)
+        self._emit(gap, self._state())
 
     # ------------------------------------------------------------ text (redacted)
 
@@ -648,6 +724,9 @@ class Recorder:
             rest = self._moves.dwell(now)
             if rest is not None:
                 self._emit(PointerMove(self._seq, *rest), self._state())
+        run = self._open_run
+        if run is not None and now - run.last >= self.config.key_run_idle:
+            self._close_run()
         if self._text and now - self._text_last >= self.config.text_idle:
             self._end_text(now, everything=False)
             self._text_last = now
