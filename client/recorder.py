@@ -45,7 +45,8 @@ from client.consent import ConsentRecord, consent_path, load_consent
 from client.control import PauseState, control_path, pause_state
 from client.gates import CaptureState, apply_gates
 from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
-from client.redact import redact
+from client.redact import apply as apply_redaction
+from client.redact import find as find_pii
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
 from policy.events import (
@@ -106,6 +107,7 @@ class RecorderConfig:
     text_idle: float = 5.0
     key_run_idle: float = 2.0
     text_chunk: int = 512
+    text_window: int = 128  # characters the redactor sees past a segment before sealing it
     heartbeat_interval: float = 5.0  # well inside heartbeat.STALE_AFTER
     retention: Callable[[], object] | None = None
     retention_interval: float = 3600.0
@@ -696,20 +698,33 @@ class Recorder:
             self._end_text(t, everything=False)
 
     def _end_text(self, now: float, everything: bool) -> None:
-        """Redact and buffer the typed text; without ``everything``, keep the last word back."""
+        """Redact and buffer the typed text that is sealed.
+
+        All of it at a hard boundary (``everything``: Enter, another app, a gate
+        closing, pause, stop), otherwise only what lies at least ``text_window``
+        characters before the last key.
+
+        The redactor always runs over the whole unsealed text, so a number typed in
+        groups across idle pauses is matched as one; a cut never falls inside a find.
+        """
         if not self._text:
             return
         typed = "".join(self._text)
-        keep = ""
+        spans = find_pii(typed)
+        cut = len(typed)
         if not everything:
-            cut = max(typed.rfind(" "), typed.rfind("\n"))
-            if 0 < cut < len(typed) - 1 and len(typed) < 4 * self.config.text_chunk:
-                typed, keep = typed[: cut + 1], typed[cut + 1 :]
-        self._text = list(keep)
-        clean = redact(typed)[:MAX_TEXT_LENGTH]
+            cut -= min(self.config.text_window, self.config.text_chunk // 2)
+            for span in spans:
+                if span.start < cut < span.end:
+                    cut = span.start
+            if cut <= 0:
+                return  # the window has not passed over any of it yet
+        self._text = list(typed[cut:])
+        clean = apply_redaction(typed[:cut], [s for s in spans if s.end <= cut])
+        clean = clean[:MAX_TEXT_LENGTH]
         if clean.strip():
             state = CaptureState(self._consent, False, False, False)
-            self._emit(Text(self._seq, self._text_start, clean), state)
+            self._emit(Text(self._seq, float(round(self._text_start)), clean), state)
         self._text_start = now
 
     # ------------------------------------------------------------ timers

@@ -486,3 +486,43 @@ def test_the_heartbeat_says_at_once_when_listening_stops_or_starts(rig, hearth_h
     recorder.step()
     beat = read_heartbeat(hearth_home)
     assert beat is not None and not beat.listening
+
+
+def _texts(sink: FakeSink) -> list[str]:
+    return [e.text for e in sink.events if isinstance(e, Text)]
+
+
+def test_a_card_typed_in_groups_across_idle_pauses_is_redacted_as_one(hearth_home):
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    source, sink = FakeSource(), FakeSink()
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    config = RecorderConfig(home=hearth_home, control_interval=0.0, text_idle=0.02)
+    recorder = Recorder(config, sink, source, FakeFocus(), lambda: apps)
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    recorder.step()
+    for group in ("pay 4111 ", "1111 ", "1111 ", "1111"):
+        source.type(group)
+        settle(recorder)  # past text_idle: an idle split used to seal each group alone
+        settle(recorder)
+    source.press("enter")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    assert _texts(sink) == ["pay [card]\n"]
+
+
+def test_a_segment_is_sealed_only_once_the_window_has_passed_over_it(rig, hearth_home):
+    recorder, source, _, sink = rig
+    recorder.config = replace(recorder.config, text_chunk=64, text_window=32)
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    recorder.step()
+    source.type("some ordinary words to fill the chunk up to here ")  # 50 characters
+    source.type("card 4111 1111 1111 1111 ok")  # crosses the chunk boundary
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    sealed = _texts(sink)
+    assert sealed and "4111" not in "".join(sealed) and "[card]" not in "".join(sealed)
+    source.press("enter")
+    settle(recorder)
+    recorder.flush(time.monotonic())
+    whole = "".join(_texts(sink))
+    assert whole == "some ordinary words to fill the chunk up to here card [card] ok\n"

@@ -205,3 +205,22 @@ def test_sigterm_to_hearth_record_flushes_everything(hearth_home, window, kit):
     assert code == 0, err
     assert "stopped: 1 events written" in out  # one run of 50 letters
     assert _letters(kit.vault_events(hearth_home)) == 50
+
+
+def test_a_card_typed_in_groups_with_pauses_longer_than_the_idle_split_is_redacted(
+    hearth_home, window, kit
+):
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    editor = window("code", "notes.txt - Code")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "card 4111 1111 ")
+    time.sleep(6)  # longer than the 5 s idle split
+    kit.xdotool("type", "--delay", "5", "1111 ")
+    time.sleep(6)
+    kit.xdotool("type", "--delay", "5", "1111 ok")
+    kit.xdotool("key", "Return")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    texts = "".join(e.text for e in kit.vault_events(hearth_home) if isinstance(e, Text))
+    assert texts == "card [card] ok\n"
