@@ -224,3 +224,25 @@ def test_a_card_typed_in_groups_with_pauses_longer_than_the_idle_split_is_redact
     assert code == 0, err
     texts = "".join(e.text for e in kit.vault_events(hearth_home) if isinstance(e, Text))
     assert texts == "card [card] ok\n"
+
+
+def test_a_browser_window_titled_like_a_workday_page_leaves_only_a_gap(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+    editor = window("code", "notes.txt - Code")
+    browser = window("chromium", "Time Off - Workday - Chromium")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    time.sleep(0.5)  # past the tail of the browser, opened last
+    kit.activate(browser)
+    kit.xdotool("type", "--delay", "5", CANARY)
+    kit.xdotool("key", "Return")
+    time.sleep(0.3)
+    kit.activate(editor)
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    assert not any(isinstance(e, KeyRun | Text) for e in events)
+    assert not any(isinstance(e, Focus) and e.app_id == "chromium" for e in events)
+    assert any(isinstance(e, Suppressed) and e.duration > 0 for e in events)
+    disk = kit.raw_bytes_under(hearth_home)
+    assert CANARY.encode() not in disk and b"Workday" not in disk
