@@ -283,12 +283,12 @@ class Recorder:
         self._last_check: float | None = None
         self._prev_sensitive = False
         self._prev_secure = False
-        self._sensitive_until = float("-inf")
-        self._secure_until = float("-inf")
+        self._sensitive_until = self._secure_until = float("-inf")
         self._gap_start: float | None = None
         self._secure_gap_start: float | None = None
         self._current_app: str | None = None
         self._open_run: _OpenRun | None = None
+        self._judged: tuple[WindowInfo, SensitiveApps, bool] | None = None
         self._text: list[str] = []
         self._text_start = self._text_last = 0.0
         self._last_heartbeat = float("-inf")
@@ -548,9 +548,15 @@ class Recorder:
             return None, True, True
         if info is None:
             return None, False, False
+        # The backend hands back the same WindowInfo while nothing changed: judge each
+        # window (title matched against every sensitive site) once per list in force.
+        judged = self._judged
+        if judged is not None and judged[0] is info and judged[1] is self._apps:
+            return info, judged[2], info.secure_input
         sensitive = info.unseen_switch or self._apps.is_sensitive(
             info.app_id, info.category, info.hint
         )
+        self._judged = (info, self._apps, sensitive)
         return info, sensitive, info.secure_input
 
     def _observe(self, now: float, force: bool = False) -> None:
