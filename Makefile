@@ -8,7 +8,7 @@ EMPLOYEES ?= 20
 ROUNDS ?= 10
 # Debian packages the real-component tests drive: an X server, a window manager,
 # xdotool to send real input, and a browser for the dashboard.
-SYSTEM_PACKAGES := xvfb openbox xdotool chromium
+SYSTEM_PACKAGES := xvfb openbox xdotool chromium xterm tmux
 
 .PHONY: venv sysdeps lint test test-fast demo bench clean
 

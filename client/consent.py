@@ -28,23 +28,31 @@ DISCLOSURE_VERSION: Final = 1
 DISCLOSURE: Final[dict[Modality, tuple[str, str]]] = {
     Modality.POINTER: (
         "clicks and scrolls as a coarse screen position, a few pointer positions a second",
-        "the raw pointer stream, or anything while a sensitive app is in front",
+        "the raw pointer stream, or anything while a sensitive app or site is in front",
     ),
     Modality.KEYS: (
-        "the class of each key (letter, digit, space, edit, navigation) and named shortcuts",
-        "which letters or digits you typed",
+        "runs of keys of one class (letters with the spaces between words, digits, edit, "
+        "navigation, enter): the class, how many keys, when the run began and how long it "
+        "took, each to the whole second; and named shortcuts (copy, paste, save, ...)",
+        "which letters or digits you typed, the time of each key (your typing rhythm), "
+        "word lengths, or anything typed at a password prompt (a password dialog, or a "
+        "terminal that turned echo off): there only a gap with its duration is kept",
     ),
     Modality.APPS: (
         "which app is in front, as an app id and a category (editor, browser, ...)",
-        "window titles, document names or URLs",
+        "window titles, document names or URLs (a title is read in memory only, to "
+        "suppress sensitive sites, private windows and password prompts)",
     ),
     Modality.TEXT: (
-        "typed text, after emails, phone and card numbers, IBANs, ids and secrets are removed",
-        "anything typed into sensitive apps or password fields",
+        "typed text, after emails, phone and card numbers, IBANs, national ids, passwords "
+        "and tokens in URLs and command lines and other secrets are replaced by "
+        "placeholders, matched across pauses in typing",
+        "anything typed into sensitive apps or sites, private windows, password fields "
+        "or terminal password prompts",
     ),
     Modality.SCREENS: (
         "a tiny grayscale thumbnail (64x40) every few seconds, only when the screen changed",
-        "screenshots at readable resolution, or anything while a sensitive app is in front",
+        "screenshots at readable resolution, or anything while a sensitive app or site is in front",
     ),
 }
 

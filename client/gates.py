@@ -16,6 +16,7 @@ from policy.events import (
     MODALITY_OF,
     Event,
     Key,
+    KeyRun,
     Paused,
     Resumed,
     ShortcutPressed,
@@ -61,7 +62,7 @@ def sensitive_app_gate(event: Event, state: CaptureState) -> Event | None:
 
 def secure_input_gate(event: Event, state: CaptureState) -> Event | None:
     """In password fields and secure input mode, no keys or text at all."""
-    if state.secure_input and isinstance(event, Key | Text | ShortcutPressed):
+    if state.secure_input and isinstance(event, Key | KeyRun | Text | ShortcutPressed):
         return None
     return event
 

@@ -18,7 +18,11 @@ count what did not fit: no I/O, no lock waited on. The writer thread, every
    app leaves), so nothing typed in a sensitive app slips through a race;
 3. turns raw input into events, passes each through the gate stack
    (``client.gates.apply_gates``) and, for the text modality, through the
-   redactor before anything is buffered;
+   redactor before anything is buffered. Keystrokes are never stored one by one:
+   consecutive keys of one class become one ``KeyRun`` (class, count, start and
+   duration in whole seconds), closed by another class, a shortcut, a click, a
+   focus change, a gap or ``key_run_idle`` seconds without a key; modifier keys
+   alone are not counted (shift+a is a letter);
 4. seals the buffer into the vault at least once per ``flush_interval``.
 
 While a sensitive app is in front only a ``Suppressed`` gap (its duration) is kept.
@@ -47,7 +51,8 @@ from client.control import PauseState, control_path, pause_state, save_pause
 from client.gates import CaptureState, apply_gates
 from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
 from client.recorder_control import ControlListener, ControlMessage, LiveState
-from client.redact import redact
+from client.redact import apply as apply_redaction
+from client.redact import find as find_pii
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
 from policy.events import (
@@ -55,8 +60,8 @@ from policy.events import (
     Click,
     Event,
     Focus,
-    Key,
     KeyClass,
+    KeyRun,
     Modality,
     Paused,
     PointerMove,
@@ -66,6 +71,7 @@ from policy.events import (
     Suppressed,
     Text,
     Thumbnail,
+    key_run,
 )
 
 _log = logging.getLogger(__name__)
@@ -78,6 +84,7 @@ CLICK: Final = 3
 SCROLL: Final = 4
 _TIMER_BUCKETS: Final = 20_000  # microseconds; the last bucket collects anything slower
 _TEXT_PROBE: Final = Text(0, 0.0, "")
+PASSWORD_PROMPT: Final = "password_prompt"  # noqa: S105 - a gap's reason, not a secret
 
 
 class EventSink(Protocol):
@@ -104,7 +111,9 @@ class RecorderConfig:
     move_rate: float = 5.0
     enqueue_move_rate: float = 20.0
     text_idle: float = 5.0
+    key_run_idle: float = 2.0
     text_chunk: int = 512
+    text_window: int = 128  # characters the redactor sees past a segment before sealing it
     heartbeat_interval: float = 5.0  # well inside heartbeat.STALE_AFTER
     retention: Callable[[], object] | None = None
     retention_interval: float = 3600.0
@@ -227,6 +236,20 @@ class _ControlInbox:
         self.warned: set[str] = set()
 
 
+@dataclass
+class _OpenRun:
+    """The key run being typed: kept in memory until it closes, then one ``KeyRun``."""
+
+    key_class: KeyClass
+    start: float
+    last: float
+    count: int
+    state: CaptureState
+
+
+_RUN_PROBE: Final = KeyRun(0, 0.0, KeyClass.LETTER, 1, 0.0)
+
+
 class Recorder:
     """Captures input into the vault through the gates; see the module docstring."""
 
@@ -281,21 +304,26 @@ class Recorder:
         self._last_flush_wall: float | None = None
         self._last_control = float("-inf")
         self._apps = sensitive()
-        self._last_check: float | None = None
-        self._prev_sensitive = False
-        self._prev_secure = False
-        self._sensitive_until = float("-inf")
-        self._secure_until = float("-inf")
-        self._gap_start: float | None = None
-        self._current_app: str | None = None
+        self._init_judgement()
+        self._open_run: _OpenRun | None = None
         self._text: list[str] = []
-        self._text_start = 0.0
-        self._text_last = 0.0
+        self._text_start = self._text_last = 0.0
         self._last_heartbeat = float("-inf")
         self._last_retention = clock()
         self._started_wall = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _init_judgement(self) -> None:
+        """Writer-thread state of the focus judgement: sensitive windows, prompts and gaps."""
+        self._last_check: float | None = None
+        self._prev_sensitive = False
+        self._prev_secure = False
+        self._sensitive_until = self._secure_until = float("-inf")
+        self._gap_start: float | None = None
+        self._secure_gap_start: float | None = None
+        self._current_app: str | None = None
+        self._judged: tuple[WindowInfo, SensitiveApps, bool] | None = None
 
     # ------------------------------------------------------------ input callbacks
     # These run on the listeners' threads. Keep them to a clock read and an append.
@@ -458,8 +486,10 @@ class Recorder:
             self._save_unsaved(now)
         if self._consent_active() and not self._paused:
             self._observe(now, force=True)
+            self._close_run()
             self._end_text(now, everything=True)
             self._close_gap(now)
+            self._close_secure_gap(now)
         self.flush(now)
         self._write_heartbeat(now, running=False)
         self._focus.close()
@@ -595,6 +625,7 @@ class Recorder:
         events are the newest, so their sequence numbers are given back.
         """
         self._queue.clear()
+        self._open_run = None  # typed just now: dropped with the rest
         self._text.clear()
         if self._pending:
             self._seq = self._pending[0].seq
@@ -604,7 +635,7 @@ class Recorder:
         """Consent is gone: stop listening, drop everything unwritten, keep nothing more."""
         self._stop_listeners()
         self._drop_unwritten()
-        self._gap_start = None
+        self._gap_start = self._secure_gap_start = None
         self._reset_focus()
 
     def _on_pause(self, now: float) -> None:
@@ -612,6 +643,8 @@ class Recorder:
         self._drop_unwritten()  # from around the pause moment, or held by a full disk
         if self._consent_active():
             self._close_gap(now)
+            self._close_secure_gap(now)
+        self._open_run = None
         self._paused = True
         self._emit(Paused(self._seq, now), self._state())
         self._reset_focus()
@@ -668,9 +701,15 @@ class Recorder:
             return None, True, True
         if info is None:
             return None, False, False
+        # The backend hands back the same WindowInfo while nothing changed: judge each
+        # window (title matched against every sensitive site) once per list in force.
+        judged = self._judged
+        if judged is not None and judged[0] is info and judged[1] is self._apps:
+            return info, judged[2], info.secure_input
         sensitive = info.unseen_switch or self._apps.is_sensitive(
             info.app_id, info.category, info.hint
         )
+        self._judged = (info, self._apps, sensitive)
         return info, sensitive, info.secure_input
 
     def _observe(self, now: float, force: bool = False) -> None:
@@ -692,8 +731,16 @@ class Recorder:
             self._current_app = None
         if secure:
             self._secure_until = checked + tail
+            if self._secure_gap_start is None:
+                start = self._last_check if self._last_check is not None else checked
+                self._secure_gap_start = start
+        elif checked > self._secure_until:
+            self._close_secure_gap(self._secure_until)
+        suppressing = sensitive or secure
         prev_sensitive, prev_secure = self._prev_sensitive, self._prev_secure
         app_id = info.app_id if info is not None else None
+        if app_id != self._current_app or suppressing:
+            self._close_run()
         if app_id != self._current_app:
             self._end_text(checked, everything=True)
         suppressed_now = sensitive or checked <= self._sensitive_until
@@ -719,9 +766,10 @@ class Recorder:
         if code == PRESS:
             stroke = self._keys.press(self._source.raw_key(item[2]))
             if stroke.shortcut is not None:
-                self._emit(ShortcutPressed(self._seq, t, stroke.shortcut), state)
-            else:
-                self._emit(Key(self._seq, t, stroke.key_class), state)
+                self._close_run()
+                self._emit(ShortcutPressed(self._seq, float(round(t)), stroke.shortcut), state)
+            elif stroke.key_class is not KeyClass.MODIFIER:
+                self._run_key(stroke.key_class, t, state)
             self._text_key(stroke, t, state)
         elif code == RELEASE:
             self._keys.release(self._source.raw_key(item[2]))
@@ -735,17 +783,56 @@ class Recorder:
         elif code == CLICK:
             button = self._source.button(item[4])
             if button is not None:
+                self._close_run()
                 x, y = self._bounds.normalize(item[2], item[3])
                 self._emit(Click(self._seq, t, x, y, button), state)
         elif code == SCROLL:
+            self._close_run()
             x, y = self._bounds.normalize(item[2], item[3])
             self._emit(Scroll(self._seq, t, x, y, int(item[4])), state)
+
+    # ------------------------------------------------------------ key runs
+
+    def _run_key(self, key_class: KeyClass, t: float, state: CaptureState) -> None:
+        """Count one key into the open run, or close it and open another."""
+        if apply_gates(_RUN_PROBE, state) is None:
+            self._close_run()  # what was typed while allowed; none of this key
+            return
+        run = self._open_run
+        if key_class is KeyClass.SPACE and run is not None and run.key_class is KeyClass.LETTER:
+            key_class = KeyClass.LETTER  # spaces between words continue the letters
+        if (
+            run is not None
+            and run.key_class is key_class
+            and t - run.last < self.config.key_run_idle
+            and run.state == state
+        ):
+            run.last = t
+            run.count += 1
+            return
+        self._close_run()
+        self._open_run = _OpenRun(key_class, t, t, 1, state)
+
+    def _close_run(self) -> None:
+        run, self._open_run = self._open_run, None
+        if run is not None:
+            self._emit(key_run(self._seq, run.start, run.last, run.key_class, run.count), run.state)
 
     def _close_gap(self, end: float) -> None:
         if self._gap_start is None:
             return
+        self._close_run()
         start, self._gap_start = self._gap_start, None
         self._emit(Suppressed(self._seq, start, max(0.0, end - start)), self._state())
+
+    def _close_secure_gap(self, end: float) -> None:
+        """A password prompt ended: keep its duration, nothing that was typed."""
+        if self._secure_gap_start is None:
+            return
+        self._close_run()
+        start, self._secure_gap_start = self._secure_gap_start, None
+        gap = Suppressed(self._seq, start, max(0.0, end - start), reason=PASSWORD_PROMPT)
+        self._emit(gap, self._state())
 
     # ------------------------------------------------------------ text (redacted)
 
@@ -770,20 +857,33 @@ class Recorder:
             self._end_text(t, everything=False)
 
     def _end_text(self, now: float, everything: bool) -> None:
-        """Redact and buffer the typed text; without ``everything``, keep the last word back."""
+        """Redact and buffer the typed text that is sealed.
+
+        All of it at a hard boundary (``everything``: Enter, another app, a gate
+        closing, pause, stop), otherwise only what lies at least ``text_window``
+        characters before the last key.
+
+        The redactor always runs over the whole unsealed text, so a number typed in
+        groups across idle pauses is matched as one; a cut never falls inside a find.
+        """
         if not self._text:
             return
         typed = "".join(self._text)
-        keep = ""
+        spans = find_pii(typed)
+        cut = len(typed)
         if not everything:
-            cut = max(typed.rfind(" "), typed.rfind("\n"))
-            if 0 < cut < len(typed) - 1 and len(typed) < 4 * self.config.text_chunk:
-                typed, keep = typed[: cut + 1], typed[cut + 1 :]
-        self._text = list(keep)
-        clean = redact(typed)[:MAX_TEXT_LENGTH]
+            cut -= min(self.config.text_window, self.config.text_chunk // 2)
+            for span in spans:
+                if span.start < cut < span.end:
+                    cut = span.start
+            if cut <= 0:
+                return  # the window has not passed over any of it yet
+        self._text = list(typed[cut:])
+        clean = apply_redaction(typed[:cut], [s for s in spans if s.end <= cut])
+        clean = clean[:MAX_TEXT_LENGTH]
         if clean.strip():
             state = CaptureState(self._consent, False, False, False)
-            self._emit(Text(self._seq, self._text_start, clean), state)
+            self._emit(Text(self._seq, float(round(self._text_start)), clean), state)
         self._text_start = now
 
     # ------------------------------------------------------------ timers
@@ -798,6 +898,9 @@ class Recorder:
             rest = self._moves.dwell(now)
             if rest is not None:
                 self._emit(PointerMove(self._seq, *rest), self._state())
+        run = self._open_run
+        if run is not None and now - run.last >= self.config.key_run_idle:
+            self._close_run()
         if self._text and now - self._text_last >= self.config.text_idle:
             self._end_text(now, everything=False)
             self._text_last = now

@@ -1,9 +1,15 @@
-"""The sensitive-app list: the policy's defaults plus the employee's own additions.
+"""The sensitive-app and sensitive-site lists: the policy's plus the employee's additions.
 
-The privacy team ships a list in the policy; an employee may add to it (never
-remove from it) from the CLI or the dashboard. Additions live in one small file
+The privacy team ships both lists in the policy; an employee may add to them (never
+remove from them) from the CLI or the dashboard. Additions live in one small file
 under ``HEARTH_HOME`` that a running recorder re-reads when it changes, so an
-added app is suppressed at once, without a restart.
+added app or site is suppressed at once, without a restart.
+
+Apps are matched by app id and category. Sites (``workday``, ``web.whatsapp.com``,
+``bank``...) are matched in the window title at capture time, in memory: a
+browser's app id is the browser's whatever tab is open, so the title is the only
+thing that tells a bank tab from a wiki. The title is never stored, logged or
+shown; only the resulting "suppressed" gap is kept.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -23,6 +30,7 @@ _APP_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 # Window classes and titles of private browsing are matched by these markers,
 # since the app id of a private window is the browser's own.
 PRIVATE_WINDOW_MARKERS: Final = ("incognito", "private browsing", "inprivate", "private window")
+_SITE: Final = re.compile(r"^[^\x00-\x1f]{2,64}$")
 
 
 class SensitiveAppError(ValueError):
@@ -40,27 +48,50 @@ def normalize_app_id(name: str) -> str:
     return app_id
 
 
+def normalize_site(name: str) -> str:
+    """Case-fold and validate a site (a domain or a name found in window titles)."""
+    site = " ".join(name.split()).casefold()
+    if not _SITE.match(site):
+        raise SensitiveAppError(
+            f"{name!r} is not a site; give a domain or a name of 2 to 64 characters "
+            "(e.g. workday or web.whatsapp.com)"
+        )
+    return site
+
+
 def sensitive_path(home: Path) -> Path:
     """Where the employee's additions live."""
     return home / SENSITIVE_FILE
 
 
-def load_additions(home: Path) -> tuple[str, ...]:
-    """The employee's additions; a damaged file reads as none (the policy list still holds)."""
+def _load(home: Path, key: str, normalize: Callable[[str], str]) -> tuple[str, ...]:
     try:
         data = json.loads(sensitive_path(home).read_text())
-        return tuple(sorted({normalize_app_id(str(a)) for a in data.get("apps", [])}))
+        return tuple(sorted({normalize(str(a)) for a in data.get(key, [])}))
     except (OSError, ValueError, AttributeError):
         return ()
 
 
-def _write_additions(home: Path, apps: tuple[str, ...]) -> None:
+def load_additions(home: Path) -> tuple[str, ...]:
+    """The employee's added apps; a damaged file reads as none (the policy list still holds)."""
+    return _load(home, "apps", normalize_app_id)
+
+
+def load_site_additions(home: Path) -> tuple[str, ...]:
+    """The employee's added sites; a damaged file reads as none."""
+    return _load(home, "sites", normalize_site)
+
+
+def _write_additions(
+    home: Path, apps: tuple[str, ...], sites: tuple[str, ...] | None = None
+) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sites = load_site_additions(home) if sites is None else sites
     path = sensitive_path(home)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump({"apps": list(apps)}, handle)
+        json.dump({"apps": list(apps), "sites": list(sites)}, handle)
     tmp.replace(path)  # atomic: a watching recorder never reads half a file
 
 
@@ -80,6 +111,22 @@ def remove_app(home: Path, name: str) -> tuple[str, ...]:
     return apps
 
 
+def add_site(home: Path, name: str) -> tuple[str, ...]:
+    """Add a site to the employee's list; returns the added sites."""
+    site = normalize_site(name)
+    sites = tuple(sorted({*load_site_additions(home), site}))
+    _write_additions(home, load_additions(home), sites)
+    return sites
+
+
+def remove_site(home: Path, name: str) -> tuple[str, ...]:
+    """Remove one of the employee's own sites (the policy's entries stay)."""
+    site = normalize_site(name)
+    sites = tuple(s for s in load_site_additions(home) if s != site)
+    _write_additions(home, load_additions(home), sites)
+    return sites
+
+
 @dataclass(frozen=True)
 class SensitiveApps:
     """Which apps and categories suppress capture while in front."""
@@ -87,15 +134,18 @@ class SensitiveApps:
     apps: frozenset[str]
     categories: frozenset[AppCategory]
     added_by_employee: frozenset[str] = field(default_factory=frozenset)
+    sites: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def from_policy(cls, policy: PrivacyPolicy, home: Path | None = None) -> SensitiveApps:
-        """The policy's list, plus the employee's additions under ``home``."""
+        """The policy's lists, plus the employee's additions under ``home``."""
         additions = frozenset(load_additions(home)) if home is not None else frozenset()
+        sites = frozenset(load_site_additions(home)) if home is not None else frozenset()
         return cls(
             apps=frozenset(policy.data.sensitive_apps) | additions,
             categories=frozenset(policy.data.sensitive_categories),
             added_by_employee=additions,
+            sites=frozenset(policy.data.sensitive_sites) | sites,
         )
 
     def is_sensitive(
@@ -103,16 +153,29 @@ class SensitiveApps:
     ) -> bool:
         """True when capture must be suppressed for this app.
 
-        ``window_hint`` is the raw WM_CLASS/title, used only here, in memory, to
-        spot private browser windows; it is never stored.
+        ``window_hint`` is the raw WM_CLASS and title, used only here, in memory, to
+        spot private browser windows and sensitive sites; it is never stored.
         """
         app = app_id.lower()
         if category in self.categories or app in self.apps:
             return True
         if any(entry in app for entry in self.apps if len(entry) >= 4):
             return True  # "bank" covers "mybank-desktop"
-        hint = (window_hint or "").lower()
-        return any(marker in hint for marker in PRIVATE_WINDOW_MARKERS)
+        hint = " ".join((window_hint or "").split()).casefold()
+        if any(marker in hint for marker in PRIVATE_WINDOW_MARKERS):
+            return True
+        return any(_names(site, hint) for site in self.sites)
+
+
+def _names(site: str, title: str) -> bool:
+    """Whether ``title`` names ``site``.
+
+    Anywhere for 4+ characters ("bank" covers "Online-Banking"), as a whole word
+    for shorter ones ("n26", not "main26.py").
+    """
+    if len(site) >= 4:
+        return site in title
+    return re.search(rf"(?<![\w]){re.escape(site)}(?![\w])", title) is not None
 
 
 class SensitiveAppsWatcher:

@@ -104,7 +104,8 @@ class Kind(StrEnum):
     POINTER_MOVE = "move"
     CLICK = "click"
     SCROLL = "scroll"
-    KEY = "key"
+    KEY = "key"  # one keystroke: written by vaults before key runs, still read
+    KEY_RUN = "keys"
     SHORTCUT = "shortcut"
     TEXT = "text"
     FOCUS = "focus"
@@ -121,6 +122,7 @@ MODALITY_OF: Final[Mapping[Kind, Modality | None]] = {
     Kind.CLICK: Modality.POINTER,
     Kind.SCROLL: Modality.POINTER,
     Kind.KEY: Modality.KEYS,
+    Kind.KEY_RUN: Modality.KEYS,
     Kind.SHORTCUT: Modality.KEYS,
     Kind.TEXT: Modality.TEXT,
     Kind.FOCUS: Modality.APPS,
@@ -178,12 +180,39 @@ class Scroll:
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """A keystroke reduced to its class."""
+    """A keystroke reduced to its class, as vaults written before key runs hold it.
+
+    The recorder no longer writes these (a per-key timestamp is typing rhythm, a
+    biometric); they are decoded so old vaults keep training and exporting.
+    """
 
     seq: int
     t: float
     key_class: KeyClass
     kind: Kind = Kind.KEY
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRun:
+    """A run of keys of one class: how many, when it began and how long it took.
+
+    ``t`` and ``duration`` are whole seconds (``key_run`` rounds them), so the
+    rhythm of typing, a biometric, is never stored. Letters and the spaces between
+    words form one letter run, so word lengths are not kept either.
+    """
+
+    seq: int
+    t: float
+    key_class: KeyClass
+    count: int
+    duration: float
+    kind: Kind = Kind.KEY_RUN
+
+
+def key_run(seq: int, start: float, end: float, key_class: KeyClass, count: int) -> KeyRun:
+    """A ``KeyRun`` from the first and last key's times, each rounded to the second."""
+    begin = float(round(start))
+    return KeyRun(seq, begin, key_class, count, float(max(0, round(end) - round(start))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +292,7 @@ Event: TypeAlias = (
     | Click
     | Scroll
     | Key
+    | KeyRun
     | ShortcutPressed
     | Text
     | Focus
@@ -285,6 +315,8 @@ def to_record(event: Event) -> dict[str, Any]:
             base.update(x=x, y=y, dy=dy)
         case Key(key_class=key_class):
             base["c"] = key_class.value
+        case KeyRun(key_class=key_class, count=count, duration=duration):
+            base.update(t=round(event.t), c=key_class.value, n=count, d=round(duration))
         case ShortcutPressed(name=name):
             base["n"] = name.value
         case Text(text=text):
@@ -347,6 +379,16 @@ def _decode_text(record: Mapping[str, Any], seq: int, t: float) -> Text:
     return Text(seq, t, text)
 
 
+def _decode_run(record: Mapping[str, Any], seq: int, t: float) -> KeyRun:
+    count = _get(record, "n", int)
+    duration = _get(record, "d", float)
+    if count < 1:
+        raise SchemaError(f"a key run counts at least one key, got {count}")
+    if duration < 0 or duration != round(duration) or t != round(t):
+        raise SchemaError("a key run's start and duration must be whole seconds")
+    return KeyRun(seq, t, _enum(KeyClass, _get(record, "c", str), "c"), count, duration)
+
+
 _Decoder: TypeAlias = Callable[[Mapping[str, Any], int, float], Event]
 
 _DECODERS: Final[Mapping[Kind, _Decoder]] = {
@@ -354,6 +396,7 @@ _DECODERS: Final[Mapping[Kind, _Decoder]] = {
     Kind.CLICK: lambda r, s, t: Click(s, t, *_xy(r), _enum(Button, _get(r, "b", str), "b")),
     Kind.SCROLL: lambda r, s, t: Scroll(s, t, *_xy(r), _get(r, "dy", int)),
     Kind.KEY: lambda r, s, t: Key(s, t, _enum(KeyClass, _get(r, "c", str), "c")),
+    Kind.KEY_RUN: _decode_run,
     Kind.SHORTCUT: lambda r, s, t: ShortcutPressed(s, t, _enum(Shortcut, _get(r, "n", str), "n")),
     Kind.TEXT: _decode_text,
     Kind.FOCUS: lambda r, s, t: Focus(

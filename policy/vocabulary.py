@@ -22,6 +22,7 @@ from policy.events import (
     Focus,
     Key,
     KeyClass,
+    KeyRun,
     Scroll,
     Shortcut,
     ShortcutPressed,
@@ -82,7 +83,7 @@ def token_of(event: Event) -> str | None:
             return f"click:{button.value}:{_cell(x, y)}"
         case Scroll(dy=dy):
             return "scroll:up" if dy > 0 else "scroll:down"
-        case Key(key_class=key_class):
+        case Key(key_class=key_class) | KeyRun(key_class=key_class):
             return f"key:{key_class.value}"
         case ShortcutPressed(name=name):
             return f"shortcut:{name.value}"
@@ -98,14 +99,18 @@ _SPACE: Final = f"key:{KeyClass.SPACE.value}"
 
 
 def actions(events: Iterable[Event]) -> Iterator[Action]:
-    """Turn an event stream into actions, collapsing runs of one key class."""
+    """Turn an event stream into actions, collapsing runs of one key class.
+
+    Old vaults hold one ``Key`` per keystroke, new ones one ``KeyRun`` per run; both
+    collapse the same way, so the same typing gives the same tokens either way.
+    """
     category = CATEGORY_ID[None]
     previous_key: str | None = None
     for event in events:
         token = token_of(event)
         if token is None:
             continue
-        if isinstance(event, Key | Scroll):
+        if isinstance(event, Key | KeyRun | Scroll):
             if token == _SPACE and previous_key == _LETTER:
                 continue  # a space inside typed text
             if token == previous_key:

@@ -103,6 +103,18 @@ class TrainingSection(_Section):
     min_cohort: int = Field(ge=1)
 
 
+# Sites (domains or names) whose window title suppresses capture in any app, e.g. a
+# browser tab; also the default for policies written before sites existed.
+_SITES: tuple[str, ...] = (
+    "workday", "myworkday.com", "bamboohr", "personio", "successfactors", "payroll",
+    "bank", "banking", "paypal", "revolut", "n26",
+    "whatsapp", "web.whatsapp.com", "telegram", "signal", "messenger",
+    "bitwarden", "1password", "lastpass", "keeper", "dashlane", "keepass",
+    "sign in", "sign-in", "log in", "login", "anmelden", "connexion",
+)  # fmt: skip
+DEFAULT_SENSITIVE_SITES: tuple[str, ...] = tuple(sorted(_SITES))  # as the validator keeps them
+
+
 class DataSection(_Section):
     """What may be captured and for how long."""
 
@@ -111,8 +123,9 @@ class DataSection(_Section):
     vault_quota_mb: int = Field(gt=0)
     sensitive_apps: tuple[str, ...]
     sensitive_categories: tuple[AppCategory, ...]
+    sensitive_sites: tuple[str, ...] = DEFAULT_SENSITIVE_SITES
 
-    @field_validator("sensitive_apps")
+    @field_validator("sensitive_apps", "sensitive_sites")
     @classmethod
     def _lowercase(cls, apps: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted({a.strip().lower() for a in apps if a.strip()}))
@@ -268,7 +281,9 @@ def describe(policy: PrivacyPolicy) -> str:
         f"Raw events are deleted after {d.retention_days:g} days, or sooner beyond "
         f"{d.vault_quota_mb} MB.",
         f"Nothing but a gap is kept while these are in front: {', '.join(d.sensitive_apps)} "
-        f"(and any {', '.join(c.value for c in d.sensitive_categories)} app).",
+        f"(and any {', '.join(c.value for c in d.sensitive_categories)} app), and while a "
+        f"window's title names one of these sites: {', '.join(d.sensitive_sites)} (the "
+        "title is matched when it is read and never stored).",
         f"Each laptop's ledger composes every round of every campaign for as long as the "
         f"ledger lives, and spends at most epsilon {p.device_epsilon_cap:g} in all (unit: "
         f"{UNIT_LOCAL}; {ADJACENCY_EXAMPLE}; delta {p.delta:g}). DP-SGD clips each example's "

@@ -12,7 +12,14 @@ from pathlib import Path
 from simulations.benchmarks import Measurement
 
 # Each name is a module in simulations/benchmarks/ with run(quick) -> list[Measurement].
-SUBJECTS: tuple[str, ...] = ("vault", "training", "recorder", "deployment", "controls")
+SUBJECTS: tuple[str, ...] = (
+    "vault",
+    "training",
+    "recorder",
+    "redaction",
+    "deployment",
+    "controls",
+)
 
 
 def _markdown(results: list[Measurement]) -> str:

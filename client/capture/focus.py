@@ -29,6 +29,8 @@ class WindowInfo:
     # Focus left this window and came back since the last look, through windows the
     # backend never identified (they may have been sensitive): callers fail closed.
     unseen_switch: bool = False
+    # The window's process (X11 ``_NET_WM_PID``; 0 when unknown), for the echo probe.
+    pid: int = field(default=0, repr=False)
 
 
 class FocusBackend(Protocol):

@@ -13,8 +13,12 @@ front, focus went elsewhere and came back unseen: the result says so
 (``WindowInfo.unseen_switch``) and the recorder fails closed.
 
 Window classes and roles are cached per window. The title is read for the
-private-browsing and password-prompt checks and then dropped: it only ever
-reaches ``WindowInfo.hint``, which is never stored.
+private-browsing, sensitive-site and password-prompt checks and then dropped: it
+only ever reaches ``WindowInfo.hint``, which is never stored.
+
+While a terminal is in front, every look also asks ``terminal_echo`` whether one of
+its pseudo-terminals has echo off in canonical mode (a password prompt): the
+window's process comes from ``_NET_WM_PID``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dataclasses import replace
 from typing import Any, Final
 
 from client.capture.focus import NoDisplayError, WindowInfo, identify, looks_like_secure_prompt
+from client.capture.terminal_echo import EchoOffProbe
+from policy.events import AppCategory
 
 _log = logging.getLogger(__name__)
 _CACHE_LIMIT = 256
@@ -144,7 +150,10 @@ class X11Focus:
         self._net_name = intern("_NET_WM_NAME")
         self._utf8 = intern("UTF8_STRING")
         self._role = intern("WM_WINDOW_ROLE")
-        self._classes: dict[int, tuple[str, str, str]] = {}
+        self._pid_atom = intern("_NET_WM_PID")
+        self._cardinal = X.AnyPropertyType
+        self._echo = EchoOffProbe()
+        self._classes: dict[int, tuple[str, str, str, int]] = {}
         self._last: Any = _UNKNOWN
         self._last_wid = 0
         self._watch: FocusWatch | None = None
@@ -163,12 +172,14 @@ class X11Focus:
         value = prop.value
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
-    def _class_of(self, window: Any, wid: int) -> tuple[str, str, str]:
+    def _class_of(self, window: Any, wid: int) -> tuple[str, str, str, int]:
         cached = self._classes.get(wid)
         if cached is None:
             wm_class = window.get_wm_class() or ("", "")
             role = self._text_property(window, self._role, self._any)
-            cached = (wm_class[0] or "", wm_class[1] or "", role)
+            prop = window.get_full_property(self._pid_atom, self._cardinal)
+            pid = int(prop.value[0]) if prop is not None and len(prop.value) else 0
+            cached = (wm_class[0] or "", wm_class[1] or "", role, pid)
             if len(self._classes) >= _CACHE_LIMIT:
                 self._classes.clear()
             self._classes[wid] = cached
@@ -176,6 +187,17 @@ class X11Focus:
 
     def active_window(self) -> WindowInfo | None:
         """The focused client window, or None (no window, or it just closed)."""
+        info = self._active_window()
+        if (
+            info is not None
+            and info.category is AppCategory.TERMINAL
+            and not info.secure_input
+            and self._echo.password_prompt(info.pid)
+        ):
+            return replace(info, secure_input=True)
+        return info
+
+    def _active_window(self) -> WindowInfo | None:
         watch = self._watch
         switched = False
         if watch is not None:
@@ -211,7 +233,7 @@ class X11Focus:
             self._watch.follow(wid)
         window = self._display.create_resource_object("window", wid)
         try:
-            instance, klass, role = self._class_of(window, wid)
+            instance, klass, role, pid = self._class_of(window, wid)
             title = self._text_property(window, self._net_name, self._utf8)
             if not title:
                 title = window.get_wm_name() or ""
@@ -225,6 +247,7 @@ class X11Focus:
             category=category,
             hint=f"{instance} {klass} {title}",
             secure_input=looks_like_secure_prompt((instance, klass), role, title),
+            pid=pid,
         )
 
     def close(self) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
+import time
 from typing import Any
 
 import pytest
@@ -232,3 +235,36 @@ def test_an_unchanged_screen_gives_no_new_thumbnail() -> None:
     assert sampler.sample(0.5) is None  # not due
     assert sampler.sample(1.0) is None  # unchanged
     assert sampler.sample(2.0) is not None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ptys through /proc: Linux")
+def test_echo_off_in_line_mode_is_a_password_prompt_and_raw_mode_is_not() -> None:
+    import pty  # noqa: PLC0415
+    import termios  # noqa: PLC0415
+
+    from client.capture.terminal_echo import EchoOffProbe  # noqa: PLC0415
+
+    child, master = pty.fork()  # the child's controlling terminal is the new pty
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    try:
+        probe = EchoOffProbe(rescan=0.0)
+        deadline = time.monotonic() + 5.0
+        while not probe.ttys(child) and time.monotonic() < deadline:
+            time.sleep(0.01)  # the child is still taking the pty as its terminal
+        (tty,) = probe.ttys(child)
+        assert tty.startswith("/dev/pts/")
+        attrs = termios.tcgetattr(master)
+        assert not probe.password_prompt(child)  # a shell: echo on
+        attrs[3] &= ~termios.ECHO  # what getpass and sudo do
+        termios.tcsetattr(master, termios.TCSANOW, attrs)
+        assert probe.password_prompt(child)
+        attrs[3] &= ~termios.ICANON  # raw mode, as vim: recorded normally
+        termios.tcsetattr(master, termios.TCSANOW, attrs)
+        assert not probe.password_prompt(child)
+        assert not probe.password_prompt(0)  # no _NET_WM_PID: nothing to look at
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        os.close(master)

@@ -120,3 +120,15 @@ def test_cli_consent_pause_resume_status(hearth_home):
     assert bad.exit_code == 1
     runner.invoke(app, ["consent", "revoke"])
     assert '"not consented"' in runner.invoke(app, ["status", "--json"]).output
+
+
+def test_the_disclosure_says_keys_are_runs_to_the_second_and_prompts_are_gaps(hearth_home):
+    from client.consent import disclosure_text  # noqa: PLC0415
+    from policy.events import KeyClass, KeyRun  # noqa: PLC0415
+
+    text = disclosure_text(tuple(Modality))
+    assert "runs of keys of one class" in text and "to the whole second" in text
+    assert "typing rhythm" in text and "password prompt" in text
+    assert "sensitive app or site" in text
+    state = CaptureState(grant(hearth_home, (Modality.KEYS,)), secure_input=True)
+    assert apply_gates(KeyRun(0, 1.0, KeyClass.LETTER, 3, 0.0), state) is None

@@ -30,7 +30,7 @@ from client.recorder_control import (
 )
 from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
-from policy.events import Key, Modality, Paused, Resumed
+from policy.events import KeyRun, Modality, Paused, Resumed
 from privacy.policy import load_policy
 from tests.client.test_recorder import FakeFocus, FakeSink, FakeSource
 
@@ -40,6 +40,12 @@ def _until(condition: Callable[[], object], timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def _held(recorder: Recorder) -> int:
+    """Keys typed and not yet written: in closed runs waiting for a flush, or the open run."""
+    closed = sum(getattr(e, "count", 0) for e in recorder._pending)
+    return closed + (recorder._open_run.count if recorder._open_run is not None else 0)
 
 
 def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> Recorder:
@@ -87,7 +93,7 @@ def test_the_socket_is_owner_only_and_a_pause_is_applied_before_the_answer(
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert len(os.fsencode(path)) > 100  # so it goes through /proc/self/fd
     source.type("ab")
-    _until(lambda: len(recorder._pending) == 2)  # buffered, not yet sealed
+    _until(lambda: _held(recorder) == 2)  # buffered, not yet sealed
     state, result = request_pause(home)
     assert result.recorder is not None and result.recorder.applied and result.saved
     # Applied when the answer came: no listener, and a late callback keeps nothing.
@@ -107,7 +113,7 @@ def test_revoke_over_the_socket_stops_capture_and_drops_the_buffer(
 ) -> None:
     recorder, source, sink = running
     source.type("ab")
-    _until(lambda: len(recorder._pending) == 2)
+    _until(lambda: _held(recorder) == 2)
     record, result = request_revoke(home)
     assert record is not None and record.active
     assert result.recorder is not None and result.recorder.applied and result.saved
@@ -230,12 +236,12 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
     try:
         _until(lambda: source.keyboard is not None)
         source.type("a")
-        _until(lambda: recorder.events_written == 1)
+        _until(lambda: recorder.events_written == 1, timeout=15.0)  # once the run closes
         filler = _fill(home)
 
         # The disk is full: the vault holds keys back, the state file cannot be written.
         source.type("bc")
-        _until(lambda: recorder.dropped == 0 and len(recorder._pending) == 2)
+        _until(lambda: recorder.dropped == 0 and _held(recorder) == 2)
         paused = cli.invoke(app, ["pause"])
         assert paused.exit_code == 0, paused.output
         assert "paused until you run `hearth resume`" in paused.output
@@ -260,12 +266,12 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         # Revoke on a full disk, with keys held back again.
         filler = _fill(home)
         source.type("de")
-        _until(lambda: len(recorder._pending) >= 2)
+        _until(lambda: _held(recorder) >= 2)
         revoked = cli.invoke(app, ["consent", "revoke"])
         assert revoked.exit_code == 0, revoked.output
         assert "consent revoked" in revoked.output
         assert "revocation is in force" in revoked.output
-        assert not recorder.listening and recorder._pending == []
+        assert not recorder.listening and _held(recorder) == 0 and recorder._pending == []
         consent = load_consent(home)
         assert consent is not None and consent.active  # the file could not say it yet
         status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)
@@ -278,7 +284,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
     with Vault.open(home / "vault") as reopened:
         kept = list(reopened.iter_events())
     # "a" was sealed before the disk filled; "bc" and "de" were held, then dropped.
-    assert [type(e) for e in kept] == [Key, Paused, Resumed]
+    assert [type(e) for e in kept] == [KeyRun, Paused, Resumed]
     assert [e.seq for e in kept] == [0, 1, 2]
 
 

@@ -13,8 +13,10 @@ from client.sensitive_apps import (
     SensitiveApps,
     SensitiveAppsWatcher,
     add_app,
+    add_site,
     load_additions,
     remove_app,
+    remove_site,
     sensitive_path,
 )
 from policy.events import AppCategory
@@ -64,3 +66,41 @@ def test_watcher_sees_an_addition_without_restart(tmp_path: Path) -> None:
     later = time.time() + 5
     os.utime(sensitive_path(tmp_path), (later, later))  # mtime granularity on some filesystems
     assert watcher.current().is_sensitive("gimp", AppCategory.DESIGN)
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Home - Workday - Chromium",
+        "Online-Banking | Sparkasse — Mozilla Firefox",
+        "(3) WhatsApp - Google Chrome",
+        "web.whatsapp.com - Chromium",
+        "Vaults | Bitwarden Web Vault — Mozilla Firefox",
+        "Sign in - Google Accounts - Chromium",
+        "N26 — Mozilla Firefox",
+        "New Incognito Tab - Chromium",
+    ],
+)
+def test_sensitive_sites_in_a_browser_title_are_sensitive(tmp_path: Path, title: str) -> None:
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("chromium", AppCategory.BROWSER, f"chromium Chromium {title}")
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["Pull requests · hearth - Chromium", "main26.py - Code", "Quarterly plan - Google Docs"],
+)
+def test_ordinary_titles_are_not_sensitive(tmp_path: Path, title: str) -> None:
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert not apps.is_sensitive("chromium", AppCategory.BROWSER, f"chromium Chromium {title}")
+
+
+def test_the_employee_can_add_a_site_and_keeps_their_apps(tmp_path: Path) -> None:
+    add_app(tmp_path, "gimp")
+    assert add_site(tmp_path, "  Intranet.Example.COM ") == ("intranet.example.com",)
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("firefox", AppCategory.BROWSER, "Pay slips - intranet.example.com")
+    assert load_additions(tmp_path) == ("gimp",)
+    assert remove_site(tmp_path, "intranet.example.com") == ()
+    with pytest.raises(SensitiveAppError, match="not a site"):
+        add_site(tmp_path, "x")

@@ -11,11 +11,12 @@ import pytest
 from client.consent import grant
 from client.control import resume
 from client.recorder_control import request_revoke
+from client.vault import Vault
 from policy.events import (
     Click,
     Focus,
-    Key,
     KeyClass,
+    KeyRun,
     Modality,
     Paused,
     Resumed,
@@ -31,7 +32,11 @@ CANARY = "ZQXCANARY7781"
 
 
 def _keys(events):
-    return [e for e in events if isinstance(e, Key | ShortcutPressed | Click)]
+    return [e for e in events if isinstance(e, KeyRun | ShortcutPressed | Click)]
+
+
+def _letters(events):
+    return sum(e.count for e in events if isinstance(e, KeyRun) and e.key_class is KeyClass.LETTER)
 
 
 def test_typed_keys_and_clicks_reach_the_vault_in_order_with_their_classes(
@@ -49,16 +54,20 @@ def test_typed_keys_and_clicks_reach_the_vault_in_order_with_their_classes(
     events = kit.vault_events(hearth_home)
     assert any(isinstance(e, Focus) and e.app_id == "code" for e in events)
     kept = _keys(events)
-    assert [getattr(e, "key_class", getattr(e, "name", "click")) for e in kept] == [
-        KeyClass.LETTER,
-        KeyClass.LETTER,
-        KeyClass.SPACE,
-        KeyClass.DIGIT,
-        KeyClass.MODIFIER,
-        Shortcut.SAVE,
-        "click",
-    ]
+    # A run per key class ("ab " is one letter run: spaces continue words), never a
+    # record per key; ctrl alone is not counted, ctrl+s stays named.
+    assert [
+        (e.key_class, e.count) if isinstance(e, KeyRun) else getattr(e, "name", "click")
+        for e in kept
+    ] == [(KeyClass.LETTER, 3), (KeyClass.DIGIT, 1), Shortcut.SAVE, "click"]
     assert [e.seq for e in events] == list(range(len(events)))
+    # What the employee exports: key runs with whole-second times, no per-key record.
+    passphrase = kit.recorder_env(hearth_home)["HEARTH_PASSPHRASE"]
+    with Vault.open(hearth_home / "vault", passphrase=passphrase) as vault:
+        records = list(vault.export())
+    runs = [r for r in records if r["k"] == "keys"]
+    assert len(runs) == 2 and not any(r["k"] == "key" for r in records)
+    assert all(isinstance(r["t"], int) and isinstance(r["d"], int) for r in runs)
 
 
 def test_without_consent_nothing_starts_and_nothing_is_written(hearth_home, kit):
@@ -102,8 +111,7 @@ def test_a_canary_typed_into_a_sensitive_app_never_reaches_disk(hearth_home, win
     hello = next(e.seq for e in events if isinstance(e, Text) and "hello" in e.text)
     assert any(g.seq > hello and g.duration > 0 for g in gaps)
     assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
-    letters = [e for e in events if isinstance(e, Key) and e.key_class is KeyClass.LETTER]
-    assert len(letters) == len("hello") + len("bye")
+    assert _letters(events) == len("hello ") + len("bye")
     disk = kit.raw_bytes_under(hearth_home)
     assert CANARY.encode() not in disk and CANARY.lower().encode() not in disk
 
@@ -135,8 +143,8 @@ def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
     kit.xdotool("type", "--delay", "5", "1234")  # typed more than 100 ms after the revoke
     code, _, err = recorder.stop()
     assert code == 0, err
-    kept = [e.key_class for e in kit.vault_events(hearth_home) if isinstance(e, Key)]
-    assert kept == [KeyClass.LETTER] * 3
+    kept = [(e.key_class, e.count) for e in kit.vault_events(hearth_home) if isinstance(e, KeyRun)]
+    assert kept == [(KeyClass.LETTER, 3)]
 
 
 def test_pause_from_another_process_takes_effect_while_recording(hearth_home, window, kit):
@@ -164,11 +172,11 @@ def test_pause_from_another_process_takes_effect_while_recording(hearth_home, wi
     assert code == 0, err
     events = kit.vault_events(hearth_home)
     kinds = [
-        e.key_class.value if isinstance(e, Key) else type(e).__name__
+        f"{e.key_class.value}x{e.count}" if isinstance(e, KeyRun) else type(e).__name__
         for e in events
-        if isinstance(e, Key | Paused | Resumed)
+        if isinstance(e, KeyRun | Paused | Resumed)
     ]
-    assert kinds == ["letter", "letter", "Paused", "Resumed", "space"]
+    assert kinds == ["letterx2", "Paused", "Resumed", "spacex1"]
 
 
 def test_keys_in_a_password_prompt_are_not_captured(hearth_home, window, kit):
@@ -181,8 +189,9 @@ def test_keys_in_a_password_prompt_are_not_captured(hearth_home, window, kit):
     code, _, err = recorder.stop()
     assert code == 0, err
     events = kit.vault_events(hearth_home)
-    assert not any(isinstance(e, Key | ShortcutPressed) for e in events)
+    assert not any(isinstance(e, KeyRun | ShortcutPressed) for e in events)
     assert any(isinstance(e, Click) for e in events)
+    assert any(isinstance(e, Suppressed) and e.reason == "password_prompt" for e in events)
 
 
 def test_sigterm_to_hearth_record_flushes_everything(hearth_home, window, kit):
@@ -196,6 +205,46 @@ def test_sigterm_to_hearth_record_flushes_everything(hearth_home, window, kit):
     kit.xdotool("type", "--delay", "2", "abcdefghij" * 5)
     code, out, err = recorder.stop()  # right away: well inside the 1 s flush interval
     assert code == 0, err
-    assert "stopped: 50 events written" in out
-    kept = [e for e in kit.vault_events(hearth_home) if isinstance(e, Key)]
-    assert len(kept) == 50
+    assert "stopped: 1 events written" in out  # one run of 50 letters
+    assert _letters(kit.vault_events(hearth_home)) == 50
+
+
+def test_a_card_typed_in_groups_with_pauses_longer_than_the_idle_split_is_redacted(
+    hearth_home, window, kit
+):
+    grant(hearth_home, (Modality.KEYS, Modality.TEXT))
+    editor = window("code", "notes.txt - Code")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    kit.xdotool("type", "--delay", "5", "card 4111 1111 ")
+    time.sleep(6)  # longer than the 5 s idle split
+    kit.xdotool("type", "--delay", "5", "1111 ")
+    time.sleep(6)
+    kit.xdotool("type", "--delay", "5", "1111 ok")
+    kit.xdotool("key", "Return")
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    texts = "".join(e.text for e in kit.vault_events(hearth_home) if isinstance(e, Text))
+    assert texts == "card [card] ok\n"
+
+
+def test_a_browser_window_titled_like_a_workday_page_leaves_only_a_gap(hearth_home, window, kit):
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+    editor = window("code", "notes.txt - Code")
+    browser = window("chromium", "Time Off - Workday - Chromium")
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(editor)
+    time.sleep(0.5)  # past the tail of the browser, opened last
+    kit.activate(browser)
+    kit.xdotool("type", "--delay", "5", CANARY)
+    kit.xdotool("key", "Return")
+    time.sleep(0.3)
+    kit.activate(editor)
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    assert not any(isinstance(e, KeyRun | Text) for e in events)
+    assert not any(isinstance(e, Focus) and e.app_id == "chromium" for e in events)
+    assert any(isinstance(e, Suppressed) and e.duration > 0 for e in events)
+    disk = kit.raw_bytes_under(hearth_home)
+    assert CANARY.encode() not in disk and b"Workday" not in disk

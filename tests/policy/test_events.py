@@ -7,6 +7,7 @@ from policy.events import (
     Focus,
     Key,
     KeyClass,
+    KeyRun,
     Paused,
     PointerMove,
     Resumed,
@@ -18,6 +19,7 @@ from policy.events import (
     Text,
     Thumbnail,
     from_record,
+    key_run,
     to_record,
 )
 
@@ -33,6 +35,7 @@ ALL_KINDS = [
     Suppressed(8, 0.9, 12.5),
     Paused(9, 1.0),
     Resumed(10, 1.1),
+    KeyRun(11, 2.0, KeyClass.DIGIT, 4, 1.0),
 ]
 
 
@@ -60,3 +63,25 @@ def test_focus_record_has_no_place_for_a_window_title():
 def test_invalid_records_give_a_schema_error_naming_the_problem(record, message):
     with pytest.raises(SchemaError, match=message):
         from_record(record)
+
+
+def test_a_key_run_keeps_whole_seconds_only():
+    run = key_run(3, 100.4, 101.7, KeyClass.LETTER, 12)
+    assert (run.t, run.duration, run.count) == (100.0, 2.0, 12)
+    record = to_record(run)
+    assert record == {"k": "keys", "s": 3, "t": 100, "c": "letter", "n": 12, "d": 2}
+
+
+@pytest.mark.parametrize(
+    "change", [{"t": 100.25}, {"d": 0.5}, {"d": -1}, {"n": 0}], ids=["t", "d", "negative", "count"]
+)
+def test_a_stored_key_run_with_sub_second_timing_or_no_keys_is_refused(change):
+    record = {"k": "keys", "s": 3, "t": 100, "c": "letter", "n": 12, "d": 2} | change
+    with pytest.raises(SchemaError):
+        from_record(record)
+
+
+def test_per_key_records_of_old_vaults_still_decode():
+    assert from_record({"k": "key", "s": 1, "t": 0.123456, "c": "digit"}) == Key(
+        1, 0.123456, KeyClass.DIGIT
+    )

@@ -8,6 +8,7 @@ from policy.events import (
     Focus,
     Key,
     KeyClass,
+    KeyRun,
     PointerMove,
     Scroll,
     Suppressed,
@@ -39,6 +40,27 @@ def test_typed_text_and_scroll_gestures_collapse_into_one_action_and_moves_are_d
         "click:left:02",
         "suppressed",
     ]
+
+
+def test_key_runs_and_old_per_key_events_give_the_same_actions():
+    old = [
+        Focus(0, 0.0, "code", AppCategory.EDITOR),
+        *(Key(i, i * 0.1, KeyClass.LETTER) for i in range(1, 6)),
+        Key(6, 0.6, KeyClass.SPACE),
+        Key(7, 0.7, KeyClass.LETTER),
+        Key(8, 0.8, KeyClass.DIGIT),
+        Click(9, 0.9, 0.9, 0.1, Button.LEFT),
+        Key(10, 1.0, KeyClass.ENTER),
+    ]
+    runs = [
+        Focus(0, 0.0, "code", AppCategory.EDITOR),
+        KeyRun(1, 0.0, KeyClass.LETTER, 7, 1.0),
+        KeyRun(2, 1.0, KeyClass.DIGIT, 1, 0.0),
+        Click(3, 0.9, 0.9, 0.1, Button.LEFT),
+        KeyRun(4, 1.0, KeyClass.ENTER, 1, 0.0),
+    ]
+    assert list(actions(old)) == list(actions(runs))
+    assert len(featurize(runs, 4)) == 4
 
 
 def test_action_category_is_the_app_in_front_before_the_action():
