@@ -14,13 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.heartbeat import running_recorder
+from client.home import hearth_home
 from client.keys import (
     ENV_NEW_PASSPHRASE,
     KEY_FILE,
+    NEXT_KEY_FILE,
     VaultKeyError,
     destroy_key,
     passphrase_from_env_or_prompt,
-    rotate_key,
+    rewrap_key,
 )
 from client.vault import DB_FILES, Vault, VaultFullError, default_vault_dir
 
@@ -144,17 +147,30 @@ def delete(
 
 
 @data_app.command("rotate-key")
-def rotate_key_command() -> None:
-    """Re-wrap the vault's key under a new passphrase (HEARTH_NEW_PASSPHRASE or a prompt)."""
+def rotate_key_command(
+    use_keyring: Annotated[
+        bool, typer.Option("--keyring", help="keep the new key in the OS keyring, not a passphrase")
+    ] = False,
+) -> None:
+    """Replace the vault's key: every segment is re-encrypted, the old key destroyed.
+
+    The new passphrase comes from HEARTH_NEW_PASSPHRASE or a prompt. Interrupted, it
+    resumes when run again with the same new passphrase.
+    """
     directory = default_vault_dir()
-    if not _exists():
+    if not _exists() and not (directory / NEXT_KEY_FILE).exists():
         raise _fail("there is no vault on this laptop to re-key")
+    if running_recorder(hearth_home()) is not None:
+        raise _fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
     try:
-        new = passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, confirm=True)
-        rotate_key(directory, new)
+        new = None if use_keyring else passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, True)
+        report = Vault.rotate(directory, new)
         ledger_dir = directory.parent / "privacy"
-        if (ledger_dir / KEY_FILE).exists():
-            rotate_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
-    except VaultKeyError as exc:
+        if new is not None and (ledger_dir / KEY_FILE).exists():
+            rewrap_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
+    except (VaultKeyError, VaultFullError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo("the vault key is re-wrapped under the new passphrase")
+    typer.echo(
+        f"the vault key is replaced (generation {report.generation}): "
+        f"{report.reencrypted} segments re-encrypted, the old key destroyed"
+    )

@@ -25,7 +25,16 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from client.home import ensure_private_dir, hearth_home
-from client.keys import load_or_create_data_key
+from client.keys import (
+    KEY_FILE,
+    VaultKeyError,
+    commit_next_key,
+    finish_interrupted_commit,
+    key_generation,
+    load_or_create_data_key,
+    stage_next_key,
+    staged_generation,
+)
 from policy.events import MODALITY_OF, SCHEMA_VERSION, Event, SchemaError, from_record, to_record
 
 DB_FILE: Final = "vault.db"
@@ -35,8 +44,9 @@ DEFAULT_QUOTA_BYTES: Final = 500 * 2**20
 _log = logging.getLogger(__name__)
 _SCHEMA_SQL: Final = """
 CREATE TABLE IF NOT EXISTS segments (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     schema INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
     wall_start REAL NOT NULL,
     wall_end REAL NOT NULL,
     n_events INTEGER NOT NULL,
@@ -45,7 +55,10 @@ CREATE TABLE IF NOT EXISTS segments (
     ciphertext BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_wall_end ON segments (wall_end);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+_REKEY_BATCH: Final = 256
+_CHECKPOINT_TRIES: Final = 50
 
 
 class VaultFullError(OSError):
@@ -57,6 +70,31 @@ class VaultFullError(OSError):
             "the vault's disk is full: free some space under HEARTH_HOME; "
             "recording resumes writing when space returns",
         )
+
+
+class RotationInProgressError(VaultKeyError):
+    """A key rotation was cut short; it must be finished before the vault is used."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "a key rotation of the vault was interrupted: run `hearth data rotate-key` "
+            "again with the same new passphrase to finish it"
+        )
+
+
+class StaleKeyError(VaultKeyError):
+    """The key generation held by this process is no longer the one the vault writes under."""
+
+    def __init__(self) -> None:
+        super().__init__("the vault key was rotated while hearth had it open: restart hearth")
+
+
+@dataclass(frozen=True, slots=True)
+class RotationReport:
+    """What one (possibly resumed) key rotation did."""
+
+    generation: int
+    reencrypted: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,26 +136,26 @@ class SegmentInfo:
     size: int
 
 
-def _aad(segment_id: int, schema: int) -> bytes:
-    return f"hearth-segment:{segment_id}:{schema}".encode("ascii")
+def _aad(segment_id: int, schema: int, gen: int) -> bytes:
+    return f"hearth-segment:{segment_id}:{schema}:{gen}".encode("ascii")
 
 
-def seal(key: bytes, segment_id: int, events: Sequence[Event]) -> tuple[bytes, bytes]:
+def seal(key: bytes, segment_id: int, events: Sequence[Event], gen: int = 0) -> tuple[bytes, bytes]:
     """Encrypt a batch of events; returns (nonce, ciphertext)."""
     payload = "\n".join(json.dumps(to_record(e), separators=(",", ":")) for e in events)
     nonce = os.urandom(12)
     plain = zlib.compress(payload.encode("utf-8"), 1)
-    return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION))
+    return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen))
 
 
 def open_segment(
-    key: bytes, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes
+    key: bytes, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes, gen: int = 0
 ) -> list[Event]:
     """Authenticate, decrypt and decode one segment, all or nothing."""
     if schema != SCHEMA_VERSION:
         raise CorruptSegmentError(segment_id, f"unknown schema version {schema}")
     try:
-        plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema))
+        plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema, gen))
         text = zlib.decompress(plain).decode("utf-8")
         return [from_record(json.loads(line)) for line in text.split("\n") if line]
     except InvalidTag:
@@ -129,9 +167,11 @@ def open_segment(
 class Vault:
     """An open vault under a device's home directory."""
 
-    def __init__(self, directory: Path, key: bytes) -> None:
+    def __init__(self, directory: Path, key: bytes, generation: int = 0) -> None:
         self.directory = ensure_private_dir(directory)
         self._key = key
+        self._gen = generation
+        self._keys: dict[int, bytes] = {generation: key}
         path = self.directory / DB_FILE
         existed = path.exists()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -141,6 +181,9 @@ class Vault:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA_SQL)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('write_gen', ?)", (str(generation).encode(),)
+        )
         self._secure_files()
         self.corrupt_segments: list[int] = []
 
@@ -162,16 +205,110 @@ class Vault:
     ) -> Vault:
         """Open (or create) the vault in ``directory``, unlocking its data key.
 
-        With ``retention_days`` or ``quota_bytes``, retention runs right away.
+        With ``retention_days`` or ``quota_bytes``, retention runs right away. A vault
+        whose key rotation was interrupted is refused until the rotation is finished.
         """
         ensure_private_dir(directory)
-        vault = cls(directory, load_or_create_data_key(directory, passphrase))
+        if staged_generation(directory) is not None:
+            raise RotationInProgressError()
+        finish_interrupted_commit(directory)
+        key = load_or_create_data_key(directory, passphrase)
+        vault = cls(directory, key, key_generation(directory))
         if retention_days is not None or quota_bytes is not None:
             vault.enforce_retention(
                 retention_days if retention_days is not None else DEFAULT_RETENTION_DAYS,
                 quota_bytes if quota_bytes is not None else DEFAULT_QUOTA_BYTES,
             )
         return vault
+
+    @classmethod
+    def rotate(
+        cls,
+        directory: Path,
+        new_passphrase: str | None,
+        passphrase: str | None = None,
+        *,
+        batch: int = _REKEY_BATCH,
+    ) -> RotationReport:
+        """Replace the data key: re-encrypt every segment, then destroy the old key.
+
+        Crash-safe and resumable: the new key is staged (wrapped) in ``key.next.json``
+        before any segment changes; each batch of segments is re-encrypted in one
+        transaction, so every segment exists under the old or the new key at every
+        instant; only when none is left under the old key, and the WAL holding the old
+        ciphertext is checkpointed and truncated, does the new key file replace the
+        old one (overwritten, with its keyring secret deleted). Run it again with the
+        same new passphrase after a kill to resume. ``new_passphrase`` None keeps the
+        key in the OS keyring under a fresh secret.
+        """
+        ensure_private_dir(directory)
+        if not (directory / KEY_FILE).exists():
+            raise VaultKeyError("there is no vault key to rotate")
+        finish_interrupted_commit(directory)
+        old_key = load_or_create_data_key(directory, passphrase)
+        old_gen = key_generation(directory)
+        new_key = stage_next_key(directory, new_passphrase)
+        new_gen = old_gen + 1
+        vault = cls(directory, old_key, old_gen)
+        vault._keys[new_gen] = new_key
+        try:
+            done = vault._reencrypt(old_gen, new_gen, batch)
+            vault._checkpoint(required=True)
+        finally:
+            vault.close()
+        commit_next_key(directory)
+        return RotationReport(new_gen, done)
+
+    def _reencrypt(self, old_gen: int, new_gen: int, batch: int) -> int:
+        """Move every segment from ``old_gen``'s key to ``new_gen``'s, batch by batch."""
+        done = 0
+        self._db.execute("UPDATE meta SET value = ? WHERE name = 'write_gen'", (b"%d" % new_gen,))
+        while True:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    "SELECT id, schema, gen, nonce, ciphertext FROM segments WHERE gen != ? "
+                    "ORDER BY id LIMIT ?",
+                    (new_gen, batch),
+                ).fetchall()
+                for segment_id, schema, gen, nonce, ciphertext in rows:
+                    key = self._keys.get(int(gen))
+                    if key is None:
+                        raise CorruptSegmentError(int(segment_id), f"no key generation {gen}")
+                    events = open_segment(key, segment_id, schema, nonce, ciphertext, int(gen))
+                    new_nonce, sealed = seal(self._keys[new_gen], segment_id, events, new_gen)
+                    self._db.execute(
+                        "UPDATE segments SET gen = ?, nonce = ?, ciphertext = ? WHERE id = ?",
+                        (new_gen, new_nonce, sealed, segment_id),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            done += len(rows)
+            if len(rows) < batch:
+                return done
+
+    def _checkpoint(self, required: bool = False) -> bool:
+        """Checkpoint the WAL into the database and truncate it to zero bytes.
+
+        Returns whether it completed. A reader in the middle of a transaction blocks
+        it; ``required`` retries for a few seconds and then fails.
+        """
+        tries = _CHECKPOINT_TRIES if required else 1
+        for attempt in range(tries):
+            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if not busy:
+                return True
+            if attempt + 1 < tries:
+                time.sleep(0.1)
+        if required:
+            raise VaultKeyError(
+                "another program keeps the vault open (the dashboard?); close it and "
+                "run the command again"
+            )
+        return False
 
     def close(self) -> None:
         """Close the database."""
@@ -197,14 +334,20 @@ class Vault:
                 raise VaultFullError() from None
             raise
         try:
-            row = self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments").fetchone()
+            written = self._db.execute("SELECT value FROM meta WHERE name = 'write_gen'")
+            if int(written.fetchone()[0]) != self._gen:
+                raise StaleKeyError()
+            row = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'segments'"
+            ).fetchone()
             segment_id = int(row[0])
-            nonce, ciphertext = seal(self._key, segment_id, events)
+            nonce, ciphertext = seal(self._key, segment_id, events, self._gen)
             self._db.execute(
-                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     segment_id,
                     SCHEMA_VERSION,
+                    self._gen,
                     now - span,
                     now,
                     len(events),
@@ -235,20 +378,23 @@ class Vault:
         the number in its heartbeat after every write.
         """
         rows = self._db.execute(
-            "SELECT id, schema, nonce, ciphertext FROM segments ORDER BY id DESC"
+            "SELECT id, schema, gen, nonce, ciphertext FROM segments ORDER BY id DESC"
         )
-        for segment_id, schema, nonce, ciphertext in rows:
-            events = self._readable(int(segment_id), int(schema), nonce, ciphertext)
+        for segment_id, schema, gen, nonce, ciphertext in rows:
+            events = self._readable(int(segment_id), int(schema), int(gen), nonce, ciphertext)
             if events is not None:
                 return max((e.seq for e in events), default=-1) + 1
         return 0
 
     def _readable(
-        self, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes
+        self, segment_id: int, schema: int, gen: int, nonce: bytes, ciphertext: bytes
     ) -> list[Event] | None:
         """A segment's events, or None (reported by id, collected) when it is corrupt."""
         try:
-            return open_segment(self._key, segment_id, schema, nonce, ciphertext)
+            key = self._keys.get(gen)
+            if key is None:
+                raise CorruptSegmentError(segment_id, f"no key of generation {gen}")
+            return open_segment(key, segment_id, schema, nonce, ciphertext, gen)
         except CorruptSegmentError as exc:
             _log.warning("%s", exc)  # the id and a reason, never content
             self.corrupt_segments.append(exc.segment_id)
@@ -270,14 +416,14 @@ class Vault:
         last_id = 0
         while True:
             row = self._db.execute(
-                "SELECT id, schema, nonce, ciphertext FROM segments WHERE id > ? "
+                "SELECT id, schema, gen, nonce, ciphertext FROM segments WHERE id > ? "
                 "ORDER BY id LIMIT 1",
                 (last_id,),
             ).fetchone()
             if row is None:
                 return
             last_id = int(row[0])
-            events = self._readable(last_id, int(row[1]), row[2], row[3])
+            events = self._readable(last_id, int(row[1]), int(row[2]), row[3], row[4])
             if events is not None:
                 yield from events
 
@@ -316,7 +462,7 @@ class Vault:
             by_quota = len(doomed)
         if by_age or by_quota:
             # Move the deletion out of the WAL too, so no ciphertext lingers there.
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint()
         return RetentionReport(by_age, by_quota)
 
     def export(self) -> Iterator[dict[str, object]]:
