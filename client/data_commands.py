@@ -68,22 +68,62 @@ def daily_summary(vault: Vault) -> list[dict[str, object]]:
     ]
 
 
+def integrity_report(vault: Vault) -> dict[str, object]:
+    """Segments that were dropped, or stored without belonging (checked against the manifest)."""
+    audit = vault.audit()
+    return {
+        "dropped_segments": list(audit.missing),
+        "unexpected_segments": list(audit.unexpected),
+        "manifest_error": vault.manifest_error,
+    }
+
+
+def _integrity_lines(report: dict[str, object]) -> list[str]:
+    lines = []
+    if report["manifest_error"]:
+        lines.append(f"{report['manifest_error']}: no segment can be trusted")
+    for key, what in (
+        ("dropped_segments", "missing (deleted outside hearth)"),
+        ("unexpected_segments", "not in the manifest (put back or forged), skipped"),
+        ("corrupt_segments", "failed authentication, skipped"),
+    ):
+        ids = report.get(key) or []
+        assert isinstance(ids, list)
+        if ids:
+            shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+            lines.append(f"{len(ids)} segment(s) {what}: {shown}")
+    return lines
+
+
 @data_app.command()
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Per day and modality: how many events and bytes the vault holds."""
+    """Per day and modality: how many events and bytes the vault holds; tampering found."""
     if not _exists():
         typer.echo(
-            json.dumps({"days": [], "corrupt_segments": []}) if as_json else "The vault is empty."
+            json.dumps(
+                {
+                    "days": [],
+                    "corrupt_segments": [],
+                    "dropped_segments": [],
+                    "unexpected_segments": [],
+                    "manifest_error": None,
+                }
+            )
+            if as_json
+            else "The vault is empty."
         )
         return
     with _open() as vault:
         rows = daily_summary(vault)
-        corrupt = vault.corrupt_segments
+        report = {"days": rows, "corrupt_segments": vault.corrupt_segments}
+        report.update(integrity_report(vault))
     if as_json:
-        typer.echo(json.dumps({"days": rows, "corrupt_segments": corrupt}))
+        typer.echo(json.dumps(report))
         return
+    for line in _integrity_lines(report):
+        typer.echo(f"warning: {line}", err=True)
     if not rows:
         console.print("The vault is empty.")
         return

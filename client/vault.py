@@ -8,6 +8,7 @@ non-sensitive metadata (time range, event count per modality) is plaintext.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -35,6 +36,7 @@ from client.keys import (
     stage_next_key,
     staged_generation,
 )
+from client.vault_manifest import Audit, Manifest, ManifestError, open_manifest, seal_manifest
 from policy.events import MODALITY_OF, SCHEMA_VERSION, Event, SchemaError, from_record, to_record
 
 DB_FILE: Final = "vault.db"
@@ -181,11 +183,51 @@ class Vault:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA_SQL)
+        self._db.execute("BEGIN IMMEDIATE")
         self._db.execute(
             "INSERT OR IGNORE INTO meta VALUES ('write_gen', ?)", (str(generation).encode(),)
         )
+        has_manifest = self._db.execute("SELECT 1 FROM meta WHERE name = 'manifest'").fetchone()
+        if not has_manifest and not self._db.execute("SELECT 1 FROM segments").fetchone():
+            self._store_manifest(Manifest())  # a new vault; an emptied-out one is reported
+        self._db.execute("COMMIT")
         self._secure_files()
+        # Ids skipped while reading: failed authentication, or not live in the manifest.
         self.corrupt_segments: list[int] = []
+        self.manifest_error: str | None = None
+
+    def _load_manifest(self) -> Manifest:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
+        if row is None:
+            raise ManifestError("the vault's manifest is missing")
+        return open_manifest(self._keys, bytes(row[0]))[1]
+
+    def _store_manifest(self, manifest: Manifest, generation: int | None = None) -> None:
+        gen = self._gen if generation is None else generation
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('manifest', ?)",
+            (seal_manifest(self._keys[gen], gen, manifest),),
+        )
+
+    def _manifest_or_none(self) -> Manifest | None:
+        """The manifest for reading; None (noted in ``manifest_error``) when untrustworthy."""
+        try:
+            return self._load_manifest()
+        except ManifestError as exc:
+            _log.warning("%s", exc)
+            self.manifest_error = str(exc)
+            return None
+
+    def audit(self) -> Audit:
+        """Stored segments against the manifest: dropped ones, and ones that do not belong.
+
+        With no trustworthy manifest, every stored segment is unexpected.
+        """
+        ids = (int(r[0]) for r in self._db.execute("SELECT id FROM segments ORDER BY id"))
+        manifest = self._manifest_or_none()
+        if manifest is None:
+            return Audit(unexpected=tuple(ids))
+        return manifest.audit(ids)
 
     def _secure_files(self) -> None:
         """Owner-only modes on the database and its -wal/-shm companions."""
@@ -288,7 +330,14 @@ class Vault:
                 raise
             done += len(rows)
             if len(rows) < batch:
-                return done
+                break
+        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
+        if row is not None:  # an untrustworthy manifest stays so under the new key
+            with contextlib.suppress(ManifestError):
+                self._store_manifest(open_manifest(self._keys, bytes(row[0]))[1], new_gen)
+        self._db.execute("COMMIT")
+        return done
 
     def _checkpoint(self, required: bool = False) -> bool:
         """Checkpoint the WAL into the database and truncate it to zero bytes.
@@ -337,11 +386,9 @@ class Vault:
             written = self._db.execute("SELECT value FROM meta WHERE name = 'write_gen'")
             if int(written.fetchone()[0]) != self._gen:
                 raise StaleKeyError()
-            row = self._db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'segments'"
-            ).fetchone()
-            segment_id = int(row[0])
+            segment_id, manifest = self._load_manifest().appended()
             nonce, ciphertext = seal(self._key, segment_id, events, self._gen)
+            self._store_manifest(manifest)
             self._db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -377,10 +424,13 @@ class Vault:
         A restarted recorder continues the numbering from here, so it need not note
         the number in its heartbeat after every write.
         """
+        manifest = self._manifest_or_none()
         rows = self._db.execute(
             "SELECT id, schema, gen, nonce, ciphertext FROM segments ORDER BY id DESC"
         )
         for segment_id, schema, gen, nonce, ciphertext in rows:
+            if manifest is None or segment_id not in manifest:
+                continue
             events = self._readable(int(segment_id), int(schema), int(gen), nonce, ciphertext)
             if events is not None:
                 return max((e.seq for e in events), default=-1) + 1
@@ -408,11 +458,24 @@ class Vault:
         ).fetchall()
         return [SegmentInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
+    def _belongs(self, segment_id: int, manifest: Manifest | None) -> tuple[bool, Manifest | None]:
+        """Whether a stored segment is live; a segment newer than ``manifest`` re-reads it."""
+        if manifest is not None and segment_id >= manifest.next_id:
+            manifest = self._manifest_or_none()  # appended since it was read
+        if manifest is not None and segment_id in manifest:
+            return True, manifest
+        _log.warning("vault segment %d is not in the vault's manifest; skipped", segment_id)
+        self.corrupt_segments.append(segment_id)
+        return False, manifest
+
     def iter_events(self) -> Iterator[Event]:
         """Stream every readable event in time order, one segment in memory at a time.
 
-        Corrupt segments are skipped and their ids collected in ``corrupt_segments``.
+        Segments that fail authentication, or that the manifest does not list as live
+        (re-inserted after deletion, forged), are skipped and their ids collected in
+        ``corrupt_segments``; ``audit()`` also names the dropped ones.
         """
+        manifest = self._manifest_or_none()
         last_id = 0
         while True:
             row = self._db.execute(
@@ -423,14 +486,34 @@ class Vault:
             if row is None:
                 return
             last_id = int(row[0])
+            live, manifest = self._belongs(last_id, manifest)
+            if not live:
+                continue
             events = self._readable(last_id, int(row[1]), int(row[2]), row[3], row[4])
             if events is not None:
                 yield from events
 
+    def _delete(self, ids: Sequence[int]) -> int:
+        """Delete segments and record it in the manifest, in one transaction."""
+        if not ids:
+            return 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            manifest = self._manifest_or_none()
+            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in ids])
+            if manifest is not None:
+                self._store_manifest(manifest.without(ids))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return len(ids)
+
     def delete_older_than(self, wall_time: float) -> int:
         """Delete segments that ended before ``wall_time``; returns how many."""
-        cursor = self._db.execute("DELETE FROM segments WHERE wall_end < ?", (wall_time,))
-        return cursor.rowcount
+        rows = self._db.execute("SELECT id FROM segments WHERE wall_end < ?", (wall_time,))
+        return self._delete([int(r[0]) for r in rows.fetchall()])
 
     def size(self) -> int:
         """Bytes of sealed event data (what the quota counts)."""
@@ -458,8 +541,7 @@ class Vault:
                     break
                 doomed.append(int(segment_id))
                 excess -= int(size)
-            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in doomed])
-            by_quota = len(doomed)
+            by_quota = self._delete(doomed)
         if by_age or by_quota:
             # Move the deletion out of the WAL too, so no ciphertext lingers there.
             self._checkpoint()
