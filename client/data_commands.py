@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -21,11 +20,10 @@ from client.keys import (
     KEY_FILE,
     NEXT_KEY_FILE,
     VaultKeyError,
-    destroy_key,
     passphrase_from_env_or_prompt,
     rewrap_key,
 )
-from client.vault import DB_FILES, Vault, VaultFullError, default_vault_dir
+from client.vault import Vault, VaultFullError, default_vault_dir, destroy_vault
 
 data_app = typer.Typer(
     name="data", help="See, export or delete what hearth recorded.", no_args_is_help=True
@@ -158,16 +156,8 @@ def export(
 
 
 def delete_vault(directory: Path) -> bool:
-    """Crypto-shred: destroy the key first, then the database files."""
-    existed = destroy_key(directory)
-    for name in DB_FILES:
-        path = directory / name
-        if path.exists():
-            path.unlink()
-            existed = True
-    if directory.exists():
-        shutil.rmtree(directory)
-    return existed
+    """Crypto-shred: destroy the keys first, then the database files (``destroy_vault``)."""
+    return destroy_vault(directory)
 
 
 @data_app.command()

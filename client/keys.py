@@ -307,6 +307,36 @@ def staged_generation(directory: Path) -> int | None:
     return WrappedKey.from_json(path.read_text()).generation if path.exists() else None
 
 
+def shred_file(path: Path) -> None:
+    """Overwrite a file's bytes in place (fsync'd), then remove it."""
+    _overwrite(path)
+    path.unlink()
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` (owner-only) and overwrite the bytes it replaced.
+
+    A hard link keeps the old inode reachable across the rename so its content can
+    be overwritten; a crash in between leaves it as ``<name>.old``, which
+    ``finish_interrupted_commit`` shreds.
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    old = path.with_name(path.name + ".old")
+    if old.exists():
+        old.unlink()
+    if path.exists():
+        os.link(path, old)
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+    if old.exists():
+        shred_file(old)
+
+
 def _overwrite(path: Path) -> None:
     """Overwrite a file's bytes in place (fsync'd), so its old content is not left behind."""
     size = max(path.stat().st_size, 256)
@@ -349,10 +379,8 @@ def commit_next_key(directory: Path) -> None:
 
 def finish_interrupted_commit(directory: Path) -> None:
     """Complete a commit cut short after the rename (``key.old`` still on disk)."""
-    doomed = directory / "key.old"
-    if doomed.exists():
-        _overwrite(doomed)
-        doomed.unlink()
+    for doomed in directory.glob("*.old"):
+        shred_file(doomed)
     if (directory / KEY_FILE).exists():
         generation = key_generation(directory)
         if generation > 0:

@@ -1,9 +1,13 @@
 """The encrypted vault: the only place captured events live on the device.
 
 Events are written in batches ("segments"), each sealed with AES-256-GCM under
-the device's data key, with the segment id and schema version as associated
-data so a segment cannot be swapped or replayed under another id. Only
-non-sensitive metadata (time range, event count per modality) is plaintext.
+the key of its UTC day (``client.day_keys``; the day keys are sealed under the
+device's data key), with the segment id, schema version, key generation and day
+as associated data so a segment cannot be swapped or replayed under another id.
+A sealed manifest (``client.vault_manifest``) lists the live ids, so dropped or
+re-inserted segments are noticed. Retention destroys whole days: their key first
+(crypto-shredding), then their rows, with ``secure_delete`` on and the WAL
+checkpointed and truncated (retried until no reader holds it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import time
 import zlib
@@ -25,14 +30,23 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from client.day_keys import (
+    DayKeys,
+    day_of,
+    destroy_day_keys,
+    load_day_keys,
+    store_day_keys,
+)
 from client.home import ensure_private_dir, hearth_home
 from client.keys import (
     KEY_FILE,
     VaultKeyError,
     commit_next_key,
+    destroy_key,
     finish_interrupted_commit,
     key_generation,
     load_or_create_data_key,
+    shred_file,
     stage_next_key,
     staged_generation,
 )
@@ -49,6 +63,7 @@ CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     schema INTEGER NOT NULL,
     gen INTEGER NOT NULL,
+    day INTEGER NOT NULL,
     wall_start REAL NOT NULL,
     wall_end REAL NOT NULL,
     n_events INTEGER NOT NULL,
@@ -56,11 +71,12 @@ CREATE TABLE IF NOT EXISTS segments (
     nonce BLOB NOT NULL,
     ciphertext BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS segments_wall_end ON segments (wall_end);
+CREATE INDEX IF NOT EXISTS segments_day ON segments (day);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 _REKEY_BATCH: Final = 256
 _CHECKPOINT_TRIES: Final = 50
+_BUSY_MS: Final = 5000
 
 
 class VaultFullError(OSError):
@@ -97,6 +113,7 @@ class RotationReport:
 
     generation: int
     reencrypted: int
+    dropped: int = 0  # corrupt or expired segments that could not move to the new key
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,26 +155,34 @@ class SegmentInfo:
     size: int
 
 
-def _aad(segment_id: int, schema: int, gen: int) -> bytes:
-    return f"hearth-segment:{segment_id}:{schema}:{gen}".encode("ascii")
+def _aad(segment_id: int, schema: int, gen: int, day: int) -> bytes:
+    return f"hearth-segment:{segment_id}:{schema}:{gen}:{day}".encode("ascii")
 
 
-def seal(key: bytes, segment_id: int, events: Sequence[Event], gen: int = 0) -> tuple[bytes, bytes]:
+def seal(
+    key: bytes, segment_id: int, events: Sequence[Event], gen: int = 0, day: int = 0
+) -> tuple[bytes, bytes]:
     """Encrypt a batch of events; returns (nonce, ciphertext)."""
     payload = "\n".join(json.dumps(to_record(e), separators=(",", ":")) for e in events)
     nonce = os.urandom(12)
     plain = zlib.compress(payload.encode("utf-8"), 1)
-    return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen))
+    return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen, day))
 
 
 def open_segment(
-    key: bytes, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes, gen: int = 0
+    key: bytes,
+    segment_id: int,
+    schema: int,
+    nonce: bytes,
+    ciphertext: bytes,
+    gen: int = 0,
+    day: int = 0,
 ) -> list[Event]:
     """Authenticate, decrypt and decode one segment, all or nothing."""
     if schema != SCHEMA_VERSION:
         raise CorruptSegmentError(segment_id, f"unknown schema version {schema}")
     try:
-        plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema, gen))
+        plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema, gen, day))
         text = zlib.decompress(plain).decode("utf-8")
         return [from_record(json.loads(line)) for line in text.split("\n") if line]
     except InvalidTag:
@@ -171,9 +196,9 @@ class Vault:
 
     def __init__(self, directory: Path, key: bytes, generation: int = 0) -> None:
         self.directory = ensure_private_dir(directory)
-        self._key = key
         self._gen = generation
-        self._keys: dict[int, bytes] = {generation: key}
+        self._keys: dict[int, bytes] = {generation: key}  # data keys by generation
+        self._days: dict[int, DayKeys] = {generation: load_day_keys(directory, generation, key)}
         path = self.directory / DB_FILE
         existed = path.exists()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -182,6 +207,7 @@ class Vault:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
         self._db.executescript(_SCHEMA_SQL)
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute(
@@ -195,6 +221,45 @@ class Vault:
         # Ids skipped while reading: failed authentication, or not live in the manifest.
         self.corrupt_segments: list[int] = []
         self.manifest_error: str | None = None
+
+    def _secure_files(self) -> None:
+        """Owner-only modes on the database and its -wal/-shm companions."""
+        for name in DB_FILES:
+            path = self.directory / name
+            if path.exists() and path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
+    # -- keys --------------------------------------------------------------
+
+    def _day_key(self, gen: int, day: int, create: bool = False) -> bytes | None:
+        """The key of ``day`` under data-key generation ``gen``.
+
+        A key missing from memory is looked up again on disk (another process may
+        have started the day); ``create`` (only inside a write transaction) makes it.
+        """
+        days = self._days.get(gen)
+        if days is None:
+            return None
+        key = days.keys.get(day)
+        if key is None:
+            days = self._days[gen] = load_day_keys(self.directory, gen, self._keys[gen])
+            key = days.keys.get(day)
+        if key is None and create:
+            days = days.with_day(day)
+            store_day_keys(self.directory, self._keys[gen], days)
+            self._days[gen] = days
+            key = days.keys[day]
+        return key
+
+    def _forget_days(self, doomed: set[int], horizon: int | None = None) -> None:
+        """Crypto-shred days: their keys leave the day-key file (inside a write transaction)."""
+        days = load_day_keys(self.directory, self._gen, self._keys[self._gen])
+        if doomed & days.keys.keys() or (horizon or 0) > days.horizon:
+            days = days.without(doomed, horizon)
+            store_day_keys(self.directory, self._keys[self._gen], days)
+        self._days[self._gen] = days
+
+    # -- the manifest ---------------------------------------------------------
 
     def _load_manifest(self) -> Manifest:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
@@ -229,12 +294,63 @@ class Vault:
             return Audit(unexpected=tuple(ids))
         return manifest.audit(ids)
 
-    def _secure_files(self) -> None:
-        """Owner-only modes on the database and its -wal/-shm companions."""
-        for name in DB_FILES:
-            path = self.directory / name
-            if path.exists() and path.stat().st_mode & 0o077:
-                path.chmod(0o600)
+    # -- transactions -------------------------------------------------------------
+
+    def _begin_write(self) -> None:
+        """Take the write lock; refuse when this process's key generation is stale."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_disk_full(exc):
+                raise VaultFullError() from None
+            raise
+        written = self._db.execute("SELECT value FROM meta WHERE name = 'write_gen'").fetchone()
+        if int(written[0]) != self._gen:
+            self._db.execute("ROLLBACK")
+            raise StaleKeyError()
+
+    def _abort(self, exc: BaseException) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        if _is_disk_full(exc):
+            raise VaultFullError() from None
+
+    def _checkpoint(self, required: bool = False) -> bool:
+        """Checkpoint the WAL into the database and truncate it to zero bytes.
+
+        Returns whether it completed. A reader in the middle of a transaction blocks
+        it: then the next write (or close) tries again; ``required`` retries for a
+        few seconds and then fails.
+        """
+        tries = _CHECKPOINT_TRIES if required else 1
+        self._db.execute("PRAGMA busy_timeout=20")
+        try:
+            for attempt in range(tries):
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    self._db.execute("DELETE FROM meta WHERE name = 'shred_pending'")
+                    if (
+                        self._db.total_changes
+                        and self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                    ):
+                        continue
+                    return True
+                if attempt + 1 < tries:
+                    time.sleep(0.1)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        if required:
+            raise VaultKeyError(
+                "another program keeps the vault open (the dashboard?); close it and "
+                "run the command again"
+            )
+        return False
+
+    def _checkpoint_if_pending(self) -> None:
+        if self._db.execute("SELECT 1 FROM meta WHERE name = 'shred_pending'").fetchone():
+            self._checkpoint()
+
+    # -- opening, rotating, closing ---------------------------------------------------
 
     @classmethod
     def open(
@@ -275,13 +391,14 @@ class Vault:
         """Replace the data key: re-encrypt every segment, then destroy the old key.
 
         Crash-safe and resumable: the new key is staged (wrapped) in ``key.next.json``
-        before any segment changes; each batch of segments is re-encrypted in one
-        transaction, so every segment exists under the old or the new key at every
-        instant; only when none is left under the old key, and the WAL holding the old
-        ciphertext is checkpointed and truncated, does the new key file replace the
-        old one (overwritten, with its keyring secret deleted). Run it again with the
-        same new passphrase after a kill to resume. ``new_passphrase`` None keeps the
-        key in the OS keyring under a fresh secret.
+        before any segment changes; each batch of segments is re-encrypted under a
+        fresh day key of the new generation in one transaction, so every segment
+        exists under the old or the new key at every instant. Only when none is left
+        under the old key, and the WAL holding the old ciphertext is checkpointed and
+        truncated, are the old day keys and the old key file overwritten and removed
+        (and its keyring secret deleted). Run it again with the same new passphrase
+        after a kill to resume. ``new_passphrase`` None keeps the key in the OS
+        keyring under a fresh secret.
         """
         ensure_private_dir(directory)
         if not (directory / KEY_FILE).exists():
@@ -293,74 +410,67 @@ class Vault:
         new_gen = old_gen + 1
         vault = cls(directory, old_key, old_gen)
         vault._keys[new_gen] = new_key
+        vault._days[new_gen] = load_day_keys(directory, new_gen, new_key)
         try:
-            done = vault._reencrypt(old_gen, new_gen, batch)
+            done, dropped = vault._reencrypt(new_gen, batch)
             vault._checkpoint(required=True)
         finally:
             vault.close()
+        destroy_day_keys(directory, old_gen)
         commit_next_key(directory)
-        return RotationReport(new_gen, done)
+        return RotationReport(new_gen, done, dropped)
 
-    def _reencrypt(self, old_gen: int, new_gen: int, batch: int) -> int:
-        """Move every segment from ``old_gen``'s key to ``new_gen``'s, batch by batch."""
-        done = 0
+    def _reencrypt(self, new_gen: int, batch: int) -> tuple[int, int]:
+        """Move every segment to ``new_gen``'s day keys, batch by batch; (moved, dropped)."""
         self._db.execute("UPDATE meta SET value = ? WHERE name = 'write_gen'", (b"%d" % new_gen,))
+        self._gen = new_gen
+        horizon = max(d.horizon for d in self._days.values())
+        self._days[new_gen] = self._days[new_gen].without(set(), horizon)
+        done = dropped = 0
         while True:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._begin_write()
             try:
                 rows = self._db.execute(
-                    "SELECT id, schema, gen, nonce, ciphertext FROM segments WHERE gen != ? "
-                    "ORDER BY id LIMIT ?",
+                    "SELECT id, schema, gen, day, nonce, ciphertext FROM segments "
+                    "WHERE gen != ? ORDER BY id LIMIT ?",
                     (new_gen, batch),
                 ).fetchall()
-                for segment_id, schema, gen, nonce, ciphertext in rows:
-                    key = self._keys.get(int(gen))
-                    if key is None:
-                        raise CorruptSegmentError(int(segment_id), f"no key generation {gen}")
-                    events = open_segment(key, segment_id, schema, nonce, ciphertext, int(gen))
-                    new_nonce, sealed = seal(self._keys[new_gen], segment_id, events, new_gen)
+                lost: list[int] = []
+                for segment_id, schema, gen, day, nonce, ciphertext in rows:
+                    events = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
+                    if events is None:  # corrupt or expired: nothing to carry over
+                        lost.append(int(segment_id))
+                        continue
+                    key = self._day_key(new_gen, day, create=True)
+                    assert key is not None
+                    new_nonce, sealed = seal(key, segment_id, events, new_gen, day)
                     self._db.execute(
                         "UPDATE segments SET gen = ?, nonce = ?, ciphertext = ? WHERE id = ?",
                         (new_gen, new_nonce, sealed, segment_id),
                     )
+                if lost:
+                    self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in lost])
                 self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                self._abort(exc)
                 raise
-            done += len(rows)
+            done += len(rows) - len(lost)
+            dropped += len(lost)
             if len(rows) < batch:
                 break
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin_write()
         row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
         if row is not None:  # an untrustworthy manifest stays so under the new key
             with contextlib.suppress(ManifestError):
-                self._store_manifest(open_manifest(self._keys, bytes(row[0]))[1], new_gen)
+                manifest = open_manifest(self._keys, bytes(row[0]))[1]
+                self._store_manifest(manifest, new_gen)
         self._db.execute("COMMIT")
-        return done
-
-    def _checkpoint(self, required: bool = False) -> bool:
-        """Checkpoint the WAL into the database and truncate it to zero bytes.
-
-        Returns whether it completed. A reader in the middle of a transaction blocks
-        it; ``required`` retries for a few seconds and then fails.
-        """
-        tries = _CHECKPOINT_TRIES if required else 1
-        for attempt in range(tries):
-            busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            if not busy:
-                return True
-            if attempt + 1 < tries:
-                time.sleep(0.1)
-        if required:
-            raise VaultKeyError(
-                "another program keeps the vault open (the dashboard?); close it and "
-                "run the command again"
-            )
-        return False
+        return done, dropped
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (truncating the WAL first if a deletion still waits for it)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._checkpoint_if_pending()
         self._db.close()
 
     def __enter__(self) -> Vault:
@@ -369,32 +479,30 @@ class Vault:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    # -- writing ------------------------------------------------------------------
+
     def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Seal ``events`` as one segment and commit it; returns the segment id."""
+        """Seal ``events`` as one segment of the current day and commit it; returns its id."""
         if not events:
             return None
         now = time.time() if wall_time is None else wall_time
+        day = day_of(now)
         span = max(0.0, events[-1].t - events[0].t)
         counts = Counter((m.value if (m := MODALITY_OF[e.kind]) else "marker") for e in events)
+        self._begin_write()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_disk_full(exc):
-                raise VaultFullError() from None
-            raise
-        try:
-            written = self._db.execute("SELECT value FROM meta WHERE name = 'write_gen'")
-            if int(written.fetchone()[0]) != self._gen:
-                raise StaleKeyError()
             segment_id, manifest = self._load_manifest().appended()
-            nonce, ciphertext = seal(self._key, segment_id, events, self._gen)
+            key = self._day_key(self._gen, day, create=True)
+            assert key is not None
+            nonce, ciphertext = seal(key, segment_id, events, self._gen, day)
             self._store_manifest(manifest)
             self._db.execute(
-                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     segment_id,
                     SCHEMA_VERSION,
                     self._gen,
+                    day,
                     now - span,
                     now,
                     len(events),
@@ -405,13 +513,78 @@ class Vault:
             )
             self._db.execute("COMMIT")
         except BaseException as exc:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            if _is_disk_full(exc):
-                raise VaultFullError() from None
+            self._abort(exc)
             raise
         self._secure_files()
+        self._checkpoint_if_pending()
         return segment_id
+
+    def _delete(self, ids: Sequence[int], forget_days: set[int], horizon: int | None = None) -> int:
+        """Delete segments, shred the given days' keys first, and record it, in one transaction.
+
+        Marks the WAL for truncation; it is truncated now unless a reader holds it.
+        """
+        if not ids and not forget_days:
+            return 0
+        self._begin_write()
+        try:
+            self._forget_days(forget_days, horizon)
+            manifest = self._manifest_or_none()
+            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in ids])
+            if manifest is not None:
+                self._store_manifest(manifest.without(ids))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        self._checkpoint()
+        return len(ids)
+
+    def delete_days_through(self, last_day: int) -> int:
+        """Destroy every day up to ``last_day`` (UTC day number): keys, then rows."""
+        days = set(load_day_keys(self.directory, self._gen, self._keys[self._gen]).keys)
+        rows = self._db.execute("SELECT id, day FROM segments WHERE day <= ?", (last_day,))
+        ids: list[int] = []
+        for segment_id, day in rows.fetchall():
+            ids.append(int(segment_id))
+            days.add(int(day))
+        return self._delete(ids, {d for d in days if d <= last_day}, last_day + 1)
+
+    def enforce_retention(
+        self,
+        max_age_days: float = DEFAULT_RETENTION_DAYS,
+        max_bytes: int = DEFAULT_QUOTA_BYTES,
+        now: float | None = None,
+    ) -> RetentionReport:
+        """Destroy days past their lifetime, then the oldest segments beyond the quota.
+
+        Retention works on whole UTC days: a day is destroyed as soon as any part of
+        it is older than ``max_age_days``, so nothing is kept longer than that.
+        """
+        now = time.time() if now is None else now
+        by_age = self.delete_days_through(day_of(now - max_age_days * 86400.0))
+        by_quota = 0
+        excess = self.size() - max_bytes
+        if excess > 0:
+            rows = self._db.execute(
+                "SELECT id, day, length(ciphertext) FROM segments ORDER BY day, id"
+            ).fetchall()
+            doomed: list[int] = []
+            touched: set[int] = set()
+            for segment_id, day, size in rows:
+                if excess <= 0:
+                    break
+                doomed.append(int(segment_id))
+                touched.add(int(day))
+                excess -= int(size)
+            kept = {int(r[1]) for r in rows[len(doomed) :]}
+            # A day emptied by the quota loses its key too (not today's: it goes on).
+            emptied = {d for d in touched - kept if d < day_of(now)}
+            by_quota = self._delete(doomed, emptied)
+        return RetentionReport(by_age, by_quota)
+
+    # -- reading ------------------------------------------------------------------
 
     def version(self) -> tuple[int, int]:
         """(segment count, newest segment id): changes whenever the contents change."""
@@ -426,25 +599,28 @@ class Vault:
         """
         manifest = self._manifest_or_none()
         rows = self._db.execute(
-            "SELECT id, schema, gen, nonce, ciphertext FROM segments ORDER BY id DESC"
+            "SELECT id, schema, gen, day, nonce, ciphertext FROM segments ORDER BY id DESC"
         )
-        for segment_id, schema, gen, nonce, ciphertext in rows:
+        for segment_id, schema, gen, day, nonce, ciphertext in rows:
             if manifest is None or segment_id not in manifest:
                 continue
-            events = self._readable(int(segment_id), int(schema), int(gen), nonce, ciphertext)
+            events = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
             if events is not None:
                 return max((e.seq for e in events), default=-1) + 1
         return 0
 
     def _readable(
-        self, segment_id: int, schema: int, gen: int, nonce: bytes, ciphertext: bytes
+        self, segment_id: int, schema: int, gen: int, day: int, nonce: bytes, ciphertext: bytes
     ) -> list[Event] | None:
-        """A segment's events, or None (reported by id, collected) when it is corrupt."""
+        """A segment's events, or None when it is corrupt (reported by id) or expired."""
         try:
-            key = self._keys.get(gen)
+            key = self._day_key(gen, day)
             if key is None:
-                raise CorruptSegmentError(segment_id, f"no key of generation {gen}")
-            return open_segment(key, segment_id, schema, nonce, ciphertext, gen)
+                days = self._days.get(gen)
+                if days is not None and day < days.horizon:
+                    return None  # its day was destroyed by retention; the row goes next
+                raise CorruptSegmentError(segment_id, "no key for its day")
+            return open_segment(key, segment_id, schema, nonce, ciphertext, gen, day)
         except CorruptSegmentError as exc:
             _log.warning("%s", exc)  # the id and a reason, never content
             self.corrupt_segments.append(exc.segment_id)
@@ -479,7 +655,7 @@ class Vault:
         last_id = 0
         while True:
             row = self._db.execute(
-                "SELECT id, schema, gen, nonce, ciphertext FROM segments WHERE id > ? "
+                "SELECT id, schema, gen, day, nonce, ciphertext FROM segments WHERE id > ? "
                 "ORDER BY id LIMIT 1",
                 (last_id,),
             ).fetchone()
@@ -489,65 +665,47 @@ class Vault:
             live, manifest = self._belongs(last_id, manifest)
             if not live:
                 continue
-            events = self._readable(last_id, int(row[1]), int(row[2]), row[3], row[4])
+            events = self._readable(last_id, *row[1:])
             if events is not None:
                 yield from events
-
-    def _delete(self, ids: Sequence[int]) -> int:
-        """Delete segments and record it in the manifest, in one transaction."""
-        if not ids:
-            return 0
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            manifest = self._manifest_or_none()
-            self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in ids])
-            if manifest is not None:
-                self._store_manifest(manifest.without(ids))
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
-        return len(ids)
-
-    def delete_older_than(self, wall_time: float) -> int:
-        """Delete segments that ended before ``wall_time``; returns how many."""
-        rows = self._db.execute("SELECT id FROM segments WHERE wall_end < ?", (wall_time,))
-        return self._delete([int(r[0]) for r in rows.fetchall()])
 
     def size(self) -> int:
         """Bytes of sealed event data (what the quota counts)."""
         row = self._db.execute("SELECT COALESCE(SUM(length(ciphertext)), 0) FROM segments")
         return int(row.fetchone()[0])
 
-    def enforce_retention(
-        self,
-        max_age_days: float = DEFAULT_RETENTION_DAYS,
-        max_bytes: int = DEFAULT_QUOTA_BYTES,
-        now: float | None = None,
-    ) -> RetentionReport:
-        """Delete segments past their lifetime, then the oldest beyond the quota."""
-        now = time.time() if now is None else now
-        by_age = self.delete_older_than(now - max_age_days * 86400.0)
-        by_quota = 0
-        excess = self.size() - max_bytes
-        if excess > 0:
-            rows = self._db.execute(
-                "SELECT id, length(ciphertext) FROM segments ORDER BY id"
-            ).fetchall()
-            doomed: list[int] = []
-            for segment_id, size in rows:
-                if excess <= 0:
-                    break
-                doomed.append(int(segment_id))
-                excess -= int(size)
-            by_quota = self._delete(doomed)
-        if by_age or by_quota:
-            # Move the deletion out of the WAL too, so no ciphertext lingers there.
-            self._checkpoint()
-        return RetentionReport(by_age, by_quota)
-
     def export(self) -> Iterator[dict[str, object]]:
         """Decrypted records for the employee's own eyes (``hearth data export``)."""
         for event in self.iter_events():
             yield to_record(event)
+
+
+def destroy_vault(directory: Path) -> bool:
+    """Crypto-shred a vault: keys first (file and keyring), then the database's bytes.
+
+    The rows are deleted (``secure_delete`` zeroes them) and the WAL truncated before
+    the files are removed, so a process that still holds them open sees no ciphertext.
+    """
+    existed = destroy_key(directory)
+    for path in directory.glob("days.*.bin*"):
+        shred_file(path)
+        existed = True
+    db_path = directory / DB_FILE
+    if db_path.exists():
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(db_path, isolation_level=None, timeout=0.5)
+            try:
+                db.execute("PRAGMA secure_delete=ON")
+                db.execute("DELETE FROM segments")
+                db.execute("DELETE FROM meta")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                db.close()
+    for name in DB_FILES:
+        path = directory / name
+        if path.exists():
+            path.unlink()
+            existed = True
+    if directory.exists():
+        shutil.rmtree(directory)
+    return existed

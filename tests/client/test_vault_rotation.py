@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli import app
-from client.keys import KEY_FILE, NEXT_KEY_FILE, WrappedKey, unwrap
+from client.day_keys import day_keys_path, load_day_keys
+from client.keys import KEY_FILE, NEXT_KEY_FILE, VaultKeyError, WrappedKey, unwrap
 from client.vault import DB_FILE, RotationInProgressError, Vault, open_segment
 from policy.events import Key, KeyClass, Text
 
@@ -38,9 +39,13 @@ def _fill(vault_dir, segments):
 def _rows(vault_dir):
     db = sqlite3.connect(vault_dir / DB_FILE)
     try:
-        return db.execute("SELECT id, schema, gen, nonce, ciphertext FROM segments").fetchall()
+        return db.execute("SELECT id, schema, gen, day, nonce, ciphertext FROM segments").fetchall()
     finally:
         db.close()
+
+
+def _day_keys(vault_dir, gen, vault_key):
+    return load_day_keys(vault_dir, gen, vault_key).keys
 
 
 def _disk_bytes(vault_dir):
@@ -51,7 +56,7 @@ def test_after_rotation_the_old_key_file_and_passphrase_decrypt_nothing(hearth_h
     vault_dir = hearth_home / "vault"
     _fill(vault_dir, 20)
     stolen = (vault_dir / KEY_FILE).read_text()
-    old_ciphertexts = [row[4] for row in _rows(vault_dir)]
+    old_ciphertexts = [row[5] for row in _rows(vault_dir)]
 
     report = Vault.rotate(vault_dir, NEW)
     assert (report.generation, report.reencrypted) == (1, 20)
@@ -61,11 +66,17 @@ def test_after_rotation_the_old_key_file_and_passphrase_decrypt_nothing(hearth_h
         assert [e.seq for e in vault.iter_events()] == list(range(40))
     # The adversary: the old key file and passphrase still unwrap the old key ...
     old_key = unwrap(WrappedKey.from_json(stolen), OLD)
-    # ... which opens no segment of the vault as it now is,
-    for segment_id, schema, gen, nonce, ciphertext in _rows(vault_dir):
+    # ... which opens no day-key file of the vault as it now is (the old one is gone),
+    assert not day_keys_path(vault_dir, 0).exists()
+    day_files = sorted(vault_dir.glob("days.*.bin"))
+    assert [p.name for p in day_files] == ["days.1.bin"]
+    with pytest.raises(VaultKeyError):
+        load_day_keys(vault_dir, 1, old_key)
+    # ... nor any segment directly,
+    for segment_id, schema, gen, day, nonce, ciphertext in _rows(vault_dir):
         for guess in {0, gen}:
             with pytest.raises(Exception, match="corrupt"):
-                open_segment(old_key, segment_id, schema, nonce, ciphertext, guess)
+                open_segment(old_key, segment_id, schema, nonce, ciphertext, guess, day)
     # ... and no old ciphertext is left in the database or its WAL.
     on_disk = _disk_bytes(vault_dir)
     assert not any(blob in on_disk for blob in old_ciphertexts)
@@ -102,13 +113,18 @@ def test_a_rotation_killed_midway_keeps_every_segment_and_resumes(hearth_home):
         Vault.open(vault_dir)
     # At this instant every segment is readable under exactly one of the two keys.
     keys = {
-        0: unwrap(WrappedKey.from_json((vault_dir / KEY_FILE).read_text()), OLD),
-        1: unwrap(WrappedKey.from_json((vault_dir / NEXT_KEY_FILE).read_text()), NEW),
+        0: _day_keys(
+            vault_dir, 0, unwrap(WrappedKey.from_json((vault_dir / KEY_FILE).read_text()), OLD)
+        ),
+        1: _day_keys(
+            vault_dir, 1, unwrap(WrappedKey.from_json((vault_dir / NEXT_KEY_FILE).read_text()), NEW)
+        ),
     }
     rows = _rows(vault_dir)
     assert sorted(r[2] for r in rows) == [0] * 68 + [1] * 32  # two whole batches moved
-    for segment_id, schema, gen, nonce, ciphertext in rows:
-        assert len(open_segment(keys[gen], segment_id, schema, nonce, ciphertext, gen)) == 2
+    for segment_id, schema, gen, day, nonce, ciphertext in rows:
+        events = open_segment(keys[gen][day], segment_id, schema, nonce, ciphertext, gen, day)
+        assert len(events) == 2
 
     assert Vault.rotate(vault_dir, NEW).reencrypted == 68
     with Vault.open(vault_dir, passphrase=NEW) as vault:
@@ -175,9 +191,9 @@ def test_rotation_in_the_keyring_destroys_the_old_secret(hearth_home, monkeypatc
         with Vault.open(vault_dir) as vault:
             assert len(list(vault.iter_events())) == 6
         old_key = unwrap(stolen, bytes.fromhex(old_secret))  # a copied keyring secret
-        for segment_id, schema, gen, nonce, ciphertext in _rows(vault_dir):
-            with pytest.raises(Exception, match="corrupt"):
-                open_segment(old_key, segment_id, schema, nonce, ciphertext, gen)
+        with pytest.raises(VaultKeyError):
+            load_day_keys(vault_dir, 1, old_key)
+        assert not day_keys_path(vault_dir, 0).exists()
     finally:
         keyring.set_keyring(previous)
     assert os.listdir(vault_dir)
