@@ -263,6 +263,21 @@ def key_generation(directory: Path) -> int:
     return WrappedKey.from_json((directory / KEY_FILE).read_text()).generation
 
 
+def key_file_version(directory: Path) -> int:
+    """1 for a key file from before generations (its vault has the old layout), else 2."""
+    return WrappedKey.from_json((directory / KEY_FILE).read_text()).version
+
+
+def upgrade_key_file(directory: Path, passphrase: str | None = None) -> None:
+    """Rewrite a version-1 key file as version 2 (same key, same secret, generation 0)."""
+    path = directory / KEY_FILE
+    wrapped = WrappedKey.from_json(path.read_text())
+    if wrapped.version != 1:
+        return
+    secret = _secret_for(wrapped.kek, directory, passphrase)
+    _write_key_file(path, wrap(unwrap(wrapped, secret), wrapped.kek, secret))
+
+
 def rewrap_key(directory: Path, new_passphrase: str, passphrase: str | None = None) -> None:
     """Re-wrap a data key under a new passphrase, the key itself unchanged.
 

@@ -5,9 +5,12 @@ the key of its UTC day (``client.day_keys``; the day keys are sealed under the
 device's data key), with the segment id, schema version, key generation and day
 as associated data so a segment cannot be swapped or replayed under another id.
 A sealed manifest (``client.vault_manifest``) lists the live ids, so dropped or
-re-inserted segments are noticed. Retention destroys whole days: their key first
-(crypto-shredding), then their rows, with ``secure_delete`` on and the WAL
-checkpointed and truncated (retried until no reader holds it).
+re-inserted segments are noticed. In plaintext a segment shows only its id, its
+day and its padded size: event counts and times are inside the ciphertext, and
+every ciphertext has one of a few fixed sizes (``PADDED_SIZES``). Retention
+destroys whole days: their key first (crypto-shredding), then their rows, with
+``secure_delete`` on and the WAL checkpointed and truncated (retried until no
+reader holds it).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -44,11 +47,13 @@ from client.keys import (
     commit_next_key,
     destroy_key,
     finish_interrupted_commit,
+    key_file_version,
     key_generation,
     load_or_create_data_key,
     shred_file,
     stage_next_key,
     staged_generation,
+    upgrade_key_file,
 )
 from client.vault_manifest import Audit, Manifest, ManifestError, open_manifest, seal_manifest
 from policy.events import MODALITY_OF, SCHEMA_VERSION, Event, SchemaError, from_record, to_record
@@ -64,16 +69,16 @@ CREATE TABLE IF NOT EXISTS segments (
     schema INTEGER NOT NULL,
     gen INTEGER NOT NULL,
     day INTEGER NOT NULL,
-    wall_start REAL NOT NULL,
-    wall_end REAL NOT NULL,
-    n_events INTEGER NOT NULL,
-    modalities TEXT NOT NULL,
     nonce BLOB NOT NULL,
     ciphertext BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_day ON segments (day);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+# Sealed segments are padded to one of these sizes (then to whole MiB), so their
+# length says little about how much happened in them.
+PADDED_SIZES: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
+_FORMAT: Final = 2  # 1: the pre-day-key layout, migrated on open
 _REKEY_BATCH: Final = 256
 _CHECKPOINT_TRIES: Final = 50
 _BUSY_MS: Final = 5000
@@ -145,7 +150,7 @@ class CorruptSegmentError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SegmentInfo:
-    """Plaintext metadata of one segment."""
+    """What one segment holds, read from inside its ciphertext (times and counts)."""
 
     id: int
     wall_start: float
@@ -159,14 +164,69 @@ def _aad(segment_id: int, schema: int, gen: int, day: int) -> bytes:
     return f"hearth-segment:{segment_id}:{schema}:{gen}:{day}".encode("ascii")
 
 
+def _pad(body: bytes) -> bytes:
+    framed = len(body).to_bytes(4, "big") + body
+    size = next((s for s in PADDED_SIZES if s >= len(framed)), 0)
+    if not size:
+        size = -(-len(framed) // PADDED_SIZES[-1]) * PADDED_SIZES[-1]
+    return framed + bytes(size - len(framed))
+
+
+def _encode(events: Sequence[Event], start: float, end: float) -> bytes:
+    """The plaintext of a segment: a header (times, counts) and its events, padded."""
+    counts = Counter((m.value if (m := MODALITY_OF[e.kind]) else "marker") for e in events)
+    header = {"v": _FORMAT, "start": start, "end": end, "n": len(events), "counts": counts}
+    lines = [json.dumps(header, separators=(",", ":"))]
+    lines += (json.dumps(to_record(e), separators=(",", ":")) for e in events)
+    return _pad(zlib.compress("\n".join(lines).encode("utf-8"), 1))
+
+
+def _decode(plain: bytes, header_only: bool = False) -> tuple[dict[str, Any], list[Event]]:
+    size = int.from_bytes(plain[:4], "big")
+    if size > len(plain) - 4:
+        raise ValueError("bad padding")
+    text = zlib.decompress(plain[4 : 4 + size]).decode("utf-8")
+    first, _, rest = text.partition("\n")
+    header = json.loads(first)
+    if not isinstance(header, dict) or header.get("v") != _FORMAT:
+        raise ValueError("bad header")
+    if header_only:
+        return header, []
+    return header, [from_record(json.loads(line)) for line in rest.split("\n") if line]
+
+
 def seal(
-    key: bytes, segment_id: int, events: Sequence[Event], gen: int = 0, day: int = 0
+    key: bytes,
+    segment_id: int,
+    events: Sequence[Event],
+    gen: int = 0,
+    day: int = 0,
+    span: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[bytes, bytes]:
-    """Encrypt a batch of events; returns (nonce, ciphertext)."""
-    payload = "\n".join(json.dumps(to_record(e), separators=(",", ":")) for e in events)
+    """Encrypt a batch of events (and its wall-clock ``span``); returns (nonce, ciphertext)."""
     nonce = os.urandom(12)
-    plain = zlib.compress(payload.encode("utf-8"), 1)
+    plain = _encode(events, *span)
     return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen, day))
+
+
+def _open_raw(
+    key: bytes, segment_id: int, schema: int, nonce: bytes, ciphertext: bytes, gen: int, day: int
+) -> bytes:
+    if schema != SCHEMA_VERSION:
+        raise CorruptSegmentError(segment_id, f"unknown schema version {schema}")
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema, gen, day))
+    except (InvalidTag, ValueError):
+        raise CorruptSegmentError(segment_id, "authentication failed") from None
+
+
+def _decoded(
+    segment_id: int, plain: bytes, header_only: bool = False
+) -> tuple[dict[str, Any], list[Event]]:
+    try:
+        return _decode(plain, header_only)
+    except (ValueError, zlib.error, SchemaError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise CorruptSegmentError(segment_id, type(exc).__name__) from None
 
 
 def open_segment(
@@ -179,26 +239,24 @@ def open_segment(
     day: int = 0,
 ) -> list[Event]:
     """Authenticate, decrypt and decode one segment, all or nothing."""
-    if schema != SCHEMA_VERSION:
-        raise CorruptSegmentError(segment_id, f"unknown schema version {schema}")
-    try:
-        plain = AESGCM(key).decrypt(nonce, ciphertext, _aad(segment_id, schema, gen, day))
-        text = zlib.decompress(plain).decode("utf-8")
-        return [from_record(json.loads(line)) for line in text.split("\n") if line]
-    except InvalidTag:
-        raise CorruptSegmentError(segment_id, "authentication failed") from None
-    except (ValueError, zlib.error, SchemaError, UnicodeDecodeError) as exc:
-        raise CorruptSegmentError(segment_id, type(exc).__name__) from None
+    plain = _open_raw(key, segment_id, schema, nonce, ciphertext, gen, day)
+    return _decoded(segment_id, plain)[1]
 
 
 class Vault:
     """An open vault under a device's home directory."""
 
-    def __init__(self, directory: Path, key: bytes, generation: int = 0) -> None:
+    def __init__(
+        self, directory: Path, key: bytes, generation: int = 0, *, legacy: bool = False
+    ) -> None:
+        """Open the database under an unlocked data key; ``legacy`` allows migrating format 1."""
         self.directory = ensure_private_dir(directory)
         self._gen = generation
         self._keys: dict[int, bytes] = {generation: key}  # data keys by generation
         self._days: dict[int, DayKeys] = {generation: load_day_keys(directory, generation, key)}
+        # Ids skipped while reading: failed authentication, or not live in the manifest.
+        self.corrupt_segments: list[int] = []
+        self.manifest_error: str | None = None
         path = self.directory / DB_FILE
         existed = path.exists()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -208,6 +266,15 @@ class Vault:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(segments)")}
+        if columns and "day" not in columns:
+            if not legacy:
+                self._db.close()
+                raise VaultKeyError(
+                    "the vault database has the old layout but its key file is new: it was "
+                    "replaced; restore it or run `hearth data delete`"
+                )
+            self._migrate_legacy()
         self._db.executescript(_SCHEMA_SQL)
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute(
@@ -218,9 +285,67 @@ class Vault:
             self._store_manifest(Manifest())  # a new vault; an emptied-out one is reported
         self._db.execute("COMMIT")
         self._secure_files()
-        # Ids skipped while reading: failed authentication, or not live in the manifest.
-        self.corrupt_segments: list[int] = []
-        self.manifest_error: str | None = None
+
+    def _migrate_legacy(self) -> None:
+        """Move a format-1 vault (one data key, plaintext times and counts) to this format.
+
+        One transaction: every readable segment is re-sealed under its day's key with
+        its times and counts inside, with the same id; the manifest lists them; the old
+        table is dropped (``secure_delete`` zeroes it) and the WAL truncated. Segments
+        that fail authentication are left out (and logged by id).
+        """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE segments RENAME TO segments_v1")
+            self._db.execute("DROP INDEX IF EXISTS segments_wall_end")
+            for statement in _SCHEMA_SQL.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('write_gen', ?)", (b"%d" % self._gen,)
+            )
+            rows = self._db.execute(
+                "SELECT id, schema, wall_start, wall_end, nonce, ciphertext FROM segments_v1 "
+                "ORDER BY id"
+            )
+            manifest = Manifest(
+                int(
+                    self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM segments_v1").fetchone()[
+                        0
+                    ]
+                )
+            )
+            live: list[tuple[int, int]] = []
+            for segment_id, schema, start, end, nonce, ciphertext in rows:
+                try:
+                    aad = f"hearth-segment:{segment_id}:{schema}".encode("ascii")
+                    plain = AESGCM(self._keys[self._gen]).decrypt(nonce, ciphertext, aad)
+                    text = zlib.decompress(plain).decode("utf-8")
+                    events = [from_record(json.loads(line)) for line in text.split("\n") if line]
+                except (InvalidTag, ValueError, zlib.error, SchemaError, UnicodeDecodeError):
+                    _log.warning(
+                        "vault segment %d is corrupt; left out of the migration", segment_id
+                    )
+                    continue
+                day = day_of(float(end))
+                key = self._day_key(self._gen, day, create=True)
+                assert key is not None
+                sealed = seal(key, segment_id, events, self._gen, day, (float(start), float(end)))
+                self._db.execute(
+                    "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
+                    (segment_id, SCHEMA_VERSION, self._gen, day, *sealed),
+                )
+                if live and live[-1][1] == segment_id - 1:
+                    live[-1] = (live[-1][0], segment_id)
+                else:
+                    live.append((segment_id, segment_id))
+            self._store_manifest(Manifest(manifest.next_id, tuple(live)))
+            self._db.execute("DROP TABLE segments_v1")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        self._checkpoint()
 
     def _secure_files(self) -> None:
         """Owner-only modes on the database and its -wal/-shm companions."""
@@ -371,7 +496,10 @@ class Vault:
             raise RotationInProgressError()
         finish_interrupted_commit(directory)
         key = load_or_create_data_key(directory, passphrase)
-        vault = cls(directory, key, key_generation(directory))
+        legacy = key_file_version(directory) == 1
+        vault = cls(directory, key, key_generation(directory), legacy=legacy)
+        if legacy:  # the database is migrated: from now on the key file says so
+            upgrade_key_file(directory, passphrase)
         if retention_days is not None or quota_bytes is not None:
             vault.enforce_retention(
                 retention_days if retention_days is not None else DEFAULT_RETENTION_DAYS,
@@ -437,13 +565,15 @@ class Vault:
                 ).fetchall()
                 lost: list[int] = []
                 for segment_id, schema, gen, day, nonce, ciphertext in rows:
-                    events = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
-                    if events is None:  # corrupt or expired: nothing to carry over
+                    plain = self._plaintext(segment_id, schema, gen, day, nonce, ciphertext)
+                    if plain is None:  # corrupt or expired: nothing to carry over
                         lost.append(int(segment_id))
                         continue
                     key = self._day_key(new_gen, day, create=True)
                     assert key is not None
-                    new_nonce, sealed = seal(key, segment_id, events, new_gen, day)
+                    new_nonce = os.urandom(12)
+                    aad = _aad(segment_id, schema, new_gen, day)
+                    sealed = AESGCM(key).encrypt(new_nonce, plain, aad)
                     self._db.execute(
                         "UPDATE segments SET gen = ?, nonce = ?, ciphertext = ? WHERE id = ?",
                         (new_gen, new_nonce, sealed, segment_id),
@@ -488,28 +618,16 @@ class Vault:
         now = time.time() if wall_time is None else wall_time
         day = day_of(now)
         span = max(0.0, events[-1].t - events[0].t)
-        counts = Counter((m.value if (m := MODALITY_OF[e.kind]) else "marker") for e in events)
         self._begin_write()
         try:
             segment_id, manifest = self._load_manifest().appended()
             key = self._day_key(self._gen, day, create=True)
             assert key is not None
-            nonce, ciphertext = seal(key, segment_id, events, self._gen, day)
+            nonce, ciphertext = seal(key, segment_id, events, self._gen, day, (now - span, now))
             self._store_manifest(manifest)
             self._db.execute(
-                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    segment_id,
-                    SCHEMA_VERSION,
-                    self._gen,
-                    day,
-                    now - span,
-                    now,
-                    len(events),
-                    json.dumps(dict(counts), sort_keys=True),
-                    nonce,
-                    ciphertext,
-                ),
+                "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
+                (segment_id, SCHEMA_VERSION, self._gen, day, nonce, ciphertext),
             )
             self._db.execute("COMMIT")
         except BaseException as exc:
@@ -604,15 +722,15 @@ class Vault:
         for segment_id, schema, gen, day, nonce, ciphertext in rows:
             if manifest is None or segment_id not in manifest:
                 continue
-            events = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
-            if events is not None:
-                return max((e.seq for e in events), default=-1) + 1
+            read = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
+            if read is not None:
+                return max((e.seq for e in read[1]), default=-1) + 1
         return 0
 
-    def _readable(
+    def _plaintext(
         self, segment_id: int, schema: int, gen: int, day: int, nonce: bytes, ciphertext: bytes
-    ) -> list[Event] | None:
-        """A segment's events, or None when it is corrupt (reported by id) or expired."""
+    ) -> bytes | None:
+        """A segment's plaintext, or None when it is corrupt (reported by id) or expired."""
         try:
             key = self._day_key(gen, day)
             if key is None:
@@ -620,19 +738,64 @@ class Vault:
                 if days is not None and day < days.horizon:
                     return None  # its day was destroyed by retention; the row goes next
                 raise CorruptSegmentError(segment_id, "no key for its day")
-            return open_segment(key, segment_id, schema, nonce, ciphertext, gen, day)
+            return _open_raw(key, segment_id, schema, nonce, ciphertext, gen, day)
         except CorruptSegmentError as exc:
-            _log.warning("%s", exc)  # the id and a reason, never content
-            self.corrupt_segments.append(exc.segment_id)
+            self._corrupt(exc)
+            return None
+
+    def _corrupt(self, exc: CorruptSegmentError) -> None:
+        _log.warning("%s", exc)  # the id and a reason, never content
+        self.corrupt_segments.append(exc.segment_id)
+
+    def _readable(
+        self,
+        segment_id: int,
+        schema: int,
+        gen: int,
+        day: int,
+        nonce: bytes,
+        ciphertext: bytes,
+        header_only: bool = False,
+    ) -> tuple[dict[str, Any], list[Event]] | None:
+        """A segment's header and events, or None when it is corrupt or expired."""
+        plain = self._plaintext(segment_id, schema, gen, day, nonce, ciphertext)
+        if plain is None:
+            return None
+        try:
+            return _decoded(segment_id, plain, header_only)
+        except CorruptSegmentError as exc:
+            self._corrupt(exc)
             return None
 
     def segments(self) -> list[SegmentInfo]:
-        """Plaintext metadata of every segment, oldest first."""
+        """Every live, readable segment, oldest first: decrypted for its times and counts.
+
+        Corrupt or unlisted segments are skipped (and collected in ``corrupt_segments``).
+        """
+        manifest = self._manifest_or_none()
         rows = self._db.execute(
-            "SELECT id, wall_start, wall_end, n_events, modalities, length(ciphertext) "
-            "FROM segments ORDER BY id"
-        ).fetchall()
-        return [SegmentInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
+            "SELECT id, schema, gen, day, nonce, ciphertext FROM segments ORDER BY id"
+        )
+        infos: list[SegmentInfo] = []
+        for segment_id, schema, gen, day, nonce, ciphertext in rows:
+            live, manifest = self._belongs(int(segment_id), manifest)
+            if not live:
+                continue
+            read = self._readable(segment_id, schema, gen, day, nonce, ciphertext, True)
+            if read is not None:
+                header = read[0]
+                counts = {str(k): int(v) for k, v in dict(header["counts"]).items()}
+                infos.append(
+                    SegmentInfo(
+                        int(segment_id),
+                        float(header["start"]),
+                        float(header["end"]),
+                        int(header["n"]),
+                        counts,
+                        len(ciphertext),
+                    )
+                )
+        return infos
 
     def _belongs(self, segment_id: int, manifest: Manifest | None) -> tuple[bool, Manifest | None]:
         """Whether a stored segment is live; a segment newer than ``manifest`` re-reads it."""
@@ -665,9 +828,9 @@ class Vault:
             live, manifest = self._belongs(last_id, manifest)
             if not live:
                 continue
-            events = self._readable(last_id, *row[1:])
-            if events is not None:
-                yield from events
+            read = self._readable(last_id, row[1], row[2], row[3], row[4], row[5])
+            if read is not None:
+                yield from read[1]
 
     def size(self) -> int:
         """Bytes of sealed event data (what the quota counts)."""

@@ -92,14 +92,14 @@ import os, signal, sys
 from pathlib import Path
 import client.vault as v
 calls = 0
-real = v.seal
-def seal(*args, **kwargs):
+real = v._aad
+def aad(*args, **kwargs):  # twice per segment moved: once to open, once to seal
     global calls
     calls += 1
-    if calls == 40:
+    if calls == 80:  # the 40th segment, in the third batch of 16
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-v.seal = seal
+v._aad = aad
 v.Vault.rotate(Path(sys.argv[1]), sys.argv[2], batch=16)
 """
 
