@@ -6,7 +6,8 @@ they were shown (its hash and its settings, so ``hearth consent show`` can say w
 changed since). Taking part in rounds needs consent to the policy the device pinned
 (``client.deployment.admit``); a record from before policies were pinned names none
 and covers none. Revoking keeps the record (so the state is auditable) but marks it
-revoked, and recording stops.
+revoked, and recording stops. Listeners (``on_change``) hear of every grant and
+revoke: the vault deletes the events of modalities no longer granted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +78,21 @@ class ConsentRecord:
     def covers(self, policy: PrivacyPolicy) -> bool:
         """Whether this is an active consent given under exactly ``policy``."""
         return self.active and self.policy_hash == policy_hash(policy)
+
+
+ConsentListener = Callable[[Path, "ConsentRecord"], None]
+_LISTENERS: list[ConsentListener] = []
+
+
+def on_change(listener: ConsentListener) -> None:
+    """Call ``listener(home, record)`` after every grant or revoke made in this process."""
+    if listener not in _LISTENERS:
+        _LISTENERS.append(listener)
+
+
+def _notify(home: Path, record: ConsentRecord) -> None:
+    for listener in list(_LISTENERS):
+        listener(home, record)
 
 
 def parse_modalities(
@@ -159,6 +176,7 @@ def grant(
         policy=policy_as_dict(policy),
     )
     _write(home, record)
+    _notify(home, record)
     return record
 
 
@@ -169,6 +187,7 @@ def revoke(home: Path) -> ConsentRecord | None:
         return record
     revoked = replace(record, revoked_at=time.time())
     _write(home, revoked)
+    _notify(home, revoked)
     return revoked
 
 

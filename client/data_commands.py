@@ -51,7 +51,7 @@ def _open() -> Vault:
 
 
 def daily_summary(vault: Vault) -> list[dict[str, object]]:
-    """Events and bytes per day and modality, from plaintext metadata only."""
+    """Events and bytes per day and modality, decrypted from inside each segment."""
     rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     for segment in vault.segments():
         day = time.strftime("%Y-%m-%d", time.localtime(segment.wall_end))
@@ -73,6 +73,7 @@ def integrity_report(vault: Vault) -> dict[str, object]:
         "dropped_segments": list(audit.missing),
         "unexpected_segments": list(audit.unexpected),
         "manifest_error": vault.manifest_error,
+        "purged_events": vault.purged_events,
     }
 
 
@@ -107,6 +108,7 @@ def summary(
                     "dropped_segments": [],
                     "unexpected_segments": [],
                     "manifest_error": None,
+                    "purged_events": 0,
                 }
             )
             if as_json
@@ -122,6 +124,8 @@ def summary(
         return
     for line in _integrity_lines(report):
         typer.echo(f"warning: {line}", err=True)
+    if report["purged_events"]:
+        typer.echo(f"{report['purged_events']:,} events of revoked modalities were deleted")
     if not rows:
         console.print("The vault is empty.")
         return

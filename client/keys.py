@@ -263,6 +263,11 @@ def key_generation(directory: Path) -> int:
     return WrappedKey.from_json((directory / KEY_FILE).read_text()).generation
 
 
+def key_kek(directory: Path) -> KekSource:
+    """Where the KEK of the vault's key comes from (a passphrase or the OS keyring)."""
+    return WrappedKey.from_json((directory / KEY_FILE).read_text()).kek
+
+
 def key_file_version(directory: Path) -> int:
     """1 for a key file from before generations (its vault has the old layout), else 2."""
     return WrappedKey.from_json((directory / KEY_FILE).read_text()).version

@@ -25,7 +25,7 @@ import sqlite3
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,6 +33,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from client.consent import ConsentRecord, on_change
 from client.day_keys import (
     DayKeys,
     day_of,
@@ -42,6 +43,7 @@ from client.day_keys import (
 )
 from client.home import ensure_private_dir, hearth_home
 from client.keys import (
+    ENV_PASSPHRASE,
     KEY_FILE,
     VaultKeyError,
     commit_next_key,
@@ -49,6 +51,7 @@ from client.keys import (
     finish_interrupted_commit,
     key_file_version,
     key_generation,
+    key_kek,
     load_or_create_data_key,
     shred_file,
     stage_next_key,
@@ -56,7 +59,15 @@ from client.keys import (
     upgrade_key_file,
 )
 from client.vault_manifest import Audit, Manifest, ManifestError, open_manifest, seal_manifest
-from policy.events import MODALITY_OF, SCHEMA_VERSION, Event, SchemaError, from_record, to_record
+from policy.events import (
+    MODALITY_OF,
+    SCHEMA_VERSION,
+    Event,
+    Modality,
+    SchemaError,
+    from_record,
+    to_record,
+)
 
 DB_FILE: Final = "vault.db"
 DB_FILES: Final = (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal")
@@ -79,6 +90,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 # length says little about how much happened in them.
 PADDED_SIZES: Final = (256, 1024, 4096, 16384, 65536, 262144, 1048576)
 _FORMAT: Final = 2  # 1: the pre-day-key layout, migrated on open
+MARKER: Final = "marker"  # events of no modality (gaps, session markers): never purged
 _REKEY_BATCH: Final = 256
 _CHECKPOINT_TRIES: Final = 50
 _BUSY_MS: Final = 5000
@@ -164,6 +176,15 @@ def _aad(segment_id: int, schema: int, gen: int, day: int) -> bytes:
     return f"hearth-segment:{segment_id}:{schema}:{gen}:{day}".encode("ascii")
 
 
+def _modality_name(event: Event) -> str:
+    modality = MODALITY_OF[event.kind]
+    return modality.value if modality is not None else MARKER
+
+
+def _modality_names(events: Iterable[Event]) -> set[str]:
+    return {_modality_name(e) for e in events}
+
+
 def _pad(body: bytes) -> bytes:
     framed = len(body).to_bytes(4, "big") + body
     size = next((s for s in PADDED_SIZES if s >= len(framed)), 0)
@@ -174,7 +195,7 @@ def _pad(body: bytes) -> bytes:
 
 def _encode(events: Sequence[Event], start: float, end: float) -> bytes:
     """The plaintext of a segment: a header (times, counts) and its events, padded."""
-    counts = Counter((m.value if (m := MODALITY_OF[e.kind]) else "marker") for e in events)
+    counts = Counter(_modality_name(e) for e in events)
     header = {"v": _FORMAT, "start": start, "end": end, "n": len(events), "counts": counts}
     lines = [json.dumps(header, separators=(",", ":"))]
     lines += (json.dumps(to_record(e), separators=(",", ":")) for e in events)
@@ -316,6 +337,7 @@ class Vault:
                 )
             )
             live: list[tuple[int, int]] = []
+            present: set[str] = set()
             for segment_id, schema, start, end, nonce, ciphertext in rows:
                 try:
                     aad = f"hearth-segment:{segment_id}:{schema}".encode("ascii")
@@ -335,11 +357,14 @@ class Vault:
                     "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
                     (segment_id, SCHEMA_VERSION, self._gen, day, *sealed),
                 )
+                present.update(_modality_names(events))
                 if live and live[-1][1] == segment_id - 1:
                     live[-1] = (live[-1][0], segment_id)
                 else:
                     live.append((segment_id, segment_id))
-            self._store_manifest(Manifest(manifest.next_id, tuple(live)))
+            self._store_manifest(
+                Manifest(manifest.next_id, tuple(live), present=tuple(sorted(present)))
+            )
             self._db.execute("DROP TABLE segments_v1")
             self._db.execute("COMMIT")
         except BaseException as exc:
@@ -485,11 +510,14 @@ class Vault:
         *,
         retention_days: float | None = None,
         quota_bytes: int | None = None,
+        keep_modalities: Collection[Modality] | None = None,
     ) -> Vault:
         """Open (or create) the vault in ``directory``, unlocking its data key.
 
-        With ``retention_days`` or ``quota_bytes``, retention runs right away. A vault
-        whose key rotation was interrupted is refused until the rotation is finished.
+        With ``retention_days`` or ``quota_bytes``, retention runs right away; with
+        ``keep_modalities`` (what the employee consents to now), events of any other
+        modality are deleted first. A vault whose key rotation was interrupted is
+        refused until the rotation is finished.
         """
         ensure_private_dir(directory)
         if staged_generation(directory) is not None:
@@ -500,6 +528,8 @@ class Vault:
         vault = cls(directory, key, key_generation(directory), legacy=legacy)
         if legacy:  # the database is migrated: from now on the key file says so
             upgrade_key_file(directory, passphrase)
+        if keep_modalities is not None:
+            vault.purge_modalities(keep_modalities)
         if retention_days is not None or quota_bytes is not None:
             vault.enforce_retention(
                 retention_days if retention_days is not None else DEFAULT_RETENTION_DAYS,
@@ -620,7 +650,7 @@ class Vault:
         span = max(0.0, events[-1].t - events[0].t)
         self._begin_write()
         try:
-            segment_id, manifest = self._load_manifest().appended()
+            segment_id, manifest = self._load_manifest().appended(_modality_names(events))
             key = self._day_key(self._gen, day, create=True)
             assert key is not None
             nonce, ciphertext = seal(key, segment_id, events, self._gen, day, (now - span, now))
@@ -704,10 +734,79 @@ class Vault:
 
     # -- reading ------------------------------------------------------------------
 
-    def version(self) -> tuple[int, int]:
-        """(segment count, newest segment id): changes whenever the contents change."""
+    def version(self) -> tuple[int, int, int]:
+        """(segment count, newest id, purge revision): changes whenever the contents change."""
         row = self._db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM segments").fetchone()
-        return int(row[0]), int(row[1])
+        manifest = self._manifest_or_none()
+        return int(row[0]), int(row[1]), -1 if manifest is None else manifest.revision
+
+    @property
+    def purged_events(self) -> int:
+        """Events deleted so far because their modality was revoked."""
+        manifest = self._manifest_or_none()
+        return 0 if manifest is None else manifest.purged
+
+    def purge_modalities(self, keep: Collection[Modality], batch: int = _REKEY_BATCH) -> int:
+        """Delete every recorded event of a modality not in ``keep``; returns how many.
+
+        Segments are rewritten in place under the same id (emptied ones deleted and
+        recorded in the manifest), batch by batch, then the WAL is truncated. A no-op
+        (no decryption) when the manifest shows no such modality can be present.
+        """
+        names = {m.value for m in keep} | {MARKER}
+        manifest = self._manifest_or_none()
+        if manifest is None or (manifest.present is not None and set(manifest.present) <= names):
+            return 0
+        removed, last_id = 0, 0
+        while True:
+            self._begin_write()
+            try:
+                rows = self._db.execute(
+                    "SELECT id, schema, gen, day, nonce, ciphertext FROM segments "
+                    "WHERE id > ? ORDER BY id LIMIT ?",
+                    (last_id, batch),
+                ).fetchall()
+                current = self._load_manifest()
+                emptied: list[int] = []
+                for segment_id, schema, gen, day, nonce, ciphertext in rows:
+                    last_id = int(segment_id)
+                    if last_id not in current:
+                        continue
+                    read = self._readable(last_id, schema, gen, day, nonce, ciphertext)
+                    if read is None or set(read[0]["counts"]) <= names:
+                        continue
+                    header, events = read
+                    kept = [e for e in events if _modality_name(e) in names]
+                    removed += len(events) - len(kept)
+                    if not kept:
+                        emptied.append(last_id)
+                        continue
+                    key = self._day_key(gen, day)
+                    assert key is not None
+                    span = (float(header["start"]), float(header["end"]))
+                    sealed = seal(key, last_id, kept, gen, day, span)
+                    self._db.execute(
+                        "UPDATE segments SET nonce = ?, ciphertext = ? WHERE id = ?",
+                        (*sealed, last_id),
+                    )
+                if emptied:
+                    self._db.executemany(
+                        "DELETE FROM segments WHERE id = ?", [(i,) for i in emptied]
+                    )
+                    self._store_manifest(current.without(emptied))
+                done = len(rows) < batch
+                if done:
+                    final = self._load_manifest().after_purge(names, removed)
+                    self._store_manifest(final)
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._abort(exc)
+                raise
+            if done:
+                break
+        self._checkpoint()
+        return removed
 
     def next_seq(self) -> int:
         """One past the highest sequence number stored (0 when empty).
@@ -872,3 +971,24 @@ def destroy_vault(directory: Path) -> bool:
     if directory.exists():
         shutil.rmtree(directory)
     return existed
+
+
+def _purge_revoked_modalities(home: Path, record: ConsentRecord) -> None:
+    """After consent narrows, delete the events of modalities no longer granted.
+
+    Best effort here (never a passphrase prompt): when the vault cannot be unlocked
+    in this process, the next training read (``Device.examples``) deletes them first.
+    """
+    directory = home / "vault"
+    if not record.active or not (directory / KEY_FILE).exists():
+        return
+    try:
+        if key_kek(directory) == "scrypt" and not os.environ.get(ENV_PASSPHRASE):
+            raise VaultKeyError("no passphrase in this process")
+        with Vault.open(directory, keep_modalities=record.modalities):
+            pass
+    except (VaultKeyError, VaultFullError, sqlite3.Error) as exc:
+        _log.warning("events of revoked modalities are deleted before the next round: %s", exc)
+
+
+on_change(_purge_revoked_modalities)

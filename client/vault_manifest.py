@@ -19,7 +19,7 @@ import json
 import os
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -50,6 +50,11 @@ class Manifest:
     next_id: int = 1
     live: tuple[tuple[int, int], ...] = ()
     deleted: int = 0  # segments removed by retention or on request, for the summary
+    # Modalities that may have events in the vault (None: unknown, e.g. after migration);
+    # a revoked modality outside it needs no purge.
+    present: tuple[str, ...] | None = ()
+    revision: int = 0  # bumped whenever segments are rewritten in place (a purge)
+    purged: int = 0  # events deleted because their modality was revoked
     _starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -66,15 +71,27 @@ class Manifest:
         """How many segments are live."""
         return sum(b - a + 1 for a, b in self.live)
 
-    def appended(self) -> tuple[int, Manifest]:
-        """The id for a new segment, and the manifest that has it live."""
+    def appended(self, modalities: Iterable[str] = ()) -> tuple[int, Manifest]:
+        """The id for a new segment (holding ``modalities``), and the manifest with it live."""
         new = self.next_id
         live = list(self.live)
         if live and live[-1][1] == new - 1:
             live[-1] = (live[-1][0], new)
         else:
             live.append((new, new))
-        return new, Manifest(new + 1, tuple(live), self.deleted)
+        present = None if self.present is None else tuple(sorted({*self.present, *modalities}))
+        return new, replace(self, next_id=new + 1, live=tuple(live), present=present)
+
+    def after_purge(self, kept: Iterable[str], events: int) -> Manifest:
+        """The manifest once only ``kept`` modalities remain (``events`` were deleted)."""
+        keep = set(kept)
+        present = keep if self.present is None else keep & set(self.present)
+        return replace(
+            self,
+            present=tuple(sorted(present)),
+            revision=self.revision + 1,
+            purged=self.purged + events,
+        )
 
     def without(self, ids: Iterable[int]) -> Manifest:
         """The manifest after ``ids`` were deleted (ids not live are ignored)."""
@@ -92,7 +109,7 @@ class Manifest:
                 k += 1
             if start <= b:
                 live.append((start, b))
-        return Manifest(self.next_id, tuple(live), self.deleted + len(doomed))
+        return replace(self, live=tuple(live), deleted=self.deleted + len(doomed))
 
     def audit(self, stored: Iterable[int]) -> Audit:
         """Compare the ids stored (ascending) with the live ones."""
@@ -109,7 +126,14 @@ class Manifest:
     def to_json(self) -> bytes:
         """Serialize (the sealed payload)."""
         return json.dumps(
-            {"next": self.next_id, "live": self.live, "deleted": self.deleted},
+            {
+                "next": self.next_id,
+                "live": self.live,
+                "deleted": self.deleted,
+                "present": self.present,
+                "revision": self.revision,
+                "purged": self.purged,
+            },
             separators=(",", ":"),
         ).encode()
 
@@ -118,7 +142,15 @@ class Manifest:
         """Parse an authenticated payload."""
         data = json.loads(payload)
         live = tuple((int(a), int(b)) for a, b in data["live"])
-        return cls(int(data["next"]), live, int(data.get("deleted", 0)))
+        present = data.get("present")
+        return cls(
+            int(data["next"]),
+            live,
+            int(data.get("deleted", 0)),
+            None if present is None else tuple(str(m) for m in present),
+            int(data.get("revision", 0)),
+            int(data.get("purged", 0)),
+        )
 
 
 def _key(data_key: bytes) -> bytes:
