@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.day_keys import DAY_SECONDS
 from client.heartbeat import running_recorder
 from client.home import hearth_home
 from client.keys import (
@@ -51,18 +51,16 @@ def _open() -> Vault:
 
 
 def daily_summary(vault: Vault) -> list[dict[str, object]]:
-    """Events and bytes per day and modality, decrypted from inside each segment."""
-    rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for segment in vault.segments():
-        day = time.strftime("%Y-%m-%d", time.localtime(segment.wall_end))
-        total = max(1, segment.n_events)
-        for modality, count in segment.modalities.items():
-            entry = rows[(day, modality)]
-            entry[0] += count
-            entry[1] += segment.size * count // total
+    """Events and bytes per UTC day and modality, from the vault's sealed manifest."""
     return [
-        {"day": day, "modality": modality, "events": n, "bytes": b}
-        for (day, modality), (n, b) in sorted(rows.items())
+        {
+            "day": time.strftime("%Y-%m-%d", time.gmtime(day * DAY_SECONDS)),
+            "modality": modality,
+            "events": events,
+            "bytes": size,
+        }
+        for day, entry in vault.day_counts().items()
+        for modality, (events, size) in sorted(entry.items())
     ]
 
 
@@ -117,6 +115,7 @@ def summary(
         return
     with _open() as vault:
         rows = daily_summary(vault)
+        vault.segments()  # authenticates every segment: collects the corrupt or reordered
         report = {"days": rows, "corrupt_segments": vault.corrupt_segments}
         report.update(integrity_report(vault))
     if as_json:

@@ -26,7 +26,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -357,13 +357,15 @@ class Vault:
                     "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
                     (segment_id, SCHEMA_VERSION, self._gen, day, *sealed),
                 )
-                present.update(_modality_names(events))
+                counts = Counter(_modality_name(e) for e in events)
+                manifest = manifest.tallied(day, counts, len(sealed[1]))
+                present.update(counts)
                 if live and live[-1][1] == segment_id - 1:
                     live[-1] = (live[-1][0], segment_id)
                 else:
                     live.append((segment_id, segment_id))
             self._store_manifest(
-                Manifest(manifest.next_id, tuple(live), present=tuple(sorted(present)))
+                replace(manifest, live=tuple(live), present=tuple(sorted(present)))
             )
             self._db.execute("DROP TABLE segments_v1")
             self._db.execute("COMMIT")
@@ -650,11 +652,12 @@ class Vault:
         span = max(0.0, events[-1].t - events[0].t)
         self._begin_write()
         try:
-            segment_id, manifest = self._load_manifest().appended(_modality_names(events))
+            counts = Counter(_modality_name(e) for e in events)
+            segment_id, manifest = self._load_manifest().appended(counts)
             key = self._day_key(self._gen, day, create=True)
             assert key is not None
             nonce, ciphertext = seal(key, segment_id, events, self._gen, day, (now - span, now))
-            self._store_manifest(manifest)
+            self._store_manifest(manifest.tallied(day, counts, len(ciphertext)))
             self._db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
                 (segment_id, SCHEMA_VERSION, self._gen, day, nonce, ciphertext),
@@ -667,10 +670,18 @@ class Vault:
         self._checkpoint_if_pending()
         return segment_id
 
-    def _delete(self, ids: Sequence[int], forget_days: set[int], horizon: int | None = None) -> int:
+    def _delete(
+        self,
+        ids: Sequence[int],
+        forget_days: set[int],
+        horizon: int | None = None,
+        tallies: Sequence[tuple[int, dict[str, int], int]] = (),
+    ) -> int:
         """Delete segments, shred the given days' keys first, and record it, in one transaction.
 
-        Marks the WAL for truncation; it is truncated now unless a reader holds it.
+        ``tallies`` (day, counts, size) of deleted segments of days that live on come
+        off the manifest's counts. Marks the WAL for truncation; it is truncated now
+        unless a reader holds it.
         """
         if not ids and not forget_days:
             return 0
@@ -680,7 +691,11 @@ class Vault:
             manifest = self._manifest_or_none()
             self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in ids])
             if manifest is not None:
-                self._store_manifest(manifest.without(ids))
+                manifest = manifest.without(ids).without_days(forget_days)
+                for day, counts, size in tallies:
+                    if day not in forget_days:
+                        manifest = manifest.tallied(day, counts, size, -1)
+                self._store_manifest(manifest)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
             self._db.execute("COMMIT")
         except BaseException as exc:
@@ -688,6 +703,33 @@ class Vault:
             raise
         self._checkpoint()
         return len(ids)
+
+    def _tallies(self, ids: Sequence[int]) -> list[tuple[int, dict[str, int], int]]:
+        """(day, counts, size) of readable segments, for taking them off the counts."""
+        tallies = []
+        for segment_id in ids:
+            row = self._db.execute(
+                "SELECT id, schema, gen, day, nonce, ciphertext FROM segments WHERE id = ?",
+                (segment_id,),
+            ).fetchone()
+            if row is None:
+                continue
+            _, schema, gen, day, nonce, ciphertext = row
+            read = self._readable(segment_id, schema, gen, day, nonce, ciphertext, True)
+            if read is not None:
+                tallies.append((int(day), dict(read[0]["counts"]), len(ciphertext)))
+        return tallies
+
+    def day_counts(self) -> dict[int, dict[str, tuple[int, int]]]:
+        """Per UTC day and modality: (events, bytes), from the sealed manifest.
+
+        Cheap (nothing but the manifest is decrypted): what was recorded, minus what
+        retention, quota and revocation deleted. Empty when the manifest is untrustworthy.
+        """
+        manifest = self._manifest_or_none()
+        if manifest is None:
+            return {}
+        return {day: dict(entry) for day, entry in sorted(manifest.days.items())}
 
     def delete_days_through(self, last_day: int) -> int:
         """Destroy every day up to ``last_day`` (UTC day number): keys, then rows."""
@@ -729,7 +771,7 @@ class Vault:
             kept = {int(r[1]) for r in rows[len(doomed) :]}
             # A day emptied by the quota loses its key too (not today's: it goes on).
             emptied = {d for d in touched - kept if d < day_of(now)}
-            by_quota = self._delete(doomed, emptied)
+            by_quota = self._delete(doomed, emptied, tallies=self._tallies(doomed))
         return RetentionReport(by_age, by_quota)
 
     # -- reading ------------------------------------------------------------------
@@ -778,6 +820,7 @@ class Vault:
                     header, events = read
                     kept = [e for e in events if _modality_name(e) in names]
                     removed += len(events) - len(kept)
+                    current = current.tallied(day, dict(header["counts"]), len(ciphertext), -1)
                     if not kept:
                         emptied.append(last_id)
                         continue
@@ -785,6 +828,8 @@ class Vault:
                     assert key is not None
                     span = (float(header["start"]), float(header["end"]))
                     sealed = seal(key, last_id, kept, gen, day, span)
+                    counts = Counter(_modality_name(e) for e in kept)
+                    current = current.tallied(day, counts, len(sealed[1]))
                     self._db.execute(
                         "UPDATE segments SET nonce = ?, ciphertext = ? WHERE id = ?",
                         (*sealed, last_id),
@@ -793,7 +838,7 @@ class Vault:
                     self._db.executemany(
                         "DELETE FROM segments WHERE id = ?", [(i,) for i in emptied]
                     )
-                    self._store_manifest(current.without(emptied))
+                self._store_manifest(current.without(emptied))
                 done = len(rows) < batch
                 if done:
                     final = self._load_manifest().after_purge(names, removed)

@@ -55,6 +55,9 @@ class Manifest:
     present: tuple[str, ...] | None = ()
     revision: int = 0  # bumped whenever segments are rewritten in place (a purge)
     purged: int = 0  # events deleted because their modality was revoked
+    # What the summary shows without decrypting every segment: per UTC day and
+    # modality, events and (apportioned) ciphertext bytes, as appended minus deleted.
+    days: Mapping[int, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
     _starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,27 @@ class Manifest:
     def count(self) -> int:
         """How many segments are live."""
         return sum(b - a + 1 for a, b in self.live)
+
+    def tallied(self, day: int, counts: Mapping[str, int], size: int, sign: int = 1) -> Manifest:
+        """The manifest with one segment's counts added (``sign`` 1) or removed (-1)."""
+        total = max(1, sum(counts.values()))
+        entry = dict(self.days.get(day, {}))
+        for modality, n in counts.items():
+            events, size_so_far = entry.get(modality, (0, 0))
+            events, size_so_far = events + sign * n, size_so_far + sign * (size * n // total)
+            if events > 0:
+                entry[modality] = (events, max(0, size_so_far))
+            else:
+                entry.pop(modality, None)
+        days = {**self.days, day: entry}
+        if not entry:
+            del days[day]
+        return replace(self, days=days)
+
+    def without_days(self, doomed: Iterable[int]) -> Manifest:
+        """The manifest once whole days are destroyed."""
+        gone = set(doomed)
+        return replace(self, days={d: e for d, e in self.days.items() if d not in gone})
 
     def appended(self, modalities: Iterable[str] = ()) -> tuple[int, Manifest]:
         """The id for a new segment (holding ``modalities``), and the manifest with it live."""
@@ -133,6 +157,10 @@ class Manifest:
                 "present": self.present,
                 "revision": self.revision,
                 "purged": self.purged,
+                "days": {
+                    str(day): {m: list(v) for m, v in entry.items()}
+                    for day, entry in self.days.items()
+                },
             },
             separators=(",", ":"),
         ).encode()
@@ -150,6 +178,10 @@ class Manifest:
             None if present is None else tuple(str(m) for m in present),
             int(data.get("revision", 0)),
             int(data.get("purged", 0)),
+            {
+                int(day): {str(m): (int(v[0]), int(v[1])) for m, v in entry.items()}
+                for day, entry in dict(data.get("days", {})).items()
+            },
         )
 
 

@@ -82,6 +82,7 @@ def test_reordered_segments_fail_authentication(hearth_home):
     with Vault.open(vault_dir) as vault:
         assert [e.seq for e in vault.iter_events()] == list(range(10, 15))
         assert vault.corrupt_segments == [1, 2]
+    assert _summary()["corrupt_segments"] == [1, 2]
 
 
 def test_an_older_manifest_put_back_exposes_the_newer_segments(hearth_home):
