@@ -568,7 +568,7 @@ class Vault:
         old_gen = key_generation(directory)
         new_key = stage_next_key(directory, new_passphrase)
         new_gen = old_gen + 1
-        vault = cls(directory, old_key, old_gen)
+        vault = cls(directory, old_key, old_gen, legacy=key_file_version(directory) == 1)
         vault._keys[new_gen] = new_key
         vault._days[new_gen] = load_day_keys(directory, new_gen, new_key)
         try:

@@ -138,3 +138,12 @@ def test_an_old_vault_is_migrated_on_open(hearth_home):
     assert not any(blob[:32] in on_disk for blob in blobs)
     with Vault.open(vault_dir) as vault:  # and it opens again, now as a new vault
         assert len(list(vault.iter_events())) == 3
+
+
+def test_an_old_vault_can_be_rotated_straight_away(hearth_home):
+    vault_dir = hearth_home / "vault"
+    events = [Focus(0, 0.0, "code", AppCategory.EDITOR), Key(1, 0.1, KeyClass.LETTER)]
+    _legacy_vault(vault_dir, [(time.time(), events)])
+    assert Vault.rotate(vault_dir, "new passphrase").reencrypted == 1
+    with Vault.open(vault_dir, passphrase="new passphrase") as vault:
+        assert list(vault.iter_events()) == events

@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import keyring
 import keyring.backend
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.day_keys import day_keys_path, load_day_keys
+from client.heartbeat import Heartbeat, write_heartbeat
 from client.keys import KEY_FILE, NEXT_KEY_FILE, VaultKeyError, WrappedKey, unwrap
 from client.vault import DB_FILE, RotationInProgressError, Vault, open_segment
 from policy.events import Key, KeyClass, Text
@@ -152,6 +154,17 @@ def test_the_cli_rotates_and_the_new_passphrase_opens_the_vault(hearth_home, mon
     assert "3 segments re-encrypted" in result.output
     with Vault.open(vault_dir, passphrase=NEW) as vault:
         assert len(list(vault.iter_events())) == 6
+
+
+def test_the_cli_refuses_to_rotate_under_a_running_recorder(hearth_home, monkeypatch):
+    vault_dir = hearth_home / "vault"
+    _fill(vault_dir, 1)
+    now = time.time()
+    write_heartbeat(hearth_home, Heartbeat(pid=os.getpid(), started=now, updated=now))
+    monkeypatch.setenv("HEARTH_NEW_PASSPHRASE", NEW)
+    result = CliRunner().invoke(app, ["data", "rotate-key"])
+    assert result.exit_code == 1 and "recorder is running" in result.output
+    assert json.loads((vault_dir / KEY_FILE).read_text())["generation"] == 0
 
 
 class _MemoryKeyring(keyring.backend.KeyringBackend):
