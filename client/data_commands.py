@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.consent import on_change
 from client.day_keys import DAY_SECONDS
 from client.heartbeat import running_recorder
 from client.home import hearth_home
@@ -23,12 +24,20 @@ from client.keys import (
     passphrase_from_env_or_prompt,
     rewrap_key,
 )
-from client.vault import Vault, VaultFullError, default_vault_dir, destroy_vault
+from client.vault import (
+    Vault,
+    VaultFullError,
+    default_vault_dir,
+    destroy_vault,
+    purge_revoked_modalities,
+)
 
 data_app = typer.Typer(
     name="data", help="See, export or delete what hearth recorded.", no_args_is_help=True
 )
 console = Console()
+# Narrowing consent deletes what was recorded of the modalities taken away.
+on_change(purge_revoked_modalities)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -28,12 +28,11 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from client.consent import ConsentRecord, on_change
 from client.day_keys import (
     DayKeys,
     day_of,
@@ -68,6 +67,9 @@ from policy.events import (
     from_record,
     to_record,
 )
+
+if TYPE_CHECKING:  # consent pulls in the privacy policy (numpy): the vault stays light
+    from client.consent import ConsentRecord
 
 DB_FILE: Final = "vault.db"
 DB_FILES: Final = (DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", DB_FILE + "-journal")
@@ -1018,11 +1020,13 @@ def destroy_vault(directory: Path) -> bool:
     return existed
 
 
-def _purge_revoked_modalities(home: Path, record: ConsentRecord) -> None:
+def purge_revoked_modalities(home: Path, record: ConsentRecord) -> None:
     """After consent narrows, delete the events of modalities no longer granted.
 
-    Best effort here (never a passphrase prompt): when the vault cannot be unlocked
-    in this process, the next training read (``Device.examples``) deletes them first.
+    A ``client.consent.on_change`` listener (``hearth data`` registers it, so every
+    ``hearth`` command and the dashboard run it). Best effort here (never a
+    passphrase prompt): when the vault cannot be unlocked in this process, the next
+    training read (``Device.examples``) deletes them first.
     """
     directory = home / "vault"
     if not record.active or not (directory / KEY_FILE).exists():
@@ -1034,6 +1038,3 @@ def _purge_revoked_modalities(home: Path, record: ConsentRecord) -> None:
             pass
     except (VaultKeyError, VaultFullError, sqlite3.Error) as exc:
         _log.warning("events of revoked modalities are deleted before the next round: %s", exc)
-
-
-on_change(_purge_revoked_modalities)
