@@ -6,7 +6,8 @@ they were shown (its hash and its settings, so ``hearth consent show`` can say w
 changed since). Taking part in rounds needs consent to the policy the device pinned
 (``client.deployment.admit``); a record from before policies were pinned names none
 and covers none. Revoking keeps the record (so the state is auditable) but marks it
-revoked, and recording stops.
+revoked, and recording stops. Listeners (``on_change``) hear of every grant and
+revoke: the vault deletes the events of modalities no longer granted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -85,6 +87,21 @@ class ConsentRecord:
     def covers(self, policy: PrivacyPolicy) -> bool:
         """Whether this is an active consent given under exactly ``policy``."""
         return self.active and self.policy_hash == policy_hash(policy)
+
+
+ConsentListener = Callable[[Path, "ConsentRecord"], None]
+_LISTENERS: list[ConsentListener] = []
+
+
+def on_change(listener: ConsentListener) -> None:
+    """Call ``listener(home, record)`` after every grant or revoke made in this process."""
+    if listener not in _LISTENERS:
+        _LISTENERS.append(listener)
+
+
+def _notify(home: Path, record: ConsentRecord) -> None:
+    for listener in list(_LISTENERS):
+        listener(home, record)
 
 
 def parse_modalities(
@@ -173,6 +190,7 @@ def grant(
         policy=policy_as_dict(policy),
     )
     _write(home, record)
+    _notify(home, record)
     return record
 
 
@@ -187,6 +205,7 @@ def revoke(home: Path, at: float | None = None) -> ConsentRecord | None:
         return record
     revoked = replace(record, revoked_at=time.time() if at is None else at)
     _write(home, revoked)
+    _notify(home, revoked)
     return revoked
 
 

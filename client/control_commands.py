@@ -20,6 +20,7 @@ from client.consent import (
 )
 from client.control import DurationError, PauseState, parse_duration, pause_state
 from client.data_commands import delete_vault
+from client.day_keys import day_of
 from client.deployment import consent_problem, read_deployment
 from client.heartbeat import running_recorder
 from client.home import hearth_home
@@ -176,12 +177,10 @@ def status_report() -> dict[str, Any]:
     events_today = vault_bytes = 0
     vault_dir = default_vault_dir()
     if (vault_dir / KEY_FILE).exists():
-        with Vault.open(vault_dir) as vault:
-            midnight = time.mktime((*time.localtime()[:3], 0, 0, 0, 0, 0, -1))
-            for segment in vault.segments():
-                vault_bytes += segment.size
-                if segment.wall_end >= midnight:
-                    events_today += segment.n_events
+        with Vault.open(vault_dir) as vault:  # counts from the sealed manifest, per UTC day
+            vault_bytes = vault.size()
+            today = vault.day_counts().get(day_of(time.time()), {})
+            events_today = sum(events for events, _ in today.values())
     live = live_state(home)
     if live is not None and live.unsaved:
         # The running recorder holds a pause or revocation a full disk kept from the files.

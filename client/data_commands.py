@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
 
@@ -14,20 +12,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.consent import on_change
+from client.day_keys import DAY_SECONDS
+from client.heartbeat import running_recorder
+from client.home import hearth_home
 from client.keys import (
     ENV_NEW_PASSPHRASE,
     KEY_FILE,
+    NEXT_KEY_FILE,
     VaultKeyError,
-    destroy_key,
     passphrase_from_env_or_prompt,
-    rotate_key,
+    rewrap_key,
 )
-from client.vault import DB_FILES, Vault, VaultFullError, default_vault_dir
+from client.vault import (
+    Vault,
+    VaultFullError,
+    default_vault_dir,
+    destroy_vault,
+    purge_revoked_modalities,
+)
 
 data_app = typer.Typer(
     name="data", help="See, export or delete what hearth recorded.", no_args_is_help=True
 )
 console = Console()
+# Narrowing consent deletes what was recorded of the modalities taken away.
+on_change(purge_revoked_modalities)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -50,37 +60,80 @@ def _open() -> Vault:
 
 
 def daily_summary(vault: Vault) -> list[dict[str, object]]:
-    """Events and bytes per day and modality, from plaintext metadata only."""
-    rows: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for segment in vault.segments():
-        day = time.strftime("%Y-%m-%d", time.localtime(segment.wall_end))
-        total = max(1, segment.n_events)
-        for modality, count in segment.modalities.items():
-            entry = rows[(day, modality)]
-            entry[0] += count
-            entry[1] += segment.size * count // total
+    """Events and bytes per UTC day and modality, from the vault's sealed manifest."""
     return [
-        {"day": day, "modality": modality, "events": n, "bytes": b}
-        for (day, modality), (n, b) in sorted(rows.items())
+        {
+            "day": time.strftime("%Y-%m-%d", time.gmtime(day * DAY_SECONDS)),
+            "modality": modality,
+            "events": events,
+            "bytes": size,
+        }
+        for day, entry in vault.day_counts().items()
+        for modality, (events, size) in sorted(entry.items())
     ]
+
+
+def integrity_report(vault: Vault) -> dict[str, object]:
+    """Segments that were dropped, or stored without belonging (checked against the manifest)."""
+    audit = vault.audit()
+    return {
+        "dropped_segments": list(audit.missing),
+        "unexpected_segments": list(audit.unexpected),
+        "manifest_error": vault.manifest_error,
+        "purged_events": vault.purged_events,
+    }
+
+
+def _integrity_lines(report: dict[str, object]) -> list[str]:
+    lines = []
+    if report["manifest_error"]:
+        lines.append(f"{report['manifest_error']}: no segment can be trusted")
+    for key, what in (
+        ("dropped_segments", "missing (deleted outside hearth)"),
+        ("unexpected_segments", "not in the manifest (put back or forged), skipped"),
+        ("corrupt_segments", "failed authentication, skipped"),
+    ):
+        ids = report.get(key) or []
+        assert isinstance(ids, list)
+        if ids:
+            shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+            lines.append(f"{len(ids)} segment(s) {what}: {shown}")
+    return lines
 
 
 @data_app.command()
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Per day and modality: how many events and bytes the vault holds."""
+    """Per day and modality: how many events and bytes the vault holds; tampering found."""
     if not _exists():
         typer.echo(
-            json.dumps({"days": [], "corrupt_segments": []}) if as_json else "The vault is empty."
+            json.dumps(
+                {
+                    "days": [],
+                    "corrupt_segments": [],
+                    "dropped_segments": [],
+                    "unexpected_segments": [],
+                    "manifest_error": None,
+                    "purged_events": 0,
+                }
+            )
+            if as_json
+            else "The vault is empty."
         )
         return
     with _open() as vault:
         rows = daily_summary(vault)
-        corrupt = vault.corrupt_segments
+        vault.segments()  # authenticates every segment: collects the corrupt or reordered
+        report = {"days": rows, "corrupt_segments": vault.corrupt_segments}
+        report.update(integrity_report(vault))
     if as_json:
-        typer.echo(json.dumps({"days": rows, "corrupt_segments": corrupt}))
+        typer.echo(json.dumps(report))
         return
+    for line in _integrity_lines(report):
+        typer.echo(f"warning: {line}", err=True)
+    if report["purged_events"]:
+        typer.echo(f"{report['purged_events']:,} events of revoked modalities were deleted")
     if not rows:
         console.print("The vault is empty.")
         return
@@ -115,16 +168,8 @@ def export(
 
 
 def delete_vault(directory: Path) -> bool:
-    """Crypto-shred: destroy the key first, then the database files."""
-    existed = destroy_key(directory)
-    for name in DB_FILES:
-        path = directory / name
-        if path.exists():
-            path.unlink()
-            existed = True
-    if directory.exists():
-        shutil.rmtree(directory)
-    return existed
+    """Crypto-shred: destroy the keys first, then the database files (``destroy_vault``)."""
+    return destroy_vault(directory)
 
 
 @data_app.command()
@@ -144,17 +189,30 @@ def delete(
 
 
 @data_app.command("rotate-key")
-def rotate_key_command() -> None:
-    """Re-wrap the vault's key under a new passphrase (HEARTH_NEW_PASSPHRASE or a prompt)."""
+def rotate_key_command(
+    use_keyring: Annotated[
+        bool, typer.Option("--keyring", help="keep the new key in the OS keyring, not a passphrase")
+    ] = False,
+) -> None:
+    """Replace the vault's key: every segment is re-encrypted, the old key destroyed.
+
+    The new passphrase comes from HEARTH_NEW_PASSPHRASE or a prompt. Interrupted, it
+    resumes when run again with the same new passphrase.
+    """
     directory = default_vault_dir()
-    if not _exists():
+    if not _exists() and not (directory / NEXT_KEY_FILE).exists():
         raise _fail("there is no vault on this laptop to re-key")
+    if running_recorder(hearth_home()) is not None:
+        raise _fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
     try:
-        new = passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, confirm=True)
-        rotate_key(directory, new)
+        new = None if use_keyring else passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, True)
+        report = Vault.rotate(directory, new)
         ledger_dir = directory.parent / "privacy"
-        if (ledger_dir / KEY_FILE).exists():
-            rotate_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
-    except VaultKeyError as exc:
+        if new is not None and (ledger_dir / KEY_FILE).exists():
+            rewrap_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
+    except (VaultKeyError, VaultFullError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo("the vault key is re-wrapped under the new passphrase")
+    typer.echo(
+        f"the vault key is replaced (generation {report.generation}): "
+        f"{report.reencrypted} segments re-encrypted, the old key destroyed"
+    )

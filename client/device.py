@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
+from client.consent import load_consent
 from client.deployment import admit, record
 from client.featurize import Examples, featurize
 from client.home import ensure_private_dir, hearth_home
@@ -37,7 +38,7 @@ SIM_POLICY_FILE: Final = "policy.toml"
 
 
 _CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
-_EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int]], Examples] = {}
+_EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int, int]], Examples] = {}
 
 
 def clear_examples_cache() -> None:
@@ -93,14 +94,17 @@ class Device:
 
         The result is cached in memory for this process until the vault changes,
         so a round's training and evaluation decrypt the vault once. Retention
-        runs first, so data past its lifetime is deleted before it is ever read.
+        runs first, so data past its lifetime is deleted before it is ever read, and
+        so do the events of any modality the employee no longer consents to.
         """
         data_policy = self.policy().data
+        consent = None if self.simulated else load_consent(self.home)
         with Vault.open(
             self.vault_dir,
             self.passphrase,
             retention_days=data_policy.retention_days,
             quota_bytes=data_policy.vault_quota_mb * 2**20,
+            keep_modalities=None if consent is None else consent.modalities,
         ) as vault:
             version = (str(self.vault_dir), context_length, vault.version())
             cached = _EXAMPLES_CACHE.get(version)

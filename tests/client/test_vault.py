@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from client.cli import app
-from client.keys import KEY_FILE, NoKeySourceError, rotate_key
+from client.keys import KEY_FILE, NoKeySourceError
 from client.vault import (
     DB_FILE,
     CorruptSegmentError,
@@ -190,15 +190,6 @@ def test_a_real_full_tmpfs_gives_the_clear_error(tmp_path):
         vault.close()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
-
-
-def test_rotate_key_rewraps_without_touching_data(hearth_home):
-    vault_dir = hearth_home / "vault"
-    with Vault.open(vault_dir) as vault:
-        vault.append([Focus(0, 0.0, "code", AppCategory.EDITOR)])
-    rotate_key(vault_dir, "a new passphrase")
-    with Vault.open(vault_dir, passphrase="a new passphrase") as vault:
-        assert len(list(vault.iter_events())) == 1
 
 
 @settings(max_examples=300, deadline=None)
