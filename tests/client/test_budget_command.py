@@ -7,8 +7,10 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.device import Device
-from privacy.accountants import epsilon_local, epsilon_per_action
-from privacy.policy import default_policy_text
+from privacy.accountants import epsilon_per_action
+from privacy.ledger import BudgetRule
+from privacy.policy import default_policy_text, load_policy
+from privacy.renyi_filter import rdp_of
 
 HISTORY = [(1.5, 0.25, 8), (8.0, 1.0, 1), (1.5, 0.25, 8), (8.0, 1.0, 1)]
 
@@ -17,7 +19,7 @@ HISTORY = [(1.5, 0.25, 8), (8.0, 1.0, 1), (1.5, 0.25, 8), (8.0, 1.0, 1)]
 def spent(hearth_home):
     ledger = Device(hearth_home).ledger()
     for server_round, entry in enumerate(HISTORY, start=1):
-        ledger.record(server_round, entry, 1e-5, "0" * 64)
+        ledger.record(server_round, entry, BudgetRule.from_policy(load_policy()), "0" * 64)
     return hearth_home
 
 
@@ -29,10 +31,13 @@ def _show(*args):
 
 def test_budget_json_gives_the_per_action_figure_of_this_ledger(spent):
     report = json.loads(_show("--json"))
-    assert report["epsilon_spent"] == pytest.approx(epsilon_local(HISTORY, 1e-5))
+    renyi = BudgetRule.from_policy(load_policy()).renyi
+    assert report["epsilon_spent"] == pytest.approx(renyi.epsilon(rdp_of(HISTORY, renyi.orders)))
     assert report["epsilon_per_action"] == pytest.approx(epsilon_per_action(HISTORY, 1e-5, 8))
     assert report["epsilon_per_action"] > report["epsilon_spent"]
-    assert report["unit"] == "one example on one device"
+    assert report["unit"] == "one example on one device, over the 14 days it is kept"
+    assert len(report["days"]) == 15  # every day of the window, each charged every entry
+    assert {d["epsilon_spent"] for d in report["days"]} == {report["epsilon_spent"]}
     assert report["unit_per_action"] == "one recorded action on one device (in up to 9 examples)"
     assert report["entries"] == 4
 
@@ -40,9 +45,10 @@ def test_budget_json_gives_the_per_action_figure_of_this_ledger(spent):
 def test_budget_never_calls_the_per_example_figure_a_per_action_one(spent):
     lines = _show().splitlines()
     report = json.loads(_show("--json"))
-    [example] = [line for line in lines if line.startswith("Per example:")]
+    [example] = [line for line in lines if line.startswith("Per example")]
     [action] = [line for line in lines if line.startswith("Per action:")]
-    assert f"{report['epsilon_spent']:,.2f}" in example and "one example on one device" in example
+    assert f"{report['epsilon_spent']:,.2f}" in example
+    assert "Per example, over the 14 days it is kept" in example
     assert f"{report['epsilon_per_action']:,.2f}" in action and "one recorded action" in action
     assert all("delta 1e-05" in line for line in lines if line.startswith("Per "))
 
