@@ -26,9 +26,9 @@ from privacy.accountants import (
     epsilon_per_action,
     unit_action,
 )
-from privacy.ledger import BudgetRule, DeviceLedger, LedgerError, LedgerRollbackError
+from privacy.ledger import Bucket, BudgetRule, DeviceLedger, LedgerError, LedgerRollbackError
 from privacy.policy import PolicyError, PrivacyPolicy
-from privacy.renyi_filter import lifetime_rounds
+from privacy.renyi_filter import lifetime_rounds, window
 
 budget_app = typer.Typer(
     name="budget", help="Privacy spent on this laptop, and your own cap.", no_args_is_help=True
@@ -69,7 +69,11 @@ def budget_figures(
     rule = BudgetRule.from_policy(policy, employee_cap)
     cap = rule.cap
     retention = policy.data.retention_days
-    buckets = ledger.buckets(rule, now, held) if ledger is not None else []
+    buckets = (
+        ledger.buckets(rule, now, held)
+        if ledger is not None
+        else [Bucket(d, 0.0, 0.0, d in held) for d in window(now, rule.retention_days)]
+    )
     spent = max((b.epsilon for b in buckets), default=0.0)
     fullest = max(buckets, key=lambda b: b.fraction, default=None)
     action_history = (
