@@ -133,3 +133,11 @@ def test_with_an_os_keyring_restoring_the_whole_privacy_directory_is_caught(
         assert any(service == KEYRING_SERVICE for service, _ in backend.store)
     finally:
         keyring.set_keyring(previous)
+
+
+def test_consent_show_states_the_guarantee_per_example_over_the_days_it_is_kept(hearth_home):
+    shown = CliRunner().invoke(app, ["consent", "show"])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "Per example, over the 14 days it is kept: each laptop protects every example" in text
+    assert "per campaign" not in text
