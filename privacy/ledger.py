@@ -222,7 +222,8 @@ def _unseal(aead: AESGCM, blob: bytes, name: str) -> _State:
         pass
     except (ValueError, KeyError, TypeError):
         raise LedgerError(
-            f"the privacy ledger {name} is damaged; training is refused until it is restored"
+            f"the privacy ledger {name} is damaged; training is refused until it is restored "
+            f"or reset ({RESET_HINT})"
         ) from None
     try:  # a ledger of hearth before day buckets: every round charged to every day so far
         old = json.loads(aead.decrypt(blob[:12], blob[12:], _AAD_V1))
@@ -233,8 +234,8 @@ def _unseal(aead: AESGCM, blob: bytes, name: str) -> _State:
         return _State(entries=entries, migrated=True)
     except (InvalidTag, ValueError, KeyError, TypeError):
         raise LedgerError(
-            f"the privacy ledger {name} failed authentication; "
-            "training is refused until it is restored"
+            f"the privacy ledger {name} failed authentication; training is refused until it "
+            f"is restored or reset ({RESET_HINT})"
         ) from None
 
 

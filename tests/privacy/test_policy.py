@@ -36,8 +36,9 @@ def test_the_device_cap_is_per_example_over_the_days_it_is_kept_not_one_campaign
 
 
 def test_a_policy_whose_orders_leave_no_room_under_the_cap_is_refused_in_one_line():
-    text = default_policy_text().replace(
-        "device_epsilon_cap = 10.0", "device_epsilon_cap = 10.0\nrenyi_orders = [2.0]"
+    text = _with(
+        "renyi_orders = [2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]",
+        "renyi_orders = [2.0]",
     )
     with pytest.raises(PolicyError, match="no Rényi order in renyi_orders leaves room"):
         parse_policy(text)
