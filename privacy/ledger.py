@@ -274,7 +274,7 @@ class DeviceLedger:
             if anchored is not None and anchored[0] > 0:
                 raise LedgerRollbackError(
                     f"the privacy ledger {self.path.name} is missing but {self.anchor_where} "
-                    f"records {anchored[0]} writes; training is refused: {RESET_HINT}"
+                    f"records write {anchored[0]} of it; training is refused: {RESET_HINT}"
                 )
             return _State()
         blob = self.path.read_bytes()
