@@ -145,35 +145,6 @@ def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextAc
     return model
 
 
-def _noise_to_last(
-    ins: RoundInstructions,
-    config: TrainConfig,
-    policy: PrivacyPolicy,
-    ledger: DeviceLedger,
-    cap: float,
-) -> float:
-    """The least noise, not below the policy's, that keeps the cap for every round left.
-
-    Each round left is planned with its evaluation release too, so evaluations do not
-    find the budget spent by training.
-    """
-    from client.training import plan_round  # noqa: PLC0415 (torch: see the note on imports)
-    from privacy.accountants import noise_to_last  # noqa: PLC0415
-
-    planned = plan_round(config)
-    rounds_left = ins.total_rounds - ins.server_round + 1
-    z_eval, q_eval, steps_eval = evaluation_entry(policy)
-    return noise_to_last(
-        [*ledger.history(), (z_eval, q_eval, steps_eval * max(1, rounds_left))],
-        planned.sample_rate,
-        planned.steps,
-        rounds_left,
-        cap,
-        config.delta,
-        floor=config.noise_multiplier,
-    )
-
-
 def _recent(examples: Examples, most: int) -> Examples:
     """At most ``most`` of the newest examples: delta is planned against that many."""
     return examples.slice(max(0, len(examples) - most))
@@ -214,21 +185,42 @@ class HearthClient(NumPyClient):
             raise Declined(POLICY_MISMATCH)
         return ins, policy
 
+    def _ledger(self) -> DeviceLedger:
+        """The device's ledger; a missing, rolled-back or unreadable one declines the round."""
+        from privacy.ledger import LedgerError  # noqa: PLC0415
+
+        try:
+            return self.device.ledger()
+        except LedgerError as exc:
+            self.device.record_refusal(f"round refused: {exc}")
+            raise Declined(UNAVAILABLE) from None
+
     def _split(self, context_length: int, most: int) -> tuple[Examples, Examples]:
         train, held = split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
         return _recent(train, most), _recent(held, most)
 
     def _charge(
-        self, ledger: DeviceLedger, planned: HistoryEntry, policy: PrivacyPolicy, round_: int
+        self,
+        ledger: DeviceLedger,
+        planned: HistoryEntry,
+        policy: PrivacyPolicy,
+        round_: int,
+        kind: str,
     ) -> None:
-        """Record ``planned`` in the ledger before anything derived from it leaves, or decline."""
-        from privacy.ledger import check_round, effective_cap  # noqa: PLC0415
+        """Record ``planned`` against every day it could read before anything leaves, or decline.
 
-        delta = policy.privacy.delta
-        cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
-        if not check_round(ledger, planned, delta, cap).allowed:
+        The days are the retention window's and the vault's (``Device.held_days``); the
+        decision depends only on when earlier rounds ran and what they cost.
+        """
+        from privacy.ledger import BudgetRule, check_round  # noqa: PLC0415
+
+        rule = BudgetRule.from_policy(policy, self.device.employee_cap())
+        held = self.device.held_days()
+        decision = check_round(ledger, planned, rule, held=held)
+        if not decision.allowed:
+            self.device.record_refusal(f"round refused: {decision.reason}")
             raise Declined(UNAVAILABLE)
-        ledger.record(round_, planned, delta, policy_hash(policy))
+        ledger.record(round_, planned, rule, policy_hash(policy), held=held, kind=kind)
 
     def fit(
         self, parameters: list[NDArray[np.float32]], config: dict[str, Scalar]
@@ -236,23 +228,25 @@ class HearthClient(NumPyClient):
         """One local round: gates and budget first, then train, clip and check the update."""
         from client.training import plan_round, train_round  # noqa: PLC0415
         from privacy.accountants import PlanningError  # noqa: PLC0415
-        from privacy.ledger import effective_cap  # noqa: PLC0415
+        from privacy.ledger import BudgetRule, planned_noise  # noqa: PLC0415
 
         ins, policy = self._admit(config)
         config_ = train_config(policy, ins.learning_rate)
         train, _ = self._split(ins.context_length, policy.privacy.max_examples_per_device)
         if len(train) == 0:
             raise Declined(UNAVAILABLE)
-        ledger = self.device.ledger()
         if config_.private:
+            ledger = self._ledger()
             if policy.training.spread_local_budget:
-                cap = effective_cap(policy.privacy.device_epsilon_cap, self.device.employee_cap())
+                rule = BudgetRule.from_policy(policy, self.device.employee_cap())
                 try:
-                    noise = _noise_to_last(ins, config_, policy, ledger, cap)
+                    noise = planned_noise(policy, rule)
                 except PlanningError:
                     raise Declined(UNAVAILABLE) from None
                 config_ = replace(config_, noise_multiplier=noise)
-            self._charge(ledger, plan_round(config_).as_history(), policy, ins.server_round)
+            self._charge(
+                ledger, plan_round(config_).as_history(), policy, ins.server_round, "train"
+            )
         result = train_round(_model(ins.context_length, parameters), train, config_)
         update = clip_update(result.delta, policy.training.update_clip_norm)
         if not all(np.isfinite(a).all() for a in update):
@@ -273,7 +267,9 @@ class HearthClient(NumPyClient):
         sums = held_out_sums(_model(ins.context_length, parameters), held)
         z_eval = policy.training.evaluation_noise_multiplier
         if policy.training.local_noise_multiplier > 0:
-            self._charge(self.device.ledger(), evaluation_entry(policy), policy, ins.server_round)
+            self._charge(
+                self._ledger(), evaluation_entry(policy), policy, ins.server_round, "evaluation"
+            )
         noised = sums + gaussian(secret_generator(), z_eval * EVAL_SENSITIVITY, sums.shape)
         metrics: dict[str, Scalar] = {
             key: float(v) for key, v in zip(EVALUATE_SUMS, noised, strict=True)

@@ -9,6 +9,7 @@ synthetic passphrase file there, which exists only for synthetic employees.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,14 +24,19 @@ from client.consent import load_consent
 from client.deployment import admit, record
 from client.featurize import Examples, featurize
 from client.home import ensure_private_dir, hearth_home
-from client.keys import load_or_create_data_key
+from client.keys import KEY_FILE, WrappedKey, keyring_usable, load_or_create_data_key
+from client.ledger_anchor import KeyringAnchor
 from client.policy_pin import device_policy
 from client.vault import Vault
-from privacy.ledger import DeviceLedger
+from privacy.ledger import DeviceLedger, FileAnchor, LedgerAnchor, LedgerReset, reset_ledger
 from privacy.policy import PrivacyPolicy, load_policy
+from privacy.renyi_filter import day_of
+
+_log = logging.getLogger(__name__)
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
 LEDGER_FILE: Final = "ledger.bin"
+LEDGER_ANCHOR_FILE: Final = "ledger.anchor"
 EMPLOYEE_CAP_FILE: Final = "employee_cap.json"
 _LEDGER_INFO: Final = b"hearth-device-ledger-key"
 UPLOADS_FILE: Final = "uploads.jsonl"
@@ -39,11 +45,28 @@ SIM_POLICY_FILE: Final = "policy.toml"
 
 _CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
 _EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int, int]], Examples] = {}
+_DAYS_CACHE: dict[str, tuple[tuple[int, int, int], frozenset[int]]] = {}
 
 
 def clear_examples_cache() -> None:
     """Forget featurized vaults (a fresh process would not have them)."""
     _EXAMPLES_CACHE.clear()
+    _DAYS_CACHE.clear()
+
+
+def _days_of(vault: Vault) -> frozenset[int]:
+    """The UTC days the vault holds data of.
+
+    From the sealed manifest (nothing else decrypted), else every segment's time range.
+    """
+    counted = vault.day_counts()
+    if counted:
+        return frozenset(counted)
+    return frozenset(
+        day
+        for segment in vault.segments()
+        for day in range(day_of(segment.wall_start), day_of(segment.wall_end) + 1)
+    )
 
 
 def simulated_device_home(sim_root: Path, partition_id: int) -> Path:
@@ -107,6 +130,7 @@ class Device:
             keep_modalities=None if consent is None else consent.modalities,
         ) as vault:
             version = (str(self.vault_dir), context_length, vault.version())
+            _DAYS_CACHE[str(self.vault_dir)] = (vault.version(), _days_of(vault))
             cached = _EXAMPLES_CACHE.get(version)
             if cached is None:
                 cached = featurize(vault.iter_events(), context_length)
@@ -114,6 +138,16 @@ class Device:
                     _EXAMPLES_CACHE.pop(next(iter(_EXAMPLES_CACHE)))
                 _EXAMPLES_CACHE[version] = cached
             return cached
+
+    def held_days(self) -> frozenset[int]:
+        """The days of data the vault held when ``examples`` last read it (else read now)."""
+        cached = _DAYS_CACHE.get(str(self.vault_dir))
+        if cached is not None:
+            return cached[1]
+        if not self.vault_dir.exists():
+            return frozenset()
+        with Vault.open(self.vault_dir, self.passphrase) as vault:
+            return _days_of(vault)
 
     @property
     def privacy_dir(self) -> Path:
@@ -126,11 +160,34 @@ class Device:
         Its key is its own (wrapped like the vault's, never derived from it), so
         deleting the recorded data does not erase what was already spent on it.
         """
+        key = self._ledger_key()
+        return DeviceLedger(self.privacy_dir / LEDGER_FILE, key, self._anchor(key))
+
+    def _ledger_key(self) -> bytes:
         data_key = load_or_create_data_key(ensure_private_dir(self.privacy_dir), self.passphrase)
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
             data_key
         )
-        return DeviceLedger(self.privacy_dir / LEDGER_FILE, key)
+
+    def _anchor(self, key: bytes) -> LedgerAnchor:
+        """Where the ledger's counter and hash live: the OS keyring when the key is wrapped there.
+
+        Otherwise (a passphrase wrap) a sealed file beside the ledger: it catches a
+        deleted or copied-back ledger, not a restore of the whole privacy directory.
+        """
+        wrapped = WrappedKey.from_json((self.privacy_dir / KEY_FILE).read_text())
+        if wrapped.kek == "keyring" and keyring_usable():
+            return KeyringAnchor(self.privacy_dir)
+        return FileAnchor(self.privacy_dir / LEDGER_ANCHOR_FILE, key)
+
+    def reset_ledger(self, reason: str) -> LedgerReset:
+        """The deliberate, logged reset: a new empty ledger that records the reset itself."""
+        key = self._ledger_key()
+        event = reset_ledger(self.privacy_dir / LEDGER_FILE, key, self._anchor(key), reason)
+        if not self.simulated:
+            record(self.home, "budget-reset", reason=reason, entries_cleared=event.entries_cleared)
+        _log.warning("privacy ledger reset (%s): %d entries cleared", reason, event.entries_cleared)
+        return event
 
     def employee_cap(self) -> float | None:
         """The stricter epsilon cap the employee set with ``hearth budget set``, if any."""

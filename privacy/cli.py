@@ -34,7 +34,8 @@ from privacy.accountants import (
     unit_action,
 )
 from privacy.audit import AuditError, audit_campaign
-from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy
+from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy, policy_hash
+from privacy.renyi_filter import lifetime_rounds
 
 app = typer.Typer(
     name="hearth-privacy",
@@ -189,13 +190,20 @@ def plan_local(
                 "device_epsilon_cap": loaded.privacy.device_epsilon_cap,
             }
         )
+    kept = loaded.data.retention_days
+    lifetime = lifetime_rounds(t.rounds_per_day, kept)
     notes = [
-        f"epsilon per example: unit {UNIT_LOCAL}; {ADJACENCY_EXAMPLE}; delta {delta:g}.",
+        f"epsilon per example: unit {UNIT_LOCAL}, over the {kept:g} days it is kept; "
+        f"{ADJACENCY_EXAMPLE}; delta {delta:g}. A device charges each round to every day of "
+        f"data it could read: a day joins about {lifetime} rounds in its lifetime "
+        f"({t.rounds_per_day:g} a day), so plan --rounds {lifetime} for one day's loss.",
         f"epsilon per action: unit {unit_action(context_length)}; group privacy (RDP) over "
         f"{adjacency_action(context_length)}; delta {delta:g}.",
-        f"The policy caps a device at epsilon {loaded.privacy.device_epsilon_cap:g} per example"
+        f"The policy caps every example at epsilon {loaded.privacy.device_epsilon_cap:g} over "
+        f"the {kept:g} days it is kept, enforced by a Rényi filter at its fixed orders (a "
+        "little above these optimal-order figures)"
         + (
-            "; devices add more noise than this where needed to stay under it."
+            "; devices add more noise than this where needed so a day lasts its rounds."
             if t.spread_local_budget and target_epsilon is None and noise is None
             else "."
         ),
@@ -310,8 +318,17 @@ def _audit_totals(report: dict[str, Any]) -> list[str]:
         return f"unit {figures[key]['unit']}; {figures[key]['adjacency']}; delta {delta}"
 
     cap, old = report["epsilon_example_cap"], report["epsilon_local_max"]
+    kept = report.get("retention_days")
+    lifetime = (
+        f"over the {kept:g} days it is kept"
+        if kept is not None
+        else "over the days the campaign's policy keeps it (--policy names them)"
+    )
     example = (
-        f"at most epsilon {cap:g}, enforced on each device against its own ledger"
+        f"per example, {lifetime}: at most epsilon {cap:g}, enforced on each device by its "
+        "ledger, which charges every round to each day of data it could read; spent and "
+        "remaining per day of data are on each device (`hearth budget show`, the dashboard), "
+        "never sent"
         if cap is not None
         else f"largest reported epsilon {old:.3f} (older sidecars)"
         if old is not None
@@ -332,6 +349,10 @@ def _audit_totals(report: dict[str, Any]) -> list[str]:
 @app.command()
 def audit(
     checkpoint_dir: Annotated[Path, typer.Argument(help="a campaign's checkpoint directory")],
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="the campaign's policy TOML, for its retention (default: HEARTH_POLICY)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Per round and in total: the example-level cap, user-level figures, cohorts, policy."""
@@ -339,6 +360,11 @@ def audit(
         report = audit_campaign(checkpoint_dir)
     except AuditError as exc:
         raise _fail(str(exc)) from None
+    loaded = _policy(policy)
+    # The retention is the campaign's only if this is the policy its rounds ran under.
+    report["retention_days"] = (
+        loaded.data.retention_days if policy_hash(loaded) in report["policy_hashes"] else None
+    )
     if as_json:
         typer.echo(json.dumps(report))
         return

@@ -41,11 +41,9 @@ from privacy.accountants import (
     per_action_at_cap,
     unit_action,
 )
+from privacy.renyi_filter import DEFAULT_ORDERS, filter_for, lifetime_rounds
 
 ENV_POLICY: Final = "HEARTH_POLICY"
-# The per-action figure in ``describe`` is for a laptop spending its whole cap in this
-# many rounds (a campaign's default length, num-server-rounds).
-_REFERENCE_ROUNDS: Final = 10
 
 
 class PolicyError(ValueError):
@@ -65,6 +63,26 @@ class PrivacySection(_Section):
     # A device trains on at most this many (most recent) examples, so delta stays far
     # below 1 / n: a mechanism that publishes one random example is (0, 1/n)-DP.
     max_examples_per_device: int = Field(default=8000, ge=1)
+    # The fixed Rényi orders of the device's filter (privacy.renyi_filter): chosen here,
+    # before any round, never optimised afterwards (invalid under adaptive stopping).
+    renyi_orders: tuple[float, ...] = Field(default=DEFAULT_ORDERS, min_length=1, max_length=64)
+
+    @field_validator("renyi_orders")
+    @classmethod
+    def _orders_above_one(cls, orders: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not math.isfinite(a) or a <= 1 for a in orders):
+            raise ValueError("every Rényi order must be a number above 1")
+        return tuple(sorted(set(orders)))
+
+    @model_validator(mode="after")
+    def _some_order_has_room(self) -> PrivacySection:
+        renyi = filter_for(self.renyi_orders, self.device_epsilon_cap, self.delta)
+        if not any(renyi.budgets() > 0):
+            raise ValueError(
+                f"no Rényi order in renyi_orders leaves room under device_epsilon_cap "
+                f"{self.device_epsilon_cap:g} at delta {self.delta:g}; add larger orders"
+            )
+        return self
 
     @model_validator(mode="after")
     def _delta_small_against_the_data(self) -> PrivacySection:
@@ -98,6 +116,9 @@ class TrainingSection(_Section):
     # When true, local_noise_multiplier is the least noise: each device adds more when
     # needed so its cap lasts the whole campaign (older policies: a fixed noise).
     spread_local_budget: bool = False
+    # How many rounds a day the device expects to join: with spread_local_budget, noise is
+    # planned so a day of data can join this many rounds a day over its whole lifetime.
+    rounds_per_day: float = Field(default=1.0, gt=0, le=96)
     update_clip_norm: float = Field(gt=0)
     central_noise_multiplier: float = Field(ge=0)
     min_cohort: int = Field(ge=1)
@@ -230,17 +251,34 @@ def policy_hash(policy: PrivacyPolicy) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _local_noise(t: TrainingSection) -> str:
+def _local_noise(t: TrainingSection, d: DataSection) -> str:
     if t.spread_local_budget:
+        rounds = lifetime_rounds(t.rounds_per_day, d.retention_days)
         return (
-            f"of at least x{t.local_noise_multiplier:g}, more where needed so the cap lasts "
-            "every round of the campaign"
+            f"of at least x{t.local_noise_multiplier:g}, more where needed so a day of data "
+            f"can join {rounds} rounds over its lifetime ({t.rounds_per_day:g} a day, whatever "
+            "the campaign)"
         )
     return f"x{t.local_noise_multiplier:g}"
 
 
-def _per_action(p: PrivacySection, t: TrainingSection) -> str:
-    """The per-action figure of a laptop that spends its whole cap in the reference rounds."""
+def _lifetime(p: PrivacySection, t: TrainingSection, d: DataSection) -> str:
+    """The example-level promise in words: per example, over the days it is kept."""
+    return (
+        f"Per example, over the {d.retention_days:g} days it is kept: each laptop protects "
+        f"every example at epsilon {p.device_epsilon_cap:g} (unit: {UNIT_LOCAL}, over the "
+        f"{d.retention_days:g} days it is kept; {ADJACENCY_EXAMPLE}; delta {p.delta:g}). "
+        f"Its ledger charges every round and evaluation to each day of data the round could "
+        f"read and refuses a round that would take any day past the cap (a Rényi filter at "
+        f"the fixed orders {', '.join(f'{a:g}' for a in p.renyi_orders)}); a day's spent "
+        f"budget goes with the day, so a laptop keeps contributing for as long as it takes "
+        f"part, in every campaign. DP-SGD clips each example's gradient to "
+        f"{t.max_grad_norm:g} and adds noise {_local_noise(t, d)}."
+    )
+
+
+def _per_action(p: PrivacySection, t: TrainingSection, rounds: int) -> str:
+    """The per-action figure of a day of data that joins its lifetime's rounds at the cap."""
     k = DEFAULT_CONTEXT_LENGTH
     head = (
         f"One recorded action sits in up to {k + 1} examples (the target of one, in the "
@@ -248,11 +286,11 @@ def _per_action(p: PrivacySection, t: TrainingSection) -> str:
     )
     shape = RoundShape(t.sample_rate, t.steps, t.evaluation_noise_multiplier)
     try:
-        noise, eps = per_action_at_cap(p.device_epsilon_cap, p.delta, shape, _REFERENCE_ROUNDS, k)
+        noise, eps = per_action_at_cap(p.device_epsilon_cap, p.delta, shape, rounds, k)
     except PlanningError:
         return head + "the evaluations alone would pass the cap, so no laptop could train."
     return head + (
-        f"a laptop that spends the whole cap in {_REFERENCE_ROUNDS} rounds (noise x{noise:.2f}, "
+        f"a day of data that joins {rounds} rounds at the cap (noise x{noise:.2f}, "
         f"one evaluation each) has epsilon {eps:,.0f} per action (unit: {unit_action(k)}; "
         f"{adjacency_action(k)}; RDP group privacy, a loose bound; delta {p.delta:g})."
     )
@@ -284,10 +322,7 @@ def describe(policy: PrivacyPolicy) -> str:
         f"(and any {', '.join(c.value for c in d.sensitive_categories)} app), and while a "
         f"window's title names one of these sites: {', '.join(d.sensitive_sites)} (the "
         "title is matched when it is read and never stored).",
-        f"Each laptop's ledger composes every round of every campaign for as long as the "
-        f"ledger lives, and spends at most epsilon {p.device_epsilon_cap:g} in all (unit: "
-        f"{UNIT_LOCAL}; {ADJACENCY_EXAMPLE}; delta {p.delta:g}). DP-SGD clips each example's "
-        f"gradient to {t.max_grad_norm:g} and adds noise {_local_noise(t)}.",
+        _lifetime(p, t, d),
         f"This policy, not the laptop's data, fixes the shape of a round: each example "
         f"joins each of {t.steps} DP-SGD steps with probability {t.sample_rate:g}, and each "
         f"noised gradient sum is divided by {t.batch_size}; a laptop trains on at most its "
@@ -295,7 +330,7 @@ def describe(policy: PrivacyPolicy) -> str:
         f"Held-out accuracy and loss leave a laptop only as Gaussian-noised sums (noise "
         f"x{t.evaluation_noise_multiplier:g} per unit of sensitivity), each release charged "
         "to its ledger like a training round.",
-        _per_action(p, t),
+        _per_action(p, t, lifetime_rounds(t.rounds_per_day, d.retention_days)),
         _user_level(p, t),
         "Facing the server itself, the example-level guarantee is the one that holds.",
         f"The server combines a round only with at least {t.min_cohort} laptops.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import time
@@ -19,6 +20,7 @@ SUBJECTS: tuple[str, ...] = (
     "redaction",
     "deployment",
     "controls",
+    "lifetime",
 )
 
 
@@ -42,10 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
     args = parser.parse_args(argv)
     results: list[Measurement] = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for subject in args.only:
         module = importlib.import_module(f"simulations.benchmarks.{subject}")
         started = time.perf_counter()
-        results.extend(module.run(args.quick))
+        # A benchmark that writes files besides its figures (a plot) takes the output directory.
+        wants_out = "out" in inspect.signature(module.run).parameters
+        results.extend(module.run(args.quick, args.out) if wants_out else module.run(args.quick))
         print(f"{subject}: {time.perf_counter() - started:.1f}s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     payload = {

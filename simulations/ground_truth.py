@@ -20,6 +20,7 @@ from client.featurize import split_held_out
 from client.training import evaluate
 from policy.baselines import Bigram, MostFrequent
 from policy.model import ModelConfig, NextActionPolicy, set_arrays
+from privacy.ledger import BudgetRule
 from server.checkpoints import latest_checkpoint, load_checkpoint
 
 
@@ -85,8 +86,8 @@ def ground_truth(
             ]
         )
         total += n
-        delta = device.policy().privacy.delta
-        spent.append(device.ledger().spent(delta))
+        rule = BudgetRule.from_policy(device.policy())
+        spent.append(device.ledger().spent(rule))
     top1, top3, f1, f3, b1, b3 = (float(m) for m in sums / max(1, total))
     return GroundTruth(
         top1,

@@ -14,7 +14,7 @@ from html import escape
 from typing import Any, Final
 
 from client.dashboard.auth import CSRF_FIELD
-from client.dashboard.chart import events_chart
+from client.dashboard.chart import budget_chart, events_chart
 
 STATE_WORDS: Final[Mapping[str, str]] = {
     "recording": "Recording",
@@ -151,19 +151,33 @@ def _budget_figures(budget: Mapping[str, Any]) -> str:
     )
     return (
         "<dl>"
-        f"<dt>Per example</dt><dd>epsilon {_epsilon(budget['epsilon_spent'])}. Unit: "
+        f"<dt>Per example, over the {float(budget['retention_days']):g} days it is kept</dt>"
+        f"<dd>at most epsilon {budget['epsilon_cap']:g}; the most-spent day has spent "
+        f"{_epsilon(budget['epsilon_spent'])}. Unit: "
         f"<strong>{escape(str(budget['unit']))}</strong>; "
         f"{escape(str(budget['adjacency']))}.</dd>"
         f"<dt>Per action</dt><dd>epsilon {_epsilon(budget['epsilon_per_action'])}. Unit: "
         f"<strong>{escape(str(budget['unit_per_action']))}</strong>. One recorded action of "
         "yours sits in several training examples, so this bounds how much it changes what "
-        "this laptop sends, in the differential-privacy sense (group privacy over the same "
-        "ledger, a loose bound).</dd>"
+        "this laptop sends, in the differential-privacy sense (group privacy over the "
+        "most-spent day's rounds, a loose bound).</dd>"
         f"<dt>Per user</dt><dd>{escape(user)}. Unit: "
         f"<strong>{escape(str(budget['unit_user']))}</strong>; "
         f"{escape(str(budget['adjacency_user']))}.</dd>"
         "</dl>"
     )
+
+
+def _resets(resets: Sequence[Mapping[str, Any]]) -> str:
+    """Every deliberate reset of the ledger, shown where the budget is."""
+    if not resets:
+        return ""
+    items = "".join(
+        f"<li>{escape(_when(float(r['time'])))}: {escape(str(r['reason']))} "
+        f"({int(r['entries_cleared'])} entries cleared)</li>"
+        for r in resets
+    )
+    return f'<p id="budget-resets">The ledger was reset:</p><ul>{items}</ul>'
 
 
 def _budget(budget: Mapping[str, Any]) -> str:
@@ -176,13 +190,20 @@ def _budget(budget: Mapping[str, Any]) -> str:
         if budget.get("employee_cap") is not None
         else " (the policy's cap)"
     )
+    kept = f"{float(budget['retention_days']):g}"
     return (
-        head + f'<label for="budget-meter">Epsilon spent per example: {_epsilon(spent)} of '
-        f"{cap:g}{escape(own)}, {_epsilon(left)} left, over {int(budget['entries'])} ledger "
+        head + f'<label for="budget-meter">Per example, over the {kept} days it is kept: at '
+        f"most epsilon {cap:g}{escape(own)}. The most-spent day of data has spent "
+        f"{_epsilon(spent)}, {_epsilon(left)} left, over {int(budget['entries'])} ledger "
         "entries (training rounds and evaluations)</label>"
         f'<meter id="budget-meter" min="0" max="{cap:g}" low="{cap * 0.5:g}" '
         f'high="{cap * 0.8:g}" optimum="0" value="{min(spent, cap):.4f}">'
         f"{spent:.2f} of {cap:g}</meter>"
+        f"<p>Each day of data is charged for every round that could read it, and its budget "
+        f"goes with it after {kept} days; noise is planned so a day can join "
+        f"{int(budget['lifetime_rounds'])} rounds, whatever the campaign.</p>"
+        + budget_chart(budget["days"], cap)
+        + _resets(budget.get("resets", []))
         + _budget_figures(budget)
         + f"<p>Every figure is for delta {budget['delta']:g}: "
         f"{escape(str(budget['delta_in_words']))}.</p></section>"

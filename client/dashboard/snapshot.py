@@ -65,7 +65,7 @@ def _budget(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
         return {"error": "no privacy policy is in force"}
     if not (device.privacy_dir / KEY_FILE).exists():
         # Never create a key just to read nothing: a device that never trained spent nothing.
-        report = budget_figures([], policy, device.employee_cap())
+        report = budget_figures(None, policy, device.employee_cap())
     else:
         try:
             report = budget_report(device, policy)

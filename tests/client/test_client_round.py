@@ -105,7 +105,7 @@ def test_budget_show_and_set(hearth_home):
     runner = CliRunner()
     shown = runner.invoke(app, ["budget", "show", "--json"])
     assert shown.exit_code == 0, shown.output
-    assert '"unit": "one example on one device"' in shown.output
+    assert '"unit": "one example on one device, over the 14 days it is kept"' in shown.output
     assert runner.invoke(app, ["budget", "set", "1000"]).exit_code == 1
     assert runner.invoke(app, ["budget", "set", "2"]).exit_code == 0
     assert device.employee_cap() == 2.0
@@ -139,14 +139,34 @@ def test_deleting_the_data_keeps_the_record_of_what_was_spent(hearth_home):
     assert json.loads(shown.output)["epsilon_spent"] == pytest.approx(entry.epsilon_after)
 
 
-def test_a_device_spreads_its_cap_over_every_round_of_the_campaign(hearth_home):
+def _campaign(client, rounds):
+    for server_round in range(1, rounds + 1):
+        config = _config(round=server_round, **{"num-rounds": rounds})
+        client.fit(_params(), config)  # declining would raise
+        client.evaluate(_params(), config)
+
+
+def _spent():
+    shown = CliRunner().invoke(app, ["budget", "show", "--json"])
+    assert shown.exit_code == 0, shown.output
+    return json.loads(shown.output)
+
+
+def test_a_short_campaign_spends_a_short_campaigns_share_and_the_next_campaign_trains(
+    hearth_home,
+):
+    """Issue 19: a 2-round campaign spent 9.99 of 10, and every later one trained nothing."""
     device = _device(hearth_home)
     client = HearthClient(device)
-    cap = load_policy().privacy.device_epsilon_cap
-    for server_round in (1, 2, 3):
-        config = _config(round=server_round, **{"num-rounds": 3})
-        client.fit(_params(), config)
-        client.evaluate(_params(), config)
-    entries = device.ledger().entries
-    assert len(entries) == 6  # three rounds and three evaluations, none declined
-    assert 0.8 * cap < entries[-1].epsilon_after <= cap
+    _campaign(client, 2)
+    first = _spent()
+    day = max(first["days"], key=lambda d: d["fraction"])
+    # Noise is planned for the 15 rounds a day of data can join over its 14 days, not for
+    # the 2 rounds of this campaign: two rounds use about 2/15 of each day's budget.
+    assert day["fraction"] == pytest.approx(2 / first["lifetime_rounds"], rel=0.15)
+    assert first["epsilon_spent"] < first["epsilon_cap"] / 2
+    _campaign(client, 2)  # the second campaign trains: no Declined
+    second = _spent()
+    assert len(device.ledger().entries) == 8
+    assert first["epsilon_spent"] < second["epsilon_spent"] <= second["epsilon_cap"]
+    assert max(d["fraction"] for d in second["days"]) == pytest.approx(4 / 15, rel=0.15)

@@ -336,6 +336,8 @@ def test_the_page_shows_data_budget_uploads_policy_and_apps(
     assert f"<title>{day} keys: 29 events</title>" in page  # the chart
     assert "deleted after 14 days" in page
     assert "one example on one device" in page
+    assert "Per example, over the 14 days it is kept: at most epsilon 10" in page
+    assert f"<title>{day}: spent 0.00, left 10.00" in page  # today's budget bar
     assert "one recorded action on one device (in up to 9 examples)" in page
     assert "none: the policy adds no central noise" in page
     assert "1 in 100,000" in page
@@ -376,3 +378,16 @@ def test_a_locked_vault_still_shows_the_page_and_the_controls(
     assert "Pause until I resume" in page.text
     assert _post(client, "/api/pause", token, csrf, duration="30m").status_code == 200
     assert pause_state(recorded).paused
+
+
+def test_a_ledger_reset_and_a_rolled_back_ledger_are_shown_on_the_page(
+    client: TestClient, token: str, recorded: Path
+) -> None:
+    device = Device(recorded)
+    device.ledger()  # creates its key and anchor
+    device.reset_ledger("reset by the employee")
+    page = client.get("/", headers={"X-Hearth-Token": token}).text
+    assert 'id="budget-resets"' in page and "reset by the employee (0 entries cleared)" in page
+    (device.privacy_dir / "ledger.bin").unlink()
+    page = client.get("/", headers={"X-Hearth-Token": token}).text
+    assert "is missing" in page and "hearth budget reset --i-understand" in page

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from client.dashboard.chart import COLORS, MAX_DAYS, events_chart
+from client.dashboard.chart import COLORS, MAX_DAYS, budget_chart, events_chart
 from client.dashboard.snapshot import delta_in_words
 
 
@@ -40,3 +40,15 @@ def test_a_modality_name_from_disk_is_escaped() -> None:
 
 def test_delta_in_words() -> None:
     assert delta_in_words(1e-5) == "a 1 in 100,000 chance that the guarantee does not hold"
+
+
+def test_the_budget_chart_draws_spent_and_left_for_each_day_of_data() -> None:
+    days = [
+        {"day": "2026-11-20", "epsilon_spent": 7.5, "holds_data": True},
+        {"day": "2026-11-21", "epsilon_spent": 0.0, "holds_data": False},
+    ]
+    svg = budget_chart(days, 10.0)
+    assert svg.startswith("<svg") and "<script" not in svg
+    assert "<title>2026-11-20: spent 7.50, left 2.50</title>" in svg
+    assert "2026-11-21: spent 0.00, left 10.00 (no data held)" in svg
+    assert "No day of data" in budget_chart([], 10.0)

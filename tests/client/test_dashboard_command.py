@@ -18,6 +18,8 @@ from client.dashboard.snapshot import snapshot
 from client.data_commands import delete_vault
 from client.device import Device
 from client.vault import Vault
+from privacy.ledger import BudgetRule
+from privacy.policy import load_policy
 
 
 @pytest.fixture
@@ -117,8 +119,9 @@ def test_after_deletion_the_budget_still_shows_what_was_spent(hearth_home: Path)
     device = Device(hearth_home)
     with Vault.open(device.vault_dir):
         pass
-    device.ledger().record(1, (1.0, 0.1, 10), 1e-5, "0" * 64)
-    spent = device.ledger().spent(1e-5)
+    rule = BudgetRule.from_policy(load_policy())
+    device.ledger().record(1, (1.0, 0.1, 10), rule, "0" * 64)
+    spent = device.ledger().spent(rule)
     delete_vault(device.vault_dir)
     budget = snapshot(hearth_home)["budget"]
     assert budget["error"] is None

@@ -12,7 +12,8 @@ from privacy.accountants import (
     noise_for_user,
     noise_to_last,
 )
-from privacy.ledger import DeviceLedger, LedgerError, check_round, effective_cap
+from privacy.ledger import BudgetRule, DeviceLedger, LedgerError, check_round, effective_cap
+from privacy.renyi_filter import DEFAULT_ORDERS, filter_for
 
 
 def test_local_epsilon_agrees_with_the_opacus_accountants():
@@ -45,26 +46,31 @@ def test_user_planning_directions_invert_each_other(accountant):
     assert epsilon_user(noise - 0.01, 0.1, 30, 1e-5, accountant) > 4.0
 
 
+def _rule(cap=10.0, retention=14.0):
+    return BudgetRule(filter_for(DEFAULT_ORDERS, cap, 1e-5), retention)
+
+
+NOW = 20_000 * 86400.0 + 12 * 3600.0  # noon of day 20000 (UTC)
+
+
 def test_a_round_over_the_cap_is_refused_and_the_ledger_is_unchanged(tmp_path):
     ledger = DeviceLedger(tmp_path / "ledger.bin", os.urandom(32))
     planned = (1.0, 0.05, 200)
-    ledger.record(1, planned, 1e-5, "hash")
-    spent = ledger.spent(1e-5)
-    decision = check_round(ledger, planned, 1e-5, cap=spent + 0.01)
-    assert not decision.allowed
-    assert "budget exhausted" in decision.reason
+    ledger.record(1, planned, _rule(), "hash", now=NOW)
+    spent = ledger.spent(_rule(), NOW)
+    decision = check_round(ledger, planned, _rule(cap=spent + 0.01), now=NOW)
+    assert not decision.allowed and "budget exhausted" in decision.reason
     assert len(ledger.entries) == 1
-    assert check_round(ledger, planned, 1e-5, cap=100).allowed
+    assert check_round(ledger, planned, _rule(cap=100), now=NOW).allowed
 
 
 def test_the_ledger_persists_encrypted_and_refuses_tampering(tmp_path):
     key = os.urandom(32)
     path = tmp_path / "ledger.bin"
-    DeviceLedger(path, key).record(3, (1.0, 0.1, 10), 1e-5, "abc")
+    DeviceLedger(path, key).record(3, (1.0, 0.1, 10), _rule(), "abc", now=NOW)
     again = DeviceLedger(path, key)
-    assert [e.round for e in again.entries] == [3]
+    assert again.history() == [(1.0, 0.1, 10)]
     assert b"abc" not in path.read_bytes()
-    assert path.stat().st_mode & 0o777 == 0o600
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
@@ -97,10 +103,10 @@ def test_spreading_a_budget_already_spent_is_a_planning_error():
         noise_to_last(spent, 0.25, 8, rounds_left=2, cap=1.0, delta=1e-5, floor=0.5)
 
 
-def test_the_recorded_spend_is_the_spend_recomposed_at_the_entries_delta(tmp_path):
+def test_the_recorded_spend_is_the_most_spent_day_recomposed(tmp_path):
     ledger = DeviceLedger(tmp_path / "ledger.bin", bytes(32))
     assert ledger.recorded_spend() == 0.0
     for server_round in (1, 2):
-        ledger.record(server_round, (1.0, 0.25, 8), 1e-5, "h")
-    assert ledger.recorded_spend() == pytest.approx(ledger.spent(1e-5))
+        ledger.record(server_round, (1.0, 0.25, 8), _rule(), "h", now=NOW)
+    assert ledger.recorded_spend() == pytest.approx(ledger.spent(_rule(), NOW))
     assert ledger.recorded_spend() > ledger.entries[0].epsilon_after

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from privacy.accountants import epsilon_local, epsilon_per_action, epsilon_user
 from privacy.cli import app
-from privacy.policy import default_policy_text, load_policy
+from privacy.policy import default_policy_text, load_policy, policy_hash
 from server.checkpoints import save_checkpoint
 
 runner = CliRunner()
@@ -193,3 +193,31 @@ def test_audit_of_a_directory_without_sidecars_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["audit", str(tmp_path)])
     assert result.exit_code == 1
     assert result.output.startswith("hearth-privacy: no round sidecars")
+
+
+def test_audit_says_per_example_over_the_days_the_campaigns_policy_keeps_it(tmp_path):
+    hashed = policy_hash(load_policy())
+    for r in (1, 2):
+        save_checkpoint(
+            tmp_path,
+            r,
+            [],
+            [],
+            {"delta": 1e-5, "policy_hash": hashed, "epsilon_example_cap": 10.0, "cohort_size": 3},
+        )
+    text = " ".join(runner.invoke(app, ["audit", str(tmp_path)]).output.split())
+    assert "per example, over the 14 days it is kept: at most epsilon 10" in text
+    assert "per day of data are on each device" in text
+    assert (
+        json.loads(runner.invoke(app, ["audit", str(tmp_path), "--json"]).output)["retention_days"]
+        == 14
+    )
+    other = tmp_path / "other"
+    _new_campaign(other, user=None, vs_server=None)  # run under another policy ("h1")
+    text = " ".join(runner.invoke(app, ["audit", str(other)]).output.split())
+    assert "over the days the campaign's policy keeps it" in text
+
+
+def test_plan_local_says_per_example_over_the_days_it_is_kept():
+    text = " ".join(runner.invoke(app, ["plan", "local", "--rounds", "3"]).output.split())
+    assert "over the 14 days it is kept" in text and "plan --rounds 15" in text

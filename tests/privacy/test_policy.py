@@ -27,16 +27,29 @@ def test_the_shipped_policy_is_valid_and_says_its_units():
     assert "no user-level guarantee" in words
 
 
-def test_the_device_cap_is_over_the_ledgers_lifetime_not_one_campaign():
+def test_the_device_cap_is_per_example_over_the_days_it_is_kept_not_one_campaign():
     words = describe(load_policy())
-    assert "every round of every campaign" in words
-    assert "per campaign" not in words
+    assert "Per example, over the 14 days it is kept" in words
+    assert "in every campaign" in words and "per campaign" not in words
+    assert "fixed orders 2, 3, 4, 5, 6, 8, 12, 16, 32, 64" in words
+    assert "can join 15 rounds over its lifetime (1 a day, whatever the campaign)" in words
+
+
+def test_a_policy_whose_orders_leave_no_room_under_the_cap_is_refused_in_one_line():
+    text = _with(
+        "renyi_orders = [2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0]",
+        "renyi_orders = [2.0]",
+    )
+    with pytest.raises(PolicyError, match="no Rényi order in renyi_orders leaves room"):
+        parse_policy(text)
+    with pytest.raises(PolicyError, match="above 1"):
+        parse_policy(text.replace("renyi_orders = [2.0]", "renyi_orders = [1.0, 4.0]"))
 
 
 def test_the_description_gives_the_per_action_figure_of_a_laptop_spending_the_cap():
     policy = load_policy()
     shape = RoundShape(0.25, 8, 8.0)
-    noise, per_action = per_action_at_cap(10.0, 1e-5, shape, 10, 8)
+    noise, per_action = per_action_at_cap(10.0, 1e-5, shape, 15, 8)
     words = describe(policy)
     assert f"noise x{noise:.2f}" in words
     assert f"epsilon {per_action:,.0f} per action" in words
