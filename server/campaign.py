@@ -276,7 +276,13 @@ class CampaignStrategy(Strategy):
         aggregated = total is not None and contributors >= min_cohort
         append_round_outcome(
             self.checkpoint_dir,
-            {"run_id": self.run_id, "round": server_round, "aggregated": aggregated, **metrics},
+            {
+                "run_id": self.run_id,
+                "round": server_round,
+                "aggregated": aggregated,
+                "min_cohort": min_cohort,
+                **metrics,
+            },
         )
         log(
             INFO if aggregated else WARNING,

@@ -11,7 +11,7 @@ never known).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.common import Metrics, Scalar
@@ -77,7 +77,7 @@ OUTCOME_WORDS = (
 
 
 def round_outcome(
-    server_round: int, metrics: dict[str, Scalar], min_cohort: int, aggregated: bool
+    server_round: int, metrics: Mapping[str, Any], min_cohort: int, aggregated: bool
 ) -> str:
     """One line saying what a round did, from counts only (never which device).
 
