@@ -19,6 +19,8 @@ from server.signing import (
     ORG_KEY,
     SigningError,
     build_bundle,
+    bundle_contents,
+    describe_contents,
     generate_org_key,
     load_org_key,
     sign_bundle,
@@ -190,6 +192,10 @@ def sign(
         raise _fail(str(exc)) from None
     sig_path = write_signature(fab_path, signature)
     manifest = signature.manifest
+    packed = bundle_contents(fab)
+    typer.echo(f"packed {len(packed)} files ({len(fab):,} bytes compressed):")
+    for line in describe_contents(fab):
+        typer.echo(line)
     typer.echo(f"bundle {fab_path} sha256 {signature.sha256}")
     typer.echo(
         f"manifest: {manifest.app_id} {manifest.fab_version}, release {manifest.version}, "
