@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.home import hearth_home
 from client.keys import (
     ENV_NEW_PASSPHRASE,
     KEY_FILE,
@@ -22,6 +23,7 @@ from client.keys import (
     passphrase_from_env_or_prompt,
     rotate_key,
 )
+from client.synthetic import describe, read_marker
 from client.vault import DB_FILES, Vault, VaultFullError, default_vault_dir
 
 data_app = typer.Typer(
@@ -69,18 +71,23 @@ def daily_summary(vault: Vault) -> list[dict[str, object]]:
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Per day and modality: how many events and bytes the vault holds."""
+    """Per day and modality: how many events and bytes the vault holds (and if it is synthetic)."""
+    synthetic = read_marker(hearth_home())
     if not _exists():
         typer.echo(
-            json.dumps({"days": [], "corrupt_segments": []}) if as_json else "The vault is empty."
+            json.dumps({"days": [], "corrupt_segments": [], "synthetic": None})
+            if as_json
+            else "The vault is empty."
         )
         return
     with _open() as vault:
         rows = daily_summary(vault)
         corrupt = vault.corrupt_segments
     if as_json:
-        typer.echo(json.dumps({"days": rows, "corrupt_segments": corrupt}))
+        typer.echo(json.dumps({"days": rows, "corrupt_segments": corrupt, "synthetic": synthetic}))
         return
+    if synthetic is not None:
+        console.print(f"[bold yellow]{describe(synthetic)}[/]")
     if not rows:
         console.print("The vault is empty.")
         return
