@@ -361,7 +361,10 @@ def secure_aggregation_mod(
     A device that declines at the masked-vector stage answers with its refusal, as a
     device that dropped out: its neighbours' shares remove its masks from the sum.
     """
-    if message.metadata.message_type != MessageType.TRAIN:
+    if message.metadata.message_type != MessageType.TRAIN or os.environ.get(ENV_IN_BUNDLE_HOST):
+        # In a bundle host, the device's own installed copy of this mod around the bundle
+        # already ran SecAgg+ and its checks: the bundle sees only the inner fit message,
+        # which is plain by construction and must not be refused as a plain round.
         return call_next(message, context)
     from client.device import device_for  # noqa: PLC0415 (see the note on imports)
 
