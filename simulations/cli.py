@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from client.home import hearth_home
+from client.keys import VaultKeyError
 from simulations.demo import DemoSettings, run_demo, summary
 from simulations.population import SeedError, seed_device, seed_population
 from simulations.sweep import run_sweep, write_outputs
@@ -57,6 +58,30 @@ def seed(
     console.print(f"{population.employees} employees, {population.events:,} events in {root}")
 
 
+@app.command("deploy-demo")
+def deploy_demo(
+    rounds: Annotated[int, typer.Option(min=1, help="rounds of the SecAgg+ campaign")] = 3,
+    root: Annotated[
+        Path | None, typer.Option(help="where the demo keeps its state (replaced each run)")
+    ] = None,
+) -> None:
+    """README's real deployment on 127.0.0.1: PKI, `up`, two laptops, a SecAgg+ campaign, audit."""
+    from simulations.deploy_demo import (  # noqa: PLC0415 (only this command needs it)
+        DeployDemoError,
+        DeployDemoSettings,
+        run_deploy_demo,
+    )
+
+    settings = DeployDemoSettings(root=root or hearth_home() / "deploy-demo", rounds=rounds)
+    try:
+        result = run_deploy_demo(settings, typer.echo)
+    except DeployDemoError as exc:
+        typer.echo(f"hearth-sim: deploy demo failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"deploy demo done in {result.seconds:.0f}s")
+    raise typer.Exit(result.campaign_exit)
+
+
 @app.command("seed-device")
 def seed_device_command(
     home: Annotated[
@@ -73,7 +98,7 @@ def seed_device_command(
     """
     try:
         count = seed_device(home.resolve(), employee, seed, hours)
-    except SeedError as exc:
+    except (SeedError, VaultKeyError) as exc:
         console.print(f"[red]hearth-sim: {exc}[/]")
         raise typer.Exit(1) from None
     console.print(
