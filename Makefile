@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EMPLOYEES ?= 20
 ROUNDS ?= 10
+DEPLOY_ROUNDS ?= 3
 # Debian packages the real-component tests drive: an X server, a window manager,
 # xdotool to send real input, and a browser for the dashboard.
 SYSTEM_PACKAGES := xvfb openbox xdotool chromium xterm tmux
 
-.PHONY: venv sysdeps lint test test-fast demo bench clean
+.PHONY: venv sysdeps lint test test-fast demo deploy-demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,10 @@ test-fast: venv
 
 demo: venv
 	$(BIN)/hearth-sim demo --employees $(EMPLOYEES) --rounds $(ROUNDS)
+
+# README's real deployment on 127.0.0.1: PKI, SuperLink, two laptops, a SecAgg+ campaign.
+deploy-demo: venv
+	$(BIN)/hearth-sim deploy-demo --rounds $(DEPLOY_ROUNDS)
 
 bench: venv sysdeps
 	$(BIN)/python -m simulations.bench --out bench

@@ -24,6 +24,7 @@ from client.keys import (
     passphrase_from_env_or_prompt,
     rewrap_key,
 )
+from client.synthetic import describe, read_marker
 from client.vault import (
     Vault,
     VaultFullError,
@@ -105,7 +106,8 @@ def _integrity_lines(report: dict[str, object]) -> list[str]:
 def summary(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Per day and modality: how many events and bytes the vault holds; tampering found."""
+    """Per day and modality: events and bytes the vault holds, tampering found, synthetic or not."""
+    synthetic = read_marker(hearth_home())
     if not _exists():
         typer.echo(
             json.dumps(
@@ -116,6 +118,7 @@ def summary(
                     "unexpected_segments": [],
                     "manifest_error": None,
                     "purged_events": 0,
+                    "synthetic": None,
                 }
             )
             if as_json
@@ -127,9 +130,12 @@ def summary(
         vault.segments()  # authenticates every segment: collects the corrupt or reordered
         report = {"days": rows, "corrupt_segments": vault.corrupt_segments}
         report.update(integrity_report(vault))
+    report["synthetic"] = synthetic
     if as_json:
         typer.echo(json.dumps(report))
         return
+    if synthetic is not None:
+        console.print(f"[bold yellow]{describe(synthetic)}[/]")
     for line in _integrity_lines(report):
         typer.echo(f"warning: {line}", err=True)
     if report["purged_events"]:

@@ -75,6 +75,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         policy=policy,
         checkpoint_dir=config.checkpoint_path(run_id),
         parameter_names=list(arrays),
+        run_id=run_id,
     )
 
 

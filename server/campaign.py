@@ -60,6 +60,7 @@ from policy.replies import TRAIN_WEIGHT
 from privacy.accountants import epsilon_user
 from privacy.policy import PrivacyPolicy, policy_hash
 from server.checkpoints import (
+    append_round_outcome,
     latest_checkpoint,
     load_checkpoint,
     read_sidecars,
@@ -67,7 +68,12 @@ from server.checkpoints import (
     save_checkpoint,
 )
 from server.config import CampaignConfig, ServerConfigError
-from server.report import aggregate_evaluate_metrics, refusal_counts, round_table
+from server.report import (
+    aggregate_evaluate_metrics,
+    refusal_counts,
+    round_outcome,
+    round_table,
+)
 from strategies.delta_fedavg import DeltaFedAvg, unweighted_sum
 from strategies.reply_contract import broken_rule
 
@@ -132,6 +138,8 @@ class CampaignStrategy(Strategy):
     start_round: int = 0  # rounds already done before this run (resumed campaign)
     # Fixed denominator (q x N) of each noised round, by campaign round.
     _denominators: dict[int, float] = field(default_factory=dict)
+    run_id: int = 0  # recorded with each round's outcome (a checkpoint-dir may hold several runs)
+    _sampled: dict[int, int] = field(default_factory=dict)  # devices asked to train, by round
 
     @property
     def central_noise(self) -> float:
@@ -235,6 +243,7 @@ class CampaignStrategy(Strategy):
             self.stopped = True
             return []
         cohort, population = self.sample(client_manager, rate)
+        self._sampled[server_round] = len(cohort)
         if self.central_noise > 0:
             # The round is charged once sampled, whether or not enough devices reply.
             self.user_rounds.append(rate)
@@ -254,24 +263,36 @@ class CampaignStrategy(Strategy):
             total, contributors, rejected = self._secagg_sum(server_round, results)
         else:
             total, contributors, rejected = self._checked_sum(server_round, results)
+        sampled = self._sampled.get(server_round, len(results) + len(failures))
         metrics: dict[str, Scalar] = {
-            "clients": len(results) + len(failures),
+            "clients": sampled,
             "clients_trained": contributors,
             "clients_rejected": rejected,
             **refusal_counts(failures),
+            "clients_no_reply": max(sampled - len(results) - len(failures), 0),
         }
         self._fit[server_round] = dict(metrics)
         min_cohort = self.policy.training.min_cohort
-        if total is None or contributors < min_cohort:
-            log(
-                WARNING,
-                "round %s: %s devices contributed, fewer than the minimum cohort of %s; "
-                "the global model is unchanged",
-                server_round,
-                contributors,
-                min_cohort,
-            )
+        aggregated = total is not None and contributors >= min_cohort
+        append_round_outcome(
+            self.checkpoint_dir,
+            {
+                "run_id": self.run_id,
+                "round": server_round,
+                "aggregated": aggregated,
+                "min_cohort": min_cohort,
+                **metrics,
+            },
+        )
+        log(
+            INFO if aggregated else WARNING,
+            "hearth: %s",
+            round_outcome(server_round, metrics, min_cohort, aggregated),
+        )
+        if total is None or not aggregated:
             self._fit[server_round]["skipped"] = 1
+            if self.central_noise > 0:
+                self._write_campaign_ledger()  # the sampled round was charged all the same
             return None, metrics
         denominator = float(contributors)
         if self.central_noise > 0:
@@ -342,8 +363,14 @@ class CampaignStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Federated evaluation on each device's held-out data, on a Poisson cohort."""
+        """Federated evaluation on a Poisson cohort, for rounds that changed the model.
+
+        A round that aggregated nothing is not evaluated: the model is the one
+        already measured, and each evaluation costs the devices privacy.
+        """
         server_round += self.start_round
+        if self._fit.get(server_round, {}).get("skipped"):
+            return []
         cohort, _ = self.sample(client_manager, self.config.fraction_evaluate)
         extra = round_instructions(self.config, self.policy, server_round)
         return [(proxy, EvaluateIns(parameters, dict(extra))) for proxy in cohort]

@@ -2,7 +2,11 @@
 
 ``round-0003.npz`` holds the arrays by parameter name; ``round-0003.json`` holds
 the round, the aggregated metrics, the cohort, and the privacy spent, so the
-privacy team can audit a campaign without loading a model.
+privacy team can audit a campaign without loading a model. A round that
+aggregated nothing has no checkpoint: ``round-outcomes.jsonl`` records every
+round's outcome (aggregated or not, and how many devices trained, were
+unavailable or refused, by code), which is what ``hearth-server campaign run``
+reads to tell whether a campaign aggregated anything.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+OUTCOMES_FILE = "round-outcomes.jsonl"
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -48,6 +54,37 @@ def save_checkpoint(
     payload = {"round": server_round, "weights": weights.name, **sidecar}
     _atomic_write(directory / f"{stem}.json", json.dumps(payload, indent=2).encode())
     return weights
+
+
+def append_round_outcome(directory: Path, outcome: dict[str, Any]) -> Path:
+    """Append one round's outcome (counts only, never which device) to the outcomes file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / OUTCOMES_FILE
+    with open(path, "a") as handle:
+        handle.write(json.dumps(outcome, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def read_round_outcomes(directory: Path, run_id: int | None = None) -> list[dict[str, Any]]:
+    """Every round outcome recorded in ``directory`` (of run ``run_id`` only, when given).
+
+    A line cut short by a crash is skipped: the outcomes before it stay readable.
+    """
+    try:
+        lines = (directory / OUTCOMES_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    outcomes = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and (run_id is None or record.get("run_id") == run_id):
+            outcomes.append(record)
+    return outcomes
 
 
 def load_checkpoint(path: Path) -> dict[str, NDArray[np.float32]]:

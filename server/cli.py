@@ -19,6 +19,8 @@ from server.signing import (
     ORG_KEY,
     SigningError,
     build_bundle,
+    bundle_contents,
+    describe_contents,
     generate_org_key,
     load_org_key,
     sign_bundle,
@@ -35,6 +37,12 @@ pki_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(pki_app, name="pki")
+campaign_app = typer.Typer(
+    name="campaign",
+    help="Run a campaign against this host's SuperLink and say what it did.",
+    no_args_is_help=True,
+)
+app.add_typer(campaign_app, name="campaign")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -184,6 +192,10 @@ def sign(
         raise _fail(str(exc)) from None
     sig_path = write_signature(fab_path, signature)
     manifest = signature.manifest
+    packed = bundle_contents(fab)
+    typer.echo(f"packed {len(packed)} files ({len(fab):,} bytes compressed):")
+    for line in describe_contents(fab):
+        typer.echo(line)
     typer.echo(f"bundle {fab_path} sha256 {signature.sha256}")
     typer.echo(
         f"manifest: {manifest.app_id} {manifest.fab_version}, release {manifest.version}, "
@@ -319,3 +331,79 @@ def sign_policy_command(
         f"laptops pin it with: hearth join ... --policy {policy.name} "
         f"--policy-signature '{signature.token}'"
     )
+
+
+@campaign_app.command("run")
+def campaign_run(
+    app_dir: Annotated[Path, typer.Argument(help="the app directory (this repository)")] = Path(
+        "."
+    ),
+    run_config: Annotated[
+        str,
+        typer.Option(
+            "--run-config",
+            help="flwr run's overrides, e.g. \"bundle-signature='TOKEN' secaggplus=true "
+            'num-server-rounds=3"',
+        ),
+    ] = "",
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-dir",
+            help="where the campaign's checkpoints and round outcomes go "
+            "(default: HEARTH_HOME/campaigns/UTC-TIME; the same one with resume=true continues)",
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="the SuperLink state of `hearth-server up` (its FLWR_HOME)"),
+    ] = None,
+    poll: Annotated[float, typer.Option("--poll", min=0.1, help="seconds between polls")] = 2.0,
+) -> None:
+    """Submit a campaign (`flwr run`), follow it to its end, and exit non-zero if it did nothing.
+
+    Prints each round's outcome as it ends: how many sampled devices trained, were
+    unavailable, refused the bundle, declined the policy or sent protocol errors.
+    Exits 0 when the run completed and aggregated at least one round, 2 when it
+    aggregated nothing, 1 when the run failed or was stopped.
+    """
+    import os  # noqa: PLC0415 (only this command needs them)
+
+    from server.campaign_run import CampaignRunError, Flwr, run_campaign  # noqa: PLC0415
+    from server.report import round_outcome  # noqa: PLC0415
+    from server.up import bin_dir, flwr_env  # noqa: PLC0415
+
+    if state is not None or "FLWR_HOME" not in os.environ:
+        link = LinkConfig(pki_dir=Path("pki"), state_dir=(state or server_home() / "superlink"))
+        env = flwr_env(link)
+    else:
+        env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    directory = checkpoint_dir or server_home() / "campaigns" / datetime.now(UTC).strftime(
+        "%Y%m%dT%H%M%SZ"
+    )
+    directory = directory.resolve()
+
+    def show(outcome: dict[str, object]) -> None:
+        typer.echo(
+            round_outcome(
+                int(str(outcome["round"])),
+                outcome,
+                int(str(outcome.get("min_cohort", 0))),
+                bool(outcome.get("aggregated")),
+            )
+        )
+
+    typer.echo(f"checkpoints and round outcomes go to {directory}")
+    try:
+        ended = run_campaign(
+            Flwr(bin_dir() / "flwr", env),
+            app_dir.resolve(),
+            run_config,
+            directory,
+            on_outcome=show,
+            poll_seconds=poll,
+        )
+    except CampaignRunError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(ended.summary(), err=ended.exit_code != 0)
+    raise typer.Exit(ended.exit_code)

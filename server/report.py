@@ -11,7 +11,7 @@ never known).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.common import Metrics, Scalar
@@ -62,6 +62,39 @@ def refusal_counts(failures: Sequence[object]) -> dict[str, Scalar]:
     }
     counts["clients_failed"] = len(codes) - sum(int(v) for v in counts.values())
     return counts
+
+
+# What a round's outcome line counts, in the order it says them (metric name, words).
+OUTCOME_WORDS = (
+    ("clients_unavailable", "unavailable"),
+    ("clients_bundle_refused", "refused the bundle"),
+    ("clients_policy_mismatch", "declined the policy"),
+    ("clients_protocol_error", "protocol errors"),
+    ("clients_rejected", "broke the reply contract"),
+    ("clients_failed", "failed otherwise"),
+    ("clients_no_reply", "no reply"),
+)
+
+
+def round_outcome(
+    server_round: int, metrics: Mapping[str, Any], min_cohort: int, aggregated: bool
+) -> str:
+    """One line saying what a round did, from counts only (never which device).
+
+    ``unavailable`` is every reason of the employee's or the laptop's (paused, no
+    consent, not idle, on battery, busy, metered, out of budget): devices send one
+    code for all of them, so the server cannot say which.
+    """
+    trained = int(metrics.get("clients_trained", 0))
+    sampled = int(metrics.get("clients", 0))
+    counts = ", ".join(f"{int(metrics.get(key, 0))} {words}" for key, words in OUTCOME_WORDS)
+    if aggregated:
+        return f"round {server_round}: {trained} of {sampled} sampled devices trained ({counts})"
+    return (
+        f"round {server_round} aggregated nothing: {trained} of {sampled} sampled devices "
+        f"trained, the minimum cohort is {min_cohort} ({counts}); the model is unchanged, "
+        "no checkpoint and no metrics for this round"
+    )
 
 
 def aggregate_evaluate_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:

@@ -20,19 +20,51 @@ cryptography actually involved, without touching the cryptography:
 - after *collect masked vectors*, a node that dropped there keeps as neighbours
   only the nodes whose masked vectors were summed, so the server removes exactly
   the pairwise masks that are in the sum.
+
+A round the protocol halts (every device declined, say) still reaches the
+strategy: ``aggregate_fit`` gets no result and the refusals collected so far, so
+the server says what happened instead of only "Secure aggregation halted.".
 """
 
 from __future__ import annotations
 
 import random
+from logging import INFO
+from typing import cast
 
+from flwr.app import Context
+from flwr.common import log
 from flwr.server import Grid, LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 
 
 class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
     """``SecAggPlusWorkflow`` whose rounds complete when devices drop out, above threshold."""
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Run the four stages; a halted round is reported to the strategy with its failures."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
+        state = WorkflowState()
+        steps = (
+            self.setup_stage,
+            self.share_keys_stage,
+            self.collect_masked_vectors_stage,
+            self.unmask_stage,
+        )
+        log(INFO, "Secure aggregation commencing.")
+        for step in steps:
+            if not step(grid, context, state):
+                log(INFO, "Secure aggregation halted.")
+                if state.nid_to_proxies:  # devices were sampled: the round happened
+                    cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+                    current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+                    context.strategy.aggregate_fit(current_round, [], list(state.failures))
+                return
+        log(INFO, "Secure aggregation completed.")
 
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         """Send the configuration; only the nodes that answered with keys take part."""
@@ -55,8 +87,21 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
-        """Collect masked vectors; a node lost here is unmasked against the summed ones only."""
+        """Collect masked vectors; a node lost here is unmasked against the summed ones only.
+
+        Flower 1.41 appends each error reply of this stage to the failures twice
+        (once per loop over the replies); the second copy is dropped so the
+        server counts each refusal once.
+        """
+        before = len(state.failures)
         super().collect_masked_vectors_stage(grid, context, state)
+        added = state.failures[before:]
+        half = len(added) // 2
+        first, second = added[:half], added[half:]
+        if len(added) % 2 == 0 and all(
+            a.args and b.args and a.args[0] is b.args[0] for a, b in zip(first, second, strict=True)
+        ):
+            del state.failures[before + half :]  # the same error replies, appended again
         summed = state.active_node_ids
         for nid in state.sampled_node_ids - summed:
             state.nid_to_neighbours[nid] = (state.nid_to_neighbours[nid] & summed) | {nid}

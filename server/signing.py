@@ -18,6 +18,7 @@ with ``client.bundle_trust`` before any bundle code is installed.
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 import zipfile
 from collections.abc import Iterable
@@ -254,6 +255,29 @@ def write_revocations(path: Path, signed: SignedRevocations) -> Path:
     return path
 
 
+def bundle_contents(fab: bytes) -> list[tuple[str, int]]:
+    """Every file a bundle carries with its size in bytes, in the order it was packed."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(fab)) as archive:
+            return [(i.filename, i.file_size) for i in archive.infolist() if not i.is_dir()]
+    except zipfile.BadZipFile as exc:
+        raise SigningError(f"not a bundle: {exc}") from None
+
+
+def describe_contents(fab: bytes) -> list[str]:
+    """What a bundle carries, one line per folder: its files and their total size."""
+    folders: dict[str, list[tuple[str, int]]] = {}
+    for name, size in bundle_contents(fab):
+        folder, _, base = name.rpartition("/")
+        folders.setdefault(folder, []).append((base, size))
+    lines = []
+    for folder, files in sorted(folders.items()):
+        total = sum(size for _, size in files)
+        names = " ".join(base for base, _ in files)
+        lines.append(f"  {folder or '.'}/ ({len(files)} files, {total:,} bytes): {names}")
+    return lines
+
+
 def build_bundle(app_dir: Path) -> bytes:
     """Build the app's FAB exactly as ``flwr run APP_DIR`` does (the build is deterministic)."""
     from flwr.cli.build import build_fab_from_disk  # noqa: PLC0415 (heavy, CLI-only)
@@ -270,6 +294,8 @@ __all__ = [
     "SignedRevocations",
     "SigningError",
     "build_bundle",
+    "bundle_contents",
+    "describe_contents",
     "fab_metadata",
     "generate_org_key",
     "key_id",

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 
 from client.home import hearth_home
+from client.keys import VaultKeyError
 from simulations.demo import DemoSettings, run_demo, summary
-from simulations.population import seed_population
+from simulations.population import SeedError, seed_device, seed_population
 from simulations.sweep import run_sweep, write_outputs
 
 app = typer.Typer(name="hearth-sim", no_args_is_help=True, add_completion=False)
@@ -55,6 +56,54 @@ def seed(
     """Create encrypted vaults for synthetic employees (for `flwr run . --run-config`)."""
     population = seed_population(root.resolve(), employees, seed, hours)
     console.print(f"{population.employees} employees, {population.events:,} events in {root}")
+
+
+@app.command("deploy-demo")
+def deploy_demo(
+    rounds: Annotated[int, typer.Option(min=1, help="rounds of the SecAgg+ campaign")] = 3,
+    root: Annotated[
+        Path | None, typer.Option(help="where the demo keeps its state (replaced each run)")
+    ] = None,
+) -> None:
+    """README's real deployment on 127.0.0.1: PKI, `up`, two laptops, a SecAgg+ campaign, audit."""
+    from simulations.deploy_demo import (  # noqa: PLC0415 (only this command needs it)
+        DeployDemoError,
+        DeployDemoSettings,
+        run_deploy_demo,
+    )
+
+    settings = DeployDemoSettings(root=root or hearth_home() / "deploy-demo", rounds=rounds)
+    try:
+        result = run_deploy_demo(settings, typer.echo)
+    except DeployDemoError as exc:
+        typer.echo(f"hearth-sim: deploy demo failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"deploy demo done in {result.seconds:.0f}s")
+    raise typer.Exit(result.campaign_exit)
+
+
+@app.command("seed-device")
+def seed_device_command(
+    home: Annotated[
+        Path, typer.Argument(help="the laptop's HEARTH_HOME (empty, or seeded before)")
+    ],
+    employee: Annotated[int, typer.Option(min=0, help="which synthetic employee")] = 0,
+    hours: Annotated[float, typer.Option(min=0.1, help="hours of made-up work")] = 1.0,
+    seed: Annotated[int, typer.Option(help="same seed, same employee")] = 7,
+) -> None:
+    """Give a test laptop synthetic work in its vault, marked synthetic in `hearth data summary`.
+
+    The vault key comes from where `hearth` on that laptop takes it (the OS keyring,
+    or HEARTH_PASSPHRASE). Consent stays the employee's step: `hearth consent grant`.
+    """
+    try:
+        count = seed_device(home.resolve(), employee, seed, hours)
+    except (SeedError, VaultKeyError) as exc:
+        console.print(f"[red]hearth-sim: {exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{count:,} synthetic events (employee {employee}) in {home / 'vault'}, marked synthetic"
+    )
 
 
 @app.command()

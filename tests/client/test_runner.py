@@ -26,6 +26,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 import client.app as device_app
 import client.runner as runner
+import privacy as privacy_package
 from client.bundle_trust import pin_org_key
 from client.consent import grant
 from client.control import pause
@@ -357,7 +358,16 @@ class SecAggGrid:
         ]
 
 
-def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hearth_home):
+@pytest.mark.parametrize("policy_file", ["default_policy.toml", "tester_policy.toml"])
+def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(
+    hearth_home, monkeypatch, policy_file
+):
+    # Under the tester policy (require_secure_aggregation = true) the inner fit message of a
+    # secure round must reach training: a device that took it for a plain round would
+    # decline every secure round (as a bundle host once made it do).
+    policy = hearth_home.parent / policy_file
+    policy.write_text((Path(privacy_package.__file__).parent / policy_file).read_text())
+    monkeypatch.setenv("HEARTH_POLICY", str(policy))
     # The device's ClientApp is wrapped in exactly these mods, outermost first.
     assert device_app.app._mods == [
         device_app.secure_aggregation_mod,

@@ -11,7 +11,14 @@ from typer.testing import CliRunner
 from client.bundle_trust import load_public_key
 from policy.signed_bundle import open_manifest, open_revocations
 from server.cli import app
-from server.signing import SigningError, generate_org_key, load_org_key, sign_bundle
+from server.signing import (
+    SigningError,
+    build_bundle,
+    bundle_contents,
+    generate_org_key,
+    load_org_key,
+    sign_bundle,
+)
 from tests.client.bundles import APP_ID, FAB_VERSION, fab_of, make_app, sha256
 
 DAY = 86_400
@@ -101,3 +108,34 @@ def test_revoke_refuses_a_malformed_key_id(org, tmp_path):
     )
     assert result.exit_code == 1
     assert "cannot sign this revocation list" in result.output
+
+
+def test_sign_prints_every_file_it_packed(org, tmp_path):
+    private, _ = org
+    app_dir = make_app(tmp_path / "app")
+    output = _invoke(
+        "sign", str(app_dir), "--version", "1", "--key", str(private), "--out", str(tmp_path / "a")
+    )
+    packed = bundle_contents((tmp_path / "a").read_bytes())
+    assert f"packed {len(packed)} files" in output
+    for name, _ in packed:
+        assert Path(name).name in output
+
+
+def test_hearths_bundle_carries_only_what_devices_and_the_serverapp_run():
+    root = Path(__file__).resolve().parents[2]
+    names = [name for name, _ in bundle_contents(build_bundle(root))]
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {
+        "client",
+        "policy",
+        "privacy",
+        "server",
+        "strategies",
+        "pyproject.toml",
+        ".info",
+    }
+    assert "client/app.py" in names and "server/app.py" in names
+    assert "privacy/default_policy.toml" in names
+    assert not any(n.startswith(("client/dashboard/", "client/capture/")) for n in names)
+    assert "client/recorder.py" not in names
