@@ -136,7 +136,7 @@ def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
     recorder = kit.start_recorder(hearth_home)
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "aaa")
-    time.sleep(1.3)  # sealed: a revocation drops only what is not yet (flush_interval 1 s)
+    time.sleep(3.3)  # sealed: a revocation drops what is not (run idle 2 s + flush 1 s)
     _, result = request_revoke(hearth_home)  # as `hearth consent revoke` does
     assert result.recorder is not None and result.recorder.applied
     time.sleep(0.1)
@@ -153,7 +153,7 @@ def test_pause_from_another_process_takes_effect_while_recording(hearth_home, wi
     recorder = kit.start_recorder(hearth_home)
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "ab")
-    time.sleep(1.3)  # sealed: a pause drops only what is not yet (flush_interval 1 s)
+    time.sleep(3.3)  # sealed: a pause drops what is not (run idle 2 s + flush 1 s)
     paused = subprocess.run(
         [sys.executable, "-c", "from client.cli import app; app()", "pause"],
         check=False,
