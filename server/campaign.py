@@ -125,6 +125,8 @@ class CampaignStrategy(Strategy):
     policy: PrivacyPolicy
     checkpoint_dir: Path
     parameter_names: list[str]
+    # The model's configuration with its vocabulary (``ModelConfig.to_dict``), in every sidecar.
+    model_config: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     _fit: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_rounds: list[float] = field(default_factory=list)  # sampling rate of each noised round
@@ -374,6 +376,7 @@ class CampaignStrategy(Strategy):
             "policy_hash": policy_hash(self.policy),
             "model_version": model_version(self.inner.global_arrays),
             "config": {k: v for k, v in vars(self.config).items()},
+            "model": self.model_config,
         }
         self.rows.append(row)
         save_checkpoint(
