@@ -67,6 +67,7 @@ from server.checkpoints import (
     save_checkpoint,
 )
 from server.config import CampaignConfig, ServerConfigError
+from server.model_tracking import TENSORBOARD_DIR, RoundTracker
 from server.report import aggregate_evaluate_metrics, refusal_counts, round_table
 from strategies.delta_fedavg import DeltaFedAvg, unweighted_sum
 from strategies.reply_contract import broken_rule
@@ -134,6 +135,7 @@ class CampaignStrategy(Strategy):
     start_round: int = 0  # rounds already done before this run (resumed campaign)
     # Fixed denominator (q x N) of each noised round, by campaign round.
     _denominators: dict[int, float] = field(default_factory=dict)
+    _tracker: RoundTracker | None = None
 
     @property
     def central_noise(self) -> float:
@@ -390,6 +392,10 @@ class CampaignStrategy(Strategy):
             momentum = self.checkpoint_dir / f"round-{server_round:04d}{MOMENTUM_SUFFIX}"
             save_arrays(momentum, self.parameter_names, self.inner.velocity)
         self._write_campaign_ledger()
+        if self.config.tensorboard:
+            if self._tracker is None:
+                self._tracker = RoundTracker(self.checkpoint_dir / TENSORBOARD_DIR)
+            self._tracker.write(row)
         log(INFO, "\n%s", round_table(self.rows))
         return loss, metrics
 

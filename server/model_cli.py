@@ -89,3 +89,24 @@ def export(
     for path in (result.weights, result.program, result.config, result.vocabulary):
         typer.echo(f"wrote {path}")
     typer.echo("load with torch alone: torch.export.load('model.pt2').module()(context, category)")
+
+
+@model_app.command("tensorboard")
+def tensorboard(
+    checkpoint_dir: CheckpointDir,
+    out: Annotated[
+        Path | None, typer.Option(help="event file directory (default: DIR/tensorboard)")
+    ] = None,
+) -> None:
+    """Write every round's metrics as TensorBoard event files (`tensorboard --logdir ...`)."""
+    from server.model_store import ModelStoreError, sidecars  # noqa: PLC0415
+    from server.model_tracking import TENSORBOARD_DIR, write_rounds  # noqa: PLC0415
+
+    log_dir = out or checkpoint_dir / TENSORBOARD_DIR
+    try:
+        written = write_rounds(sidecars(checkpoint_dir), log_dir)
+    except ModelStoreError as exc:
+        raise _fail(str(exc)) from None
+    if not written:
+        raise _fail("tensorboard is not installed: pip install 'hearth[tracking]'")
+    typer.echo(f"{written} rounds in {log_dir}; view with: tensorboard --logdir {log_dir}")
