@@ -17,6 +17,7 @@ Two things here are what a curious server must not be able to predict or infer:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -261,3 +262,50 @@ def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
     top1, top3, loss, count = held_out_sums(model, examples)
     n = max(1.0, count)
     return {"loss": loss * EVAL_LOSS_BOUND / n, "top1": top1 / n, "top3": top3 / n}
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    """Local fine-tuning of the received global model (never uploaded)."""
+
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError("personalization needs epochs >= 0, batch size >= 1, a positive rate")
+
+
+def personalize(
+    global_model: nn.Module, examples: Examples, config: PersonalizeConfig | None = None
+) -> nn.Module:
+    """A personal copy of ``global_model``, fine-tuned on this device's own examples.
+
+    FedPer/Ditto-style personalization: the shared model learns what people have in
+    common under DP; each device adapts a copy to its own habits. The copy never
+    leaves the device (no reply, upload or metric carries it or anything computed
+    from it), so it needs no noise: like the data it was fitted on, only the vault
+    protects it. ``global_model`` is left unchanged.
+    """
+    config = config or PersonalizeConfig()
+    model = copy.deepcopy(global_model)
+    if len(examples) == 0 or config.epochs == 0:
+        return model
+    rng = secret_generator()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    context = torch.from_numpy(examples.context)
+    category = torch.from_numpy(examples.category)
+    target = torch.from_numpy(examples.target)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.from_numpy(rng.permutation(len(examples)))
+        for start in range(0, len(examples), config.batch_size):
+            index = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(context[index], category[index]), target[index])
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return model

@@ -47,3 +47,45 @@ class Bigram:
             for p, t in zip(previous.tolist(), targets.tolist(), strict=True)
         ]
         return float(np.mean(hits))
+
+
+class NGram:
+    """Predicts from the last ``order - 1`` actions, backing off to shorter contexts.
+
+    ``NGram(contexts, targets, 2)`` ranks like ``Bigram``; order 3 is the per-person
+    trigram: the two previous actions, then the previous one, then the most frequent.
+    """
+
+    def __init__(self, contexts: NDArray[np.int64], targets: NDArray[np.int64], order: int) -> None:
+        if order < 1 or (order > 1 and contexts.shape[1] < order - 1):
+            raise ValueError("an n-gram needs order >= 1 and at least order - 1 context actions")
+        self.order = order
+        self.fallback = MostFrequent(targets).ranked
+        self.tables: list[tuple[int, dict[tuple[int, ...], list[int]]]] = []
+        for n in range(order - 1, 0, -1):
+            counts: dict[tuple[int, ...], Counter[int]] = defaultdict(Counter)
+            for row, t in zip(contexts[:, -n:].tolist(), targets.tolist(), strict=True):
+                counts[tuple(row)][t] += 1
+            self.tables.append((n, {k: [t for t, _ in c.most_common()] for k, c in counts.items()}))
+
+    def ranked(self, context: list[int]) -> list[int]:
+        """Every action seen, best first, for one context (oldest action first)."""
+        ranked: list[int] = []
+        seen: set[int] = set()
+        fallback: tuple[int, dict[tuple[int, ...], list[int]]] = (0, {(): self.fallback})
+        for n, table in [*self.tables, fallback]:
+            for t in table.get(tuple(context[len(context) - n :]) if n else (), []):
+                if t not in seen:
+                    seen.add(t)
+                    ranked.append(t)
+        return ranked
+
+    def accuracy(self, contexts: NDArray[np.int64], targets: NDArray[np.int64], k: int) -> float:
+        """Top-k accuracy given each example's context."""
+        if len(targets) == 0:
+            return 0.0
+        hits = [
+            _topk_hits(self.ranked(row), int(t), k)
+            for row, t in zip(contexts.tolist(), targets.tolist(), strict=True)
+        ]
+        return float(np.mean(hits))

@@ -9,26 +9,71 @@ times slower than plain training.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from policy.vocabulary import NUM_CATEGORIES, VOCAB_SIZE
+from policy.vocabulary import CATEGORY_NAMES, PAD, TOKENS
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the policy; client and server must agree on it."""
+    """Shape of the policy and what its outputs mean; client and server must agree on it.
+
+    The vocabulary (``tokens``, and the app ``categories`` it reads as context) is
+    part of the configuration: one codebase trains the desktop-action policy and an
+    event log's next-activity model, and a checkpoint is readable without the code
+    that made it. Token 0 is always the padding token.
+    """
 
     context_length: int = 8
     token_dim: int = 16
     category_dim: int = 8
     hidden: int = 64
-    vocab_size: int = VOCAB_SIZE
-    num_categories: int = NUM_CATEGORIES
+    tokens: tuple[str, ...] = TOKENS
+    categories: tuple[str, ...] = CATEGORY_NAMES
+
+    def __post_init__(self) -> None:
+        if not self.tokens or self.tokens[0] != PAD:
+            raise ValueError(f"a vocabulary starts with the padding token {PAD!r}")
+        if len(set(self.tokens)) != len(self.tokens) or not self.categories:
+            raise ValueError("a vocabulary needs distinct tokens and at least one category")
+        if min(self.context_length, self.token_dim, self.category_dim, self.hidden) < 1:
+            raise ValueError("model dimensions must be at least 1")
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens the policy predicts over."""
+        return len(self.tokens)
+
+    @property
+    def num_categories(self) -> int:
+        """Number of app categories it reads as context."""
+        return len(self.categories)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as written into every checkpoint and export."""
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Read ``to_dict``'s form back; unknown keys are an error, missing ones the defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model configuration keys: {sorted(unknown)}")
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return cls(**values)
 
 
 class NextActionPolicy(nn.Module):

@@ -58,6 +58,10 @@ PAD_ID: Final = TOKEN_ID[PAD]
 CATEGORIES: Final[tuple[AppCategory | None, ...]] = (None, *AppCategory)
 CATEGORY_ID: Final[dict[AppCategory | None, int]] = {c: i for i, c in enumerate(CATEGORIES)}
 NUM_CATEGORIES: Final = len(CATEGORIES)
+NO_CATEGORY: Final = "none"
+CATEGORY_NAMES: Final[tuple[str, ...]] = tuple(
+    NO_CATEGORY if c is None else c.value for c in CATEGORIES
+)
 
 
 @dataclass(frozen=True, slots=True)

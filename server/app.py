@@ -55,7 +55,8 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
     """
     training = policy.training
     torch.manual_seed(config.seed)
-    arrays = get_arrays(NextActionPolicy(ModelConfig(context_length=config.context_length)))
+    model_config = ModelConfig(context_length=config.context_length)
+    arrays = get_arrays(NextActionPolicy(model_config))
     inner = DeltaFedAvg(
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),
         server_lr=config.server_learning_rate,
@@ -76,6 +77,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         checkpoint_dir=config.checkpoint_path(run_id),
         parameter_names=list(arrays),
         run_id=run_id,
+        model_config=model_config.to_dict(),
     )
 
 

@@ -68,6 +68,7 @@ from server.checkpoints import (
     save_checkpoint,
 )
 from server.config import CampaignConfig, ServerConfigError
+from server.model_tracking import TENSORBOARD_DIR, RoundTracker
 from server.report import (
     aggregate_evaluate_metrics,
     refusal_counts,
@@ -131,6 +132,8 @@ class CampaignStrategy(Strategy):
     policy: PrivacyPolicy
     checkpoint_dir: Path
     parameter_names: list[str]
+    # The model's configuration with its vocabulary (``ModelConfig.to_dict``), in every sidecar.
+    model_config: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     _fit: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_rounds: list[float] = field(default_factory=list)  # sampling rate of each noised round
@@ -140,6 +143,7 @@ class CampaignStrategy(Strategy):
     _denominators: dict[int, float] = field(default_factory=dict)
     run_id: int = 0  # recorded with each round's outcome (a checkpoint-dir may hold several runs)
     _sampled: dict[int, int] = field(default_factory=dict)  # devices asked to train, by round
+    _tracker: RoundTracker | None = None
 
     @property
     def central_noise(self) -> float:
@@ -401,6 +405,7 @@ class CampaignStrategy(Strategy):
             "policy_hash": policy_hash(self.policy),
             "model_version": model_version(self.inner.global_arrays),
             "config": {k: v for k, v in vars(self.config).items()},
+            "model": self.model_config,
         }
         self.rows.append(row)
         save_checkpoint(
@@ -414,6 +419,10 @@ class CampaignStrategy(Strategy):
             momentum = self.checkpoint_dir / f"round-{server_round:04d}{MOMENTUM_SUFFIX}"
             save_arrays(momentum, self.parameter_names, self.inner.velocity)
         self._write_campaign_ledger()
+        if self.config.tensorboard:
+            if self._tracker is None:
+                self._tracker = RoundTracker(self.checkpoint_dir / TENSORBOARD_DIR)
+            self._tracker.write(row)
         log(INFO, "\n%s", round_table(self.rows))
         return loss, metrics
 

@@ -11,6 +11,7 @@ import typer
 
 from policy.signed_bundle import MANIFEST_CONFIG_KEY, REVOCATIONS_CONFIG_KEY
 from server.home import server_home
+from server.model_cli import model_app
 from server.passphrase import PassphraseError, org_key_passphrase
 from server.pki import PkiError, add_device, init_pki
 from server.registry import RegistryError, head, read_registry, since
@@ -43,6 +44,7 @@ campaign_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(campaign_app, name="campaign")
+app.add_typer(model_app, name="model")
 
 
 def _fail(message: str) -> typer.Exit:

@@ -34,6 +34,7 @@ class CampaignConfig:
     secaggplus_reconstruction_threshold: int = 2
     round_timeout: float = 600.0
     resume: bool = False  # continue after the newest checkpoint in checkpoint-dir
+    tensorboard: bool = False  # each round's metrics as event files in checkpoint-dir/tensorboard
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:

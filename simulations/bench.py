@@ -21,6 +21,7 @@ SUBJECTS: tuple[str, ...] = (
     "deployment",
     "controls",
     "lifetime",
+    "model",
 )
 
 

@@ -11,6 +11,9 @@ from rich.console import Console
 from client.home import hearth_home
 from client.keys import VaultKeyError
 from simulations.demo import DemoSettings, run_demo, summary
+from simulations.event_log import EventLogError, read_log
+from simulations.inprocess import LearningRateSearch
+from simulations.log_evaluation import LogSettings, evaluate_log, table
 from simulations.population import SeedError, seed_device, seed_population
 from simulations.sweep import run_sweep, write_outputs
 
@@ -106,6 +109,14 @@ def seed_device_command(
     )
 
 
+def _show_search(search: LearningRateSearch) -> None:
+    tried = ", ".join(f"{rate:g}: {top1:.3f}" for rate, top1 in search.scores)
+    console.print(
+        f"no-DP learning rate {search.best:g}, chosen on validation top-1 "
+        f"(training parts only) among {tried}"
+    )
+
+
 @app.command()
 def sweep(
     epsilons: Annotated[str, typer.Option(help="device epsilon caps, 'inf' for no DP")] = (
@@ -113,6 +124,7 @@ def sweep(
     ),
     employees: Annotated[int, typer.Option(min=2)] = 10,
     rounds: Annotated[int, typer.Option(min=1)] = 5,
+    hours: Annotated[float, typer.Option(min=0.5, help="hours of work per employee")] = 8.0,
     root: Annotated[Path | None, typer.Option(help="where the sweep keeps its state")] = None,
     out: Annotated[Path, typer.Option(help="where the plot and table go")] = Path("bench/sweep"),
 ) -> None:
@@ -123,7 +135,31 @@ def sweep(
         console.print("[red]--epsilons must be numbers or inf, comma-separated[/]")
         raise typer.Exit(1) from None
     sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
-    points = run_sweep(sweep_root, values, employees, rounds)
+    points = run_sweep(sweep_root, values, employees, rounds, hours=hours, on_search=_show_search)
     png, table = write_outputs(points, out)
     console.print(table.read_text())
     console.print(f"plot: {png}")
+
+
+@app.command("evaluate-log")
+def evaluate_log_command(
+    file: Annotated[Path, typer.Argument(help="an event log: .csv with a header row, or .xes")],
+    case: Annotated[str, typer.Option(help="CSV column of the case id")] = "case",
+    activity: Annotated[str, typer.Option(help="CSV column of the activity")] = "activity",
+    timestamp: Annotated[str, typer.Option(help="CSV column of the timestamp")] = "timestamp",
+    devices: Annotated[int, typer.Option(min=2, help="simulated devices for DP")] = 10,
+    epsilon: Annotated[float, typer.Option(min=0.01, help="device epsilon (finite)")] = 8.0,
+    rounds: Annotated[int, typer.Option(min=1)] = 10,
+    context_length: Annotated[int, typer.Option(min=1, max=64)] = 8,
+) -> None:
+    """Next-activity protocol on a log: n-gram, central no-DP and federated DP side by side."""
+    try:
+        cases = read_log(file, case, activity, timestamp)
+        settings = LogSettings(
+            devices=devices, epsilon=epsilon, rounds=rounds, context_length=context_length
+        )
+        evaluation = evaluate_log(cases, settings)
+    except (EventLogError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(table(evaluation), highlight=False)

@@ -3,13 +3,16 @@
 A real server sees only noised held-out sums and no device's spend. A simulation
 holds every synthetic vault's key, so after a campaign it can score the final
 global model exactly on each employee's held-out data, beside the per-person
-baselines (most frequent action, bigram of the last action) and each device's
-ledger. These are yardsticks for the ML team; nothing here runs on a laptop.
+baselines (most frequent action, bigram and trigram of the last actions), the
+personalized model each device would fine-tune from it on its own training data
+(``client.training.personalize``, never uploaded) and each device's ledger. These
+are yardsticks for the ML team; nothing here runs on a laptop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,11 @@ import numpy as np
 from client.app import HELD_OUT_FRACTION
 from client.device import SIM_PASSPHRASE_FILE, SIM_POLICY_FILE, Device, simulated_device_home
 from client.featurize import split_held_out
-from client.training import evaluate
-from policy.baselines import Bigram, MostFrequent
-from policy.model import ModelConfig, NextActionPolicy, set_arrays
+from client.training import PersonalizeConfig, evaluate, personalize
+from policy.baselines import Bigram, MostFrequent, NGram
+from policy.model import NextActionPolicy
 from privacy.ledger import BudgetRule
-from server.checkpoints import latest_checkpoint, load_checkpoint
+from server.model_store import GROUND_TRUTH_FILE, load_model
 
 
 @dataclass(frozen=True)
@@ -38,25 +41,43 @@ class GroundTruth:
     epsilon_mean: float
     epsilon_max: float
     delta: float
+    trigram_top1: float = 0.0
+    trigram_top3: float = 0.0
+    personal_top1: float | None = None
+    personal_top3: float | None = None
+
+    def write(self, checkpoint_dir: Path) -> Path:
+        """Leave the figures beside the checkpoints, for ``hearth-server model show``."""
+        path = checkpoint_dir / GROUND_TRUTH_FILE
+        record = {
+            **asdict(self),
+            "note": "simulation only: exact top-1/top-3 on every synthetic employee's held-out "
+            "data; personal_*: each device's local fine-tuning of the global model, never uploaded",
+        }
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        return path
 
 
-def _model(checkpoint_dir: Path, context_length: int) -> NextActionPolicy:
-    latest = latest_checkpoint(checkpoint_dir)
-    if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir}")
-    model = NextActionPolicy(ModelConfig(context_length=context_length))
-    set_arrays(model, list(load_checkpoint(latest).values()))
+def _model(checkpoint_dir: Path) -> NextActionPolicy:
+    model, _ = load_model(checkpoint_dir)
     return model
 
 
 def ground_truth(
-    root: Path, employees: int, checkpoint_dir: Path, context_length: int = 8
+    root: Path,
+    employees: int,
+    checkpoint_dir: Path,
+    personalization: PersonalizeConfig | None = None,
 ) -> GroundTruth:
-    """Score the newest checkpoint and the baselines on every synthetic employee."""
+    """Score the newest checkpoint, its personalized copies and the baselines on every employee.
+
+    ``personalization`` None skips the personalized figures.
+    """
     passphrase = (root / SIM_PASSPHRASE_FILE).read_text().strip()
     agreed = root / SIM_POLICY_FILE
-    model = _model(checkpoint_dir, context_length)
-    sums = np.zeros(6)
+    model = _model(checkpoint_dir)
+    context_length = model.config.context_length
+    sums = np.zeros(10)
     total = 0
     spent: list[float] = []
     delta = 0.0
@@ -71,8 +92,14 @@ def ground_truth(
         if len(held) == 0:
             continue
         scores = evaluate(model, held)
+        personal = (
+            evaluate(personalize(model, train, personalization), held)
+            if personalization is not None
+            else {"top1": 0.0, "top3": 0.0}
+        )
         frequent = MostFrequent(train.target)
         bigram = Bigram(train.context[:, -1], train.target)
+        trigram = NGram(train.context, train.target, 3)
         previous = held.context[:, -1]
         n = len(held)
         sums += n * np.array(
@@ -83,12 +110,16 @@ def ground_truth(
                 frequent.accuracy(held.target, 3),
                 bigram.accuracy(previous, held.target, 1),
                 bigram.accuracy(previous, held.target, 3),
+                trigram.accuracy(held.context, held.target, 1),
+                trigram.accuracy(held.context, held.target, 3),
+                personal["top1"],
+                personal["top3"],
             ]
         )
         total += n
         rule = BudgetRule.from_policy(device.policy())
         spent.append(device.ledger().spent(rule))
-    top1, top3, f1, f3, b1, b3 = (float(m) for m in sums / max(1, total))
+    top1, top3, f1, f3, b1, b3, t1, t3, p1, p3 = (float(m) for m in sums / max(1, total))
     return GroundTruth(
         top1,
         top3,
@@ -100,4 +131,8 @@ def ground_truth(
         epsilon_mean=float(np.mean(spent)) if spent else 0.0,
         epsilon_max=float(np.max(spent)) if spent else 0.0,
         delta=delta,
+        trigram_top1=t1,
+        trigram_top3=t3,
+        personal_top1=p1 if personalization is not None else None,
+        personal_top3=p3 if personalization is not None else None,
     )

@@ -102,6 +102,8 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
             "DP / no-DP time ratio, training steps only",
             dp_train / plain_train,
             "x",
+            "<= 2",
+            dp_train / plain_train <= 2.0,
             note=f"DP {dp_train * 1000:.0f} ms vs {plain_train * 1000:.0f} ms; ghost clipping",
         ),
         Measurement(SUBJECT, "peak RSS during a local round", peak / 2**20, "MiB"),

@@ -1,0 +1,47 @@
+"""Per-person n-gram baselines and the personal copy a device fine-tunes (never uploaded)."""
+
+import numpy as np
+import torch
+
+from client.featurize import Examples
+from client.training import PersonalizeConfig, evaluate, personalize
+from policy.baselines import Bigram, NGram
+from policy.model import ModelConfig, NextActionPolicy, get_arrays
+
+
+def _examples(tokens: list[int], k: int = 3) -> Examples:
+    padded = [0] * k + tokens
+    context = np.array([padded[i : i + k] for i in range(1, len(tokens))], dtype=np.int64)
+    target = np.array(tokens[1:], dtype=np.int64)
+    return Examples(context, np.zeros(len(target), dtype=np.int64), target)
+
+
+def test_a_trigram_tells_apart_what_a_bigram_cannot():
+    # After 5, the next is 6 if 3 came before it and 7 if 4 did: only two actions back say.
+    ex = _examples([3, 5, 6, 4, 5, 7] * 20)
+    bigram = Bigram(ex.context[:, -1], ex.target)
+    trigram = NGram(ex.context, ex.target, 3)
+    assert trigram.accuracy(ex.context, ex.target, 1) == 1.0
+    assert bigram.accuracy(ex.context[:, -1], ex.target, 1) < 0.9
+
+
+def test_an_order_two_ngram_ranks_as_the_bigram_and_unseen_contexts_back_off():
+    ex = _examples([1, 2, 3, 2, 1, 2, 2, 3] * 10)
+    bigram = Bigram(ex.context[:, -1], ex.target)
+    ngram = NGram(ex.context, ex.target, 2)
+    for k in (1, 3):
+        assert ngram.accuracy(ex.context, ex.target, k) == bigram.accuracy(
+            ex.context[:, -1], ex.target, k
+        )
+    assert NGram(ex.context, ex.target, 3).ranked([9, 9, 9])[0] == 2  # most frequent
+
+
+def test_personalizing_fits_a_persons_habit_and_leaves_the_global_model_untouched():
+    torch.manual_seed(0)
+    mine = _examples([3, 5, 6, 4, 5, 7] * 40, k=8)
+    model = NextActionPolicy(ModelConfig())
+    before = [a.copy() for a in get_arrays(model).values()]
+    personal = personalize(model, mine, PersonalizeConfig(epochs=10, learning_rate=2e-2))
+    assert evaluate(personal, mine)["top1"] > 0.95 > evaluate(model, mine)["top1"]
+    after = list(get_arrays(model).values())
+    assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
