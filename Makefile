@@ -39,8 +39,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers, one test file each at a time: the e2e files keep their module-scoped
+# federations and X displays, and one file's waits overlap another's work.
 test: venv sysdeps lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n 2 --dist loadfile
 
 test-fast: venv
 	$(BIN)/pytest -q -ra -m "not e2e and not slow"
