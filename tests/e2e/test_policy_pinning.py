@@ -8,7 +8,6 @@ requires SecAgg+, is refused by every device, and each device's own record says 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from client.device import Device
 from client.policy_pin import load_pinned, pin_policy
 from policy.events import Modality
 from privacy.policy import load_policy, policy_hash
+from server.checkpoints import read_round_outcomes
 from simulations.deployment import PASSPHRASE, Federation, deployment, federation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -42,7 +42,11 @@ def _variant(fed: Federation, name: str, old: str, new: str) -> Path:
 
 
 def _run(fed: Federation, name: str, policy: Path, secaggplus: bool) -> dict[str, object]:
-    """One round under ``policy``; the round's checkpoint sidecar (written after evaluation)."""
+    """One round under ``policy``; what the server recorded of its training stage.
+
+    A round that aggregates nothing has no checkpoint or evaluation, only its outcome
+    (counts of what the devices answered) in ``round-outcomes.jsonl``.
+    """
     checkpoints = fed.root / name
     log = fed.flwr_run(
         {
@@ -55,9 +59,10 @@ def _run(fed: Federation, name: str, policy: Path, secaggplus: bool) -> dict[str
         },
         timeout=240,
     )
-    sidecar = checkpoints / "round-0001.json"
-    assert sidecar.exists(), log[-3000:]
-    return dict(json.loads(sidecar.read_text()))
+    outcomes = read_round_outcomes(checkpoints)
+    assert len(outcomes) == 1, log[-3000:]
+    assert not (checkpoints / "round-0001.json").exists()  # nothing aggregated, nothing saved
+    return outcomes[0]
 
 
 def _ledger_entries(home: Path) -> int:
@@ -76,9 +81,8 @@ def test_a_bundle_run_under_another_policy_than_the_pinned_one_is_refused(
     assert all(load_pinned(home).policy_hash == pinned for home in federation.homes)  # type: ignore[union-attr]
     other = _variant(federation, "other.toml", "min_cohort = 2", "min_cohort = 3")
     row = _run(federation, "other-policy", other, secaggplus=False)
-    assert row["fit"]["clients_policy_mismatch"] == DEVICES  # type: ignore[index]
-    assert row["fit"]["clients_trained"] == 0  # type: ignore[index]
-    assert row["evaluate"]["clients_policy_mismatch"] == DEVICES  # type: ignore[index]
+    assert row["clients_policy_mismatch"] == DEVICES
+    assert row["clients_trained"] == 0 and row["aggregated"] is False
     for home in federation.homes:
         reason = str(deployment(home)["refusal"]["reason"])  # type: ignore[index]
         assert "policy mismatch" in reason and pinned[:12] in reason
@@ -99,9 +103,9 @@ def test_a_plain_round_under_a_policy_requiring_secaggplus_is_refused(
         pinned, _ = pin_policy(home, requiring, federation.policy_signature(requiring))
         grant(home, MODALITIES, pinned.policy)
     row = _run(federation, "plain-under-secagg", requiring, secaggplus=False)
-    assert row["fit"]["clients_policy_mismatch"] == DEVICES  # type: ignore[index]
-    assert row["fit"]["clients_trained"] == 0  # type: ignore[index]
+    assert row["clients_policy_mismatch"] == DEVICES
+    assert row["clients_trained"] == 0 and row["aggregated"] is False
     for home in federation.homes:
         reason = str(deployment(home)["refusal"]["reason"])  # type: ignore[index]
         assert "plain round (no SecAgg+) under a policy that requires SecAgg+" in reason
-        assert _uploads(home) == 0  # no update left it (its evaluation, noised and charged, did)
+        assert _uploads(home) == 0  # no update left it

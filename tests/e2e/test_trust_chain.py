@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import sqlite3
 import time
 import zipfile
@@ -35,6 +36,7 @@ import pytest
 from client.control import pause, resume
 from client.device import Device
 from policy.signed_bundle import key_id
+from server.checkpoints import read_round_outcomes
 from server.signing import build_bundle, load_org_key, sign_revocations
 from server.up import DATABASE_FILE
 from simulations.deployment import (
@@ -83,6 +85,12 @@ def _bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 fab.extract(name, root)
     app = root / "client" / "app.py"
     app.write_text(app.read_text() + BUNDLE_PATCH)
+    # The unpacked bundle holds exactly what ships; its include/exclude lists name
+    # folders it no longer has (Flower refuses an exclude pattern that matches nothing).
+    pyproject = root / "pyproject.toml"
+    text = pyproject.read_text()
+    text = re.sub(r"^fab-(include|exclude) = \[[^\]]*\]\n", "", text, flags=re.MULTILINE)
+    pyproject.write_text(text)
     return root
 
 
@@ -100,11 +108,12 @@ def _run(
     revocations: str = "",
     *,
     evaluate: bool = False,
-) -> tuple[str, dict[str, object]]:
-    """One round of ``bundle``; the ``flwr run`` log and the round's checkpoint row.
+) -> tuple[str, dict[str, object], dict[str, object]]:
+    """One round of ``bundle``: the ``flwr run`` log, its checkpoint row and its outcome.
 
-    Without ``evaluate`` the round has no evaluation (a refused run saves two device
-    processes), so no checkpoint row is written and the row is empty.
+    The row exists only for a round that aggregated and was evaluated (``evaluate``;
+    a refused run saves two device processes without it); the outcome (the counts of
+    what devices answered, ``round-outcomes.jsonl``) for every round the ServerApp ran.
     """
     for home in fed.homes:
         (home / MARKER).unlink(missing_ok=True)
@@ -120,7 +129,12 @@ def _run(
     }
     log = fed.flwr_run(overrides, timeout=240, app_dir=bundle)
     row = checkpoints / "round-0001.json"
-    return log, json.loads(row.read_text()) if row.exists() else {}
+    outcomes = read_round_outcomes(checkpoints)
+    return (
+        log,
+        json.loads(row.read_text()) if row.exists() else {},
+        outcomes[0] if outcomes else {},
+    )
 
 
 def _imported(fed: Federation) -> list[Path]:
@@ -144,14 +158,12 @@ def _no_device_trained(log: str) -> None:
     assert f"aggregate_fit: received 0 results and {DEVICES} failures" in log, log[-3000:]
 
 
-def _refused_by_every_device(row: dict[str, object], log: str) -> None:
-    """The server saw the one BUNDLE_REFUSED code from every device, in training and evaluation."""
-    assert row, log[-3000:]
-    for stage in ("fit", "evaluate"):
-        counts = row[stage]
-        assert isinstance(counts, dict)
-        assert counts["clients_bundle_refused"] == DEVICES
-        assert counts["clients_failed"] == 0
+def _refused_by_every_device(outcome: dict[str, object], log: str) -> None:
+    """The server saw the one BUNDLE_REFUSED code from every device and aggregated nothing."""
+    assert outcome, log[-3000:]
+    assert outcome["clients_bundle_refused"] == DEVICES
+    assert outcome["clients_failed"] == 0
+    assert outcome["aggregated"] is False
 
 
 @contextlib.contextmanager
@@ -188,7 +200,7 @@ def test_a_signed_release_trains_with_the_devices_own_client_app_never_the_bundl
     for home in federation.homes:
         (home / LEAKS).touch()
     try:
-        log, row = _run(federation, bundle, "release-1", releases[1], evaluate=True)
+        log, row, _ = _run(federation, bundle, "release-1", releases[1], evaluate=True)
     finally:
         for home in federation.homes:
             (home / LEAKS).unlink()
@@ -215,7 +227,7 @@ def test_a_newer_release_is_accepted_even_when_the_employee_declines_the_round(
         load_org_key(federation.org_key, ORG_KEY_PASSPHRASE), version=1, revoked=["ab" * 8]
     )
     try:
-        log, _ = _run(federation, bundle, "release-3", releases[3], unrelated.token)
+        log, _, _ = _run(federation, bundle, "release-3", releases[3], unrelated.token)
     finally:
         for home in federation.homes:
             resume(home)
@@ -233,18 +245,19 @@ def test_a_replayed_old_release_is_refused(
     federation: Federation, bundle: Path, releases: dict[int, str]
 ) -> None:
     started = time.time()
-    log, row = _run(federation, bundle, "replay", releases[1], evaluate=True)
+    log, row, outcome = _run(federation, bundle, "replay", releases[1], evaluate=True)
     for refusal in _refusals_since(federation, started, log):
         assert refusal["check"] == "DOWNGRADE"
         assert "release 1 of hearth/hearth is below release 3" in str(refusal["reason"])
-    _refused_by_every_device(row, log)
+    _refused_by_every_device(outcome, log)
+    assert row == {}  # nothing aggregated: no checkpoint, no evaluation
 
 
 def test_a_downgrade_to_a_release_never_seen_is_refused(
     federation: Federation, bundle: Path
 ) -> None:
     started = time.time()
-    log, _ = _run(federation, bundle, "downgrade", _release(federation, bundle, 2))
+    log, _, _ = _run(federation, bundle, "downgrade", _release(federation, bundle, 2))
     for refusal in _refusals_since(federation, started, log):
         assert refusal["check"] == "DOWNGRADE"
         assert "release 2" in str(refusal["reason"])
@@ -259,9 +272,9 @@ def test_an_expired_release_is_refused_before_any_device_sees_it(
     # tests/client/test_runner.py::test_an_expired_bundle_is_refused.
     expired = _release(federation, bundle, 4, valid_days=1, not_before=time.time() - 2 * DAY)
     before = [deployment(home).get("refusal") for home in federation.homes]
-    log, row = _run(federation, bundle, "expired", expired)
+    log, row, outcome = _run(federation, bundle, "expired", expired)
     assert "not valid now" in log, log[-3000:]
-    assert row == {}
+    assert row == {} and outcome == {}  # the ServerApp never ran
     assert _imported(federation) == []
     assert [deployment(home).get("refusal") for home in federation.homes] == before
 
@@ -276,7 +289,7 @@ def test_a_run_whose_fab_version_the_superlink_rewrote_is_refused(
 ) -> None:
     started = time.time()
     with _superlink_rewrites_fab_version(federation, forged):
-        log, _ = _run(federation, bundle, f"forged-{check}", releases[3])
+        log, _, _ = _run(federation, bundle, f"forged-{check}", releases[3])
     for refusal in _refusals_since(federation, started, log):
         assert refusal["check"] == check
         assert forged[:20] in str(refusal["reason"])
@@ -289,7 +302,7 @@ def test_a_release_signed_by_a_revoked_key_is_refused(
     org = load_org_key(federation.org_key, ORG_KEY_PASSPHRASE)
     revoking = sign_revocations(org, version=2, revoked=[key_id(org.public_key())])
     started = time.time()
-    log, _ = _run(federation, bundle, "revoked", releases[3], revoking.token)
+    log, _, _ = _run(federation, bundle, "revoked", releases[3], revoking.token)
     for refusal in _refusals_since(federation, started, log):
         assert refusal["check"] == "REVOKED"
         assert key_id(org.public_key()) in str(refusal["reason"])
