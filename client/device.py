@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
+from client import device_cache
 from client.deployment import admit, record
-from client.featurize import Examples, featurize
+from client.featurize import Examples, action_sequence
 from client.home import ensure_private_dir, hearth_home
 from client.keys import load_or_create_data_key
 from client.policy_pin import device_policy
@@ -36,13 +37,9 @@ UPLOADS_FILE: Final = "uploads.jsonl"
 SIM_POLICY_FILE: Final = "policy.toml"
 
 
-_CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
-_EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int]], Examples] = {}
-
-
 def clear_examples_cache() -> None:
-    """Forget featurized vaults (a fresh process would not have them)."""
-    _EXAMPLES_CACHE.clear()
+    """Forget featurized vaults and unwrapped keys (a fresh process would not have them)."""
+    device_cache.clear()
 
 
 def simulated_device_home(sim_root: Path, partition_id: int) -> Path:
@@ -91,25 +88,28 @@ class Device:
     def examples(self, context_length: int) -> Examples:
         """Featurize everything in the vault, streaming it segment by segment.
 
-        The result is cached in memory for this process until the vault changes,
-        so a round's training and evaluation decrypt the vault once. Retention
-        runs first, so data past its lifetime is deleted before it is ever read.
+        The actions are cached in memory for this process until the vault changes
+        (``client.device_cache``), so a round's training and evaluation decrypt the
+        vault once, and a simulation worker once per simulation. Retention runs
+        first, so data past its lifetime is deleted before it is ever read.
         """
         data_policy = self.policy().data
-        with Vault.open(
-            self.vault_dir,
-            self.passphrase,
-            retention_days=data_policy.retention_days,
-            quota_bytes=data_policy.vault_quota_mb * 2**20,
-        ) as vault:
-            version = (str(self.vault_dir), context_length, vault.version())
-            cached = _EXAMPLES_CACHE.get(version)
+        with self._open_vault() as vault:
+            vault.enforce_retention(data_policy.retention_days, data_policy.vault_quota_mb * 2**20)
+            version = vault.version()
+            cached = device_cache.cached_actions(self.vault_dir, version)
             if cached is None:
-                cached = featurize(vault.iter_events(), context_length)
-                if len(_EXAMPLES_CACHE) >= _CACHE_ENTRIES:
-                    _EXAMPLES_CACHE.pop(next(iter(_EXAMPLES_CACHE)))
-                _EXAMPLES_CACHE[version] = cached
-            return cached
+                cached = action_sequence(vault.iter_events())
+                device_cache.keep_actions(
+                    self.vault_dir, version, cached, bounded=not self.simulated
+                )
+            return cached.windows(context_length)
+
+    def _open_vault(self) -> Vault:
+        """The vault; a simulated device unwraps its key once per process, not per round."""
+        if self.simulated:
+            return Vault(self.vault_dir, device_cache.data_key(self.vault_dir, self.passphrase))
+        return Vault.open(self.vault_dir, self.passphrase)
 
     @property
     def privacy_dir(self) -> Path:
@@ -122,7 +122,12 @@ class Device:
         Its key is its own (wrapped like the vault's, never derived from it), so
         deleting the recorded data does not erase what was already spent on it.
         """
-        data_key = load_or_create_data_key(ensure_private_dir(self.privacy_dir), self.passphrase)
+        directory = ensure_private_dir(self.privacy_dir)
+        data_key = (
+            device_cache.data_key(directory, self.passphrase)
+            if self.simulated
+            else load_or_create_data_key(directory, self.passphrase)
+        )
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
             data_key
         )

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from client.home import hearth_home
 from simulations.demo import DemoSettings, run_demo, summary
-from simulations.population import seed_population
+from simulations.population import Population, seed_population
 from simulations.sweep import run_sweep, write_outputs
 
 app = typer.Typer(name="hearth-sim", no_args_is_help=True, add_completion=False)
@@ -51,10 +60,36 @@ def seed(
     employees: Annotated[int, typer.Option(min=1)] = 20,
     hours: Annotated[float, typer.Option(min=0.5)] = 8.0,
     seed: Annotated[int, typer.Option()] = 7,
+    workers: Annotated[
+        int, typer.Option(min=1, help="processes seeding in parallel (default: the CPUs)")
+    ] = os.cpu_count() or 1,
 ) -> None:
     """Create encrypted vaults for synthetic employees (for `flwr run . --run-config`)."""
-    population = seed_population(root.resolve(), employees, seed, hours)
+    population = seed_with_progress(root.resolve(), employees, seed, hours, workers)
     console.print(f"{population.employees} employees, {population.events:,} events in {root}")
+
+
+def seed_with_progress(
+    root: Path, employees: int, seed: int, hours: float, workers: int
+) -> Population:
+    """``seed_population`` behind a rich progress bar (employees seeded, rate, time left)."""
+    columns = (
+        TextColumn("seeding encrypted vaults"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("seed", total=employees)
+        return seed_population(
+            root,
+            employees,
+            seed,
+            hours,
+            progress=lambda done: bar.update(task, completed=done),
+            workers=workers,
+        )
 
 
 @app.command()
