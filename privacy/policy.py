@@ -65,6 +65,15 @@ class PrivacySection(_Section):
     # A device trains on at most this many (most recent) examples, so delta stays far
     # below 1 / n: a mechanism that publishes one random example is (0, 1/n)-DP.
     max_examples_per_device: int = Field(default=8000, ge=1)
+    # User-level DP (unit: one user): its delta (default: ``delta``) and the window its
+    # target covers; every campaign's noised rounds within the window count.
+    user_delta: float | None = Field(default=None, gt=0, lt=1)
+    user_horizon_days: float = Field(default=365.0, gt=0)
+
+    @property
+    def delta_user(self) -> float:
+        """The delta of the user-level guarantee."""
+        return self.user_delta if self.user_delta is not None else self.delta
 
     @model_validator(mode="after")
     def _delta_small_against_the_data(self) -> PrivacySection:
@@ -101,6 +110,11 @@ class TrainingSection(_Section):
     update_clip_norm: float = Field(gt=0)
     central_noise_multiplier: float = Field(ge=0)
     min_cohort: int = Field(ge=1)
+    # Distributed DP: each device adds its share of the central noise (std
+    # z x clip / sqrt(min_cohort)) before SecAgg+ masks its update, so any min_cohort
+    # shares sum to the full noise and no party holds a sum without it. Devices refuse
+    # to unmask fewer. False: the server adds the noise (older policies).
+    distributed_noise: StrictBool = False
 
 
 class DataSection(_Section):
@@ -192,6 +206,11 @@ def parse_policy(text: str, source: str = "policy") -> PrivacyPolicy:
 def default_policy_text() -> str:
     """The policy hearth ships with (simulations; SecAgg+ not required)."""
     return resources.files("privacy").joinpath("default_policy.toml").read_text()
+
+
+def demo_policy_text() -> str:
+    """The policy of ``make demo``: 20 employees, no user-level guarantee (it says so)."""
+    return resources.files("privacy").joinpath("demo_policy.toml").read_text()
 
 
 def deployment_policy_text() -> str:

@@ -34,6 +34,8 @@ class CampaignConfig:
     secaggplus_reconstruction_threshold: int = 2
     round_timeout: float = 600.0
     resume: bool = False  # continue after the newest checkpoint in checkpoint-dir
+    # The user-level ledger that outlives campaigns ("": <server home>/user-level-ledger.json).
+    user_ledger: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:
@@ -77,6 +79,12 @@ class CampaignConfig:
             )
         if self.round_timeout <= 0:
             raise ServerConfigError("run config 'round-timeout' must be positive")
+
+    def user_ledger_path(self) -> Path:
+        """Where every campaign's noised rounds are kept, for the policy's horizon."""
+        return (
+            Path(self.user_ledger) if self.user_ledger else server_home() / "user-level-ledger.json"
+        )
 
     def checkpoint_path(self, run_id: int) -> Path:
         """Where this run's checkpoints go."""

@@ -35,17 +35,32 @@ def main() -> None:
 def demo(
     employees: Annotated[int, typer.Option(min=2, help="synthetic employees")] = 20,
     rounds: Annotated[int, typer.Option(min=1, help="federated rounds")] = 10,
-    hours: Annotated[float, typer.Option(min=0.5, help="hours of work per employee")] = 8.0,
+    hours: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="hours of work per employee (default 8, 2 above 1,000)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="same seed, same employees")] = 7,
     root: Annotated[Path | None, typer.Option(help="where the demo keeps its state")] = None,
+    per_round: Annotated[
+        int | None, typer.Option(min=2, help="devices per round, Poisson-sampled (default: all)")
+    ] = None,
+    evaluate_per_round: Annotated[
+        int | None, typer.Option(min=1, help="devices evaluating per round (default: per-round)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="processes seeding vaults")] = (
+        os.cpu_count() or 1
+    ),
 ) -> None:
     """Seed synthetic employees and run `flwr run .` on them, printing each round."""
     settings = DemoSettings(
         root=(root or hearth_home() / "sim" / "demo").resolve(),
         employees=employees,
         rounds=rounds,
-        hours=hours,
+        hours=hours if hours is not None else (8.0 if employees <= 1000 else 2.0),
         seed=seed,
+        per_round=per_round,
+        evaluate_per_round=evaluate_per_round,
+        workers=workers,
     )
     result = run_demo(settings, console)
     console.print(summary(result))
