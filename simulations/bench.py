@@ -12,7 +12,7 @@ from pathlib import Path
 from simulations.benchmarks import Measurement
 
 # Each name is a module in simulations/benchmarks/ with run(quick) -> list[Measurement].
-SUBJECTS: tuple[str, ...] = ("vault", "training", "recorder", "deployment")
+SUBJECTS: tuple[str, ...] = ("vault", "training", "recorder", "deployment", "scale")
 
 
 def _markdown(results: list[Measurement]) -> str:

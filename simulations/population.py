@@ -130,7 +130,9 @@ def seed_population(
     if workers <= 1 or len(jobs) == 1:
         total = _tally(map(_seed_chunk, jobs), progress)
     else:
-        context = multiprocessing.get_context("spawn")  # no inherited threads or locks
+        # Fork: a spawned worker would import hearth-sim's whole world again (torch:
+        # seconds, 400 MB); the workers only generate events and write vaults.
+        context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             total = _tally(
                 (f.result() for f in as_completed(pool.submit(_seed_chunk, j) for j in jobs)),
