@@ -34,7 +34,6 @@ from privacy.accountants import (
     ADJACENCY_USER,
     DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
-    UNIT_USER,
     PlanningError,
     RoundShape,
     adjacency_action,
@@ -270,12 +269,24 @@ def _user_level(p: PrivacySection, t: TrainingSection) -> str:
             f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds no "
             "central noise: no user-level guarantee (for one user across the campaign)."
         )
+    unit = f"one user, every campaign within {p.user_horizon_days:g} days"
+    target = (
+        f"the campaigns stop before user-level epsilon {p.user_epsilon_target:g} (unit: "
+        f"{unit}; {ADJACENCY_USER}; delta {p.delta_user:g})"
+    )
+    if t.distributed_noise:
+        return (
+            f"Each update is clipped to norm {t.update_clip_norm:g}, and each laptop adds "
+            f"its share of the Gaussian noise (x{t.central_noise_multiplier:g} on the sum of "
+            f"any {t.min_cohort} updates) before secure aggregation masks it; laptops refuse "
+            f"to unmask fewer; {target}. Facing the server that figure holds without "
+            "sampling amplification, and only when updates are summed under SecAgg+."
+        )
     return (
         f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds Gaussian "
-        f"noise (x{t.central_noise_multiplier:g}) to the sum and stops the campaign before "
-        f"user-level epsilon {p.user_epsilon_target:g} (unit: {UNIT_USER}; {ADJACENCY_USER}; "
-        f"delta {p.delta:g}). That noise protects against readers of the model and "
-        "checkpoints, not against the server, which adds it."
+        f"noise (x{t.central_noise_multiplier:g}) to the sum and {target}. That noise "
+        "protects against readers of the model and checkpoints, not against the server, "
+        "which adds it."
     )
 
 

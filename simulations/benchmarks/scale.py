@@ -106,7 +106,13 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
 
 
 def profile_device_round(root: Path) -> str:
-    """Where a simulated device's round goes, first round and steady state (cProfile)."""
+    """Where a simulated device's round goes, first round and steady state (cProfile).
+
+    Seeds two fresh employees under ``root`` (their ledgers must have budget left).
+    """
+    from simulations.population import seed_population  # noqa: PLC0415
+
+    seed_population(root, 2, seed=7, hours=2.0)
     from client.app import HearthClient  # noqa: PLC0415
     from client.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home  # noqa: PLC0415
     from policy.model import ModelConfig, NextActionPolicy, get_arrays  # noqa: PLC0415
@@ -124,7 +130,8 @@ def profile_device_round(root: Path) -> str:
         "context-length": 8,
     }
     lines = []
-    for label in ("first round", "next round"):
+    for number, label in ((1, "first round"), (2, "next round")):
+        config["round"] = number
         device = Device(
             simulated_device_home(root, 1),
             passphrase,

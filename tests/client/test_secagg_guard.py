@@ -34,6 +34,7 @@ from client.secagg_guard import check_secagg
 from policy.replies import POLICY_MISMATCH, PROTOCOL_ERROR
 from privacy.policy import demo_policy_text, load_policy
 from server.secagg import DropoutTolerantSecAggPlus
+from tests.server.fakes import small_policy_text
 
 SHAPE = (3, 2)
 NODES = [11, 22, 33, 44, 55]
@@ -60,7 +61,7 @@ def policy_with(tmp_path, monkeypatch):
     """Put this device under the default policy with some settings replaced."""
 
     def write(**settings: object) -> None:
-        text = demo_policy_text().replace("user_delta = 1e-7\n", "")
+        text = small_policy_text()
         for key, value in settings.items():
             [line] = [line for line in text.splitlines() if line.startswith(f"{key} = ")]
             text = text.replace(line, f"{key} = {value}")

@@ -37,6 +37,7 @@ from policy.replies import (
 )
 from privacy.policy import PolicyError, demo_policy_text, load_policy, parse_policy, policy_hash
 from simulations.generator import generate_employee
+from tests.server.fakes import small_policy_text
 
 
 def _examples(n: int = 600) -> Examples:
@@ -54,7 +55,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _policy_file(tmp_path, **replace: str):
-    text = demo_policy_text().replace("user_delta = 1e-7\n", "")
+    text = small_policy_text()
     for old, new in replace.items():
         assert old in text
         text = text.replace(old, new)

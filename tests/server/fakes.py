@@ -31,11 +31,22 @@ class Manager:
         return dict(self.nodes)
 
 
-def policy(central_noise: float = 0.0, **replace: str):
-    text = (
+def small_policy_text() -> str:
+    """The policy these tests were written against: cohort 2, no central noise, user target 8.
+
+    The shipped default now targets 10,000 laptops (cohort 800, distributed noise); the
+    demo policy keeps the small federation's settings.
+    """
+    return (
         demo_policy_text()
         .replace("user_delta = 1e-7\n", "")
-        .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
+        .replace("user_epsilon_target = 1.0", "user_epsilon_target = 8.0")
+    )
+
+
+def policy(central_noise: float = 0.0, **replace: str):
+    text = small_policy_text().replace(
+        "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
     )
     for old, new in replace.items():
         assert old in text

@@ -5,19 +5,19 @@ from flwr.common import ndarrays_to_parameters
 
 from policy.model import NextActionPolicy, get_arrays
 from privacy.accountants import epsilon_user
-from privacy.policy import demo_policy_text, parse_policy
+from privacy.policy import parse_policy
 from privacy.user_level import epsilon_readers
 from server.app import build_strategy
 from server.config import CampaignConfig
 from tests.server.fakes import Manager as _Manager
+from tests.server.fakes import small_policy_text
 
 
 def _strategy(tmp_path, central_noise, target):
     text = (
-        demo_policy_text()
-        .replace("user_delta = 1e-7\n", "")
+        small_policy_text()
         .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
-        .replace("user_epsilon_target = 1.0", f"user_epsilon_target = {target}")
+        .replace("user_epsilon_target = 8.0", f"user_epsilon_target = {target}")
     )
     config = CampaignConfig(checkpoint_dir=str(tmp_path), fraction_train=0.5)
     strategy = build_strategy(config, parse_policy(text), run_id=1)

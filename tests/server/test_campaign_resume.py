@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-from privacy.policy import demo_policy_text, parse_policy
+from privacy.policy import parse_policy
 from server.app import build_strategy
 from server.campaign import CampaignStrategy
 from server.checkpoints import latest_checkpoint, load_checkpoint
 from server.config import CampaignConfig, ServerConfigError
 from tests.server.fakes import Manager as _Manager
+from tests.server.fakes import small_policy_text
 
 
 def _policy(central_noise=0.0):
-    text = (
-        demo_policy_text()
-        .replace("user_delta = 1e-7\n", "")
-        .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
+    text = small_policy_text().replace(
+        "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
     )
     return parse_policy(text)
 
