@@ -20,7 +20,7 @@ import matplotlib
 from client.device import SIM_POLICY_FILE
 from client.training import plan_round
 from privacy.accountants import noise_for_local
-from privacy.policy import default_policy_text
+from privacy.policy import demo_policy_text
 from server.checkpoints import read_sidecars
 from simulations.campaign import campaign_train_config
 from simulations.flwr_runner import run_app
@@ -47,10 +47,10 @@ def _typical_plan(rounds: int) -> tuple[float, int]:
 
 
 def policy_for(epsilon: float, noise: float) -> str:
-    """The default policy with this budget and noise (cap raised to infinity for no DP)."""
+    """The demo policy (a small federation) with this budget and noise (no DP: cap 1e9)."""
     cap = "1e9" if math.isinf(epsilon) else f"{epsilon}"
     text = re.sub(
-        r"(?m)^device_epsilon_cap = .*$", f"device_epsilon_cap = {cap}", default_policy_text()
+        r"(?m)^device_epsilon_cap = .*$", f"device_epsilon_cap = {cap}", demo_policy_text()
     )
     return re.sub(r"(?m)^local_noise_multiplier = .*$", f"local_noise_multiplier = {noise}", text)
 
