@@ -39,6 +39,7 @@ from policy.signed_bundle import key_id
 from server.secagg import DropoutTolerantSecAggPlus
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
 from tests.client.bundles import APP_ID, CANARY, FAB_VERSION, fab_of, make_app, sha256
+from tests.server.fakes import small_policy_text
 
 
 class Installed(Exception):
@@ -354,7 +355,12 @@ class SecAggGrid:
         ]
 
 
-def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(hearth_home):
+def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(
+    hearth_home, tmp_path, monkeypatch
+):
+    small = tmp_path / "small-cohort.toml"  # three devices: not the default's cohort of 800
+    small.write_text(small_policy_text())
+    monkeypatch.setenv("HEARTH_POLICY", str(small))
     spec = device_app.model_spec(8)
     seen: list[list[str]] = []
 
