@@ -2,8 +2,8 @@
 
 Stacking (outermost first), visible in one place::
 
-    secure aggregation  ->  egress guard  ->  refusals  ->  hearth client (gates, budget,
-                                                              DP-SGD, update clipping)
+    secure aggregation  ->  distributed noise  ->  egress guard  ->  refusals  ->  hearth client
+                                                     (gates, budget, DP-SGD, update clipping)
 
 ``refusal_mod`` turns a ``Declined`` raised anywhere in the client into an error
 reply with nothing but a code from ``policy.replies``. ``secure_aggregation_mod``
@@ -12,6 +12,9 @@ config ``secaggplus = true``), after the device's own checks of each SecAgg+
 message (``client.secagg_guard``), and is transparent otherwise unless the policy
 requires SecAgg+, so simulation and deployment use one ClientApp. It sits outside
 the egress guard, so the guard checks the plain, clipped update before it is masked.
+Between them, ``distributed_noise_mod`` adds the device's share of the central noise
+when the policy sets ``distributed_noise`` (``client.distributed_noise``): after the
+guard checked the clipped update's norm, before SecAgg+ quantizes and masks it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from numpy.typing import NDArray
 
 from client.clipping import clip_update
+from client.distributed_noise import make_distributed_noise_mod
 from client.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
 from client.featurize import Examples, split_held_out
 from client.governor import TRAINING_THREADS
@@ -385,6 +389,16 @@ def secure_aggregation_mod(
         return _refusal(declined.code, message)
 
 
-egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload, max_norm_for=_clip_for)
+def _policy_for(context: Context) -> PrivacyPolicy:
+    from client.device import device_for  # noqa: PLC0415
 
-app = ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod, egress_guard_mod, refusal_mod])
+    return device_for(context).policy()
+
+
+egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload, max_norm_for=_clip_for)
+distributed_noise_mod = make_distributed_noise_mod(_policy_for)
+
+app = ClientApp(
+    client_fn=client_fn,
+    mods=[secure_aggregation_mod, distributed_noise_mod, egress_guard_mod, refusal_mod],
+)

@@ -20,11 +20,20 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flwr.app import Context
 
+from client import device_cache
 from client.consent import load_consent
 from client.deployment import admit, record
-from client.featurize import Examples, featurize
+from client.featurize import Examples, action_sequence
 from client.home import ensure_private_dir, hearth_home
-from client.keys import KEY_FILE, WrappedKey, keyring_usable, load_or_create_data_key
+from client.keys import (
+    KEY_FILE,
+    KEY_FILE_VERSION,
+    WrappedKey,
+    keyring_usable,
+    load_or_create_data_key,
+    read_key_file,
+    staged_generation,
+)
 from client.ledger_anchor import KeyringAnchor
 from client.policy_pin import device_policy
 from client.vault import Vault
@@ -43,14 +52,13 @@ UPLOADS_FILE: Final = "uploads.jsonl"
 SIM_POLICY_FILE: Final = "policy.toml"
 
 
-_CACHE_ENTRIES: Final = 128  # simulated devices served by one worker process
-_EXAMPLES_CACHE: dict[tuple[str, int, tuple[int, int, int]], Examples] = {}
+# The days each vault held when it was last read, by vault version (``held_days``).
 _DAYS_CACHE: dict[str, tuple[tuple[int, int, int], frozenset[int]]] = {}
 
 
 def clear_examples_cache() -> None:
-    """Forget featurized vaults (a fresh process would not have them)."""
-    _EXAMPLES_CACHE.clear()
+    """Forget featurized vaults and unwrapped keys (a fresh process would not have them)."""
+    device_cache.clear()
     _DAYS_CACHE.clear()
 
 
@@ -115,29 +123,57 @@ class Device:
     def examples(self, context_length: int) -> Examples:
         """Featurize everything in the vault, streaming it segment by segment.
 
-        The result is cached in memory for this process until the vault changes,
-        so a round's training and evaluation decrypt the vault once. Retention
-        runs first, so data past its lifetime is deleted before it is ever read, and
-        so do the events of any modality the employee no longer consents to.
+        The actions are cached in memory for this process until the vault changes
+        (``client.device_cache``), so a round's training and evaluation decrypt the
+        vault once, and a simulation worker once per simulation. Retention runs
+        first, so data past its lifetime is deleted before it is ever read, and so
+        do the events of any modality the employee no longer consents to.
+        """
+        with self._open_vault() as vault:
+            version = vault.version()
+            _DAYS_CACHE[str(self.vault_dir)] = (version, _days_of(vault))
+            cached = device_cache.cached_actions(self.vault_dir, version)
+            if cached is None:
+                cached = action_sequence(vault.iter_events())
+                device_cache.keep_actions(
+                    self.vault_dir, version, cached, bounded=not self.simulated
+                )
+            return cached.windows(context_length)
+
+    def _open_vault(self) -> Vault:
+        """The vault, retention and consent enforced before anything is read.
+
+        A simulated device unwraps its key once per process, not per round
+        (``client.device_cache``); a vault that is new, in the old layout or mid
+        rotation goes through ``Vault.open`` like a laptop's, which creates,
+        migrates or refuses it.
         """
         data_policy = self.policy().data
+        retention = data_policy.retention_days
+        quota = data_policy.vault_quota_mb * 2**20
+        wrapped = read_key_file(self.vault_dir) if self.simulated else None
+        if (
+            wrapped is not None
+            and wrapped.version == KEY_FILE_VERSION
+            and staged_generation(self.vault_dir) is None
+            and not any(self.vault_dir.glob("*.old"))
+        ):
+            key = device_cache.data_key(self.vault_dir, self.passphrase)
+            vault = Vault(self.vault_dir, key, wrapped.generation)
+            try:
+                vault.enforce_retention(retention, quota)
+            except BaseException:
+                vault.close()
+                raise
+            return vault
         consent = None if self.simulated else load_consent(self.home)
-        with Vault.open(
+        return Vault.open(
             self.vault_dir,
             self.passphrase,
-            retention_days=data_policy.retention_days,
-            quota_bytes=data_policy.vault_quota_mb * 2**20,
+            retention_days=retention,
+            quota_bytes=quota,
             keep_modalities=None if consent is None else consent.modalities,
-        ) as vault:
-            version = (str(self.vault_dir), context_length, vault.version())
-            _DAYS_CACHE[str(self.vault_dir)] = (vault.version(), _days_of(vault))
-            cached = _EXAMPLES_CACHE.get(version)
-            if cached is None:
-                cached = featurize(vault.iter_events(), context_length)
-                if len(_EXAMPLES_CACHE) >= _CACHE_ENTRIES:
-                    _EXAMPLES_CACHE.pop(next(iter(_EXAMPLES_CACHE)))
-                _EXAMPLES_CACHE[version] = cached
-            return cached
+        )
 
     def held_days(self) -> frozenset[int]:
         """The days of data the vault held when ``examples`` last read it (else read now)."""
@@ -164,7 +200,12 @@ class Device:
         return DeviceLedger(self.privacy_dir / LEDGER_FILE, key, self._anchor(key))
 
     def _ledger_key(self) -> bytes:
-        data_key = load_or_create_data_key(ensure_private_dir(self.privacy_dir), self.passphrase)
+        directory = ensure_private_dir(self.privacy_dir)
+        data_key = (
+            device_cache.data_key(directory, self.passphrase)
+            if self.simulated
+            else load_or_create_data_key(directory, self.passphrase)
+        )
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_LEDGER_INFO).derive(
             data_key
         )

@@ -30,20 +30,53 @@ class Examples:
         )
 
 
+@dataclass(frozen=True)
+class ActionSequence:
+    """A device's actions in time order, compact: two bytes a token, two a category.
+
+    The windows of ``Examples`` repeat each token K times in int64; a simulation
+    that keeps thousands of devices featurized keeps this instead and cuts the
+    windows when a round needs them (a vectorized gather, sub-millisecond).
+    """
+
+    tokens: NDArray[np.int16]
+    categories: NDArray[np.int16]
+
+    @classmethod
+    def of(cls, acts: Iterable[Action]) -> ActionSequence:
+        """Pack ``acts`` (token ids and categories fit in int16)."""
+        pairs = np.array([(a.token, a.category) for a in acts], dtype=np.int16).reshape(-1, 2)
+        return cls(pairs[:, 0].copy(), pairs[:, 1].copy())
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the sequence."""
+        return int(self.tokens.nbytes + self.categories.nbytes)
+
+    def windows(self, context_length: int) -> Examples:
+        """Every position after the first becomes one example, left-padded with PAD."""
+        n = max(0, len(self.tokens) - 1)
+        tokens = self.tokens.astype(np.int64)
+        padded = np.concatenate([np.full(context_length, PAD_ID, dtype=np.int64), tokens])
+        index = np.arange(n)[:, None] + np.arange(context_length)[None, :] + 1
+        context = padded[index] if n else np.zeros((0, context_length), dtype=np.int64)
+        category = self.categories[1:].astype(np.int64)
+        return Examples(context, category, tokens[1:].copy())
+
+
 def windows(acts: list[Action], context_length: int) -> Examples:
     """Every position after the first becomes one example, left-padded with PAD."""
-    n = max(0, len(acts) - 1)
-    tokens = np.fromiter((a.token for a in acts), dtype=np.int64, count=len(acts))
-    padded = np.concatenate([np.full(context_length, PAD_ID, dtype=np.int64), tokens])
-    index = np.arange(n)[:, None] + np.arange(context_length)[None, :] + 1
-    context = padded[index] if n else np.zeros((0, context_length), dtype=np.int64)
-    category = np.fromiter((a.category for a in acts[1:]), dtype=np.int64, count=n)
-    return Examples(context, category, tokens[1:].copy())
+    return ActionSequence.of(acts).windows(context_length)
+
+
+def action_sequence(events: Iterable[Event]) -> ActionSequence:
+    """The compact action sequence of an event stream."""
+    return ActionSequence.of(actions(events))
 
 
 def featurize(events: Iterable[Event], context_length: int) -> Examples:
     """Turn an event stream into next-action examples."""
-    return windows(list(actions(events)), context_length)
+    return action_sequence(events).windows(context_length)
 
 
 def split_held_out(examples: Examples, held_out_fraction: float) -> tuple[Examples, Examples]:

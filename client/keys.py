@@ -430,3 +430,54 @@ def destroy_key(directory: Path) -> bool:
     for generation in generations:
         _delete_keyring_entry(directory, generation)
     return existed
+
+
+# -- one KEK for many keys (synthetic populations) ------------------------------
+
+
+def passphrase_kek(passphrase: str, salt: bytes, n: int = SCRYPT_N) -> bytes:
+    """The scrypt KEK a passphrase gives for ``salt``: the expensive step of unwrapping."""
+    return _kek_from_passphrase(passphrase, salt, n)
+
+
+def wrap_with_kek(
+    data_key: bytes, kek: bytes, salt: bytes, n: int = SCRYPT_N, generation: int = 0
+) -> WrappedKey:
+    """Wrap ``data_key`` under a KEK already derived (``passphrase_kek``) for ``salt``.
+
+    The result is an ordinary (current version) scrypt key file of ``generation``:
+    ``unwrap`` with the passphrase opens it. Vaults wrapped this way share the salt,
+    so one derivation opens them all; only synthetic employees, who share one
+    passphrase anyway, are seeded like this.
+    """
+    nonce = os.urandom(12)
+    shell = WrappedKey("scrypt", salt, nonce, b"", scrypt_n=n, generation=generation)
+    return WrappedKey(
+        "scrypt",
+        salt,
+        nonce,
+        AESGCM(kek).encrypt(nonce, data_key, shell.aad),
+        scrypt_n=n,
+        generation=generation,
+    )
+
+
+def unwrap_with_kek(wrapped: WrappedKey, kek: bytes) -> bytes:
+    """Recover the data key with a KEK already derived for ``wrapped.salt``."""
+    try:
+        return AESGCM(kek).decrypt(wrapped.nonce, wrapped.ciphertext, wrapped.aad)
+    except InvalidTag:
+        raise WrongPassphraseError(
+            f"wrong passphrase for this vault: check {ENV_PASSPHRASE}"
+        ) from None
+
+
+def read_key_file(directory: Path) -> WrappedKey | None:
+    """The wrapped key in ``directory``, or None when it has none yet."""
+    path = directory / KEY_FILE
+    return WrappedKey.from_json(path.read_text()) if path.exists() else None
+
+
+def write_key_file(directory: Path, wrapped: WrappedKey) -> None:
+    """Write ``directory``'s key file atomically, owner-only."""
+    _write_key_file(directory / KEY_FILE, wrapped)

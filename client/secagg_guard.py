@@ -17,7 +17,19 @@ policy allows answering:
   server removes every mask from that neighbour's update;
 * an UNMASK naming fewer active devices than ``min_cohort`` is refused
   (``POLICY_MISMATCH``): the noise and the cohort rule were calibrated for at least
-  that many.
+  that many;
+* a SETUP whose modulus the sum of its sampled devices' quantized updates could wrap
+  around (``SAMPLE_NUMBER x TARGET_RANGE > MOD_RANGE``) is refused
+  (``POLICY_MISMATCH``): the unmasked sum would be garbage;
+* under distributed noise (``client.distributed_noise``), a SETUP whose clipping range
+  would cut the noise share (``required_clipping_range``) is refused, and an UNMASK
+  must say how many devices are active in the whole round
+  (``privacy.distributed_noise.ACTIVE_COUNT_KEY``, which hearth's workflow adds): fewer
+  than ``min_cohort``, the cohort the shares were calibrated for, or fewer than the
+  active neighbours this device sees, and it refuses (``POLICY_MISMATCH``), so the
+  masks of a sum with less than the accounted noise are never removed. A device
+  checks the count against its own neighbourhood only; the rest it takes from a
+  server that runs the protocol as written.
 
 A device sees only its own neighbourhood: an UNMASK lists its neighbours, so the
 cohort it checks is the active part of that neighbourhood. These checks hold
@@ -35,6 +47,12 @@ from typing import Any
 from flwr.common.secure_aggregation.secaggplus_constants import Key, Stage
 
 from policy.replies import POLICY_MISMATCH, PROTOCOL_ERROR
+from privacy.distributed_noise import (
+    ACTIVE_COUNT_KEY,
+    max_summed_devices,
+    required_clipping_range,
+    share_std,
+)
 from privacy.policy import PrivacyPolicy
 
 
@@ -106,6 +124,33 @@ def _check_setup(configs: Mapping[str, Any], policy: PrivacyPolicy) -> Violation
             f"SecAgg+ setup refused: {sampled} devices sampled, the policy's cohort is at "
             f"least {policy.training.min_cohort}",
         )
+    return _check_ranges(configs, sampled, policy)
+
+
+def _check_ranges(
+    configs: Mapping[str, Any], sampled: int, policy: PrivacyPolicy
+) -> Violation | None:
+    """No wrap-around of the modulus; a clipping range wide enough for the noise share."""
+    target, modulus, clipping = (
+        configs.get(Key.TARGET_RANGE),
+        configs.get(Key.MOD_RANGE),
+        configs.get(Key.CLIPPING_RANGE),
+    )
+    if type(target) is not int or type(modulus) is not int or type(clipping) is not float:
+        return Violation(PROTOCOL_ERROR, "SecAgg+ setup refused: a malformed configuration")
+    if target <= 0 or sampled > max_summed_devices(target, modulus):
+        return Violation(
+            POLICY_MISMATCH,
+            f"SecAgg+ setup refused: {sampled} devices at {target} quantization levels would "
+            f"wrap the modulus {modulus} around",
+        )
+    needed = required_clipping_range(policy)
+    if share_std(policy) > 0 and clipping < needed:
+        return Violation(
+            POLICY_MISMATCH,
+            f"SecAgg+ setup refused: clipping range {clipping:g} would cut this device's "
+            f"noise share; the policy needs at least {needed:.4g}",
+        )
     return None
 
 
@@ -129,11 +174,33 @@ def _check_unmask(
             PROTOCOL_ERROR,
             "SecAgg+ unmask refused: this device sent its masked vector but is not listed active",
         )
+    if share_std(policy) > 0:
+        return _check_active_count(configs, len(active), policy)
     if len(active) < policy.training.min_cohort:
         return Violation(
             POLICY_MISMATCH,
             f"SecAgg+ unmask refused: {len(active)} active device(s), the policy's cohort is "
             f"at least {policy.training.min_cohort}",
+        )
+    return None
+
+
+def _check_active_count(
+    configs: Mapping[str, Any], neighbours_active: int, policy: PrivacyPolicy
+) -> Violation | None:
+    """Distributed noise: unmask only a sum of at least the calibrated number of shares."""
+    count = _int(configs, ACTIVE_COUNT_KEY)
+    if count is None or count < neighbours_active:
+        return Violation(
+            POLICY_MISMATCH,
+            "SecAgg+ unmask refused: the round's active device count is missing or "
+            "below the active neighbours this device sees",
+        )
+    if count < policy.training.min_cohort:
+        return Violation(
+            POLICY_MISMATCH,
+            f"SecAgg+ unmask refused: {count} active device(s) carry less noise than the "
+            f"{policy.training.min_cohort} shares it was calibrated for",
         )
     return None
 

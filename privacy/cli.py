@@ -36,6 +36,8 @@ from privacy.accountants import (
 from privacy.audit import AuditError, audit_campaign
 from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy, policy_hash
 from privacy.renyi_filter import lifetime_rounds
+from privacy.user_level import UNIT as UNIT_USER_HORIZON
+from privacy.user_level import noise_for_target
 
 app = typer.Typer(
     name="hearth-privacy",
@@ -225,11 +227,20 @@ def plan_local(
 @plan_app.command("user")
 def plan_user(
     population: Annotated[int, typer.Option(min=1, help="devices enrolled in the campaign")],
-    cohort: Annotated[int, typer.Option(min=1, help="devices sampled per round")],
-    rounds: Annotated[int, typer.Option(min=1, help="rounds in the campaign")],
     delta: Annotated[float, typer.Option(min=0.0, max=1.0, help="target delta")],
+    cohort: Annotated[
+        int | None, typer.Option(min=1, help="devices sampled per round (omit: sweep)")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="rounds within the horizon (omit: sweep)")
+    ] = None,
     noise: Annotated[float | None, typer.Option(help="noise multiplier -> epsilon")] = None,
     target_epsilon: Annotated[float | None, typer.Option(help="epsilon -> noise")] = None,
+    clip: Annotated[float, typer.Option(help="update clip norm (sweep: noise on the mean)")] = 5.0,
+    max_noise_std: Annotated[
+        float | None,
+        typer.Option(help="sweep: utility bound, the most noise std per coordinate of the mean"),
+    ] = None,
     joined: Annotated[
         int | None,
         typer.Option(min=1, help="rounds one user joins, facing the server (default: all)"),
@@ -243,6 +254,11 @@ def plan_user(
     the figure facing the server, which knows who joined: no amplification for the
     rounds a user joins.
     """
+    if cohort is None or rounds is None:
+        if target_epsilon is None or noise is not None:
+            raise _fail("a sweep (no --cohort or --rounds) needs --target-epsilon and no --noise")
+        _plan_user_sweep(population, delta, target_epsilon, clip, max_noise_std, as_json)
+        return
     _one_direction(noise, target_epsilon)
     if accountant not in USER_ACCOUNTANTS:
         raise _fail("--accountant must be rdp or pld")
@@ -294,6 +310,71 @@ def plan_user(
     ]
     title = f"user-level DP: q={sampling:.4g}, {rounds} rounds"
     _emit(rows, accountant, as_json, title, columns, notes)
+
+
+SWEEP_PER_ROUND: tuple[int, ...] = (100, 300, 1000, 3000)
+SWEEP_ROUNDS: tuple[int, ...] = (10, 30, 100, 300)
+
+
+def _plan_user_sweep(
+    population: int,
+    delta: float,
+    target: float,
+    clip: float,
+    max_noise_std: float | None,
+    as_json: bool,
+) -> None:
+    """Devices per round x rounds: the noise each needs for ``target``, and its cost to utility.
+
+    Utility is read as the noise std per coordinate on the averaged update,
+    ``z x clip / (q x N)``: what the model sees of the noise (the utility sweep,
+    ``python -m simulations.bench --only utility``, maps it to accuracy).
+    """
+    rows: list[dict[str, Any]] = []
+    for per_round in (c for c in SWEEP_PER_ROUND if c <= population):
+        q = per_round / population
+        for rounds in SWEEP_ROUNDS:
+            try:
+                z = noise_for_target(target, q, rounds, delta)
+            except PlanningError:
+                continue
+            std = z * clip / per_round
+            rows.append(
+                {
+                    "per_round": per_round,
+                    "rounds": rounds,
+                    "sampling_rate": q,
+                    "noise_multiplier": z,
+                    "noise_std_on_mean": std,
+                    "meets_utility": None if max_noise_std is None else std <= max_noise_std,
+                    "epsilon_vs_server_one_round": epsilon_user(z, 1.0, 1, delta),
+                }
+            )
+    if as_json:
+        print(json.dumps({"target_epsilon": target, "delta": delta, "plans": rows}, indent=2))
+        return
+    table = Table(
+        title=f"user-level epsilon {target:g} at delta {delta:g}, {population:,} devices "
+        f"(unit: {UNIT_USER_HORIZON}; {ADJACENCY_USER})"
+    )
+    for name in ("per round", "rounds", "noise multiplier", "noise std on the mean", "fits"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        meets = r["meets_utility"]
+        fits = "" if meets is None else ("yes" if meets else "no")
+        table.add_row(
+            f"{r['per_round']:,}",
+            str(r["rounds"]),
+            f"{r['noise_multiplier']:.3f}",
+            f"{r['noise_std_on_mean']:.4f}",
+            fits,
+        )
+    console.print(table)
+    console.print(
+        "Noise std on the mean = z x clip / devices per round: what the model sees of the "
+        "noise (lower is better). Facing the server (no amplification) a user who joins k "
+        "rounds has the epsilon of k unsampled Gaussian rounds at z."
+    )
 
 
 def _user_cell(value: float | None, recorded: bool = True) -> str:

@@ -34,7 +34,6 @@ from privacy.accountants import (
     ADJACENCY_USER,
     DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
-    UNIT_USER,
     PlanningError,
     RoundShape,
     adjacency_action,
@@ -63,9 +62,19 @@ class PrivacySection(_Section):
     # A device trains on at most this many (most recent) examples, so delta stays far
     # below 1 / n: a mechanism that publishes one random example is (0, 1/n)-DP.
     max_examples_per_device: int = Field(default=8000, ge=1)
+    # User-level DP (unit: one user): its delta (default: ``delta``) and the window its
+    # target covers; every campaign's noised rounds within the window count.
+    user_delta: float | None = Field(default=None, gt=0, lt=1)
+    user_horizon_days: float = Field(default=365.0, gt=0)
+
     # The fixed Rényi orders of the device's filter (privacy.renyi_filter): chosen here,
     # before any round, never optimised afterwards (invalid under adaptive stopping).
     renyi_orders: tuple[float, ...] = Field(default=DEFAULT_ORDERS, min_length=1, max_length=64)
+
+    @property
+    def delta_user(self) -> float:
+        """The delta of the user-level guarantee."""
+        return self.user_delta if self.user_delta is not None else self.delta
 
     @field_validator("renyi_orders")
     @classmethod
@@ -122,6 +131,11 @@ class TrainingSection(_Section):
     update_clip_norm: float = Field(gt=0)
     central_noise_multiplier: float = Field(ge=0)
     min_cohort: int = Field(ge=1)
+    # Distributed DP: each device adds its share of the central noise (std
+    # z x clip / sqrt(min_cohort)) before SecAgg+ masks its update, so any min_cohort
+    # shares sum to the full noise and no party holds a sum without it. Devices refuse
+    # to unmask fewer. False: the server adds the noise (older policies).
+    distributed_noise: StrictBool = False
 
 
 # Sites (domains or names) whose window title suppresses capture in any app, e.g. a
@@ -228,6 +242,11 @@ def default_policy_text() -> str:
     return resources.files("privacy").joinpath("default_policy.toml").read_text()
 
 
+def demo_policy_text() -> str:
+    """The policy of ``make demo``: 20 employees, no user-level guarantee (it says so)."""
+    return resources.files("privacy").joinpath("demo_policy.toml").read_text()
+
+
 def deployment_policy_text() -> str:
     """The policy hearth ships for real deployments: SecAgg+ required, a larger cohort."""
     return resources.files("privacy").joinpath("deployment_policy.toml").read_text()
@@ -302,12 +321,24 @@ def _user_level(p: PrivacySection, t: TrainingSection) -> str:
             f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds no "
             "central noise: no user-level guarantee (for one user across the campaign)."
         )
+    unit = f"one user, every campaign within {p.user_horizon_days:g} days"
+    target = (
+        f"the campaigns stop before user-level epsilon {p.user_epsilon_target:g} (unit: "
+        f"{unit}; {ADJACENCY_USER}; delta {p.delta_user:g})"
+    )
+    if t.distributed_noise:
+        return (
+            f"Each update is clipped to norm {t.update_clip_norm:g}, and each laptop adds "
+            f"its share of the Gaussian noise (x{t.central_noise_multiplier:g} on the sum of "
+            f"any {t.min_cohort} updates) before secure aggregation masks it; laptops refuse "
+            f"to unmask fewer; {target}. Facing the server that figure holds without "
+            "sampling amplification, and only when updates are summed under SecAgg+."
+        )
     return (
         f"Each update is clipped to norm {t.update_clip_norm:g}; the server adds Gaussian "
-        f"noise (x{t.central_noise_multiplier:g}) to the sum and stops the campaign before "
-        f"user-level epsilon {p.user_epsilon_target:g} (unit: {UNIT_USER}; {ADJACENCY_USER}; "
-        f"delta {p.delta:g}). That noise protects against readers of the model and "
-        "checkpoints, not against the server, which adds it."
+        f"noise (x{t.central_noise_multiplier:g}) to the sum and {target}. That noise "
+        "protects against readers of the model and checkpoints, not against the server, "
+        "which adds it."
     )
 
 

@@ -26,8 +26,10 @@ from flwr.server.workflow import DefaultWorkflow
 from numpy.typing import NDArray
 
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
+from privacy.distributed_noise import MODULUS_RANGE, QUANTIZATION_RANGE, required_clipping_range
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
 from privacy.randomness import gaussian, secret_generator
+from privacy.user_level import UserLevelLedger
 from server.campaign import CampaignStrategy
 from server.config import CampaignConfig
 from server.round_timeout import RoundTimeoutGrid
@@ -61,7 +63,9 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),
         server_lr=config.server_learning_rate,
         server_momentum=config.server_momentum,
-        noise_multiplier=training.central_noise_multiplier,
+        # Under distributed noise the devices' shares are the central noise: the server
+        # adds none (it could not protect anyone against itself anyway).
+        noise_multiplier=0.0 if training.distributed_noise else training.central_noise_multiplier,
         clipping_norm=training.update_clip_norm,
         draw_noise=draw_central_noise,
         fraction_fit=config.fraction_train,
@@ -70,14 +74,18 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
         min_evaluate_clients=training.min_cohort,
         min_available_clients=training.min_cohort,
     )
+    checkpoint_dir = config.checkpoint_path(run_id)
+    ledger = UserLevelLedger(config.user_ledger_path(), policy.privacy.user_horizon_days)
     return CampaignStrategy(
         inner=inner,
         config=config,
         policy=policy,
-        checkpoint_dir=config.checkpoint_path(run_id),
+        checkpoint_dir=checkpoint_dir,
         parameter_names=list(arrays),
         run_id=run_id,
         model_config=model_config.to_dict(),
+        user_ledger=ledger if training.central_noise_multiplier > 0 else None,
+        prior_rounds=ledger.rounds(exclude_campaign=str(checkpoint_dir)),
     )
 
 
@@ -104,12 +112,15 @@ def main(grid: Grid, context: Context) -> None:
     )
     fit_workflow = None
     if config.secaggplus:
-        clip = policy.training.update_clip_norm
         fit_workflow = DropoutTolerantSecAggPlus(
             num_shares=config.secaggplus_num_shares,
             reconstruction_threshold=config.secaggplus_reconstruction_threshold,
             max_weight=1.0,  # devices send weight 1 (or 0 when they decline)
-            clipping_range=clip if clip > 0 else 8.0,  # clipped updates fit the range
+            # Clipped updates, with their noise shares under distributed noise, fit the
+            # range; 2**20 levels sum over up to 4,096 devices without wrapping 2**32.
+            clipping_range=required_clipping_range(policy),
+            quantization_range=QUANTIZATION_RANGE,
+            modulus_range=MODULUS_RANGE,
             timeout=config.round_timeout,
         )
         log(

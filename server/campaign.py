@@ -23,17 +23,23 @@ it. Under central noise the clipped updates are summed and divided by the fixed
 ``z x clip / (q x N)``: exactly the Poisson-sampled Gaussian mechanism, one user
 added or removed, that ``privacy.accountants.epsilon_user`` composes.
 
-Two user-level figures are written: ``epsilon_user`` faces readers of the model
-and checkpoints (amplified by the sampling they do not see), and
-``epsilon_user_vs_server`` faces the server itself, which picks the cohort, sees
-who replies and adds the central noise: nothing beyond each device's
-example-level guarantee protects a user against it, so that figure is null.
+Two user-level figures are written (``privacy.user_level``): ``epsilon_user``
+faces readers of the model and checkpoints (amplified by the sampling they do not
+see), and ``epsilon_user_vs_server`` faces the server itself, which picks the
+cohort and sees who replies: no amplification, for a user who joined every round.
+The server can claim the latter only when it never held a sum without the noise,
+that is with distributed noise (``privacy.distributed_noise``) under SecAgg+;
+otherwise it is null. Both compose every noised round of every campaign within
+the policy's horizon (``UserLevelLedger``), and the campaign stops before a round
+that would take ``epsilon_user`` past the policy's target.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -57,8 +63,9 @@ from flwr.server.strategy import Strategy
 
 from policy.model_version import model_version
 from policy.replies import TRAIN_WEIGHT
-from privacy.accountants import epsilon_user
+from privacy.distributed_noise import noised_norm_bound
 from privacy.policy import PrivacyPolicy, policy_hash
+from privacy.user_level import NoisedRound, UserLevelLedger, epsilon_readers, epsilon_server
 from server.checkpoints import (
     append_round_outcome,
     latest_checkpoint,
@@ -86,10 +93,11 @@ ADJACENCY_USER: Final = "add/remove one user"
 SECAGG_NORM_TOLERANCE: Final = 1e-3
 VS_SERVER_NOTE: Final = (
     "epsilon_user faces readers of the model and checkpoints: it counts on the Poisson "
-    "sampling of cohorts, which they do not see. epsilon_user_vs_server is null: the server "
-    "picks the cohort, sees who replies and adds the central noise itself, so nothing "
-    "protects a user against it beyond each device's example-level guarantee "
-    "(epsilon_example_cap, one example on one device)."
+    "sampling of cohorts, which they do not see. epsilon_user_vs_server faces the server, "
+    "which picks the cohort and sees who replies: no amplification, for a user who joined "
+    "every round. It is null unless the devices added the noise in shares under SecAgg+; "
+    "then nothing else protects a user against the server beyond each device's "
+    "example-level guarantee (epsilon_example_cap, one example on one device)."
 )
 
 
@@ -144,22 +152,33 @@ class CampaignStrategy(Strategy):
     run_id: int = 0  # recorded with each round's outcome (a checkpoint-dir may hold several runs)
     _sampled: dict[int, int] = field(default_factory=dict)  # devices asked to train, by round
     _tracker: RoundTracker | None = None
+    # Noised rounds of other campaigns within the policy's horizon, and where this
+    # campaign's rounds are added for the next ones (None: this campaign only).
+    user_ledger: UserLevelLedger | None = None
+    prior_rounds: list[NoisedRound] = field(default_factory=list)
 
     @property
     def central_noise(self) -> float:
         """The policy's central noise multiplier (0: no user-level claim)."""
         return self.policy.training.central_noise_multiplier
 
+    def _noised(self, sampling_rates: list[float]) -> list[NoisedRound]:
+        z = self.central_noise
+        return [*self.prior_rounds, *(NoisedRound(z, q) for q in sampling_rates)]
+
     def user_epsilon(self, sampling_rates: list[float]) -> float | None:
-        """User-level epsilon after rounds with these cohort sampling rates (RDP)."""
+        """User-level epsilon facing model readers, within the horizon, after these rounds."""
         if self.central_noise <= 0:
             return None
-        if not sampling_rates:
-            return 0.0
-        # Composition with the largest rate bounds rounds with smaller ones.
-        return epsilon_user(
-            self.central_noise, max(sampling_rates), len(sampling_rates), self.policy.privacy.delta
-        )
+        return epsilon_readers(self._noised(sampling_rates), self.policy.privacy.delta_user)
+
+    def user_epsilon_vs_server(self, sampling_rates: list[float]) -> float | None:
+        """User-level epsilon facing the server (None unless it never saw an unnoised sum)."""
+        if not (self.config.secaggplus and self.policy.training.distributed_noise):
+            return None
+        if self.central_noise <= 0:
+            return None
+        return epsilon_server(self._noised(sampling_rates), self.policy.privacy.delta_user)
 
     def resume(self) -> int:
         """Continue after the newest checkpoint in ``checkpoint_dir``; returns its round (0: new).
@@ -252,6 +271,10 @@ class CampaignStrategy(Strategy):
             # The round is charged once sampled, whether or not enough devices reply.
             self.user_rounds.append(rate)
             self._denominators[server_round] = rate * population
+            if self.user_ledger is not None:
+                self.user_ledger.record(
+                    NoisedRound(self.central_noise, rate, time.time(), str(self.checkpoint_dir))
+                )
         extra = round_instructions(self.config, self.policy, server_round)
         return [(proxy, FitIns(parameters, dict(extra))) for proxy in cohort]
 
@@ -310,8 +333,8 @@ class CampaignStrategy(Strategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[list[np.ndarray[Any, Any]] | None, int, int]:
         """The sum of the replies that keep the contract, their number, the number dropped."""
-        clip = self.policy.training.update_clip_norm
         shapes = self._shapes()
+        clip = noised_norm_bound(self.policy, sum(math.prod(s) for s in shapes), 1)
         kept = []
         for _, res in results:
             arrays = parameters_to_ndarrays(res.parameters)
@@ -341,7 +364,8 @@ class CampaignStrategy(Strategy):
         if not results:
             return None, 0, 0
         contributors = len(results)
-        clip = self.policy.training.update_clip_norm
+        dimension = sum(math.prod(s) for s in self._shapes())
+        bound = noised_norm_bound(self.policy, dimension, contributors)
         mean = parameters_to_ndarrays(results[0][1].parameters)
         total = [m.astype(np.float64) * contributors for m in mean]
         weights_kept = all(res.num_examples == TRAIN_WEIGHT for _, res in results)
@@ -350,7 +374,7 @@ class CampaignStrategy(Strategy):
             TRAIN_WEIGHT,
             total,
             self._shapes(),
-            clip * contributors,
+            bound,
             TRAIN_WEIGHT,
             SECAGG_NORM_TOLERANCE,
         )
@@ -399,8 +423,9 @@ class CampaignStrategy(Strategy):
             "delta": self.policy.privacy.delta,
             "cohort_size": self._fit.get(server_round, {}).get("clients_trained", 0),
             "epsilon_user": self.user_epsilon(self.user_rounds),
-            "epsilon_user_vs_server": None,
-            "epsilon_user_unit": "one user across the campaign",
+            "epsilon_user_vs_server": self.user_epsilon_vs_server(self.user_rounds),
+            "epsilon_user_unit": self._user_unit(),
+            "delta_user": self.policy.privacy.delta_user,
             "adjacency": ADJACENCY_USER,
             "policy_hash": policy_hash(self.policy),
             "model_version": model_version(self.inner.global_arrays),
@@ -426,6 +451,10 @@ class CampaignStrategy(Strategy):
         log(INFO, "\n%s", round_table(self.rows))
         return loss, metrics
 
+    def _user_unit(self) -> str:
+        days = self.policy.privacy.user_horizon_days
+        return f"one user, every campaign within {days:g} days"
+
     def _write_campaign_ledger(self) -> None:
         """The campaign's user-level spend so far, beside the checkpoints (not secret)."""
         ledger = {
@@ -444,7 +473,9 @@ class CampaignStrategy(Strategy):
                 for i, q in enumerate(self.user_rounds)
             ],
             "epsilon_user": self.user_epsilon(self.user_rounds),
-            "epsilon_user_vs_server": None,
+            "epsilon_user_vs_server": self.user_epsilon_vs_server(self.user_rounds),
+            "delta_user": self.policy.privacy.delta_user,
+            "earlier_rounds_within_horizon": len(self.prior_rounds),
             "notes": VS_SERVER_NOTE,
             "stopped_at_target": self.stopped,
         }

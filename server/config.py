@@ -35,6 +35,8 @@ class CampaignConfig:
     round_timeout: float = 600.0
     resume: bool = False  # continue after the newest checkpoint in checkpoint-dir
     tensorboard: bool = False  # each round's metrics as event files in checkpoint-dir/tensorboard
+    # The user-level ledger that outlives campaigns ("": <server home>/user-level-ledger.json).
+    user_ledger: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:
@@ -78,6 +80,12 @@ class CampaignConfig:
             )
         if self.round_timeout <= 0:
             raise ServerConfigError("run config 'round-timeout' must be positive")
+
+    def user_ledger_path(self) -> Path:
+        """Where every campaign's noised rounds are kept, for the policy's horizon."""
+        return (
+            Path(self.user_ledger) if self.user_ledger else server_home() / "user-level-ledger.json"
+        )
 
     def checkpoint_path(self, run_id: int) -> Path:
         """Where this run's checkpoints go."""

@@ -24,21 +24,48 @@ cryptography actually involved, without touching the cryptography:
 A round the protocol halts (every device declined, say) still reaches the
 strategy: ``aggregate_fit`` gets no result and the refusals collected so far, so
 the server says what happened instead of only "Secure aggregation halted.".
+
+For distributed noise (``client.distributed_noise``) the *unmask* request also says
+how many devices are active in the whole round (``ACTIVE_COUNT_KEY``): Flower sends
+each device only its neighbourhood's lists, and a device refuses to unmask a sum
+with fewer noise shares than its policy calibrated them for.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from logging import INFO
 from typing import cast
 
-from flwr.app import Context
+from flwr.app import Context, Message
 from flwr.common import log
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.server import Grid, LegacyContext
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+
+from privacy.distributed_noise import ACTIVE_COUNT_KEY
+from server.round_timeout import RoundTimeoutGrid
+
+
+class _ActiveCountGrid(RoundTimeoutGrid):
+    """Adds the round's active device count to every unmask request it sends."""
+
+    def __init__(self, inner: Grid, active: int) -> None:
+        super().__init__(inner, timeout=0.0)
+        self._active = active
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Tag each message, then send as the wrapped grid would."""
+        tagged = list(messages)
+        for message in tagged:
+            message.content.config_records[RECORD_KEY_CONFIGS][ACTIVE_COUNT_KEY] = self._active
+        return self._inner.send_and_receive(tagged, timeout=timeout)
 
 
 class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
@@ -106,6 +133,12 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
         for nid in state.sampled_node_ids - summed:
             state.nid_to_neighbours[nid] = (state.nid_to_neighbours[nid] & summed) | {nid}
         return self._check_threshold(state)
+
+    def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Flower's unmask, each request also carrying the round's active device count."""
+        return bool(
+            super().unmask_stage(_ActiveCountGrid(grid, len(state.active_node_ids)), context, state)
+        )
 
     def _keep_answering(self, state: WorkflowState) -> bool:
         state.sampled_node_ids = set(state.active_node_ids)

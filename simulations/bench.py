@@ -22,6 +22,7 @@ SUBJECTS: tuple[str, ...] = (
     "controls",
     "lifetime",
     "model",
+    "scale",
 )
 
 

@@ -7,6 +7,7 @@ a summary and where the checkpoints are.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -15,12 +16,17 @@ from typing import Any
 
 from rich.console import Console
 
+from client.device import SIM_POLICY_FILE
 from client.training import PersonalizeConfig
+from privacy.policy import default_policy_text, demo_policy_text, parse_policy
 from server.checkpoints import read_sidecars
 from server.report import ROUND_HEADER, round_line, round_table
 from simulations.flwr_runner import FlwrRun, run_app
 from simulations.ground_truth import GroundTruth, ground_truth
-from simulations.population import seed_population
+from simulations.population import Population, seed_population
+
+GROUND_TRUTH_EMPLOYEES = 200
+PROGRESS_FROM = 100  # populations larger than this are seeded behind a progress bar
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,34 @@ class DemoSettings:
     hours: float = 8.0
     seed: int = 7
     extra_config: tuple[tuple[str, object], ...] = ()
+    # Devices sampled per round (Poisson, rate per_round / employees); None: every one.
+    per_round: int | None = None
+    # Devices asked for the noised held-out evaluation each round (None: as per_round).
+    evaluate_per_round: int | None = None
+    workers: int = 1
+    # Score the final model on the synthetic employees' data (a simulation's privilege).
+    score: bool = True
+
+    @property
+    def fraction_train(self) -> float:
+        """The Poisson sampling rate of a round."""
+        return 1.0 if self.per_round is None else min(1.0, self.per_round / self.employees)
+
+    def policy(self) -> tuple[str, str]:
+        """(policy text, why): the shipped default when its cohort can be met, else the demo's.
+
+        The default policy calibrates its noise for ``min_cohort`` devices a round; a
+        federation that samples fewer expected devices cannot meet it and runs under
+        the demo policy, which says it gives no user-level guarantee.
+        """
+        default = parse_policy(default_policy_text(), "the default policy")
+        expected = self.fraction_train * self.employees
+        if expected >= default.training.min_cohort * 1.1:
+            return default_policy_text(), "the default policy (user-level DP on)"
+        return demo_policy_text(), (
+            f"the demo policy: {expected:.0f} devices a round cannot meet the default "
+            f"policy's cohort of {default.training.min_cohort}, so no user-level guarantee"
+        )
 
 
 @dataclass(frozen=True)
@@ -49,7 +83,11 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     """Seed, federate, report."""
     console = console or Console()
     started = time.perf_counter()
-    population = seed_population(settings.root, settings.employees, settings.seed, settings.hours)
+    population = seed_or_reuse(settings, console)
+    policy_text, why = settings.policy()
+    policy_file = settings.root / SIM_POLICY_FILE
+    policy_file.write_text(policy_text)
+    console.print(f"[bold]privacy[/]: {why}")
     console.print(
         f"[bold]seeded[/] {population.employees} synthetic employees, "
         f"{population.events:,} events in encrypted vaults under {settings.root / 'devices'} "
@@ -58,6 +96,8 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     checkpoints = settings.root / "checkpoints"
     # A new campaign on freshly seeded employees: an earlier demo's rounds are not its own.
     shutil.rmtree(checkpoints, ignore_errors=True)
+    user_ledger = settings.root / "user-level-ledger.json"
+    user_ledger.unlink(missing_ok=True)  # new synthetic people: nothing spent on them yet
     shown: list[int] = []
 
     def show_new_rounds() -> None:
@@ -73,6 +113,14 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         "sim-root": str(settings.root),
         "checkpoint-dir": str(checkpoints),
         "seed": settings.seed,
+        "policy-file": str(policy_file),
+        "user-ledger": str(user_ledger),
+        "fraction-train": settings.fraction_train,
+        "fraction-evaluate": min(
+            1.0,
+            (settings.evaluate_per_round or settings.per_round or settings.employees)
+            / settings.employees,
+        ),
         **dict(settings.extra_config),
     }
     console.print(
@@ -90,9 +138,55 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     if not rows:
         return DemoResult(run, checkpoints, rows)
     print(round_table(rows))
-    truth = ground_truth(settings.root, settings.employees, checkpoints, PersonalizeConfig())
+    # Scoring every synthetic employee exactly is a simulation's privilege; beyond a few
+    # hundred it is sampled (the first ones: personas rotate, so all are in).
+    if not settings.score:
+        return DemoResult(run, checkpoints, rows)
+    scored = min(settings.employees, GROUND_TRUTH_EMPLOYEES)
+    truth = ground_truth(settings.root, scored, checkpoints, PersonalizeConfig())
     truth.write(checkpoints)
     return DemoResult(run, checkpoints, rows, truth)
+
+
+def seed_or_reuse(settings: DemoSettings, console: Console) -> Population:
+    """Seed the population, or reuse the one already there for the same settings."""
+    stamp = settings.root / "population.json"
+    wanted = {"employees": settings.employees, "seed": settings.seed, "hours": settings.hours}
+    if stamp.exists() and (settings.root / "devices").exists():
+        known = json.loads(stamp.read_text())
+        if {k: known.get(k) for k in wanted} == wanted:
+            console.print(f"[bold]reusing[/] {settings.employees} synthetic employees")
+            return Population(settings.root, settings.employees, int(known["events"]))
+    stamp.unlink(missing_ok=True)
+    if settings.employees <= PROGRESS_FROM:
+        population = seed_population(
+            settings.root, settings.employees, settings.seed, settings.hours
+        )
+    else:
+        from simulations.cli import seed_with_progress  # noqa: PLC0415 (cli imports this module)
+
+        population = seed_with_progress(
+            settings.root, settings.employees, settings.seed, settings.hours, settings.workers
+        )
+    stamp.write_text(json.dumps({**wanted, "events": population.events}))
+    return population
+
+
+def user_level_line(row: dict[str, Any]) -> str:
+    """The user-level epsilon the campaign reached, facing readers and facing the server."""
+    readers, server = row.get("epsilon_user"), row.get("epsilon_user_vs_server")
+    if readers is None:
+        return "privacy: no user-level guarantee under this policy (no central noise)"
+    facing_server = (
+        f"{server:.3f} facing the server (no sampling amplification, a user in every round)"
+        if server is not None
+        else "none facing the server (it saw updates outside SecAgg+)"
+    )
+    return (
+        f"privacy: user-level epsilon {readers:.3f} facing readers of the model, "
+        f"{facing_server}; delta {row.get('delta_user', row.get('delta')):g}, unit: "
+        f"{row.get('epsilon_user_unit', 'one user')}"
+    )
 
 
 def comparison_table(truth: GroundTruth) -> list[str]:
@@ -126,6 +220,7 @@ def summary(result: DemoResult) -> str:
         f"(noised sums): top-1 {ev.get('top1', float('nan')):.3f}, "
         f"top-3 {ev.get('top3', float('nan')):.3f}"
     ]
+    lines.append(user_level_line(last))
     truth = result.truth
     if truth is not None:
         lines += [

@@ -29,7 +29,7 @@ import psutil
 from client.consent import grant
 from client.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
-from privacy.policy import default_policy_text, load_policy
+from privacy.policy import demo_policy_text, load_policy
 from server.pki import add_device, init_pki
 from server.policy_signing import sign_policy
 from server.signing import (
@@ -50,9 +50,11 @@ CANARY = "CANARY-7f3a9c-do-not-leak"
 
 
 def relaxed_policy(path: Path, device_epsilon_cap: float | None = None) -> Path:
-    """The default policy with a governor that lets a busy CI box train, and short rounds.
+    """The demo policy with a governor that lets a busy CI box train, and short rounds.
 
-    Two DP-SGD steps a round: these federations test the protocol, not the model. A
+    The demo policy, not the default: these federations run 2-5 devices, and the
+    default's cohort of 800 (with distributed noise calibrated for it) would refuse
+    every round. Two DP-SGD steps a round: these federations test the protocol, not the model. A
     test machine has no NetworkManager, so a network whose metering is unknown may train.
 
     ``device_epsilon_cap`` raises the cap for benchmarks that run several campaigns
@@ -67,10 +69,10 @@ def relaxed_policy(path: Path, device_epsilon_cap: float | None = None) -> Path:
     }
     if device_epsilon_cap is not None:
         replacements["device_epsilon_cap = 10.0"] = f"device_epsilon_cap = {device_epsilon_cap}"
-    text = default_policy_text()
+    text = demo_policy_text()
     for old, new in replacements.items():
         if old not in text:
-            raise ValueError(f"the default policy no longer says {old!r}; update relaxed_policy")
+            raise ValueError(f"the demo policy no longer says {old!r}; update relaxed_policy")
         text = text.replace(old, new)
     path.write_text(text)
     return path

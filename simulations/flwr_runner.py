@@ -21,6 +21,18 @@ from pathlib import Path
 import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Flower's CLI gives the managed local SuperLink a fixed 15 s to start; on a shared
+# 2-core machine under load it took longer (its log showed it up at 18 s) and the run
+# failed. The runner starts Flower's own CLI with that one constant raised.
+SUPERLINK_STARTUP_SECONDS = 180.0
+_FLWR_CLI = (
+    "import sys\n"
+    "import flwr.cli.local_superlink as local\n"
+    f"local.LOCAL_SUPERLINK_STARTUP_TIMEOUT = {SUPERLINK_STARTUP_SECONDS}\n"
+    "from flwr.cli.app import app\n"
+    "sys.argv[0] = 'flwr'\n"
+    "sys.exit(app())\n"
+)
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,9 @@ def run_app(
         "RAY_DEDUP_LOGS": "0",
     }
     command = [
-        str(bin_dir / "flwr"),
+        sys.executable,
+        "-c",
+        _FLWR_CLI,
         "run",
         str(PROJECT_ROOT),
         "--stream",

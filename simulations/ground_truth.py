@@ -117,8 +117,9 @@ def ground_truth(
             ]
         )
         total += n
-        rule = BudgetRule.from_policy(device.policy())
-        spent.append(device.ledger().spent(rule))
+        policy = device.policy()
+        delta = policy.privacy.delta
+        spent.append(device.ledger().spent(BudgetRule.from_policy(policy)))
     top1, top3, f1, f3, b1, b3, t1, t3, p1, p3 = (float(m) for m in sums / max(1, total))
     return GroundTruth(
         top1,

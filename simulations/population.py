@@ -8,21 +8,28 @@ exists because these employees are made up.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from client.device import SIM_PASSPHRASE_FILE, simulated_device_home
 from client.home import ensure_private_dir
+from client.keys import passphrase_kek, wrap_with_kek, write_key_file
 from client.synthetic import MARKER_FILE, read_marker
 from client.vault import Vault
 from policy.events import Event
 from simulations.generator import generate_employee
 
 SEGMENT_EVENTS = 2_000
+CHUNK = 50  # employees per task: progress moves, tasks amortize their start
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,64 @@ def _write(vault: Vault, events: Iterable[Event]) -> int:
     return count
 
 
-def seed_population(root: Path, employees: int, seed: int, hours: float) -> Population:
-    """Create ``employees`` device homes under ``root`` (replacing any earlier ones)."""
+def _new_key(directory: Path, kek: bytes, salt: bytes) -> bytes:
+    """A fresh data key for ``directory``, wrapped under the population's KEK."""
+    ensure_private_dir(directory)
+    data_key = AESGCM.generate_key(bit_length=256)
+    write_key_file(directory, wrap_with_kek(data_key, kek, salt))
+    return data_key
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Employees one worker seeds (the KEK is synthetic: it may cross processes)."""
+
+    root: Path
+    employees: range
+    seed: int
+    hours: float
+    kek: bytes
+    salt: bytes
+
+
+def _seed_chunk(chunk: _Chunk) -> tuple[int, int]:
+    """Seed a chunk of employees; returns (employees, events)."""
+    events = 0
+    for employee in chunk.employees:
+        home = simulated_device_home(chunk.root, employee)
+        _new_key(home / "privacy", chunk.kek, chunk.salt)
+        with Vault(home / "vault", _new_key(home / "vault", chunk.kek, chunk.salt)) as vault:
+            events += _write(vault, generate_employee(employee, chunk.seed, hours=chunk.hours))
+    return len(chunk.employees), events
+
+
+def _tally(results: Iterable[tuple[int, int]], progress: Callable[[int], None] | None) -> int:
+    total, done = 0, 0
+    for seeded, events in results:
+        done += seeded
+        total += events
+        if progress is not None:
+            progress(done)
+    return total
+
+
+def seed_population(
+    root: Path,
+    employees: int,
+    seed: int,
+    hours: float,
+    progress: Callable[[int], None] | None = None,
+    workers: int = 1,
+) -> Population:
+    """Create ``employees`` device homes under ``root`` (replacing any earlier ones).
+
+    Every synthetic employee shares one passphrase, so their key files share one
+    scrypt salt too: the KEK is derived once for the population (0.1 s) instead of
+    once per vault and once per ledger. Each vault and each ledger still has its own
+    random data key in an ordinary key file. ``progress`` is called with the number
+    of employees seeded so far; ``workers`` processes seed chunks of employees in
+    parallel (each employee's events depend only on the seed and its id).
+    """
     if employees < 1:
         raise ValueError("a population needs at least one employee")
     devices = root / "devices"
@@ -61,11 +124,23 @@ def seed_population(root: Path, employees: int, seed: int, hours: float) -> Popu
     passphrase = secrets.token_urlsafe(24)
     passphrase_file.write_text(passphrase)
     passphrase_file.chmod(0o600)
-    total = 0
-    for employee in range(employees):
-        home = simulated_device_home(root, employee)
-        with Vault.open(home / "vault", passphrase) as vault:
-            total += _write(vault, generate_employee(employee, seed, hours=hours))
+    salt = os.urandom(16)
+    kek = passphrase_kek(passphrase, salt)
+    jobs = [
+        _Chunk(root, range(start, min(start + CHUNK, employees)), seed, hours, kek, salt)
+        for start in range(0, employees, CHUNK)
+    ]
+    if workers <= 1 or len(jobs) == 1:
+        total = _tally(map(_seed_chunk, jobs), progress)
+    else:
+        # Fork: a spawned worker would import hearth-sim's whole world again (torch:
+        # seconds, 400 MB); the workers only generate events and write vaults.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            total = _tally(
+                (f.result() for f in as_completed(pool.submit(_seed_chunk, j) for j in jobs)),
+                progress,
+            )
     return Population(root, employees, total)
 
 

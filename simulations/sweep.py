@@ -31,7 +31,7 @@ from client.featurize import split_held_out
 from client.training import plan_round
 from policy.model import ModelConfig
 from privacy.accountants import noise_for_local
-from privacy.policy import default_policy_text
+from privacy.policy import demo_policy_text
 from server.checkpoints import read_sidecars
 from simulations.campaign import campaign_train_config, default_campaign
 from simulations.flwr_runner import run_app
@@ -63,14 +63,14 @@ def _typical_plan(rounds: int) -> tuple[float, int]:
 
 
 def policy_for(epsilon: float, noise: float) -> str:
-    """The default policy with this budget and noise.
+    """The demo policy (a small federation) with this budget and noise.
 
     No DP (``inf``): the cap raised to infinity, no central noise and the update clip
     out of reach, so nothing but the learning rate shapes the yardstick.
     """
     cap = "1e9" if math.isinf(epsilon) else f"{epsilon}"
     text = re.sub(
-        r"(?m)^device_epsilon_cap = .*$", f"device_epsilon_cap = {cap}", default_policy_text()
+        r"(?m)^device_epsilon_cap = .*$", f"device_epsilon_cap = {cap}", demo_policy_text()
     )
     if math.isinf(epsilon):
         text = re.sub(r"(?m)^update_clip_norm = .*$", f"update_clip_norm = {NO_UPDATE_CLIP}", text)

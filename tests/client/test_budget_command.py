@@ -14,10 +14,11 @@ from client.ledger_anchor import KEYRING_SERVICE, KeyringAnchor
 from policy.replies import UNAVAILABLE
 from privacy.accountants import epsilon_per_action
 from privacy.ledger import BudgetRule, LedgerRollbackError
-from privacy.policy import default_policy_text, load_policy
+from privacy.policy import load_policy
 from privacy.renyi_filter import rdp_of
 from tests.client.test_client_round import _config, _declined, _device, _params
 from tests.client.test_vault import _MemoryKeyring
+from tests.server.fakes import small_policy_text
 
 HISTORY = [(1.5, 0.25, 8), (8.0, 1.0, 1), (1.5, 0.25, 8), (8.0, 1.0, 1)]
 
@@ -60,7 +61,10 @@ def test_budget_never_calls_the_per_example_figure_a_per_action_one(spent):
     assert all("delta 1e-05" in line for line in lines if line.startswith("Per "))
 
 
-def test_without_central_noise_there_is_no_user_level_figure(spent):
+def test_without_central_noise_there_is_no_user_level_figure(spent, tmp_path, monkeypatch):
+    policy = tmp_path / "small.toml"
+    policy.write_text(small_policy_text())
+    monkeypatch.setenv("HEARTH_POLICY", str(policy))
     report = json.loads(_show("--json"))
     assert report["epsilon_user"] is None
     assert "Per user: none (the policy adds no central noise)" in _show()
@@ -71,7 +75,7 @@ def test_with_central_noise_the_user_level_figure_faces_checkpoint_readers_only(
 ):
     policy = tmp_path / "central.toml"
     policy.write_text(
-        default_policy_text().replace(
+        small_policy_text().replace(
             "central_noise_multiplier = 0.0", "central_noise_multiplier = 1.0"
         )
     )

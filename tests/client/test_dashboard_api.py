@@ -339,7 +339,8 @@ def test_the_page_shows_data_budget_uploads_policy_and_apps(
     assert "Per example, over the 14 days it is kept: at most epsilon 10" in page
     assert f"<title>{day}: spent 0.00, left 10.00" in page  # today's budget bar
     assert "one recorded action on one device (in up to 9 examples)" in page
-    assert "none: the policy adds no central noise" in page
+    # The default policy adds central noise (distributed): a user-level target of 1.
+    assert "at most epsilon 1 (the campaign stops before it), facing readers" in page
     assert "1 in 100,000" in page
     assert '<meter id="budget-meter"' in page
     assert "fc.weight" in page and "16\u00d78" in page and "48,123" in page and "1.250" in page

@@ -29,12 +29,13 @@ from policy.model import NextActionPolicy, get_arrays
 from policy.replies import POLICY_MISMATCH, TRAIN_WEIGHT, UNAVAILABLE
 from policy.signed_bundle import MANIFEST_TAG as BUNDLE_TAG
 from policy.signed_policy import DOMAIN_TAG
-from privacy.policy import default_policy_text, load_policy, parse_policy, policy_hash
+from privacy.policy import load_policy, parse_policy, policy_hash
 from server.cli import app as server_app
 from server.policy_signing import sign_policy
 from server.signing import build_bundle, generate_org_key, load_org_key, sign_bundle
 from simulations.flwr_runner import PROJECT_ROOT
 from simulations.generator import generate_employee
+from tests.server.fakes import small_policy_text
 
 MODALITIES = (Modality.POINTER, Modality.KEYS, Modality.APPS)
 
@@ -48,8 +49,8 @@ def org(tmp_path, hearth_home):
 
 
 def _policy_file(path, **settings):
-    """The default policy with ``key = value`` lines replaced."""
-    text = default_policy_text()
+    """The small-cohort policy (cohort 2) with ``key = value`` lines replaced."""
+    text = small_policy_text()
     for key, value in settings.items():
         lines = [line for line in text.splitlines() if line.startswith(f"{key} = ")]
         assert len(lines) == 1, key
@@ -143,7 +144,7 @@ def test_a_policy_signature_is_not_a_bundle_signature_nor_the_reverse(org, tmp_p
 
 def test_an_invalid_policy_is_not_signed(org, tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(default_policy_text().replace("min_cohort = 2", "min_cohort = 0"))
+    bad.write_text(small_policy_text().replace("min_cohort = 2", "min_cohort = 0"))
     result = CliRunner().invoke(
         server_app, ["sign-policy", str(bad), "--key", str(tmp_path / "pki" / "org-signing.key")]
     )
@@ -221,7 +222,7 @@ def test_a_round_under_another_policy_than_the_pinned_one_is_refused_and_recorde
     grant(hearth_home, MODALITIES)
     client = HearthClient(device)
     # The bundle's default (or any policy the server picks) is not the pinned one.
-    other = parse_policy(default_policy_text().replace("min_cohort = 2", "min_cohort = 1"))
+    other = parse_policy(small_policy_text().replace("min_cohort = 2", "min_cohort = 1"))
     assert _declined(lambda: client.fit(_params(), _config(other))) == POLICY_MISMATCH
     assert _declined(lambda: client.evaluate(_params(), _config(other))) == POLICY_MISMATCH
     assert device.ledger().entries == []

@@ -39,6 +39,7 @@ from policy.signed_bundle import key_id
 from server.secagg import DropoutTolerantSecAggPlus
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
 from tests.client.bundles import APP_ID, FAB_VERSION, fab_of, make_app, sha256
+from tests.server.fakes import small_policy_text
 
 
 class Ran(Exception):
@@ -358,19 +359,25 @@ class SecAggGrid:
         ]
 
 
-@pytest.mark.parametrize("policy_file", ["default_policy.toml", "tester_policy.toml"])
+@pytest.mark.parametrize("policy_file", ["small-cohort.toml", "tester_policy.toml"])
 def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(
     hearth_home, monkeypatch, policy_file
 ):
-    # Under the tester policy (require_secure_aggregation = true) the inner fit message of a
-    # secure round must reach training: a device that took it for a plain round would
-    # decline every secure round (as a bundle host once made it do).
+    # Three devices: not the default's cohort of 800, so the small-cohort policy stands in
+    # for it. Under the tester policy (require_secure_aggregation = true) the inner fit
+    # message of a secure round must reach training: a device that took it for a plain
+    # round would decline every secure round (as a bundle host once made it do).
     policy = hearth_home.parent / policy_file
-    policy.write_text((Path(privacy_package.__file__).parent / policy_file).read_text())
+    policy.write_text(
+        small_policy_text()
+        if policy_file == "small-cohort.toml"
+        else (Path(privacy_package.__file__).parent / policy_file).read_text()
+    )
     monkeypatch.setenv("HEARTH_POLICY", str(policy))
     # The device's ClientApp is wrapped in exactly these mods, outermost first.
     assert device_app.app._mods == [
         device_app.secure_aggregation_mod,
+        device_app.distributed_noise_mod,
         device_app.egress_guard_mod,
         device_app.refusal_mod,
     ]

@@ -32,8 +32,9 @@ from client.deployment import read_deployment
 from client.home import hearth_home
 from client.secagg_guard import check_secagg
 from policy.replies import POLICY_MISMATCH, PROTOCOL_ERROR
-from privacy.policy import default_policy_text, load_policy
+from privacy.policy import demo_policy_text, load_policy
 from server.secagg import DropoutTolerantSecAggPlus
+from tests.server.fakes import small_policy_text
 
 SHAPE = (3, 2)
 NODES = [11, 22, 33, 44, 55]
@@ -47,12 +48,20 @@ def _task_identity(monkeypatch):
         monkeypatch.setattr(TaskIdentity, name, 1, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _small_cohort_policy(tmp_path, monkeypatch):
+    """Five devices: the demo policy's cohort rule (the default's is 800)."""
+    path = tmp_path / "demo-policy.toml"
+    path.write_text(demo_policy_text())
+    monkeypatch.setenv("HEARTH_POLICY", str(path))
+
+
 @pytest.fixture
 def policy_with(tmp_path, monkeypatch):
     """Put this device under the default policy with some settings replaced."""
 
     def write(**settings: object) -> None:
-        text = default_policy_text()
+        text = small_policy_text()
         for key, value in settings.items():
             [line] = [line for line in text.splitlines() if line.startswith(f"{key} = ")]
             text = text.replace(line, f"{key} = {value}")

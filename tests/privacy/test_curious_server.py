@@ -35,8 +35,9 @@ from policy.replies import (
     TRAIN_WEIGHT,
     UNAVAILABLE,
 )
-from privacy.policy import PolicyError, default_policy_text, load_policy, parse_policy, policy_hash
+from privacy.policy import PolicyError, demo_policy_text, load_policy, parse_policy, policy_hash
 from simulations.generator import generate_employee
+from tests.server.fakes import small_policy_text
 
 
 def _examples(n: int = 600) -> Examples:
@@ -54,7 +55,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _policy_file(tmp_path, **replace: str):
-    text = default_policy_text()
+    text = small_policy_text()
     for old, new in replace.items():
         assert old in text
         text = text.replace(old, new)
@@ -220,7 +221,11 @@ def test_every_reason_of_the_device_reaches_the_server_as_the_same_code_and_word
 
 
 def test_a_policy_whose_delta_is_not_small_against_the_largest_dataset_is_refused():
-    text = default_policy_text().replace("delta = 1e-5", "delta = 1e-3")
+    text = (
+        demo_policy_text()
+        .replace("user_delta = 1e-7\n", "")
+        .replace("delta = 1e-5", "delta = 1e-3")
+    )
     with pytest.raises(PolicyError, match="max_examples_per_device"):
         parse_policy(text)
     assert load_policy().privacy.delta < 1 / (10 * load_policy().privacy.max_examples_per_device)
@@ -282,8 +287,10 @@ class _Nodes:
 
 
 def _server(checkpoint_dir, central_noise: float = _CENTRAL_NOISE):
-    text = default_policy_text().replace(
-        "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
+    text = (
+        demo_policy_text()
+        .replace("user_delta = 1e-7\n", "")
+        .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
     )
     config = CampaignConfig(checkpoint_dir=str(checkpoint_dir), seed=7, server_momentum=0.0)
     return build_strategy(config, parse_policy(text), run_id=1)

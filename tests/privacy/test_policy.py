@@ -3,7 +3,7 @@ import pytest
 from privacy.accountants import RoundShape, per_action_at_cap
 from privacy.policy import (
     PolicyError,
-    default_policy_text,
+    demo_policy_text,
     deployment_policy_text,
     describe,
     load_policy,
@@ -11,10 +11,11 @@ from privacy.policy import (
     policy_changes,
     policy_hash,
 )
+from tests.server.fakes import small_policy_text
 
 
 def _with(old, new):
-    text = default_policy_text()
+    text = small_policy_text()
     assert old in text
     return text.replace(old, new)
 
@@ -24,6 +25,12 @@ def test_the_shipped_policy_is_valid_and_says_its_units():
     assert "one example on one device" in words
     assert "add/remove one example" in words
     assert "one recorded action on one device (in up to 9 examples)" in words
+    assert "user-level epsilon 1 (unit: one user, every campaign within 365 days" in words
+    assert "its share of the Gaussian noise" in words
+
+
+def test_the_demo_policy_says_it_gives_no_user_level_guarantee():
+    words = describe(parse_policy(demo_policy_text()))
     assert "no user-level guarantee" in words
 
 
@@ -71,7 +78,7 @@ def test_central_noise_protects_against_checkpoint_readers_not_the_server():
     words = describe(
         parse_policy(_with("central_noise_multiplier = 0.0", "central_noise_multiplier = 1.0"))
     )
-    assert "one user across the campaign" in words and "add/remove one user" in words
+    assert "one user, every campaign within 365 days" in words and "add/remove one user" in words
     assert "readers of the model and checkpoints, not against the server" in words
     assert "no user-level guarantee" not in words
 
@@ -118,7 +125,7 @@ def test_malformed_toml_is_one_clear_line():
 
 
 def test_the_hash_ignores_layout_but_not_values():
-    text = default_policy_text()
+    text = small_policy_text()
     reordered = "\n".join(reversed(text.split("\n\n")))
     assert policy_hash(parse_policy(text)) == policy_hash(parse_policy(reordered))
     assert policy_hash(parse_policy(text)) != policy_hash(
@@ -144,7 +151,13 @@ def test_the_simulation_policy_does_not_require_secure_aggregation_and_fears_unk
 def test_the_shipped_deployment_policy_differs_from_the_default_only_in_aggregation_and_cohort():
     deployment = parse_policy(deployment_policy_text(), "deployment_policy.toml")
     changed = {c.setting for c in policy_changes(load_policy(), deployment)}
+    # The deployment policy keeps no central noise (a cohort of 3 cannot carry it); the
+    # default targets 10,000 laptops with distributed noise.
     assert changed == {
+        "privacy.user_epsilon_target",
+        "privacy.user_delta",
+        "training.central_noise_multiplier",
+        "training.distributed_noise",
         "aggregation.require_secure_aggregation",
         "aggregation.min_num_shares",
         "aggregation.min_reconstruction_fraction",
@@ -162,8 +175,8 @@ def test_the_deployment_policy_says_secaggplus_holds_against_a_curious_server_on
 
 
 def test_a_policy_without_an_aggregation_section_does_not_require_secure_aggregation():
-    start = default_policy_text().index("[aggregation]")
-    policy = parse_policy(default_policy_text()[:start])
+    start = small_policy_text().index("[aggregation]")
+    policy = parse_policy(small_policy_text()[:start])
     assert not policy.aggregation.require_secure_aggregation
 
 
@@ -179,7 +192,7 @@ def test_the_least_threshold_is_the_fraction_of_shares_rounded_up_and_at_least_t
 
 
 def test_policy_changes_name_each_setting_with_its_old_and_new_value():
-    before = load_policy()
+    before = parse_policy(small_policy_text())
     after = parse_policy(
         _with("min_cohort = 2", "min_cohort = 4").replace(
             "retention_days = 14", "retention_days = 30"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-from privacy.policy import default_policy_text, parse_policy
+from privacy.policy import demo_policy_text, parse_policy
 
 
 class Node:
@@ -31,8 +31,21 @@ class Manager:
         return dict(self.nodes)
 
 
+def small_policy_text() -> str:
+    """The policy these tests were written against: cohort 2, no central noise, user target 8.
+
+    The shipped default now targets 10,000 laptops (cohort 800, distributed noise); the
+    demo policy keeps the small federation's settings.
+    """
+    return (
+        demo_policy_text()
+        .replace("user_delta = 1e-7\n", "")
+        .replace("user_epsilon_target = 1.0", "user_epsilon_target = 8.0")
+    )
+
+
 def policy(central_noise: float = 0.0, **replace: str):
-    text = default_policy_text().replace(
+    text = small_policy_text().replace(
         "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
     )
     for old, new in replace.items():

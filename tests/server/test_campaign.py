@@ -1,18 +1,21 @@
 import json
 
+import pytest
 from flwr.common import ndarrays_to_parameters
 
 from policy.model import NextActionPolicy, get_arrays
 from privacy.accountants import epsilon_user
-from privacy.policy import default_policy_text, parse_policy
+from privacy.policy import parse_policy
+from privacy.user_level import epsilon_readers
 from server.app import build_strategy
 from server.config import CampaignConfig
 from tests.server.fakes import Manager as _Manager
+from tests.server.fakes import small_policy_text
 
 
 def _strategy(tmp_path, central_noise, target):
     text = (
-        default_policy_text()
+        small_policy_text()
         .replace("central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}")
         .replace("user_epsilon_target = 8.0", f"user_epsilon_target = {target}")
     )
@@ -43,3 +46,15 @@ def test_instructions_carry_the_policy_hash(tmp_path):
     [(_, ins), *_] = strategy.configure_fit(1, params, _Manager(1000))
     assert len(ins.config["policy-hash"]) == 64
     assert strategy.user_epsilon([0.5]) is None  # no central noise: no user-level claim
+
+
+def test_a_new_campaign_starts_from_what_earlier_ones_spent_within_the_horizon(tmp_path):
+    first, _ = _strategy(tmp_path / "one", 2.0, target=1000.0)
+    params = ndarrays_to_parameters(list(get_arrays(NextActionPolicy()).values()))
+    first.configure_fit(1, params, _Manager())
+    first.configure_fit(2, params, _Manager())
+    second, _ = _strategy(tmp_path / "two", 2.0, target=1000.0)
+    assert len(second.prior_rounds) == 2
+    assert second.user_epsilon([0.5]) == pytest.approx(
+        epsilon_readers(first._noised([0.5, 0.5, 0.5])[-3:], second.policy.privacy.delta_user)
+    )

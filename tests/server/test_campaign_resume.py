@@ -6,16 +6,17 @@ import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 
-from privacy.policy import default_policy_text, parse_policy
+from privacy.policy import parse_policy
 from server.app import build_strategy
 from server.campaign import CampaignStrategy
 from server.checkpoints import latest_checkpoint, load_checkpoint
 from server.config import CampaignConfig, ServerConfigError
 from tests.server.fakes import Manager as _Manager
+from tests.server.fakes import small_policy_text
 
 
 def _policy(central_noise=0.0):
-    text = default_policy_text().replace(
+    text = small_policy_text().replace(
         "central_noise_multiplier = 0.0", f"central_noise_multiplier = {central_noise}"
     )
     return parse_policy(text)

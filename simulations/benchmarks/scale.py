@@ -1,0 +1,170 @@
+"""Company scale: round time and peak memory at 100, 300 and 1,000 devices per round.
+
+One population of 10,000 synthetic employees (seeded once, reused), and for each
+cohort size a real ``flwr run .`` on the simulation engine under the shipped
+policy where its cohort rule can be met (user-level DP, distributed noise), else
+the demo policy. A round's time is the gap between two consecutive checkpoints
+(the first round also pays the engine's start and every worker's first
+featurizing); peak RSS is the whole process tree's (SuperLink, ServerApp, Ray
+workers), sampled every 0.2 s. The profile of one simulated device's round
+(``profile_device_round``) says where a device's time goes.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import itertools
+import pstats
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from flwr.common import Scalar
+
+from client.home import hearth_home
+from simulations.benchmarks import Measurement
+from simulations.demo import DemoSettings, run_demo
+
+SUBJECT = "scale"
+POPULATION = 10_000
+SIZES = (100, 300, 1000)
+TARGET_SECONDS_AT_1000 = 60.0
+
+
+class _TreeRss:
+    """Peak RSS of this process and every descendant, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> _TreeRss:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            time.sleep(0.2)
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _round_seconds(checkpoints: Path) -> list[float]:
+    """Gaps between consecutive checkpoints: each round after the first."""
+    stamps = sorted(p.stat().st_mtime for p in checkpoints.glob("round-*.json"))
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> list[Measurement]:
+    """One campaign of ``rounds`` rounds at ``per_round`` devices; its round time and memory."""
+    settings = DemoSettings(
+        root=root,
+        employees=population,
+        rounds=rounds,
+        hours=1.0,
+        per_round=per_round,
+        evaluate_per_round=min(per_round, 100),
+        workers=2,
+        score=False,
+    )
+    with _TreeRss() as rss:
+        result = run_demo(settings)
+    gaps = _round_seconds(result.checkpoint_dir)
+    if not gaps:
+        return [
+            Measurement(SUBJECT, f"round at {per_round} devices", float("nan"), "s", note="failed")
+        ]
+    steady = min(gaps)
+    trained = [int(r["fit"].get("clients_trained", 0)) for r in result.rounds]
+    target = f"<= {TARGET_SECONDS_AT_1000:g} s" if per_round >= 1000 else None
+    return [
+        Measurement(
+            SUBJECT,
+            f"round time, {per_round} devices/round of {population:,}",
+            steady,
+            "s",
+            target,
+            steady <= TARGET_SECONDS_AT_1000 if target else None,
+            note=f"rounds after the first: {', '.join(f'{g:.1f}' for g in gaps)} s; "
+            f"trained per round {trained}",
+        ),
+        Measurement(SUBJECT, f"cost per device, {per_round}/round", steady / per_round, "s"),
+        Measurement(SUBJECT, f"peak RSS, process tree, {per_round}/round", rss.peak / 2**20, "MiB"),
+    ]
+
+
+def profile_device_round(root: Path) -> str:
+    """Where a simulated device's round goes, first round and steady state (cProfile).
+
+    Seeds two fresh employees under ``root`` (their ledgers must have budget left).
+    """
+    from simulations.population import seed_population  # noqa: PLC0415
+
+    seed_population(root, 2, seed=7, hours=2.0)
+    from client.app import HearthClient  # noqa: PLC0415
+    from client.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home  # noqa: PLC0415
+    from policy.model import ModelConfig, NextActionPolicy, get_arrays  # noqa: PLC0415
+    from privacy.policy import load_policy, policy_hash  # noqa: PLC0415
+
+    passphrase = (root / SIM_PASSPHRASE_FILE).read_text().strip()
+    policy_file = root / "policy.toml"
+    policy = load_policy(policy_file if policy_file.exists() else None)
+    params = list(get_arrays(NextActionPolicy(ModelConfig())).values())
+    config: dict[str, Scalar] = {
+        "round": 1,
+        "num-rounds": 3,
+        "policy-hash": policy_hash(policy),
+        "learning-rate": 4.0,
+        "context-length": 8,
+    }
+    lines = []
+    for number, label in ((1, "first round"), (2, "next round")):
+        config["round"] = number
+        device = Device(
+            simulated_device_home(root, 1),
+            passphrase,
+            policy_file if policy_file.exists() else None,
+            simulated=True,
+        )
+        profile = cProfile.Profile()
+        profile.enable()
+        HearthClient(device).fit(params, config)
+        profile.disable()
+        stats = pstats.Stats(profile)
+        lines.append(f"## {label}: {stats.total_tt:.3f} s")  # type: ignore[attr-defined]
+        lines.append(_top(stats))
+    return "\n".join(lines)
+
+
+def _top(stats: pstats.Stats, count: int = 12) -> str:
+    rows = sorted(
+        stats.stats.items(),  # type: ignore[attr-defined]
+        key=lambda item: item[1][3],
+        reverse=True,
+    )
+    return "\n".join(
+        f"{cumulative:8.3f} s  {Path(file).name}:{line}({name})"
+        for (file, line, name), (_, _, _, cumulative, _) in rows[:count]
+    )
+
+
+def run(quick: bool) -> list[Measurement]:
+    """All cohort sizes on one seeded population (quick: 1,000 enrolled, 100 a round)."""
+    root = hearth_home() / "sim" / "bench-scale"
+    population = 1000 if quick else POPULATION
+    results: list[Measurement] = []
+    for size in SIZES[:1] if quick else SIZES:
+        results.extend(measure(root, population, size))
+    return results
