@@ -134,11 +134,28 @@ def round_table(rows: Sequence[dict[str, Any]]) -> str:
         "top-k and loss: from each device's Gaussian-noised held-out sums (last 20% of its "
         "data), summed over the cohort; each device enforces its own example-level cap of "
         f"epsilon {last.get('epsilon_example_cap')} at delta {last.get('delta')}; user eps: "
-        "one user (add/remove) across the campaign, facing readers of the model; facing the "
-        "server, which samples cohorts and adds the central noise, no user-level figure holds "
-        "(epsilon_user_vs_server: none)."
+        f"{_user_unit(last)} (add/remove one user), facing readers of the model; "
+        f"{_facing_server(last)}."
     )
     return console.export_text()
+
+
+def _user_unit(row: Mapping[str, Any]) -> str:
+    return str(row.get("epsilon_user_unit") or "one user across the campaign")
+
+
+def _facing_server(row: Mapping[str, Any]) -> str:
+    """The server-facing figure as the round recorded it (devices' noise under SecAgg+ or none)."""
+    vs_server = row.get("epsilon_user_vs_server")
+    if vs_server is not None:
+        return (
+            "facing the server, which saw only SecAgg+ sums already holding the devices' "
+            f"noise (no sampling amplification): epsilon {float(vs_server):.2f}"
+        )
+    return (
+        "facing the server, which samples the cohorts and sees any noise it adds itself, "
+        "no user-level figure holds (epsilon_user_vs_server: none)"
+    )
 
 
 ROUND_HEADER = "round   top-1  top-3   loss | trained unavailable | user eps"
