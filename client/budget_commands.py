@@ -108,6 +108,7 @@ def budget_figures(
         "unit_per_action": unit_action(DEFAULT_CONTEXT_LENGTH),
         "adjacency_per_action": adjacency_action(DEFAULT_CONTEXT_LENGTH),
         "epsilon_user": policy.privacy.user_epsilon_target if central else None,
+        "user_noise_by_devices": central and policy.training.distributed_noise,
         "unit_user": UNIT_USER,
         "adjacency_user": ADJACENCY_USER,
         "entries": len(ledger.entries) if ledger is not None else 0,
@@ -150,9 +151,14 @@ def budget_lines(report: dict[str, Any]) -> list[str]:
     """The figures in plain words: what ``hearth budget show`` prints."""
     delta = report["delta"]
     own = "your own cap" if report["employee_cap"] is not None else "the policy's cap"
+    facing = (
+        "readers of the model and checkpoints, and the server too when the campaign runs "
+        "under SecAgg+ (the devices add the noise before masking)"
+        if report.get("user_noise_by_devices")
+        else "readers of the model and checkpoints, not the server"
+    )
     user = (
-        f"at most epsilon {report['epsilon_user']:g} (the campaign stops before it) facing "
-        "readers of the model and checkpoints, not the server"
+        f"at most epsilon {report['epsilon_user']:g} (campaigns stop before it) facing {facing}"
         if report["epsilon_user"] is not None
         else "none (the policy adds no central noise)"
     )

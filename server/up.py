@@ -294,6 +294,9 @@ def campaign_hint(config: LinkConfig, app_dir: str = ".") -> str:
         f"  hearth-server sign {app_dir} --version N --key /offline/org-signing.key\n"
         f"  FLWR_HOME={config.flwr_home} flwr run {app_dir} {CONNECTION} --stream "
         "--run-config \"bundle-signature='TOKEN' secaggplus=true\"\n"
+        "or, to see each round's outcome and get a non-zero exit when nothing aggregated:\n"
+        f"  hearth-server campaign run {app_dir} --state {config.flwr_home} "
+        "--run-config \"bundle-signature='TOKEN' secaggplus=true\"\n"
         "This SuperLink runs a ServerApp only if its bundle carries the org's signature.\n"
         "After a restart, continue a campaign with checkpoint-dir='DIR' resume=true."
     )

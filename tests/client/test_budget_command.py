@@ -86,6 +86,13 @@ def test_with_central_noise_the_user_level_figure_faces_checkpoint_readers_only(
     assert "readers of the model and checkpoints, not the server" in text
 
 
+def test_under_distributed_noise_the_user_figure_faces_the_server_too(monkeypatch):
+    monkeypatch.delenv("HEARTH_POLICY", raising=False)  # the shipped default: devices add it
+    report = json.loads(_show("--json"))
+    assert report["epsilon_user"] == 1.0 and report["user_noise_by_devices"] is True
+    assert "and the server too when the campaign runs under SecAgg+" in " ".join(_show().split())
+
+
 def test_a_rolled_back_or_deleted_ledger_refuses_training_until_an_explicit_reset(
     hearth_home, tmp_path
 ):

@@ -161,3 +161,4 @@ def test_the_hint_says_how_to_join_and_start_a_signed_campaign(link):
     assert str(link.pki_dir / "org-signing.key") not in hint  # signed where the key is kept
     assert "bundle-signature" in hint
     assert "resume=true" in hint
+    assert "hearth-server campaign run" in hint
