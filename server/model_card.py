@@ -55,13 +55,7 @@ def _plots(checkpoint_dir: Path, out: Path, truth: dict[str, Any] | None) -> tup
         ):
             if key in truth:
                 ax.axhline(float(truth[key]), color="gray", linestyle=style, label=label)
-    ax.set_xlabel("round")
-    ax.set_ylabel("held-out next-action accuracy")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    accuracy = out / ACCURACY_PLOT
-    fig.savefig(accuracy, dpi=110)
-    plt.close(fig)
+    accuracy = _finish(fig, ax, "held-out next-action accuracy", out / ACCURACY_PLOT)
     fig, ax = plt.subplots(figsize=(6, 4))
     user = [r.epsilon_user for r in summary]
     if any(e is not None for e in user):
@@ -69,14 +63,21 @@ def _plots(checkpoint_dir: Path, out: Path, truth: dict[str, Any] | None) -> tup
     caps = [r.epsilon_example_cap for r in summary]
     if any(c is not None for c in caps):
         ax.step(x, [_nan(c) for c in caps], where="mid", label="device cap")
+    epsilon = _finish(fig, ax, "epsilon", out / EPSILON_PLOT)
+    return accuracy, epsilon
+
+
+def _finish(fig: Any, ax: Any, ylabel: str, path: Path) -> Path:
+    """Label, save and close one per-round plot."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - the backend is chosen by now
+
     ax.set_xlabel("round")
-    ax.set_ylabel("epsilon")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    epsilon = out / EPSILON_PLOT
-    fig.savefig(epsilon, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return accuracy, epsilon
+    return path
 
 
 def card_markdown(checkpoint_dir: Path) -> str:
