@@ -161,6 +161,33 @@ def _cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def _idle_cpu_share(proc: psutil.Process, seconds: float) -> float:
+    """Share of one core ``proc`` uses over ``seconds`` with nothing to record."""
+    cpu0 = _cpu(proc)
+    time.sleep(seconds)
+    return 100.0 * (_cpu(proc) - cpu0) / seconds
+
+
+class _PeakRss:
+    """A process's highest resident memory (MB), sampled every half second until stopped."""
+
+    def __init__(self, proc: psutil.Process) -> None:
+        self.peak = 0.0
+        self._proc = proc
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self._proc.memory_info().rss / 2**20)
+
+    def stop(self) -> None:
+        """Stop sampling; ``peak`` is final."""
+        self._stop.set()
+        self._thread.join()
+
+
 def _send(x: _X, total: int, rate: float, screens: bool) -> tuple[int, float]:
     """Type lowercase letters, digits and spaces, with a click after each chunk."""
     # xdotool spends its delay on both press and release: type in short bursts at
@@ -242,18 +269,8 @@ def run_once(
             proc = psutil.Process(recorder.pid)
             x.activate()
             time.sleep(0.5)
-            cpu0 = _cpu(proc)
-            time.sleep(idle_seconds)
-            idle_share = 100.0 * (_cpu(proc) - cpu0) / idle_seconds
-            steady = [0.0]
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.wait(0.5):
-                    steady[0] = max(steady[0], proc.memory_info().rss / 2**20)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
+            idle_share = _idle_cpu_share(proc, idle_seconds)
+            rss = _PeakRss(proc)
             threads0 = {t.id: t.user_time + t.system_time for t in proc.threads()}
             cpu0, wall0 = _cpu(proc), time.monotonic()
             sent, send_seconds = _send(x, total, rate, screens)
@@ -265,8 +282,7 @@ def run_once(
                 100.0 * (threads1[tid] - threads0.get(tid, 0.0)) / elapsed
                 for tid in sorted(threads1)
             )
-            stop.set()
-            sampler.join()
+            rss.stop()
             recorder.send_signal(signal.SIGTERM)
             recorder.wait(60)
             beat = json.loads((home / "recorder.json").read_text())
@@ -286,8 +302,8 @@ def run_once(
                 cpu_share=cpu_share,
                 idle_cpu_share=idle_share,
                 # The kernel's high-water mark can lag a sample taken since by a page or two.
-                peak_rss_mb=max(float(beat.get("peak_rss_mb") or 0.0), steady[0]),
-                steady_rss_mb=steady[0],
+                peak_rss_mb=max(float(beat.get("peak_rss_mb") or 0.0), rss.peak),
+                steady_rss_mb=rss.peak,
                 callback_p99_ms=beat.get("callback_p99_ms"),
                 dropped=int(beat.get("dropped", 0)),
                 thumbnails=sum(isinstance(e, Thumbnail) for e in events),
@@ -332,25 +348,14 @@ def run_naive(total: int, rate: float, idle_seconds: float = 5.0) -> NaiveResult
             proc = psutil.Process(process.pid)
             x.activate()
             time.sleep(0.5)
-            cpu0 = _cpu(proc)
-            time.sleep(idle_seconds)
-            idle_share = 100.0 * (_cpu(proc) - cpu0) / idle_seconds
-            steady = [0.0]
-            stop = threading.Event()
-
-            def sample() -> None:
-                while not stop.wait(0.5):
-                    steady[0] = max(steady[0], proc.memory_info().rss / 2**20)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
+            idle_share = _idle_cpu_share(proc, idle_seconds)
+            rss = _PeakRss(proc)
             cpu0, wall0 = _cpu(proc), time.monotonic()
             sent, _ = _send(x, total, rate, screens=False)
             time.sleep(1.5)
             elapsed = time.monotonic() - wall0
             cpu_share = 100.0 * (_cpu(proc) - cpu0) / elapsed
-            stop.set()
-            sampler.join()
+            rss.stop()
             process.send_signal(signal.SIGTERM)
             process.wait(60)
             lines = out.read_text().splitlines()
@@ -360,7 +365,7 @@ def run_naive(total: int, rate: float, idle_seconds: float = 5.0) -> NaiveResult
                 if '"k": "press"' in line or ('"k": "click"' in line and '"p": true' in line)
             )
             return NaiveResult(
-                sent, found, len(lines), out.stat().st_size, cpu_share, idle_share, steady[0]
+                sent, found, len(lines), out.stat().st_size, cpu_share, idle_share, rss.peak
             )
     finally:
         x.close()
