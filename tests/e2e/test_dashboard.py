@@ -233,8 +233,12 @@ def test_the_employee_controls_everything_from_a_real_browser(
             for path in ("/", "/api/state"):
                 refused = stranger.goto(f"{dashboard.origin}{path}")
                 assert refused is not None and refused.status == 401
-            first = stranger.goto(f"{dashboard.origin}/launch?code={live}")
+            # The launch page refreshes itself to "/" at once: wait for that navigation
+            # rather than for the launch page's own load, which it may pre-empt.
+            first = stranger.goto(f"{dashboard.origin}/launch?code={live}", wait_until="commit")
             assert first is not None and first.status == 200
+            stranger.wait_for_url(f"{dashboard.origin}/")
+            stranger.wait_for_load_state()
             stranger.context.clear_cookies()
             again = stranger.goto(f"{dashboard.origin}/launch?code={live}")
             assert again is not None and again.status == 403
