@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from client.consent import ConsentRecord
+from client.control.consent import ConsentRecord
 from policy.events import (
     MODALITY_OF,
     Event,

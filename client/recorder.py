@@ -4,7 +4,7 @@ Input callbacks (pynput's threads) only append a tuple to a bounded deque and
 count what did not fit: no I/O, no lock waited on. The writer thread, every
 ``tick`` seconds:
 
-1. applies what arrived on the control socket (``client.recorder_control``: a
+1. applies what arrived on the control socket (``client.control.recorder_control``: a
    pause or revocation refuses input the moment it arrives and wakes the writer),
    and watches the consent, pause and sensitive-app files (one ``stat`` of
    HEARTH_HOME every ``control_interval``, the files only when it changed),
@@ -46,15 +46,15 @@ from client.capture.keys import KeyInterpreter, Stroke
 from client.capture.listener import InputSource
 from client.capture.pointer import MoveCoalescer, ScreenBounds
 from client.capture.screens import ThumbnailSampler
-from client.consent import ConsentRecord, consent_path, load_consent, revoke
-from client.control import PauseState, control_path, pause_state, save_pause
+from client.control.consent import ConsentRecord, consent_path, load_consent, revoke
+from client.control.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
+from client.control.pause import PauseState, control_path, pause_state, save_pause
+from client.control.recorder_control import ControlListener, ControlMessage, LiveState
+from client.control.sensitive_apps import SensitiveApps
 from client.gates import CaptureState, apply_gates
-from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
-from client.recorder_control import ControlListener, ControlMessage, LiveState
 from client.redact import apply as apply_redaction
 from client.redact import find as find_pii
-from client.sensitive_apps import SensitiveApps
-from client.vault import VaultFullError
+from client.storage.vault import VaultFullError
 from policy.events import (
     MAX_TEXT_LENGTH,
     Click,

@@ -27,7 +27,7 @@ must no longer be trusted, with its own increasing version and validity::
 Both travel with a run in its run config (``bundle-signature`` and
 ``bundle-revocations``), outside the bundle they describe. This module parses
 and verifies them; what a device does with them (versions it accepted, the
-newest revocation list it holds) is ``client.bundle_trust``'s.
+newest revocation list it holds) is ``client.deployment.bundle_trust``'s.
 """
 
 from __future__ import annotations

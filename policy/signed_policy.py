@@ -10,7 +10,7 @@ The tag differs from the bundle's (``policy.signed_bundle``), so a policy signat
 never verifies as a bundle signature, nor the other way round. A signature travels
 as the same kind of token as a bundle's: ``<key-id>.<base64url signature>``.
 ``hearth-server sign-policy`` makes it; ``hearth join --policy`` and ``hearth policy
-accept`` check it against the org key the device pinned (``client.policy_pin``).
+accept`` check it against the org key the device pinned (``client.control.policy_pin``).
 """
 
 from __future__ import annotations

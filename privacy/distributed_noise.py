@@ -3,7 +3,7 @@
 Under the policy's ``distributed_noise`` each device adds a Gaussian share of std
 ``z x C / sqrt(m)`` to its clipped update (``z``: central noise multiplier, ``C``:
 update clip norm, ``m``: ``min_cohort``); any ``m`` shares sum to the central noise
-``N(0, (z C)^2)`` the user-level accountant assumes. ``client.distributed_noise``
+``N(0, (z C)^2)`` the user-level accountant assumes. ``client.learning.distributed_noise``
 adds the share; this module says how big it is and what bounds follow from it.
 """
 

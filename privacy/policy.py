@@ -180,7 +180,7 @@ class GovernorSection(_Section):
 class AggregationSection(_Section):
     """What a device requires of the secure aggregation its update goes into.
 
-    Checked by each device on the SecAgg+ messages themselves (``client.secagg_guard``):
+    Checked by each device on the SecAgg+ messages themselves (``client.learning.secagg_guard``):
     a round without SecAgg+ when it is required, a setup with fewer shares or a lower
     reconstruction threshold, and an unmask step naming fewer active devices than the
     cohort rule are refused.

@@ -25,7 +25,7 @@ A round the protocol halts (every device declined, say) still reaches the
 strategy: ``aggregate_fit`` gets no result and the refusals collected so far, so
 the server says what happened instead of only "Secure aggregation halted.".
 
-For distributed noise (``client.distributed_noise``) the *unmask* request also says
+For distributed noise (``client.learning.distributed_noise``) the *unmask* request also says
 how many devices are active in the whole round (``ACTIVE_COUNT_KEY``): Flower sends
 each device only its neighbourhood's lists, and a device refuses to unmask a sum
 with fewer noise shares than its policy calibrated them for.

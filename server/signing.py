@@ -12,7 +12,7 @@ domain tags, so a signature can never be replayed as anything else.
 (``NAME.fab.sig``); the campaign passes it to the devices in the run config
 (``bundle-signature``) and the newest revocation list (``hearth-server revoke``)
 as ``bundle-revocations``, outside the bundle they describe. Devices check both
-with ``client.bundle_trust`` before any bundle code is installed.
+with ``client.deployment.bundle_trust`` before any bundle code is installed.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 
-from client.training import TrainConfig
+from client.learning.training import TrainConfig
 from privacy.policy import PrivacyPolicy, load_policy
 from server.config import CampaignConfig
 from simulations.flwr_runner import PROJECT_ROOT
@@ -25,7 +25,7 @@ def campaign_train_config(private: bool, policy: PrivacyPolicy | None = None) ->
     """The local round of the default campaign under ``policy`` (default: the shipped one)."""
     from dataclasses import replace  # noqa: PLC0415
 
-    from client.app import train_config  # noqa: PLC0415
+    from client.learning.app import train_config  # noqa: PLC0415
 
     config = train_config(policy or load_policy(), default_campaign().learning_rate)
     return replace(config, private=private)

@@ -17,8 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from client.home import hearth_home
-from client.keys import VaultKeyError
+from client.storage.home import hearth_home
+from client.storage.keys import VaultKeyError
 from simulations.demo import DemoSettings, run_demo, summary
 from simulations.event_log import EventLogError, read_log
 from simulations.inprocess import LearningRateSearch

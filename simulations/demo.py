@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.console import Console
 
-from client.device import SIM_POLICY_FILE
-from client.training import PersonalizeConfig
+from client.learning.device import SIM_POLICY_FILE
+from client.learning.training import PersonalizeConfig
 from privacy.policy import default_policy_text, demo_policy_text, parse_policy
 from server.checkpoints import read_sidecars
 from server.report import ROUND_HEADER, round_line, round_table

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import psutil
 
-from client.consent import grant
-from client.vault import Vault
+from client.control.consent import grant
+from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import demo_policy_text, load_policy
 from server.pki import add_device, init_pki

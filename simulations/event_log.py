@@ -24,7 +24,7 @@ from typing import Final
 
 import numpy as np
 
-from client.featurize import Examples
+from client.learning.featurize import Examples
 from policy.model import ModelConfig
 from policy.vocabulary import NO_CATEGORY, PAD
 

@@ -5,7 +5,7 @@ holds every synthetic vault's key, so after a campaign it can score the final
 global model exactly on each employee's held-out data, beside the per-person
 baselines (most frequent action, bigram and trigram of the last actions), the
 personalized model each device would fine-tune from it on its own training data
-(``client.training.personalize``, never uploaded) and each device's ledger. These
+(``client.learning.training.personalize``, never uploaded) and each device's ledger. These
 are yardsticks for the ML team; nothing here runs on a laptop.
 """
 
@@ -17,10 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from client.app import HELD_OUT_FRACTION
-from client.device import SIM_PASSPHRASE_FILE, SIM_POLICY_FILE, Device, simulated_device_home
-from client.featurize import split_held_out
-from client.training import PersonalizeConfig, evaluate, personalize
+from client.learning.app import HELD_OUT_FRACTION
+from client.learning.device import (
+    SIM_PASSPHRASE_FILE,
+    SIM_POLICY_FILE,
+    Device,
+    simulated_device_home,
+)
+from client.learning.featurize import split_held_out
+from client.learning.training import PersonalizeConfig, evaluate, personalize
 from policy.baselines import Bigram, MostFrequent, NGram
 from policy.model import NextActionPolicy
 from privacy.ledger import BudgetRule

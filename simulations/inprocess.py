@@ -1,6 +1,6 @@
 """Federated averaging in one process, on examples a simulation already holds.
 
-The same local round devices run (``client.training.train_round``: DP-SGD or its
+The same local round devices run (``client.learning.training.train_round``: DP-SGD or its
 non-private twin) and the same server step (FedAvgM on the mean of the clipped
 updates), without Flower's processes: fast enough to search a learning rate or to
 train on an event log's cases. A simulation may do this because it holds every
@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from client.clipping import clip_update
-from client.featurize import Examples, split_held_out
-from client.training import TrainConfig, evaluate, train_round
+from client.learning.clipping import clip_update
+from client.learning.featurize import Examples, split_held_out
+from client.learning.training import TrainConfig, evaluate, train_round
 from policy.model import ModelConfig, NextActionPolicy, get_arrays, set_arrays
 from strategies.delta_fedavg import apply_delta, momentum_step
 

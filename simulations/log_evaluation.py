@@ -17,7 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass, replace
 
-from client.training import TrainConfig
+from client.learning.training import TrainConfig
 from policy.baselines import NGram
 from policy.model import ModelConfig
 from privacy.accountants import noise_for_local

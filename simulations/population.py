@@ -20,11 +20,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from client.device import SIM_PASSPHRASE_FILE, simulated_device_home
-from client.home import ensure_private_dir
-from client.keys import passphrase_kek, wrap_with_kek, write_key_file
-from client.synthetic import MARKER_FILE, read_marker
-from client.vault import Vault
+from client.learning.device import SIM_PASSPHRASE_FILE, simulated_device_home
+from client.storage.home import ensure_private_dir
+from client.storage.keys import passphrase_kek, wrap_with_kek, write_key_file
+from client.storage.synthetic import MARKER_FILE, read_marker
+from client.storage.vault import Vault
 from policy.events import Event
 from simulations.generator import generate_employee
 

@@ -25,10 +25,15 @@ from pathlib import Path
 
 import matplotlib
 
-from client.app import HELD_OUT_FRACTION
-from client.device import SIM_PASSPHRASE_FILE, SIM_POLICY_FILE, Device, simulated_device_home
-from client.featurize import split_held_out
-from client.training import plan_round
+from client.learning.app import HELD_OUT_FRACTION
+from client.learning.device import (
+    SIM_PASSPHRASE_FILE,
+    SIM_POLICY_FILE,
+    Device,
+    simulated_device_home,
+)
+from client.learning.featurize import split_held_out
+from client.learning.training import plan_round
 from policy.model import ModelConfig
 from privacy.accountants import noise_for_local
 from privacy.policy import demo_policy_text

@@ -19,7 +19,16 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from client.control import DurationError, parse_duration
+from client.control.consent import on_change
+from client.control.device_records import DeviceRecords
+from client.control.pause import DurationError, parse_duration
+from client.control.recorder_control import (
+    ControlResult,
+    request_pause,
+    request_resume,
+    request_revoke,
+)
+from client.control.sensitive_apps import SensitiveAppError, add_app, remove_app
 from client.dashboard.auth import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -30,15 +39,14 @@ from client.dashboard.auth import (
 from client.dashboard.launch import LAUNCH_PATH, Launcher, launch_page
 from client.dashboard.page import render_page
 from client.dashboard.snapshot import recording_status, snapshot
-from client.data_commands import delete_vault
-from client.device import Device
-from client.home import hearth_home
-from client.recorder_control import ControlResult, request_pause, request_resume, request_revoke
-from client.sensitive_apps import SensitiveAppError, add_app, remove_app
+from client.storage.deletion import delete_vault, purge_revoked_modalities
+from client.storage.home import hearth_home
 
 UNTIL_RESUMED: Final = "until-resumed"
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
 _MAX_FORM_BYTES: Final = 16_384
+# Narrowing consent deletes what was recorded of the modalities taken away (as `hearth data`).
+on_change(purge_revoked_modalities)
 
 
 def _headers(nonce: str | None = None) -> dict[str, str]:
@@ -186,7 +194,7 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         req = await read_change(request, guard)
         if not req.confirmed():
             raise Refusal(400, "confirm to delete: nothing was deleted")
-        existed = await run_in_threadpool(delete_vault, Device(home).vault_dir)
+        existed = await run_in_threadpool(delete_vault, DeviceRecords(home).vault_dir)
         return req.answer("deleted", {"deleted": existed})
 
     @app.post("/api/consent/revoke")
@@ -198,7 +206,7 @@ def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         _in_force(result, "revocation")
         delete = str(req.fields.get("delete_data", "")).lower() in ("yes", "true")
         if delete:
-            await run_in_threadpool(delete_vault, Device(home).vault_dir)
+            await run_in_threadpool(delete_vault, DeviceRecords(home).vault_dir)
         return req.answer(
             "revoked", {"status": await run_in_threadpool(recording_status), "deleted": delete}
         )

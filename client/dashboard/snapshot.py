@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from client.budget_commands import budget_figures, budget_report
-from client.control_commands import status_report
-from client.data_commands import daily_summary
-from client.device import Device
-from client.keys import KEY_FILE, VaultKeyError
-from client.policy_pin import device_policy
-from client.sensitive_apps import load_additions
-from client.vault import Vault, VaultFullError
+from client.control.budget import budget_figures, budget_report
+from client.control.device_records import DeviceRecords
+from client.control.policy_pin import device_policy
+from client.control.sensitive_apps import load_additions
+from client.control.status import daily_summary, status_report
+from client.storage.keys import KEY_FILE, VaultKeyError
+from client.storage.vault import Vault, VaultFullError
 from privacy.ledger import LedgerError
 from privacy.policy import PolicyError, PrivacyPolicy, describe
 
@@ -38,7 +37,7 @@ def recording_status() -> dict[str, Any]:
         return {"report": None, "error": str(exc)}
 
 
-def _vault(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
+def _vault(device: DeviceRecords, policy: PrivacyPolicy | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "exists": (device.vault_dir / KEY_FILE).exists(),
         "bytes": 0,
@@ -60,7 +59,7 @@ def _vault(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
     return info
 
 
-def _budget(device: Device, policy: PrivacyPolicy | None) -> dict[str, Any]:
+def _budget(device: DeviceRecords, policy: PrivacyPolicy | None) -> dict[str, Any]:
     if policy is None:
         return {"error": "no privacy policy is in force"}
     if not (device.privacy_dir / KEY_FILE).exists():
@@ -86,7 +85,7 @@ def _sensitive(home: Path, policy: PrivacyPolicy | None) -> dict[str, Any]:
 
 def snapshot(home: Path) -> dict[str, Any]:
     """The dashboard's whole state for the device under ``home``."""
-    device = Device(home)
+    device = DeviceRecords(home)
     policy: PrivacyPolicy | None
     try:
         policy, policy_error = device_policy(home), None

@@ -3,7 +3,7 @@
 A real ``Recorder`` (writer thread, control socket, encrypted vault) runs with
 HEARTH_HOME on a tmpfs of its own, fed synthetic key presses at typing speed.
 The tmpfs is then filled, so no state file can be written, and each request
-goes through ``client.recorder_control`` as ``hearth pause`` and ``hearth consent
+goes through ``client.control.recorder_control`` as ``hearth pause`` and ``hearth consent
 revoke`` send it. Measured: the round trip until the recorder answered that it
 applied the request (listeners stopped, buffer dropped), and the whole call
 (which also tries, and fails, to write the state file). Side by side, before the
@@ -30,12 +30,12 @@ from typing import Any
 from client.capture.focus import WindowInfo
 from client.capture.keys import RawKey
 from client.capture.pointer import ScreenBounds
-from client.consent import grant
-from client.control import pause, resume
+from client.control.consent import grant
+from client.control.pause import pause, resume
+from client.control.recorder_control import request_pause, request_resume, request_revoke
+from client.control.sensitive_apps import SensitiveApps
 from client.recorder import Recorder, RecorderConfig
-from client.recorder_control import request_pause, request_resume, request_revoke
-from client.sensitive_apps import SensitiveApps
-from client.vault import Vault
+from client.storage.vault import Vault
 from policy.events import AppCategory, Button, Modality
 from simulations.benchmarks import Measurement
 

@@ -1,7 +1,7 @@
 """Sixty days of one laptop joining one round a day: it never stops, no example passes the cap.
 
 The laptop is the real ledger and the real gate (``planned_noise``, ``check_round``,
-``DeviceLedger.record``, as ``client.app`` calls them) under the shipped policy, on a
+``DeviceLedger.record``, as ``client.learning.app`` calls them) under the shipped policy, on a
 clock that advances a day per round; its vault holds every day of the retention
 window. Training itself changes nothing in the accounting, so it is not run here
 (``tests/client/test_client_round.py`` drives the same gate through the ClientApp).

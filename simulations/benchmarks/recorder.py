@@ -45,8 +45,8 @@ from typing import Any
 
 import psutil
 
-from client.consent import grant
-from client.vault import Vault
+from client.control.consent import grant
+from client.storage.vault import Vault
 from policy.events import Click, Key, KeyRun, Modality, Thumbnail
 from simulations.benchmarks import Measurement
 
@@ -259,7 +259,7 @@ def run_once(
                 **(extra_env or {}),
             }
             recorder = subprocess.Popen(
-                [sys.executable, "-m", "client.record_commands"],
+                [sys.executable, "-m", "client.cli.record"],
                 env=env,
                 cwd=code,
                 stdout=subprocess.DEVNULL,

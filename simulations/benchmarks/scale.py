@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 from flwr.common import Scalar
 
-from client.home import hearth_home
+from client.storage.home import hearth_home
 from simulations.benchmarks import Measurement
 from simulations.demo import DemoSettings, run_demo
 
@@ -113,8 +113,8 @@ def profile_device_round(root: Path) -> str:
     from simulations.population import seed_population  # noqa: PLC0415
 
     seed_population(root, 2, seed=7, hours=2.0)
-    from client.app import HearthClient  # noqa: PLC0415
-    from client.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home  # noqa: PLC0415
+    from client.learning.app import HearthClient  # noqa: PLC0415
+    from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home  # noqa: PLC0415
     from policy.model import ModelConfig, NextActionPolicy, get_arrays  # noqa: PLC0415
     from privacy.policy import load_policy, policy_hash  # noqa: PLC0415
 

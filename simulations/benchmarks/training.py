@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import torch
 
-from client.device import Device, clear_examples_cache, simulated_device_home
-from client.featurize import split_held_out
-from client.training import train_round
+from client.learning.device import Device, clear_examples_cache, simulated_device_home
+from client.learning.featurize import split_held_out
+from client.learning.training import train_round
 from policy.model import NextActionPolicy, count_parameters
 from server.checkpoints import read_sidecars
 from simulations.benchmarks import Measurement

@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from client.vault import Vault
+from client.storage.vault import Vault
 from policy.events import Event
 from simulations.benchmarks import Measurement
 from simulations.generator import generate_employee

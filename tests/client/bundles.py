@@ -25,7 +25,7 @@ dependencies = []
 publisher = "{publisher}"
 
 [tool.flwr.app.components]
-serverapp = "client.app:app"
+serverapp = "client.learning.app:app"
 clientapp = "{client_app}"
 
 [tool.flwr.app.config]
@@ -74,7 +74,7 @@ def make_app(
     publisher: str = "acme",
     version: str = FAB_VERSION,
     extra: str = "",
-    client_app: str = "client.app:app",
+    client_app: str = "client.learning.app:app",
 ) -> Path:
     """Write a small Flower app under ``root``; ``extra`` makes otherwise equal bundles differ."""
     root.mkdir(parents=True, exist_ok=True)

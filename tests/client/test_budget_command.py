@@ -7,10 +7,10 @@ import keyring
 import pytest
 from typer.testing import CliRunner
 
-from client.app import HearthClient
-from client.cli import app
-from client.device import Device
-from client.ledger_anchor import KEYRING_SERVICE, KeyringAnchor
+from client.cli.main import app
+from client.learning.app import HearthClient
+from client.learning.device import Device
+from client.storage.ledger_anchor import KEYRING_SERVICE, KeyringAnchor
 from policy.replies import UNAVAILABLE
 from privacy.accountants import epsilon_per_action
 from privacy.ledger import BudgetRule, LedgerRollbackError

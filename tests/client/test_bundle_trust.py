@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from client.bundle_trust import (
+from client.deployment.bundle_trust import (
     TRUST_DIR,
     BundleRefused,
     Refusal,
@@ -408,7 +408,7 @@ def test_a_revocation_list_is_parsed_strictly(org):
 # ---------------------------------------------------------------- no bundle code on a device
 
 
-@pytest.mark.parametrize("client_app", ["acme_client.app:app", "client.app:other"])
+@pytest.mark.parametrize("client_app", ["acme_client.app:app", "client.learning.app:other"])
 def test_a_bundle_naming_any_client_app_but_the_devices_own_is_refused(
     org, hearth_home, tmp_path, client_app
 ):
@@ -416,7 +416,7 @@ def test_a_bundle_naming_any_client_app_but_the_devices_own_is_refused(
     with pytest.raises(BundleRefused) as refused:
         _admit(hearth_home, own, sign_bundle(own, org[0], version=1).token)
     assert refused.value.reason is Refusal.FOREIGN_CLIENT_APP
-    assert "client.app:app" in str(refused.value)
+    assert "client.learning.app:app" in str(refused.value)
     # Refused before the version store: release 1 is still new to this device.
     assert TrustStore(hearth_home).highest(APP_ID) is None
 

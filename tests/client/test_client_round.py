@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from client.app import Declined, HearthClient
-from client.cli import app
-from client.consent import grant, revoke
-from client.control import pause
-from client.device import Device
-from client.egress import ALLOWED_METRICS
-from client.vault import Vault
+from client.cli.main import app
+from client.control.consent import grant, revoke
+from client.control.pause import pause
+from client.learning.app import Declined, HearthClient
+from client.learning.device import Device
+from client.learning.egress import ALLOWED_METRICS
+from client.storage.vault import Vault
 from policy.events import Modality
 from policy.model import NextActionPolicy, get_arrays
 from policy.replies import EVALUATE_SUMS, POLICY_MISMATCH, TRAIN_WEIGHT, UNAVAILABLE

@@ -21,14 +21,17 @@ def _fresh_python(code: str) -> subprocess.CompletedProcess[str]:
 def test_the_hearth_cli_and_join_do_not_import_torch_or_the_accountants() -> None:
     # `hearth status` answered in ~6 s and every `hearth join` held ~400 MB while
     # the ledger module pulled Opacus (and so torch) in at import.
-    out = _fresh_python(f"import sys, client.cli, client.join, client.runner; print({LOADED})")
+    out = _fresh_python(
+        "import sys, client.cli.main, client.deployment.join, client.deployment.runner; "
+        f"print({LOADED})"
+    )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_a_task_lowers_its_priority_without_importing_torch() -> None:
     # Three of a SecAgg+ round's four messages never train: they must not load torch.
     out = _fresh_python(
-        "import os, sys; from client.governor import lower_priority; lower_priority(); "
+        "import os, sys; from client.deployment.governor import lower_priority; lower_priority(); "
         f"print({LOADED}, os.environ['OMP_NUM_THREADS'])"
     )
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr

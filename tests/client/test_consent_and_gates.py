@@ -1,9 +1,9 @@
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.consent import ConsentError, grant, load_consent, parse_modalities, revoke
-from client.control import DurationError, parse_duration, pause, pause_state, resume
+from client.cli.main import app
+from client.control.consent import ConsentError, grant, load_consent, parse_modalities, revoke
+from client.control.pause import DurationError, parse_duration, pause, pause_state, resume
 from client.gates import (
     CaptureState,
     apply_gates,
@@ -123,7 +123,7 @@ def test_cli_consent_pause_resume_status(hearth_home):
 
 
 def test_the_disclosure_says_keys_are_runs_to_the_second_and_prompts_are_gaps(hearth_home):
-    from client.consent import disclosure_text  # noqa: PLC0415
+    from client.control.consent import disclosure_text  # noqa: PLC0415
     from policy.events import KeyClass, KeyRun  # noqa: PLC0415
 
     text = disclosure_text(tuple(Modality))

@@ -13,17 +13,17 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from client.cli import app as cli_app
-from client.consent import grant
-from client.control import pause_state
-from client.control_commands import status_report
+from client.cli.main import app as cli_app
+from client.control.consent import grant
+from client.control.pause import pause_state
+from client.control.sensitive_apps import SensitiveApps, add_app
+from client.control.status import status_report
 from client.dashboard import Guard, create_app, load_or_create_token
 from client.dashboard.auth import COOKIE_NAME, token_path
 from client.dashboard.launch import Launcher
-from client.device import Device
-from client.keys import KEY_FILE
-from client.sensitive_apps import SensitiveApps, add_app
-from client.vault import Vault
+from client.learning.device import Device
+from client.storage.keys import KEY_FILE
+from client.storage.vault import Vault
 from policy.events import AppCategory, Button, Click, Focus, Key, KeyClass, Modality
 from privacy.policy import load_policy
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client import dashboard_commands
-from client.cli import app
+import client.cli.dashboard as dashboard_commands
+from client.cli.main import app
 from client.dashboard import load_or_create_token
 from client.dashboard.snapshot import snapshot
-from client.data_commands import delete_vault
-from client.device import Device
-from client.vault import Vault
+from client.learning.device import Device
+from client.storage.deletion import delete_vault
+from client.storage.vault import Vault
 from privacy.ledger import BudgetRule
 from privacy.policy import load_policy
 

@@ -25,8 +25,8 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import distributed_noise_mod, secure_aggregation_mod
-from client.secagg_guard import check_secagg
+from client.learning.app import distributed_noise_mod, secure_aggregation_mod
+from client.learning.secagg_guard import check_secagg
 from privacy.distributed_noise import (
     ACTIVE_COUNT_KEY,
     MODULUS_RANGE,

@@ -8,8 +8,8 @@ from flwr.app.metadata import Metadata
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-from client.app import model_spec
-from client.egress import (
+from client.learning.app import model_spec
+from client.learning.egress import (
     EGRESS_ERROR_CODE,
     EgressViolation,
     check_arrays,

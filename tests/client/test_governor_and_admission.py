@@ -1,12 +1,12 @@
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.consent import Modality, grant
-from client.control import pause
-from client.control_commands import status_report
-from client.deployment import admit, read_deployment, record
-from client.governor import Governor
-from client.metering import Metering
+from client.cli.main import app
+from client.control.consent import Modality, grant
+from client.control.participation import admit, read_deployment, record
+from client.control.pause import pause
+from client.control.status import status_report
+from client.deployment.governor import Governor
+from client.deployment.metering import Metering
 from privacy.policy import GovernorSection, default_policy_text
 from server.policy_signing import sign_policy
 from server.signing import generate_org_key, load_org_key

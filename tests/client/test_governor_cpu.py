@@ -10,8 +10,8 @@ from collections import namedtuple
 import psutil
 import pytest
 
-from client.governor import Governor, hearth_processes, others_cpu_percent
-from client.metering import Metering
+from client.deployment.governor import Governor, hearth_processes, others_cpu_percent
+from client.deployment.metering import Metering
 from privacy.policy import GovernorSection
 
 CpuTimes = namedtuple("CpuTimes", "user system")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from client.heartbeat import own_peak_rss_mb
+from client.control.heartbeat import own_peak_rss_mb
 
 PARENT_MB = 300
 
@@ -24,7 +24,7 @@ def test_a_process_started_by_a_large_one_reports_its_own_peak():
         ballast = bytearray({PARENT_MB} * 2**20)
         for i in range(0, len(ballast), 4096):
             ballast[i] = 1
-        child = "from client.heartbeat import own_peak_rss_mb; print(own_peak_rss_mb())"
+        child = "from client.control.heartbeat import own_peak_rss_mb; print(own_peak_rss_mb())"
         print(subprocess.run([sys.executable, "-c", child], capture_output=True,
                              text=True, check=True).stdout)
         """

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from client.metering import Metering, network_metering, parse_busctl, parse_gdbus
+from client.deployment.metering import Metering, network_metering, parse_busctl, parse_gdbus
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux backend")
 

@@ -6,15 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from client.app import Declined, HearthClient
-from client.bundle_trust import BundleRefused, load_public_key, pin_org_key, verify_bundle
-from client.cli import app
-from client.consent import consent_path, grant, load_consent
-from client.dashboard.snapshot import snapshot
-from client.deployment import admit, consent_problem, read_deployment
-from client.device import Device
-from client.join import JoinConfig, JoinError, prepare
-from client.policy_pin import (
+from client.cli.main import app
+from client.control.consent import consent_path, grant, load_consent
+from client.control.participation import admit, consent_problem, read_deployment
+from client.control.policy_pin import (
     PolicyRefused,
     device_policy,
     load_pinned,
@@ -22,8 +17,18 @@ from client.policy_pin import (
     pinned_policy_path,
     verify_policy,
 )
-from client.runner import _governor_once_per_round
-from client.vault import Vault
+from client.dashboard.snapshot import snapshot
+from client.deployment.bundle_trust import (
+    BundleRefused,
+    load_public_key,
+    pin_org_key,
+    verify_bundle,
+)
+from client.deployment.join import JoinConfig, JoinError, prepare
+from client.deployment.runner import _governor_once_per_round
+from client.learning.app import Declined, HearthClient
+from client.learning.device import Device
+from client.storage.vault import Vault
 from policy.events import Modality
 from policy.model import NextActionPolicy, get_arrays
 from policy.replies import POLICY_MISMATCH, TRAIN_WEIGHT, UNAVAILABLE

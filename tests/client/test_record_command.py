@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from client import record_commands
-from client.consent import grant
-from client.heartbeat import Heartbeat, write_heartbeat
-from client.record_commands import record
-from client.vault import Vault
+import client.cli.record as record_commands
+from client.cli.record import record
+from client.control.consent import grant
+from client.control.heartbeat import Heartbeat, write_heartbeat
+from client.storage.vault import Vault
 from policy.events import Key, KeyClass, Modality
 from tests.client.test_recorder import FakeFocus, FakeSource
 

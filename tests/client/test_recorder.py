@@ -13,13 +13,13 @@ import pytest
 from client.capture.focus import WindowInfo
 from client.capture.keys import RawKey
 from client.capture.pointer import ScreenBounds
-from client.consent import grant, revoke
-from client.control import pause, resume
-from client.control_commands import status_report
-from client.heartbeat import read_heartbeat, running_recorder
+from client.cli.control import status_report
+from client.control.consent import grant, revoke
+from client.control.heartbeat import read_heartbeat, running_recorder
+from client.control.pause import pause, resume
+from client.control.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
 from client.recorder import Recorder, RecorderConfig, _HomeWatch
-from client.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
-from client.vault import VaultFullError
+from client.storage.vault import VaultFullError
 from policy.events import (
     AppCategory,
     Button,

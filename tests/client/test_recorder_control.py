@@ -15,11 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from client.capture.keys import RawKey
-from client.cli import app
-from client.consent import grant, load_consent
-from client.control import pause_state
-from client.recorder import Recorder, RecorderConfig
-from client.recorder_control import (
+from client.cli.main import app
+from client.control.consent import grant, load_consent
+from client.control.pause import pause_state
+from client.control.recorder_control import (
     ControlMessage,
     _address,
     request_pause,
@@ -28,8 +27,9 @@ from client.recorder_control import (
     send,
     socket_path,
 )
-from client.sensitive_apps import SensitiveApps
-from client.vault import Vault
+from client.control.sensitive_apps import SensitiveApps
+from client.recorder import Recorder, RecorderConfig
+from client.storage.vault import Vault
 from policy.events import KeyRun, Modality, Paused, Resumed
 from privacy.policy import load_policy
 from tests.client.test_recorder import FakeFocus, FakeSink, FakeSource
@@ -291,7 +291,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
 def test_a_pause_only_the_recorder_holds_still_stops_training(
     running: tuple[Recorder, FakeSource, FakeSink], home: Path
 ) -> None:
-    from client.deployment import admit  # noqa: PLC0415
+    from client.control.participation import admit  # noqa: PLC0415
 
     assert admit(home).allowed
     # As on a full disk: the recorder applied the pause, no file says so.

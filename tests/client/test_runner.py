@@ -24,15 +24,15 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.task_identity import TaskIdentity
 
-import client.app as device_app
-import client.runner as runner
+import client.deployment.runner as runner
+import client.learning.app as device_app
 import privacy as privacy_package
-from client.bundle_trust import pin_org_key
-from client.consent import grant
-from client.control import pause
-from client.deployment import read_deployment
-from client.device import Device
-from client.governor import Decision
+from client.control.consent import grant
+from client.control.participation import read_deployment
+from client.control.pause import pause
+from client.deployment.bundle_trust import pin_org_key
+from client.deployment.governor import Decision
+from client.learning.device import Device
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, POLICY_MISMATCH, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
@@ -308,7 +308,7 @@ def test_a_bundle_that_brings_its_own_client_app_is_refused(
 def test_a_signed_bundles_code_never_runs_on_the_device(
     monkeypatch, hearth_home, org, governor, fab
 ):
-    # The bundle has a client/app.py of its own that leaves a marker when imported and
+    # The bundle has a client/learning/app.py of its own that leaves a marker when imported and
     # would leak a canary; the device runs its installed ClientApp instead.
     grant(hearth_home, (Modality.POINTER,))
     governor.append(Decision(True, ""))
@@ -325,7 +325,10 @@ def test_a_signed_bundles_code_never_runs_on_the_device(
     # The device's own policy check answered (the run names no policy hash); the bundle's
     # app would have replied with its canary.
     assert task.reply.has_error() and task.reply.error.code == POLICY_MISMATCH
-    assert Path(device_app.__file__).resolve().parent == Path(runner.__file__).resolve().parent
+    # The ClientApp is the installed hearth's, the runner's own: the same client/ package.
+    assert (
+        Path(device_app.__file__).resolve().parents[1] == Path(runner.__file__).resolve().parents[1]
+    )
     assert runner.device_app is device_app.app
 
 

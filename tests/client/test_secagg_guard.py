@@ -27,10 +27,10 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import secure_aggregation_mod
-from client.deployment import read_deployment
-from client.home import hearth_home
-from client.secagg_guard import check_secagg
+from client.control.participation import read_deployment
+from client.learning.app import secure_aggregation_mod
+from client.learning.secagg_guard import check_secagg
+from client.storage.home import hearth_home
 from policy.replies import POLICY_MISMATCH, PROTOCOL_ERROR
 from privacy.policy import demo_policy_text, load_policy
 from server.secagg import DropoutTolerantSecAggPlus

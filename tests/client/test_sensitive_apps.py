@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from client.sensitive_apps import (
+from client.control.sensitive_apps import (
     SensitiveAppError,
     SensitiveApps,
     SensitiveAppsWatcher,

@@ -2,7 +2,7 @@ import importlib
 import inspect
 import types
 
-from client.supernode import (
+from client.deployment.supernode import (
     ACTIVE_POLL_SECONDS,
     ACTIVE_WINDOW_SECONDS,
     FLOWER_IDLE_SECONDS,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from client.featurize import Examples
-from client.training import TrainConfig, epsilon_spent, evaluate, plan_round, train_round
+from client.learning.featurize import Examples
+from client.learning.training import TrainConfig, epsilon_spent, evaluate, plan_round, train_round
 from policy.model import NextActionPolicy, get_arrays
 
 

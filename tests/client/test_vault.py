@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.keys import KEY_FILE, NoKeySourceError
-from client.vault import (
+from client.cli.main import app
+from client.storage.keys import KEY_FILE, NoKeySourceError
+from client.storage.vault import (
     DB_FILE,
     CorruptSegmentError,
     Vault,
@@ -89,7 +89,7 @@ def test_a_segment_moved_to_another_id_does_not_decrypt(hearth_home):
 WRITER = """
 import sys, time
 from pathlib import Path
-from client.vault import Vault
+from client.storage.vault import Vault
 from policy.events import Key, KeyClass
 vault = Vault.open(Path(sys.argv[1]))
 seq = 0
@@ -157,10 +157,10 @@ def test_a_full_disk_stops_writing_cleanly_and_writing_resumes(hearth_home, monk
         def disk_full(*args, **kwargs):
             raise sqlite3.OperationalError("database or disk is full")
 
-        monkeypatch.setattr("client.vault.seal", disk_full)
+        monkeypatch.setattr("client.storage.vault.seal", disk_full)
         with pytest.raises(VaultFullError, match="disk is full"):
             vault.append(_events(5, start=5))
-        monkeypatch.setattr("client.vault.seal", real_seal)
+        monkeypatch.setattr("client.storage.vault.seal", real_seal)
         vault.append(_events(5, start=5))
         assert [e.seq for e in vault.iter_events()] == list(range(10))
 

@@ -1,7 +1,7 @@
 import pytest
 
-from client.keys import WrongPassphraseError
-from client.vault import Vault
+from client.storage.keys import WrongPassphraseError
+from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Text
 
 

@@ -6,10 +6,10 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.consent import grant
-from client.device import Device
-from client.vault import DB_FILE, Vault
+from client.cli.main import app
+from client.control.consent import grant
+from client.learning.device import Device
+from client.storage.vault import DB_FILE, Vault
 from policy.events import AppCategory, Button, Click, Focus, Key, KeyClass, Modality
 
 ALL = (Modality.POINTER, Modality.KEYS, Modality.APPS)
@@ -18,7 +18,7 @@ ALL = (Modality.POINTER, Modality.KEYS, Modality.APPS)
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch):
     """New wraps use a small scrypt cost (it is stored in the key file), keeping tests fast."""
-    monkeypatch.setattr("client.keys.SCRYPT_N", 2**10)
+    monkeypatch.setattr("client.storage.keys.SCRYPT_N", 2**10)
 
 
 def _record(vault_dir):

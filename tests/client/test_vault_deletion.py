@@ -7,10 +7,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.day_keys import day_of, load_day_keys
-from client.keys import load_or_create_data_key
-from client.vault import DB_FILE, Vault, open_segment
+from client.cli.main import app
+from client.storage.day_keys import day_of, load_day_keys
+from client.storage.keys import load_or_create_data_key
+from client.storage.vault import DB_FILE, Vault, open_segment
 from policy.events import Key, KeyClass, Text
 
 NOW = time.time()
@@ -20,7 +20,7 @@ OLD = NOW - 30 * 86400
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch):
     """New wraps use a small scrypt cost (it is stored in the key file), keeping tests fast."""
-    monkeypatch.setattr("client.keys.SCRYPT_N", 2**10)
+    monkeypatch.setattr("client.storage.keys.SCRYPT_N", 2**10)
 
 
 def _fill(vault_dir):

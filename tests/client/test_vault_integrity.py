@@ -7,15 +7,15 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.vault import DB_FILE, Vault
+from client.cli.main import app
+from client.storage.vault import DB_FILE, Vault
 from policy.events import Key, KeyClass
 
 
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch):
     """New wraps use a small scrypt cost (it is stored in the key file), keeping tests fast."""
-    monkeypatch.setattr("client.keys.SCRYPT_N", 2**10)
+    monkeypatch.setattr("client.storage.keys.SCRYPT_N", 2**10)
 
 
 def _events(n, start=0):

@@ -10,10 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.day_keys import day_of
-from client.keys import KEY_FILE, _kek_from_passphrase
-from client.vault import DB_FILE, PADDED_SIZES, Vault
+from client.cli.main import app
+from client.storage.day_keys import day_of
+from client.storage.keys import KEY_FILE, _kek_from_passphrase
+from client.storage.vault import DB_FILE, PADDED_SIZES, Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Text, to_record
 
 PASSPHRASE = "correct horse battery staple"  # the fixture's HEARTH_PASSPHRASE
@@ -24,7 +24,7 @@ EVENING = MORNING + 8 * 3600
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch):
     """New wraps use a small scrypt cost (it is stored in the key file), keeping tests fast."""
-    monkeypatch.setattr("client.keys.SCRYPT_N", 2**10)
+    monkeypatch.setattr("client.storage.keys.SCRYPT_N", 2**10)
 
 
 def _plaintext_columns(vault_dir):

@@ -14,11 +14,11 @@ import keyring.errors
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app
-from client.day_keys import day_keys_path, load_day_keys
-from client.heartbeat import Heartbeat, write_heartbeat
-from client.keys import KEY_FILE, NEXT_KEY_FILE, VaultKeyError, WrappedKey, unwrap
-from client.vault import DB_FILE, RotationInProgressError, Vault, open_segment
+from client.cli.main import app
+from client.control.heartbeat import Heartbeat, write_heartbeat
+from client.storage.day_keys import day_keys_path, load_day_keys
+from client.storage.keys import KEY_FILE, NEXT_KEY_FILE, VaultKeyError, WrappedKey, unwrap
+from client.storage.vault import DB_FILE, RotationInProgressError, Vault, open_segment
 from policy.events import Key, KeyClass, Text
 
 OLD = "correct horse battery staple"  # the fixture's HEARTH_PASSPHRASE
@@ -29,7 +29,7 @@ CANARY = "CANARY-rotation-4411"
 @pytest.fixture(autouse=True)
 def _cheap_scrypt(monkeypatch):
     """New wraps use a small scrypt cost (it is stored in the key file), keeping tests fast."""
-    monkeypatch.setattr("client.keys.SCRYPT_N", 2**10)
+    monkeypatch.setattr("client.storage.keys.SCRYPT_N", 2**10)
 
 
 def _fill(vault_dir, segments):
@@ -92,7 +92,7 @@ def test_after_rotation_the_old_key_file_and_passphrase_decrypt_nothing(hearth_h
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import client.vault as v
+import client.storage.vault as v
 calls = 0
 real = v._aad
 def aad(*args, **kwargs):  # twice per segment moved: once to open, once to seal

@@ -20,7 +20,7 @@ import pytest
 from Xlib import X
 from Xlib import display as xlib_display
 
-from client.vault import Vault
+from client.storage.vault import Vault
 from policy.events import Event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def start_recorder(
     home: Path, *args: str, command: tuple[str, ...] | None = None, timeout: float = 30.0
 ) -> RunningRecorder:
     """Start ``hearth record`` and wait until its heartbeat says it is listening."""
-    argv = [sys.executable, *(command or ("-m", "client.record_commands")), *args]
+    argv = [sys.executable, *(command or ("-m", "client.cli.record")), *args]
     process = subprocess.Popen(
         argv, env=recorder_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

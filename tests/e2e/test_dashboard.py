@@ -24,12 +24,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from client.consent import grant
-from client.control_commands import status_report
+from client.control.consent import grant
+from client.control.sensitive_apps import SensitiveApps
+from client.control.status import status_report
 from client.dashboard.auth import token_path
-from client.device import Device
-from client.sensitive_apps import SensitiveApps
-from client.vault import Vault
+from client.learning.device import Device
+from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Modality
 from privacy.policy import load_policy
 
@@ -60,7 +60,7 @@ def _require(condition: bool, why: str) -> None:
 
 
 def _hearth(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from client.cli import app; app()", *args]
+    return [sys.executable, "-c", "from client.cli.main import app; app()", *args]
 
 
 def _env() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.device import Device
+from client.learning.device import Device
 from policy.model_version import model_version
 from privacy.policy import load_policy
 from server.app import build_strategy

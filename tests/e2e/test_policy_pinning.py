@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from client.consent import grant
-from client.device import Device
-from client.policy_pin import load_pinned, pin_policy
+from client.control.consent import grant
+from client.control.policy_pin import load_pinned, pin_policy
+from client.learning.device import Device
 from policy.events import Modality
 from privacy.policy import load_policy, policy_hash
 from server.checkpoints import read_round_outcomes

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from client.consent import grant
-from client.control import resume
-from client.recorder_control import request_revoke
-from client.vault import Vault
+from client.control.consent import grant
+from client.control.pause import resume
+from client.control.recorder_control import request_revoke
+from client.storage.vault import Vault
 from policy.events import (
     Click,
     Focus,
@@ -72,7 +72,7 @@ def test_typed_keys_and_clicks_reach_the_vault_in_order_with_their_classes(
 
 def test_without_consent_nothing_starts_and_nothing_is_written(hearth_home, kit):
     result = subprocess.run(
-        [sys.executable, "-m", "client.record_commands", "--duration", "1"],
+        [sys.executable, "-m", "client.cli.record", "--duration", "1"],
         check=False,
         env=kit.recorder_env(hearth_home),
         capture_output=True,
@@ -155,7 +155,7 @@ def test_pause_from_another_process_takes_effect_while_recording(hearth_home, wi
     kit.xdotool("type", "--delay", "5", "ab")
     time.sleep(3.3)  # sealed: a pause drops what is not (run idle 2 s + flush 1 s)
     paused = subprocess.run(
-        [sys.executable, "-c", "from client.cli import app; app()", "pause"],
+        [sys.executable, "-c", "from client.cli.main import app; app()", "pause"],
         check=False,
         env=kit.recorder_env(hearth_home),
         capture_output=True,
@@ -199,7 +199,7 @@ def test_sigterm_to_hearth_record_flushes_everything(hearth_home, window, kit):
     editor = window("code", "main.py - Code")
     # Through the real `hearth record` command (which re-executes into the lean recorder).
     recorder = kit.start_recorder(
-        hearth_home, "record", command=("-c", "from client.cli import app; app()"), timeout=120
+        hearth_home, "record", command=("-c", "from client.cli.main import app; app()"), timeout=120
     )
     kit.activate(editor)
     kit.xdotool("type", "--delay", "2", "abcdefghij" * 5)

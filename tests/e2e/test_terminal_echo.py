@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from client.consent import grant
+from client.control.consent import grant
 from policy.events import KeyClass, KeyRun, Modality, Suppressed, Text
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """The signed-bundle chain attacked on real processes: one SuperLink, two devices.
 
-The bundle is this project with one change to its ``client/app.py``: importing it
+The bundle is this project with one change to its ``client/learning/app.py``: importing it
 leaves a marker file in the importing device's hearth home, and on a device that
 has a ``bundle-leaks`` file its ClientApp drops its own egress guard and adds a
 metric the device's rules forbid. A device never imports a bundle's code (it runs
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from client.control import pause, resume
-from client.device import Device
+from client.control.pause import pause, resume
+from client.learning.device import Device
 from policy.signed_bundle import key_id
 from server.checkpoints import read_round_outcomes
 from server.signing import build_bundle, load_org_key, sign_revocations

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from client.featurize import Examples
-from client.training import PersonalizeConfig, evaluate, personalize
+from client.learning.featurize import Examples
+from client.learning.training import PersonalizeConfig, evaluate, personalize
 from policy.baselines import Bigram, NGram
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
 

@@ -1,6 +1,6 @@
 import torch
 
-from client.featurize import featurize, split_held_out
+from client.learning.featurize import featurize, split_held_out
 from policy.events import (
     AppCategory,
     Button,

@@ -18,13 +18,13 @@ from flwr.app import Context, Message, RecordDict
 from flwr.app.message.message import make_message
 from flwr.app.metadata import Metadata
 
-from client.app import Declined, HearthClient, egress_guard_mod, refusal_mod
-from client.consent import grant
-from client.control import pause
-from client.device import Device
-from client.featurize import Examples
-from client.training import TrainConfig, train_round
-from client.vault import Vault
+from client.control.consent import grant
+from client.control.pause import pause
+from client.learning.app import Declined, HearthClient, egress_guard_mod, refusal_mod
+from client.learning.device import Device
+from client.learning.featurize import Examples
+from client.learning.training import TrainConfig, train_round
+from client.storage.vault import Vault
 from policy.events import Modality
 from policy.model import NextActionPolicy, get_arrays
 from policy.replies import (
@@ -247,7 +247,7 @@ def test_a_device_trains_on_no_more_examples_than_delta_was_planned_for(
         seen.append(len(examples))
         raise Seen
 
-    monkeypatch.setattr("client.training.train_round", train_round_spy)
+    monkeypatch.setattr("client.learning.training.train_round", train_round_spy)
     with pytest.raises(Seen):
         HearthClient(device).fit(
             _params(), {"round": 1, "policy-hash": policy_hash(load_policy(agreed))}

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from client.governor import Governor
-from client.metering import Metering
+from client.deployment.governor import Governor
+from client.deployment.metering import Metering
 from privacy.policy import deployment_policy_text, load_policy, parse_policy
 
 TESTER = Path(__file__).resolve().parents[2] / "privacy" / "tester_policy.toml"

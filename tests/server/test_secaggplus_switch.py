@@ -2,7 +2,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import secure_aggregation_mod
+from client.learning.app import secure_aggregation_mod
 from privacy.policy import load_policy
 from server.campaign import round_instructions
 from server.config import CampaignConfig, ServerConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client.bundle_trust import load_public_key
+from client.deployment.bundle_trust import load_public_key
 from policy.signed_bundle import open_manifest, open_revocations
 from server.cli import app
 from server.signing import (
@@ -135,7 +135,10 @@ def test_hearths_bundle_carries_only_what_devices_and_the_serverapp_run():
         "pyproject.toml",
         ".info",
     }
-    assert "client/app.py" in names and "server/app.py" in names
+    assert "client/learning/app.py" in names and "server/app.py" in names
     assert "privacy/default_policy.toml" in names
-    assert not any(n.startswith(("client/dashboard/", "client/capture/")) for n in names)
+    assert not any(
+        n.startswith(("client/cli/", "client/dashboard/", "client/recording/", "client/capture/"))
+        for n in names
+    )
     assert "client/recorder.py" not in names

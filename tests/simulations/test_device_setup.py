@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import device_cache, keys
-from client.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home
-from client.featurize import featurize
-from client.vault import Vault
+from client.learning import device_cache
+from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home
+from client.learning.featurize import featurize
+from client.storage import keys
+from client.storage.vault import Vault
 from simulations.population import seed_population
 
 

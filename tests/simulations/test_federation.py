@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from client.device import Device, simulated_device_home
+from client.learning.device import Device, simulated_device_home
 from policy.model_version import model_version
 from server.checkpoints import load_checkpoint, read_sidecars
 from simulations.demo import DemoSettings, run_demo

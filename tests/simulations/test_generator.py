@@ -1,7 +1,7 @@
 from collections import Counter
 from itertools import pairwise
 
-from client.featurize import featurize, split_held_out
+from client.learning.featurize import featurize, split_held_out
 from policy.baselines import Bigram
 from policy.events import Focus, Paused, Resumed, Suppressed, from_record, to_record
 from simulations.apps import APPS

@@ -7,8 +7,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from client.cli import app as hearth
-from client.vault import Vault
+from client.cli.main import app as hearth
+from client.storage.vault import Vault
 from policy.events import PointerMove
 from simulations.population import SeedError, seed_device
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.app import HELD_OUT_FRACTION
-from client.device import Device, simulated_device_home
-from client.featurize import split_held_out
+from client.learning.app import HELD_OUT_FRACTION
+from client.learning.device import Device, simulated_device_home
+from client.learning.featurize import split_held_out
 from policy.model import ModelConfig
 from privacy.accountants import noise_for_local
 from privacy.policy import default_policy_text, parse_policy

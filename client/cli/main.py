@@ -1,0 +1,81 @@
+"""`hearth`: the employee's command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from client.cli.budget import budget_app
+from client.cli.control import (
+    consent_app,
+    pause_command,
+    resume_command,
+    status_command,
+)
+from client.cli.dashboard import dashboard_command
+from client.cli.data import data_app
+from client.cli.policy import policy_app
+from client.cli.record import record_command
+from client.storage.home import hearth_home
+
+app = typer.Typer(
+    name="hearth",
+    help="hearth on your laptop: what is recorded, pause, your data, your budget.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Hearth records how you work only with your consent and keeps it on this laptop."""
+
+
+app.add_typer(data_app, name="data")
+app.add_typer(budget_app, name="budget")
+app.add_typer(consent_app, name="consent")
+app.add_typer(policy_app, name="policy")
+app.command("pause")(pause_command)
+app.command("resume")(resume_command)
+app.command("status")(status_command)
+app.command("dashboard")(dashboard_command)
+
+
+@app.command("join")
+def join_command(
+    superlink: Annotated[str, typer.Option("--superlink", help="HOST:PORT of the SuperLink")],
+    root_cert: Annotated[Path, typer.Option("--root-cert", help="the federation's CA")],
+    key: Annotated[Path, typer.Option("--key", help="this device's SuperNode private key")],
+    org_key: Annotated[
+        Path | None, typer.Option("--org-key", help="the org's bundle-signing public key")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="the privacy policy to pin (org-signed)")
+    ] = None,
+    policy_signature: Annotated[
+        str, typer.Option("--policy-signature", help="the org's signature of it, or its .sig file")
+    ] = "",
+) -> None:
+    """Join the federation: only signed bundles, only the pinned policy, only with consent."""
+    from client.control.policy_pin import read_signature_option  # noqa: PLC0415
+    from client.deployment.join import JoinConfig, JoinError, join  # noqa: PLC0415 (heavy imports)
+
+    config = JoinConfig(
+        superlink,
+        root_cert,
+        key,
+        hearth_home(),
+        org_key,
+        policy=policy,
+        policy_signature=read_signature_option(policy_signature) if policy_signature else "",
+    )
+    try:
+        raise typer.Exit(join(config))
+    except JoinError as exc:
+        typer.echo(f"hearth: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+app.command("record")(record_command)

@@ -1,0 +1,311 @@
+"""Local training with DP-SGD (Opacus), returning only the change to the model.
+
+The privacy engine is rebuilt each round, but what it spends is not forgotten:
+the caller passes the history of earlier rounds (noise multiplier, sample rate,
+steps) and gets back this round's entry, so epsilon accumulates in the ledger.
+
+Two things here are what a curious server must not be able to predict or infer:
+
+- the randomness: Poisson sampling and the gradient noise come from a generator
+  seeded afresh from the OS each round (``privacy.randomness``), never from a
+  seed in the run config, the round number or anything else the server sees;
+- the shape of the round: the sample rate, the number of steps and the batch the
+  noise is divided by are the policy's. Derived from the device's example count
+  they would reveal it (in the step count, and in the noise's spread, which a
+  server estimates precisely over 100,000 coordinates).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import (
+    GradSampleModuleFastGradientClipping,
+)
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from torch import nn
+
+from client.learning.featurize import Examples
+from policy.model import get_arrays
+from policy.replies import EVAL_LOSS_BOUND, EVALUATE_SUMS
+from privacy.accountants import epsilon_local
+from privacy.randomness import gaussian, poisson_mask, secret_generator
+
+HistoryEntry = tuple[float, float, int]
+# nn.CrossEntropyLoss, or Opacus' wrapper of it that clips through a second backward.
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One local round: its shape and privacy from the policy, its learning rate from the server."""
+
+    sample_rate: float = 0.25
+    steps: int = 8
+    batch_size: int = 512
+    learning_rate: float = 1.0
+    noise_multiplier: float = 1.0
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    private: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError("sample rate must be in (0, 1]")
+        if self.batch_size < 1 or self.steps < 1:
+            raise ValueError("batch size and steps must be at least 1")
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ValueError("learning-rate must be a positive number")
+        if self.max_grad_norm <= 0:
+            raise ValueError("max-grad-norm must be positive")
+        if self.noise_multiplier < 0 or not 0 < self.delta < 1:
+            raise ValueError("noise-multiplier must be >= 0 and delta in (0, 1)")
+
+
+@dataclass(frozen=True)
+class PlannedRound:
+    """What a round will spend, known before any training happens."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def as_history(self) -> HistoryEntry:
+        """The (noise, sample rate, steps) triple accountants compose."""
+        return (self.noise_multiplier, self.sample_rate, self.steps)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The outcome of one local round: a delta and what it cost (for the device only)."""
+
+    delta: list[NDArray[np.float32]]
+    num_examples: int
+    loss: float
+    planned: PlannedRound | None
+    seconds: float
+
+
+def plan_round(config: TrainConfig) -> PlannedRound:
+    """The sampling and steps of a round: the policy's, whatever the device holds."""
+    return PlannedRound(config.noise_multiplier, config.sample_rate, config.steps)
+
+
+def epsilon_spent(history: list[HistoryEntry], delta: float) -> float:
+    """Epsilon of one example on this device after every round in ``history`` (RDP)."""
+    return epsilon_local(history, delta, "rdp")
+
+
+def poisson_batches(
+    num_examples: int, sample_rate: float, steps: int, rng: np.random.Generator
+) -> Iterator[torch.Tensor]:
+    """Yield index batches where each example joins each step with probability ``q``.
+
+    Poisson sampling is what the RDP analysis assumes; drawing it vectorized avoids
+    a DataLoader's per-example overhead.
+    """
+    for _ in range(steps):
+        yield torch.from_numpy(np.flatnonzero(poisson_mask(rng, num_examples, sample_rate)))
+
+
+class DeviceNoiseOptimizer(DPOptimizerFastGradientClipping):  # type: ignore[misc]  # Opacus is untyped
+    """Opacus' ghost-clipping DP optimizer, with its noise drawn from the device's secret generator.
+
+    Opacus draws from a ``torch.Generator`` (64-bit seed) or, in secure mode, from
+    torchcsprng, which does not build for this torch; this draws the same Gaussian
+    from ``privacy.randomness`` instead. Everything else is Opacus' own.
+    """
+
+    def __init__(self, *args: object, rng: np.random.Generator, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.device_rng = rng
+
+    def add_noise(self) -> None:
+        """Add N(0, (z C)^2) to each summed clipped gradient (Opacus' contract for p.grad)."""
+        std = self.noise_multiplier * self.max_grad_norm
+        for p in self.params:
+            summed: torch.Tensor = p.summed_grad
+            _check_processed_flag(summed)
+            noise = gaussian(self.device_rng, std, tuple(summed.shape))
+            p.grad = (summed + torch.from_numpy(noise).to(summed.dtype)).view_as(p)
+            _mark_as_processed(summed)
+
+
+def _shuffled_batches(
+    num_examples: int, batch_size: int, steps: int, rng: np.random.Generator
+) -> Iterator[torch.Tensor]:
+    """The non-private twin: the same number of steps, shuffled fixed-size batches."""
+    done = 0
+    while done < steps:
+        order = torch.from_numpy(rng.permutation(num_examples))
+        for start in range(0, num_examples, batch_size):
+            if done == steps:
+                return
+            yield order[start : start + batch_size]
+            done += 1
+
+
+def train_round(model: nn.Module, examples: Examples, config: TrainConfig) -> RoundResult:
+    """Train ``model`` in place on ``examples``; return the delta of its parameters."""
+    if len(examples) == 0:
+        raise ValueError("no training examples on this device")
+    started = time.perf_counter()
+    rng = secret_generator()
+    before = get_arrays(model)
+    optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate)
+    planned: PlannedRound | None = None
+    train_model: nn.Module = model
+    criterion: Criterion = nn.CrossEntropyLoss()
+    if config.private:
+        planned = plan_round(config)
+        # Ghost clipping: Opacus computes each example's gradient norm without
+        # materializing per-example gradients, then clips through a second
+        # backward pass; measured here 3x faster than hooks at batch 512.
+        train_model = GradSampleModuleFastGradientClipping(
+            model, max_grad_norm=config.max_grad_norm, use_ghost_clipping=True
+        )
+        optimizer = DeviceNoiseOptimizer(
+            optimizer,
+            noise_multiplier=config.noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            expected_batch_size=config.batch_size,
+            rng=rng,
+        )
+        criterion = DPLossFastGradientClipping(train_model, optimizer, criterion, "mean")
+        batches = poisson_batches(len(examples), planned.sample_rate, planned.steps, rng)
+    else:
+        batch = max(1, round(config.sample_rate * len(examples)))
+        batches = _shuffled_batches(len(examples), batch, config.steps, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that embedding inputs need no grad.
+        loss = _run_steps(train_model, optimizer, criterion, examples, batches)
+    if isinstance(train_model, GradSampleModuleFastGradientClipping):
+        train_model.remove_hooks()
+    after = get_arrays(model)
+    delta = [after[name] - before[name] for name in before]
+    return RoundResult(delta, len(examples), loss, planned, time.perf_counter() - started)
+
+
+def _run_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: Criterion,
+    examples: Examples,
+    batches: Iterable[torch.Tensor],
+) -> float:
+    context = torch.from_numpy(examples.context)
+    category = torch.from_numpy(examples.category)
+    target = torch.from_numpy(examples.target)
+    model.train()
+    total, count = 0.0, 0
+    for index in batches:
+        optimizer.zero_grad(set_to_none=True)
+        if len(index) == 0:
+            # An empty Poisson batch is still a step: the optimizer adds pure noise.
+            if isinstance(optimizer, DPOptimizerFastGradientClipping):
+                _noise_only_step(model, optimizer)
+            continue
+        loss = criterion(model(context[index], category[index]), target[index])
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it untyped
+        optimizer.step()
+        total += float(loss.detach()) * len(index)
+        count += len(index)
+    return total / max(1, count)
+
+
+def _noise_only_step(model: nn.Module, optimizer: DPOptimizerFastGradientClipping) -> None:
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+
+
+@torch.no_grad()
+def held_out_sums(
+    model: nn.Module, examples: Examples, batch_size: int = 1024
+) -> NDArray[np.float64]:
+    """Per-example contributions summed, in the order of ``policy.replies.EVALUATE_SUMS``.
+
+    Each example adds at most 1 to each entry (its loss is clipped to
+    ``EVAL_LOSS_BOUND`` and scaled to [0, 1]), so one example moves the vector by at
+    most ``EVAL_SENSITIVITY`` in L2: the sensitivity the released noise is calibrated to.
+    """
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="none")
+    sums = np.zeros(len(EVALUATE_SUMS), dtype=np.float64)
+    for start in range(0, len(examples), batch_size):
+        part = examples.slice(start, start + batch_size)
+        target = torch.from_numpy(part.target)
+        logits = model(torch.from_numpy(part.context), torch.from_numpy(part.category))
+        losses = criterion(logits, target).clamp(max=EVAL_LOSS_BOUND) / EVAL_LOSS_BOUND
+        ranked = logits.topk(3, dim=1).indices
+        sums += (
+            float((ranked[:, 0] == target).sum()),
+            float((ranked == target[:, None]).any(dim=1).sum()),
+            float(losses.sum()),
+            float(len(part)),
+        )
+    return sums
+
+
+def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
+    """Exact top-1, top-3 and clipped loss (for simulations, which may see the data)."""
+    top1, top3, loss, count = held_out_sums(model, examples)
+    n = max(1.0, count)
+    return {"loss": loss * EVAL_LOSS_BOUND / n, "top1": top1 / n, "top3": top3 / n}
+
+
+@dataclass(frozen=True)
+class PersonalizeConfig:
+    """Local fine-tuning of the received global model (never uploaded)."""
+
+    epochs: int = 5
+    learning_rate: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
+            raise ValueError("personalization needs epochs >= 0, batch size >= 1, a positive rate")
+
+
+def personalize(
+    global_model: nn.Module, examples: Examples, config: PersonalizeConfig | None = None
+) -> nn.Module:
+    """A personal copy of ``global_model``, fine-tuned on this device's own examples.
+
+    FedPer/Ditto-style personalization: the shared model learns what people have in
+    common under DP; each device adapts a copy to its own habits. The copy never
+    leaves the device (no reply, upload or metric carries it or anything computed
+    from it), so it needs no noise: like the data it was fitted on, only the vault
+    protects it. ``global_model`` is left unchanged.
+    """
+    config = config or PersonalizeConfig()
+    model = copy.deepcopy(global_model)
+    if len(examples) == 0 or config.epochs == 0:
+        return model
+    rng = secret_generator()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    context = torch.from_numpy(examples.context)
+    category = torch.from_numpy(examples.category)
+    target = torch.from_numpy(examples.target)
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(config.epochs):
+        order = torch.from_numpy(rng.permutation(len(examples)))
+        for start in range(0, len(examples), config.batch_size):
+            index = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(context[index], category[index]), target[index])
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return model
