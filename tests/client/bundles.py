@@ -82,9 +82,10 @@ def make_app(
         PYPROJECT.format(name=name, version=version, publisher=publisher, client_app=client_app)
     )
     package = root / "client"
-    package.mkdir(exist_ok=True)
+    (package / "learning").mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text(f"# {extra}\n")
-    (package / "app.py").write_text(textwrap.dedent(CLIENT_APP.format(canary=CANARY)))
+    (package / "learning" / "__init__.py").write_text("")
+    (package / "learning" / "app.py").write_text(textwrap.dedent(CLIENT_APP.format(canary=CANARY)))
     return root
 
 

@@ -83,7 +83,7 @@ def _bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for name in fab.namelist():
             if not name.startswith(".info/"):
                 fab.extract(name, root)
-    app = root / "client" / "app.py"
+    app = root / "client" / "learning" / "app.py"
     app.write_text(app.read_text() + BUNDLE_PATCH)
     # The unpacked bundle holds exactly what ships; its include/exclude lists name
     # folders it no longer has (Flower refuses an exclude pattern that matches nothing).
