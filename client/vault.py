@@ -646,12 +646,14 @@ class Vault:
     # -- writing ------------------------------------------------------------------
 
     def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Seal ``events`` as one segment of the current day and commit it; returns its id."""
-        if not events:
-            return None
+        """Seal ``events`` as one segment of the current day and commit it; returns its id.
+
+        An empty batch is sealed too, padded like any other: the recorder seals one
+        segment per interval whether or not anything happened (``client.vault_cadence``).
+        """
         now = time.time() if wall_time is None else wall_time
         day = day_of(now)
-        span = max(0.0, events[-1].t - events[0].t)
+        span = max(0.0, events[-1].t - events[0].t) if events else 0.0
         self._begin_write()
         try:
             counts = Counter(_modality_name(e) for e in events)
@@ -869,8 +871,8 @@ class Vault:
             if manifest is None or segment_id not in manifest:
                 continue
             read = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
-            if read is not None:
-                return max((e.seq for e in read[1]), default=-1) + 1
+            if read is not None and read[1]:  # an empty (idle) segment says nothing
+                return max(e.seq for e in read[1]) + 1
         return 0
 
     def _plaintext(
