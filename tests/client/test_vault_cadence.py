@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from client.consent import grant
+from client.control import pause, resume
 from client.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps
 from client.vault import DB_FILE, PADDED_SIZES, Vault
@@ -96,3 +97,36 @@ def test_an_empty_segment_is_sealed_like_any_other_and_holds_no_sequence(
         assert vault.append([]) == 2
         assert vault.next_seq() == 2  # a restarted recorder goes on after the last event
         assert [s.n_events for s in vault.segments()] == [2, 0]
+
+
+def test_nothing_is_sealed_while_paused_and_a_pause_seals_its_marker_at_once(
+    hearth_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = hearth_home
+    home.mkdir(parents=True)
+    grant(home, (Modality.KEYS,))
+    now = [1_000.0]
+    apps = SensitiveApps.from_policy(load_policy(), home)
+    with Vault.open(home / "vault") as vault, monkeypatch.context() as patch:
+        patch.setattr(time, "monotonic", lambda: now[0])
+        config = RecorderConfig(home=home, flush_interval=INTERVAL, control_interval=0.0)
+        recorder = Recorder(
+            config, vault, FakeSource(), FakeFocus(), lambda: apps, clock=lambda: now[0]
+        )
+        rows = []
+        for tick in range(int(10 * INTERVAL * 10)):  # 2 intervals, 6 paused, 2 again
+            now[0] += 0.1
+            if tick == int(2.5 * INTERVAL * 10):
+                pause(home)
+            if tick == int(8.5 * INTERVAL * 10):
+                resume(home)
+            recorder.step()
+            rows.append(len(_rows(home)))
+        recorder.stop()
+    per_interval = [rows[i] for i in range(0, len(rows), int(INTERVAL * 10))]
+    # Two empty intervals, the pause's marker at once, nothing for six paused intervals,
+    # then the resumed interval, one more, and the stop.
+    assert per_interval == [0, 1, 2, 3, 3, 3, 3, 3, 3, 4]
+    assert len(_rows(home)) == 6
+    with Vault.open(home / "vault") as reopened:
+        assert [type(e).__name__ for e in reopened.iter_events()] == ["Paused", "Resumed"]
