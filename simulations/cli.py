@@ -251,6 +251,9 @@ def train_log_command(
     root: Annotated[Path, typer.Argument(help="a root written by import-log")],
     epsilon: Annotated[float, typer.Option(min=0.01, help="device epsilon (finite)")] = 8.0,
     rounds: Annotated[int, typer.Option(min=1)] = 10,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="where the model goes (default: ROOT/checkpoints)")
+    ] = None,
 ) -> None:
     """Federate with DP-SGD on imported vaults in process; checkpoint for `hearth-server model`."""
     try:
@@ -261,7 +264,7 @@ def train_log_command(
             rounds=rounds,
             context_length=config.context_length,
         )
-        result = train_imported(root.resolve(), settings)
+        result = train_imported(root.resolve(), settings, checkpoint_dir)
     except (EventLogError, ValueError) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None

@@ -185,6 +185,11 @@ def train_imported(
     device's training cases pooled, a yardstick no real deployment could have.
     """
     config, record = imported_config(root)
+    directory = checkpoint_dir or root / "checkpoints"
+    if any(directory.glob("round-*.json")):
+        raise EventLogError(
+            f"{directory} already holds checkpoints: remove it or pass another --checkpoint-dir"
+        )
     parts = [split_cases(cases) for cases in device_cases(root, int(record["devices"]))]
     clients = [case_examples(train, config) for train, _ in parts]
     tests = [case_examples(test, config, MIN_TEST_PREFIX) for _, test in parts]
@@ -199,7 +204,6 @@ def train_imported(
     )
     context = np.concatenate([t.context for t in tests])
     target = np.concatenate([t.target for t in tests])
-    directory = checkpoint_dir or root / "checkpoints"
     arrays = get_arrays(model)
     save_checkpoint(
         directory,

@@ -80,3 +80,11 @@ def test_a_federation_on_imported_vaults_checkpoints_a_model_that_predicts_log_a
     predicted = [name for name, _ in policy.predict_next(["register", "triage-a"], k=3)]
     assert set(predicted) <= set(policy.tokens) - {"<pad>"}
     assert 0.0 <= result.top1 <= result.top3 <= 1.0 and result.test_predictions > 0
+
+
+def test_training_again_into_a_directory_of_checkpoints_is_refused_before_any_work(tmp_path):
+    import_log(generated_log(10, seed=2), tmp_path, devices=1)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "round-0003.json").write_text("{}")
+    with pytest.raises(EventLogError, match="already holds checkpoints"):
+        train_imported(tmp_path, LogSettings(devices=1, rounds=1))
