@@ -14,6 +14,12 @@ device's ``hearth join`` with its SuperNode and ClientApp processes) is sampled
 once a second. The RSS sum counts shared pages (Python, torch's libraries) once per
 process, so it overstates; the drop in the machine's available memory is the other
 bound, and on a shared machine it also moves with everyone else's work.
+
+100 SuperNodes do not fit on a 23 GB machine: a device is three Python processes
+during a round (``hearth join``, its SuperNode, and the ClientApp task that imports
+torch), about 480 MiB at the peak, and every device of a round runs at once. The
+full run takes as many as the available memory holds (``largest_fleet``), and a
+guard stops the federation if the machine runs low anyway.
 """
 
 from __future__ import annotations
