@@ -23,6 +23,7 @@ SUBJECTS: tuple[str, ...] = (
     "lifetime",
     "model",
     "scale",
+    "fleet",
 )
 
 
