@@ -16,10 +16,10 @@ from client.home import hearth_home
 from client.keys import VaultKeyError
 from client.policy_pin import device_policy
 from client.vault import VaultFullError
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
-    DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
     UNIT_USER,
     adjacency_action,
