@@ -200,7 +200,15 @@ class HearthClient(NumPyClient):
             raise Declined(UNAVAILABLE) from None
 
     def _split(self, context_length: int, most: int) -> tuple[Examples, Examples]:
-        train, held = split_held_out(self.device.examples(context_length), HELD_OUT_FRACTION)
+        """Training and held-out examples; a vault put back as an older copy declines."""
+        from client.vault import VaultRollbackError  # noqa: PLC0415
+
+        try:
+            examples = self.device.examples(context_length)
+        except VaultRollbackError as exc:
+            self.device.record_refusal(f"round refused: {exc}")
+            raise Declined(UNAVAILABLE) from None
+        train, held = split_held_out(examples, HELD_OUT_FRACTION)
         return _recent(train, most), _recent(held, most)
 
     def _charge(

@@ -81,6 +81,7 @@ def integrity_report(vault: Vault) -> dict[str, object]:
         "dropped_segments": list(audit.missing),
         "unexpected_segments": list(audit.unexpected),
         "manifest_error": vault.manifest_error,
+        "rollback": vault.rollback,
         "purged_events": vault.purged_events,
     }
 
@@ -89,6 +90,8 @@ def _integrity_lines(report: dict[str, object]) -> list[str]:
     lines = []
     if report["manifest_error"]:
         lines.append(f"{report['manifest_error']}: no segment can be trusted")
+    if report.get("rollback"):
+        lines.append(str(report["rollback"]))
     for key, what in (
         ("dropped_segments", "missing (deleted outside hearth)"),
         ("unexpected_segments", "not in the manifest (put back or forged), skipped"),
@@ -117,6 +120,7 @@ def summary(
                     "dropped_segments": [],
                     "unexpected_segments": [],
                     "manifest_error": None,
+                    "rollback": None,
                     "purged_events": 0,
                     "synthetic": None,
                 }

@@ -36,7 +36,7 @@ from client.keys import (
 )
 from client.ledger_anchor import KeyringAnchor
 from client.policy_pin import device_policy
-from client.vault import Vault
+from client.vault import Vault, VaultRollbackError
 from privacy.ledger import DeviceLedger, FileAnchor, LedgerAnchor, LedgerReset, reset_ledger
 from privacy.policy import PrivacyPolicy, load_policy
 from privacy.renyi_filter import day_of
@@ -130,6 +130,8 @@ class Device:
         do the events of any modality the employee no longer consents to.
         """
         with self._open_vault() as vault:
+            if vault.rollback is not None:  # an older copy of vault.db: not trained on
+                raise VaultRollbackError(vault.rollback)
             version = vault.version()
             _DAYS_CACHE[str(self.vault_dir)] = (version, _days_of(vault))
             cached = device_cache.cached_actions(self.vault_dir, version)

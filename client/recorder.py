@@ -26,7 +26,9 @@ and the next, as if a thread had delivered it. The writer thread, every
    duration in whole seconds), closed by another class, a shortcut, a click, a
    focus change, a gap or ``key_run_idle`` seconds without a key; modifier keys
    alone are not counted (shift+a is a letter);
-4. seals the buffer into the vault at least once per ``flush_interval``.
+4. seals the buffer into the vault once per ``flush_interval`` while recording,
+   empty or not, on a fixed grid (``client.vault_cadence``), so the vault's row
+   count traces uptime, not activity.
 
 While a sensitive app is in front only a ``Suppressed`` gap (its duration) is kept.
 """
@@ -59,6 +61,7 @@ from client.redact import apply as apply_redaction
 from client.redact import find as find_pii
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
+from client.vault_cadence import SEAL_INTERVAL, next_grid_point
 from policy.events import (
     MAX_TEXT_LENGTH,
     Click,
@@ -101,13 +104,13 @@ class EventSink(Protocol):
 
 @dataclass(frozen=True)
 class RecorderConfig:
-    """Timings and bounds; the defaults meet the 100 ms pause and 1 s flush promises."""
+    """Timings and bounds; the defaults meet the 100 ms pause and the sealing cadence."""
 
     home: Path
     tick: float = 0.1
     control_interval: float = 0.1
     control_recheck: float = 1.0  # look at the control files even if HEARTH_HOME did not change
-    flush_interval: float = 1.0
+    flush_interval: float = SEAL_INTERVAL  # one segment per interval while recording
     focus_idle_interval: float = 0.5
     # After a sensitive app's last sighting, input stamped this late is still judged by it:
     # a tick between checks, a tick more for keys read by polling (stamped when read), and
@@ -979,9 +982,14 @@ class Recorder:
     # ------------------------------------------------------------ storage
 
     def flush(self, now: float) -> None:
-        """Seal everything buffered into the vault (kept in memory while the disk is full)."""
-        self._last_flush = now
-        if not self._pending or self._inbox.requests:  # a pause or revocation may drop it first
+        """Seal everything buffered into the vault (kept in memory while the disk is full).
+
+        While recording an empty buffer is sealed too: one segment per interval.
+        """
+        self._last_flush = next_grid_point(self._last_flush, now, self.config.flush_interval)
+        if self._inbox.requests:  # a pause or revocation may drop it first
+            return
+        if not self._pending and not self._observing():
             return
         batch = self._pending
         try:

@@ -5,9 +5,12 @@ the key of its UTC day (``client.day_keys``; the day keys are sealed under the
 device's data key), with the segment id, schema version, key generation and day
 as associated data so a segment cannot be swapped or replayed under another id.
 A sealed manifest (``client.vault_manifest``) lists the live ids, so dropped or
-re-inserted segments are noticed. In plaintext a segment shows only its id, its
-day and its padded size: event counts and times are inside the ciphertext, and
-every ciphertext has one of a few fixed sizes (``PADDED_SIZES``). Retention
+re-inserted segments are noticed; its write counter is anchored outside the
+database (``client.vault_anchor``), so a whole older copy of ``vault.db`` is too.
+In plaintext a segment shows only its id, its day and its padded size: event
+counts and times are inside the ciphertext, and every ciphertext has one of a
+few fixed sizes (``PADDED_SIZES``); the recorder seals one per interval, empty
+or not (``client.vault_cadence``). Retention
 destroys whole days: their key first (crypto-shredding), then their rows, with
 ``secure_delete`` on and the WAL checkpointed and truncated (retried until no
 reader holds it).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +61,7 @@ from client.keys import (
     staged_generation,
     upgrade_key_file,
 )
+from client.vault_anchor import AnchorError, destroy_anchor, vault_anchor
 from client.vault_manifest import Audit, Manifest, ManifestError, open_manifest, seal_manifest
 from policy.events import (
     MODALITY_OF,
@@ -119,6 +124,16 @@ class RotationInProgressError(VaultKeyError):
         )
 
 
+class VaultRollbackError(VaultKeyError):
+    """The vault is an older copy of itself (or its anchor is gone): training is refused."""
+
+
+DELETE_HINT: Final = (
+    "training is refused until you run `hearth data delete` to start a new vault "
+    "(the privacy ledger is kept)"
+)
+
+
 class StaleKeyError(VaultKeyError):
     """The key generation held by this process is no longer the one the vault writes under."""
 
@@ -146,6 +161,17 @@ class RetentionReport:
 def default_vault_dir() -> Path:
     """The device's vault directory: ``hearth_home() / "vault"``."""
     return hearth_home() / "vault"
+
+
+def _rollback_message(found: int, anchored: int, where: str) -> str:
+    if anchored < 0:
+        what = f"the vault's anchor in {where} is missing (vault.db is at write {found})"
+    else:
+        what = (
+            f"vault.db is an older copy of itself (write {found}, {where} records write "
+            f"{anchored}): data deleted since may be back, newer data gone"
+        )
+    return f"{what}; {DELETE_HINT}"
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -285,6 +311,11 @@ class Vault:
         # Ids skipped while reading: failed authentication, or not live in the manifest.
         self.corrupt_segments: list[int] = []
         self.manifest_error: str | None = None
+        # Set when vault.db is older than its anchor: reported, and training refuses it.
+        self.rollback: str | None = None
+        self._anchor = vault_anchor(self.directory, self._keys)
+        self._anchor_pending: tuple[int, str] | None = None
+        self._anchor_seen = 0  # the anchor is never lowered by this process
         path = self.directory / DB_FILE
         existed = path.exists()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -309,10 +340,13 @@ class Vault:
             "INSERT OR IGNORE INTO meta VALUES ('write_gen', ?)", (str(generation).encode(),)
         )
         has_manifest = self._db.execute("SELECT 1 FROM meta WHERE name = 'manifest'").fetchone()
-        if not has_manifest and not self._db.execute("SELECT 1 FROM segments").fetchone():
-            self._store_manifest(Manifest())  # a new vault; an emptied-out one is reported
-        self._db.execute("COMMIT")
+        fresh = not has_manifest and not self._db.execute("SELECT 1 FROM segments").fetchone()
+        if fresh:  # a new vault (an emptied-out one is reported): it anchors afresh
+            self._store_manifest(Manifest())
+        self._commit()
         self._secure_files()
+        if not fresh:
+            self._check_anchor()
 
     def _migrate_legacy(self) -> None:
         """Move a format-1 vault (one data key, plaintext times and counts) to this format.
@@ -375,7 +409,7 @@ class Vault:
                 replace(manifest, live=tuple(live), present=tuple(sorted(present)))
             )
             self._db.execute("DROP TABLE segments_v1")
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -430,8 +464,8 @@ class Vault:
             raise ManifestError("the vault's manifest is missing")
         blob = bytes(row[0])
         # The very bytes this vault last sealed or opened (under keys it never changes)
-        # say what they said then: the recorder appends every second, and opening the
-        # manifest each time (key derivation, decryption, JSON) was a third of that.
+        # say what they said then: opening the manifest at every append (key derivation,
+        # decryption, JSON) was a third of the recorder's cost of sealing a segment.
         cached = self._manifest_seen
         if cached is not None and cached[0] == blob:
             return cached[1]
@@ -441,9 +475,92 @@ class Vault:
 
     def _store_manifest(self, manifest: Manifest, generation: int | None = None) -> None:
         gen = self._gen if generation is None else generation
+        manifest = replace(manifest, writes=manifest.writes + 1)
         blob = seal_manifest(self._keys[gen], gen, manifest)
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (blob,))
+        self._anchor_pending = (manifest.writes, hashlib.sha256(blob).hexdigest())
         self._manifest_seen = (blob, manifest)
+
+    def _commit(self) -> None:
+        """Commit, then anchor the manifest written in the transaction (if one was)."""
+        self._db.execute("COMMIT")
+        pending, self._anchor_pending = self._anchor_pending, None
+        if pending is not None:
+            self._write_anchor(*pending)
+
+    def _write_anchor(self, counter: int, digest: str) -> None:
+        """Anchor (counter, digest) outside vault.db; never lower, never fatal to a write.
+
+        After the commit: a crash in between leaves the vault one write ahead of its
+        anchor, which is accepted (only an older vault is suspect).
+        """
+        if counter <= self._anchor_seen:
+            return
+        try:
+            self._anchor.write(counter, digest)
+        except Exception as exc:  # a locked keyring, a full disk: the next write retries
+            _log.warning("the vault's anchor was not written: %s", type(exc).__name__)
+            return
+        self._anchor_seen = counter
+
+    def _check_anchor(self) -> None:
+        """Compare the manifest's write counter with its anchor; flag an older vault.
+
+        A vault without an anchor yet (written before anchors existed) adopts one. A
+        flag is sealed into the manifest, so writing on into the old copy does not make
+        it look current; only ``hearth data delete`` clears it.
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
+        manifest = self._manifest_or_none()
+        if row is None or manifest is None:
+            return  # reported as a manifest error already
+        where = self._anchor.where
+        if manifest.rolled_back is not None:
+            found, anchored = manifest.rolled_back
+            self.rollback = _rollback_message(found, anchored, where)
+            return
+        digest = hashlib.sha256(bytes(row[0])).hexdigest()
+        try:
+            stored = self._anchor.read()
+        except AnchorError as exc:
+            self._flag_rollback(manifest, -1, f"{exc}; {DELETE_HINT}")
+            return
+        except Exception as exc:  # a locked or missing keyring: cannot check now
+            _log.warning("the vault's anchor could not be read: %s", type(exc).__name__)
+            return
+        if stored is None:
+            if manifest.writes > 1:
+                self._flag_rollback(manifest, -1, _rollback_message(manifest.writes, -1, where))
+            else:  # a vault from before anchors: it adopts one
+                self._write_anchor(manifest.writes, digest)
+            return
+        counter = stored[0]
+        if manifest.writes > counter or (manifest.writes, digest) == stored:
+            self._anchor_seen = counter
+            self._write_anchor(manifest.writes, digest)  # a crash came between the two
+            return
+        self._flag_rollback(manifest, counter, _rollback_message(manifest.writes, counter, where))
+
+    def _flag_rollback(self, manifest: Manifest, anchored: int, message: str) -> None:
+        """Seal the finding into the manifest (its counter past the anchor), and report it."""
+        _log.warning("%s", message)
+        self.rollback = message
+        self._anchor_seen = max(self._anchor_seen, anchored)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            current = self._load_manifest()
+            flagged = replace(
+                current,
+                rolled_back=(manifest.writes, anchored),
+                writes=max(current.writes, anchored),
+            )
+            self._store_manifest(flagged)
+            self._commit()
+        except (sqlite3.Error, ManifestError) as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._anchor_pending = None
+            _log.warning("the vault's rollback could not be recorded: %s", type(exc).__name__)
 
     def _manifest_or_none(self) -> Manifest | None:
         """The manifest for reading; None (noted in ``manifest_error``) when untrustworthy."""
@@ -631,7 +748,7 @@ class Vault:
                     )
                 if lost:
                     self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in lost])
-                self._db.execute("COMMIT")
+                self._commit()
             except BaseException as exc:
                 self._abort(exc)
                 raise
@@ -645,7 +762,7 @@ class Vault:
             with contextlib.suppress(ManifestError):
                 manifest = open_manifest(self._keys, bytes(row[0]))[1]
                 self._store_manifest(manifest, new_gen)
-        self._db.execute("COMMIT")
+        self._commit()
         return done, dropped
 
     def close(self) -> None:
@@ -663,12 +780,14 @@ class Vault:
     # -- writing ------------------------------------------------------------------
 
     def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Seal ``events`` as one segment of the current day and commit it; returns its id."""
-        if not events:
-            return None
+        """Seal ``events`` as one segment of the current day and commit it; returns its id.
+
+        An empty batch is sealed too, padded like any other: the recorder seals one
+        segment per interval whether or not anything happened (``client.vault_cadence``).
+        """
         now = time.time() if wall_time is None else wall_time
         day = day_of(now)
-        span = max(0.0, events[-1].t - events[0].t)
+        span = max(0.0, events[-1].t - events[0].t) if events else 0.0
         self._begin_write()
         try:
             counts = Counter(_modality_name(e) for e in events)
@@ -681,7 +800,7 @@ class Vault:
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
                 (segment_id, SCHEMA_VERSION, self._gen, day, nonce, ciphertext),
             )
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -716,7 +835,7 @@ class Vault:
                         manifest = manifest.tallied(day, counts, size, -1)
                 self._store_manifest(manifest)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -863,7 +982,7 @@ class Vault:
                     final = self._load_manifest().after_purge(names, removed)
                     self._store_manifest(final)
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
-                self._db.execute("COMMIT")
+                self._commit()
             except BaseException as exc:
                 self._abort(exc)
                 raise
@@ -886,8 +1005,8 @@ class Vault:
             if manifest is None or segment_id not in manifest:
                 continue
             read = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
-            if read is not None:
-                return max((e.seq for e in read[1]), default=-1) + 1
+            if read is not None and read[1]:  # an empty (idle) segment says nothing
+                return max(e.seq for e in read[1]) + 1
         return 0
 
     def _plaintext(
@@ -1013,6 +1132,7 @@ def destroy_vault(directory: Path) -> bool:
     the files are removed, so a process that still holds them open sees no ciphertext.
     """
     existed = destroy_key(directory)
+    destroy_anchor(directory)  # a new vault here starts at write 1 without being suspect
     for path in directory.glob("days.*.bin*"):
         shred_file(path)
         existed = True
