@@ -10,7 +10,8 @@ database (``client.vault_anchor``), so a whole older copy of ``vault.db`` is too
 In plaintext a segment shows only its id, its day and its padded size: event
 counts and times are inside the ciphertext, and every ciphertext has one of a
 few fixed sizes (``PADDED_SIZES``); the recorder seals one per interval, empty
-or not (``client.vault_cadence``). Retention
+or not, all of one fixed size (``client.vault_cadence``; ``append``'s ``pad_to``).
+Retention
 destroys whole days: their key first (crypto-shredding), then their rows, with
 ``secure_delete`` on and the WAL checkpointed and truncated (retried until no
 reader holds it).
