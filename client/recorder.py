@@ -27,8 +27,8 @@ and the next, as if a thread had delivered it. The writer thread, every
    focus change, a gap or ``key_run_idle`` seconds without a key; modifier keys
    alone are not counted (shift+a is a letter);
 4. seals the buffer into the vault once per ``flush_interval`` while recording,
-   empty or not, on a fixed grid (``client.vault_cadence``), so the vault's row
-   count traces uptime, not activity.
+   empty or not, on a fixed grid, one fixed size (``client.vault_cadence``), so
+   the vault's rows trace uptime, not activity.
 
 While a sensitive app is in front only a ``Suppressed`` gap (its duration) is kept.
 """
@@ -61,7 +61,7 @@ from client.redact import apply as apply_redaction
 from client.redact import find as find_pii
 from client.sensitive_apps import SensitiveApps
 from client.vault import VaultFullError
-from client.vault_cadence import SEAL_INTERVAL, next_grid_point
+from client.vault_cadence import SEAL_INTERVAL, next_grid_point, next_segment
 from policy.events import (
     MAX_TEXT_LENGTH,
     Click,
@@ -97,8 +97,10 @@ PASSWORD_PROMPT: Final = "password_prompt"  # noqa: S105 - a gap's reason, not a
 class EventSink(Protocol):
     """Where gated events go (the vault)."""
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Persist one batch."""
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
+        """Persist one batch, padded to at least ``pad_to`` bytes."""
         ...
 
 
@@ -982,26 +984,27 @@ class Recorder:
     # ------------------------------------------------------------ storage
 
     def flush(self, now: float) -> None:
-        """Seal everything buffered into the vault (kept in memory while the disk is full).
+        """Seal the buffer's oldest events into one fixed-size segment (``next_segment``).
 
-        While recording an empty buffer is sealed too: one segment per interval.
+        While recording an empty buffer is sealed too: one segment per interval. What
+        does not fit waits (sealed at stop); a full disk keeps everything in memory.
         """
         self._last_flush = next_grid_point(self._last_flush, now, self.config.flush_interval)
         if self._inbox.requests:  # a pause or revocation may drop it first
             return
         if not self._pending and not self._observing():
             return
-        batch = self._pending
+        batch, pad_to = next_segment(self._pending, self._consent, self._stop.is_set())
         try:
-            self._sink.append(batch)
+            self._sink.append(batch, pad_to=pad_to)
         except VaultFullError:
-            _log.warning("vault disk full: %d events held in memory", len(batch))
-            excess = len(batch) - self.config.pending_limit
+            _log.warning("vault disk full: %d events held in memory", len(self._pending))
+            excess = len(self._pending) - self.config.pending_limit
             if excess > 0:
-                del batch[:excess]
+                del self._pending[:excess]
                 self.dropped_unwritable += excess
             return
-        self._pending = []
+        del self._pending[: len(batch)]  # the rest waits for the next interval
         self.events_written += len(batch)
         self._last_flush_wall = time.time()
 
