@@ -113,6 +113,7 @@ class Kind(StrEnum):
     SUPPRESSED = "suppressed"
     PAUSE = "pause"
     RESUME = "resume"
+    ACTIVITY = "activity"
 
 
 # Which consent each kind of event needs. Markers (suppressed, pause, resume)
@@ -130,11 +131,15 @@ MODALITY_OF: Final[Mapping[Kind, Modality | None]] = {
     Kind.SUPPRESSED: None,
     Kind.PAUSE: None,
     Kind.RESUME: None,
+    # What step of work was done: the process-mining twin of the app in front, so
+    # it needs the apps consent and goes when that consent is withdrawn.
+    Kind.ACTIVITY: Modality.APPS,
 }
 
 MAX_THUMBNAIL_WIDTH: Final = 64
 MAX_THUMBNAIL_HEIGHT: Final = 40
 MAX_TEXT_LENGTH: Final = 4096
+MAX_ACTIVITY_LENGTH: Final = 200
 
 
 def _unit(name: str, value: float) -> float:
@@ -287,6 +292,23 @@ class Resumed:
     kind: Kind = Kind.RESUME
 
 
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One activity of a process-mining case, imported from an event log.
+
+    A log's events are a device's data like any recording (``hearth-sim
+    import-log`` writes them into encrypted vaults): ``case`` numbers the case on
+    this device, ``name`` is the activity as the log names it, a token of the log's
+    vocabulary. The recorder never writes these; the desktop featurizer skips them.
+    """
+
+    seq: int
+    t: float
+    case: int
+    name: str
+    kind: Kind = Kind.ACTIVITY
+
+
 Event: TypeAlias = (
     PointerMove
     | Click
@@ -300,6 +322,7 @@ Event: TypeAlias = (
     | Suppressed
     | Paused
     | Resumed
+    | Activity
 )
 
 
@@ -327,6 +350,8 @@ def to_record(event: Event) -> dict[str, Any]:
             base.update(w=width, h=height, p=base64.b64encode(pixels).decode("ascii"))
         case Suppressed(duration=duration, reason=reason):
             base.update(d=duration, r=reason)
+        case Activity(case=case, name=name):
+            base.update(c=case, a=name)
         case Paused() | Resumed():
             pass
     return base
@@ -389,6 +414,16 @@ def _decode_run(record: Mapping[str, Any], seq: int, t: float) -> KeyRun:
     return KeyRun(seq, t, _enum(KeyClass, _get(record, "c", str), "c"), count, duration)
 
 
+def _decode_activity(record: Mapping[str, Any], seq: int, t: float) -> Activity:
+    case = _get(record, "c", int)
+    name = _get(record, "a", str)
+    if case < 0:
+        raise SchemaError(f"an activity's case number must be >= 0, got {case}")
+    if not name or len(name) > MAX_ACTIVITY_LENGTH:
+        raise SchemaError(f"an activity name is 1 to {MAX_ACTIVITY_LENGTH} characters")
+    return Activity(seq, t, case, name)
+
+
 _Decoder: TypeAlias = Callable[[Mapping[str, Any], int, float], Event]
 
 _DECODERS: Final[Mapping[Kind, _Decoder]] = {
@@ -406,6 +441,7 @@ _DECODERS: Final[Mapping[Kind, _Decoder]] = {
     Kind.SUPPRESSED: lambda r, s, t: Suppressed(s, t, _get(r, "d", float), _get(r, "r", str)),
     Kind.PAUSE: lambda r, s, t: Paused(s, t),
     Kind.RESUME: lambda r, s, t: Resumed(s, t),
+    Kind.ACTIVITY: _decode_activity,
 }
 
 

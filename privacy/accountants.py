@@ -8,7 +8,7 @@ User-level DP over a campaign (unit: one user) is accounted with Google's
 ``dp-accounting`` (RDP or PLD) for a Gaussian mechanism on Poisson-sampled
 cohorts, composed over rounds.
 
-Both libraries are imported where they are used: importing Opacus imports torch
+Both libraries (and numpy) are imported where they are used: importing Opacus imports torch
 (seconds), and commands such as ``hearth status`` or ``hearth join`` that load
 the ledger module without computing an epsilon must not pay for it.
 """
@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-import numpy as np
-from numpy.typing import NDArray
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH  # the K actions the model reads
 
 if TYPE_CHECKING:
     import dp_accounting
+    from numpy.typing import NDArray
 
 LocalAccountant = Literal["rdp", "prv"]
 UserAccountant = Literal["rdp", "pld"]
@@ -39,8 +39,6 @@ UNIT_USER: Final = "one user across the campaign"
 ADJACENCY_EXAMPLE: Final = "add/remove one example (Poisson sampling)"
 ADJACENCY_USER: Final = "add/remove one user (Poisson client sampling)"
 ADJACENCY_USER_VS_SERVER: Final = "add/remove one user (no sampling amplification)"
-# The model reads the last K actions (ModelConfig's default; policy/model.py imports torch).
-DEFAULT_CONTEXT_LENGTH: Final = 8
 
 HistoryEntry = tuple[float, float, int]
 # Group orders beta for epsilon_per_action (the group's RDP is read at alpha = 2^c beta):
@@ -97,6 +95,7 @@ def _planning_orders() -> tuple[float, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(sample_rate: float, noise: float, orders: tuple[float, ...]) -> NDArray[Any]:
+    import numpy as np  # noqa: PLC0415
     from opacus.accountants.analysis import rdp as rdp_analysis  # noqa: PLC0415
 
     return np.asarray(

@@ -29,10 +29,10 @@ from pydantic import (
 )
 
 from policy.events import AppCategory, Modality
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
-    DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
     PlanningError,
     RoundShape,
@@ -86,7 +86,7 @@ class PrivacySection(_Section):
     @model_validator(mode="after")
     def _some_order_has_room(self) -> PrivacySection:
         renyi = filter_for(self.renyi_orders, self.device_epsilon_cap, self.delta)
-        if not any(renyi.budgets() > 0):
+        if not renyi.has_room():
             raise ValueError(
                 f"no Rényi order in renyi_orders leaves room under device_epsilon_cap "
                 f"{self.device_epsilon_cap:g} at delta {self.delta:g}; add larger orders"

@@ -36,10 +36,11 @@ import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
-from numpy.typing import NDArray
+if TYPE_CHECKING:  # numpy is imported where it is used: the recorder loads policies without it
+    import numpy as np
+    from numpy.typing import NDArray
 
 DAY_SECONDS: Final = 86400.0
 # The policy's default orders: integers, where the optimum lies for caps from about 2 to 100
@@ -83,6 +84,8 @@ def _rdp_step(sample_rate: float, noise: float, orders: tuple[float, ...]) -> tu
 
 def rdp_of(charges: Iterable[Charge], orders: Sequence[float]) -> NDArray[np.float64]:
     """RDP of the composition of ``charges`` at each order (Mironov et al. 2019, via Opacus)."""
+    import numpy as np  # noqa: PLC0415
+
     total = np.zeros(len(orders), dtype=np.float64)
     key = tuple(float(a) for a in orders)
     for noise, rate, steps in charges:
@@ -108,16 +111,27 @@ class RenyiFilter:
 
     def _slack(self) -> NDArray[np.float64]:
         """log(|Lambda| / delta) / (alpha - 1): what each order's conversion costs."""
+        import numpy as np  # noqa: PLC0415
+
         alphas = np.asarray(self.orders, dtype=np.float64)
         slack: NDArray[np.float64] = math.log(len(self.orders) / self.delta) / (alphas - 1)
         return slack
 
+    def has_room(self) -> bool:
+        """Whether some order's budget is positive (``budgets() > 0`` without numpy)."""
+        slack = math.log(len(self.orders) / self.delta)
+        return any(self.cap - slack / (a - 1) > 0 for a in self.orders)
+
     def budgets(self) -> NDArray[np.float64]:
         """B_alpha: the most RDP a bucket may compose at each order (negative: never)."""
+        import numpy as np  # noqa: PLC0415
+
         return np.asarray(self.cap - self._slack(), dtype=np.float64)
 
     def admits(self, spent: NDArray[np.float64], charge: NDArray[np.float64]) -> bool:
         """Whether a bucket that composed ``spent`` may also take ``charge``."""
+        import numpy as np  # noqa: PLC0415
+
         after = spent + charge
         return bool(np.any(np.isfinite(after) & (after <= self.budgets())))
 
@@ -127,6 +141,8 @@ class RenyiFilter:
         It reaches the cap exactly when the filter stops admitting at every order; the
         guarantee itself is always (cap, delta), whatever this shows.
         """
+        import numpy as np  # noqa: PLC0415
+
         if not np.any(spent > 0):
             return 0.0
         value = float(np.min(spent + self._slack()))
@@ -134,6 +150,8 @@ class RenyiFilter:
 
     def fraction(self, spent: NDArray[np.float64]) -> float:
         """Share of the budget used, 0..1, at the order with the most room left."""
+        import numpy as np  # noqa: PLC0415
+
         budgets = self.budgets()
         usable = budgets > 0
         if not np.any(usable):
@@ -160,6 +178,8 @@ def lifetime_noise(
     A round is ``round_charges`` ((sample rate, steps) at the planned noise) plus its
     ``evaluation`` release. Raises ``PlanningError`` when even ``ceiling`` cannot.
     """
+    import numpy as np  # noqa: PLC0415
+
     from privacy.accountants import PlanningError, smallest_noise  # noqa: PLC0415
 
     def fits(z: float) -> bool:

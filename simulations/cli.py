@@ -23,6 +23,7 @@ from simulations.demo import DemoSettings, run_demo, summary
 from simulations.event_log import EventLogError, read_log
 from simulations.inprocess import LearningRateSearch
 from simulations.log_evaluation import LogSettings, evaluate_log, table
+from simulations.log_import import Split, import_log, imported_config, train_imported
 from simulations.population import Population, SeedError, seed_device, seed_population
 from simulations.sweep import run_sweep, write_outputs
 
@@ -54,6 +55,13 @@ def demo(
     workers: Annotated[int, typer.Option(min=1, help="processes seeding vaults")] = (
         os.cpu_count() or 1
     ),
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="host:port of a Ray cluster's head (ray start --head) to run the devices on",
+        ),
+    ] = None,
 ) -> None:
     """Seed synthetic employees and run `flwr run .` on them, printing each round."""
     settings = DemoSettings(
@@ -65,6 +73,7 @@ def demo(
         per_round=per_round,
         evaluate_per_round=evaluate_per_round,
         workers=workers,
+        ray_address=ray_address,
     )
     result = run_demo(settings, console)
     console.print(summary(result))
@@ -213,3 +222,66 @@ def evaluate_log_command(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     console.print(table(evaluation), highlight=False)
+
+
+@app.command("import-log")
+def import_log_command(
+    file: Annotated[Path, typer.Argument(help="an event log: .csv with a header row, or .xes")],
+    root: Annotated[Path, typer.Option(help="simulation root to create (devices replaced)")],
+    devices: Annotated[int, typer.Option(min=1, help="simulated devices, one vault each")] = 10,
+    split: Annotated[Split, typer.Option(help="deal cases in blocks of time or at random")] = (
+        Split.TIME
+    ),
+    case: Annotated[str, typer.Option(help="CSV column of the case id")] = "case",
+    activity: Annotated[str, typer.Option(help="CSV column of the activity")] = "activity",
+    timestamp: Annotated[str, typer.Option(help="CSV column of the timestamp")] = "timestamp",
+    context_length: Annotated[int, typer.Option(min=1, max=64)] = 8,
+    seed: Annotated[int, typer.Option(help="the random split's seed")] = 7,
+) -> None:
+    """Write a log's cases into one encrypted vault per simulated device, with its vocabulary."""
+    try:
+        cases = read_log(file, case, activity, timestamp)
+        imported = import_log(
+            cases, root.resolve(), devices, split, context_length, seed, source=file.name
+        )
+    except (EventLogError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{imported.cases:,} cases, {imported.events:,} events in {imported.devices} encrypted "
+        f"vaults under {root}; vocabulary of {imported.config.vocab_size} tokens "
+        "(activities, <pad>, <end>)"
+    )
+
+
+@app.command("train-log")
+def train_log_command(
+    root: Annotated[Path, typer.Argument(help="a root written by import-log")],
+    epsilon: Annotated[float, typer.Option(min=0.01, help="device epsilon (finite)")] = 8.0,
+    rounds: Annotated[int, typer.Option(min=1)] = 10,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="where the model goes (default: ROOT/checkpoints)")
+    ] = None,
+) -> None:
+    """Federate with DP-SGD on imported vaults in process; checkpoint for `hearth-server model`."""
+    try:
+        config, record = imported_config(root.resolve())
+        settings = LogSettings(
+            devices=int(record["devices"]),
+            epsilon=epsilon,
+            rounds=rounds,
+            context_length=config.context_length,
+        )
+        result = train_imported(root.resolve(), settings, checkpoint_dir)
+    except (EventLogError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{result.test_predictions} test predictions (each device's newest third of cases)\n"
+        f"| model | top-1 | top-3 |\n|---|---:|---:|\n"
+        f"| n-gram (pooled training cases, no privacy) | {result.ngram_top1:.3f} | "
+        f"{result.ngram_top3:.3f} |\n"
+        f"| hearth, federated DP (device epsilon {epsilon:g}, noise {result.noise:.2f}, "
+        f"learning rate {result.learning_rate:g}) | {result.top1:.3f} | {result.top3:.3f} |\n"
+        f"checkpoint: {result.checkpoint}"
+    )

@@ -39,11 +39,16 @@ class EventLogError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
-    """One trace: its id and its activities in time order."""
+    """One trace: its id and its activities in time order (with their times, when read)."""
 
     case_id: str
     activities: tuple[str, ...]
     start: float
+    times: tuple[float, ...] = ()
+
+    def time_of(self, step: int) -> float:
+        """When the ``step``-th activity happened (a second apart from the start if unknown)."""
+        return self.times[step] if self.times else self.start + step
 
 
 def _timestamp(text: str, where: str) -> float:
@@ -61,7 +66,8 @@ def _cases(events: dict[str, list[tuple[float, int, str]]]) -> list[Case]:
     cases = []
     for case_id, rows in events.items():
         rows.sort()
-        cases.append(Case(case_id, tuple(a for _, _, a in rows), rows[0][0]))
+        activities = tuple(a for _, _, a in rows)
+        cases.append(Case(case_id, activities, rows[0][0], tuple(t for t, _, _ in rows)))
     cases.sort(key=lambda c: (c.start, c.case_id))
     return cases
 

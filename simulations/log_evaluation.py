@@ -17,6 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass, replace
 
+from client.learning.featurize import Examples
 from client.learning.training import TrainConfig
 from policy.baselines import NGram
 from policy.model import ModelConfig
@@ -29,7 +30,13 @@ from simulations.event_log import (
     log_model_config,
     split_cases,
 )
-from simulations.inprocess import Federation, federate, mean_accuracy, tune_learning_rate
+from simulations.inprocess import (
+    Federation,
+    LearningRateSearch,
+    federate,
+    mean_accuracy,
+    tune_learning_rate,
+)
 
 DELTA = 1e-5
 CENTRAL_BATCH = 64
@@ -88,6 +95,38 @@ def _central(
     return federation, search.best
 
 
+def dp_federation(
+    clients: list[Examples], config: ModelConfig, settings: LogSettings
+) -> tuple[Federation, float, LearningRateSearch]:
+    """A DP-SGD campaign over ``clients`` within ``settings.epsilon`` per device.
+
+    Returns the federation at the learning rate chosen on validation data carved
+    from the clients' own training examples, its noise multiplier and the search.
+    """
+    typical = statistics.median(len(c) for c in clients)
+    noise = noise_for_local(
+        settings.epsilon, settings.sample_rate, settings.steps * settings.rounds, DELTA
+    )
+    dp = Federation(
+        rounds=settings.rounds,
+        train=TrainConfig(
+            sample_rate=settings.sample_rate,
+            steps=settings.steps,
+            batch_size=max(1, round(settings.sample_rate * typical)),
+            noise_multiplier=noise,
+            delta=DELTA,
+            private=True,
+        ),
+        update_clip_norm=settings.update_clip_norm,
+        seed=settings.seed,
+    )
+    if len(settings.dp_grid) == 1:
+        search = LearningRateSearch(settings.dp_grid[0], ())
+    else:
+        search = tune_learning_rate(clients, dp, config, settings.dp_grid)
+    return replace(dp, train=replace(dp.train, learning_rate=search.best)), noise, search
+
+
 def evaluate_log(cases: list[Case], settings: LogSettings) -> LogEvaluation:
     """Run the protocol: n-gram, central non-private, federated DP."""
     config = log_model_config(cases, settings.context_length)
@@ -110,25 +149,7 @@ def evaluate_log(cases: list[Case], settings: LogSettings) -> LogEvaluation:
     top1, top3 = mean_accuracy(model, [test_examples])
     rows.append(LogRow("hearth, central, no privacy", top1, top3, f"learning rate {rate:g}"))
     clients = [case_examples(part, config) for part in device_partition(train, settings.devices)]
-    typical = statistics.median(len(c) for c in clients)
-    noise = noise_for_local(
-        settings.epsilon, settings.sample_rate, settings.steps * settings.rounds, DELTA
-    )
-    dp = Federation(
-        rounds=settings.rounds,
-        train=TrainConfig(
-            sample_rate=settings.sample_rate,
-            steps=settings.steps,
-            batch_size=max(1, round(settings.sample_rate * typical)),
-            noise_multiplier=noise,
-            delta=DELTA,
-            private=True,
-        ),
-        update_clip_norm=settings.update_clip_norm,
-        seed=settings.seed,
-    )
-    search = tune_learning_rate(clients, dp, config, settings.dp_grid)
-    dp = replace(dp, train=replace(dp.train, learning_rate=search.best))
+    dp, noise, search = dp_federation(clients, config, settings)
     top1, top3 = mean_accuracy(federate(clients, dp, config), [test_examples])
     eps = "inf" if math.isinf(settings.epsilon) else f"{settings.epsilon:g}"
     rows.append(

@@ -76,13 +76,41 @@ class _Chunk:
     salt: bytes
 
 
+def new_simulation_root(root: Path) -> tuple[bytes, bytes]:
+    """Replace any devices under ``root``; a fresh synthetic passphrase, its KEK and salt.
+
+    Every simulated vault's data key is wrapped under this KEK: the synthetic
+    employees share one passphrase (in ``root``), since they are made up.
+    """
+    devices = root / "devices"
+    if devices.exists():
+        shutil.rmtree(devices)
+    ensure_private_dir(root)
+    passphrase_file = root / SIM_PASSPHRASE_FILE
+    passphrase = secrets.token_urlsafe(24)
+    passphrase_file.write_text(passphrase)
+    passphrase_file.chmod(0o600)
+    salt = os.urandom(16)
+    return passphrase_kek(passphrase, salt), salt
+
+
+def new_device_vault(root: Path, device: int, kek: bytes, salt: bytes) -> Vault:
+    """A simulated device's home with its ledger key and a new, empty vault, open."""
+    home = simulated_device_home(root, device)
+    _new_key(home / "privacy", kek, salt)
+    return Vault(home / "vault", _new_key(home / "vault", kek, salt))
+
+
+def write_events(vault: Vault, events: Iterable[Event]) -> int:
+    """Append ``events`` in segments of ``SEGMENT_EVENTS``; returns how many."""
+    return _write(vault, events)
+
+
 def _seed_chunk(chunk: _Chunk) -> tuple[int, int]:
     """Seed a chunk of employees; returns (employees, events)."""
     events = 0
     for employee in chunk.employees:
-        home = simulated_device_home(chunk.root, employee)
-        _new_key(home / "privacy", chunk.kek, chunk.salt)
-        with Vault(home / "vault", _new_key(home / "vault", chunk.kek, chunk.salt)) as vault:
+        with new_device_vault(chunk.root, employee, chunk.kek, chunk.salt) as vault:
             events += _write(vault, generate_employee(employee, chunk.seed, hours=chunk.hours))
     return len(chunk.employees), events
 
@@ -116,16 +144,7 @@ def seed_population(
     """
     if employees < 1:
         raise ValueError("a population needs at least one employee")
-    devices = root / "devices"
-    if devices.exists():
-        shutil.rmtree(devices)
-    ensure_private_dir(root)
-    passphrase_file = root / SIM_PASSPHRASE_FILE
-    passphrase = secrets.token_urlsafe(24)
-    passphrase_file.write_text(passphrase)
-    passphrase_file.chmod(0o600)
-    salt = os.urandom(16)
-    kek = passphrase_kek(passphrase, salt)
+    kek, salt = new_simulation_root(root)
     jobs = [
         _Chunk(root, range(start, min(start + CHUNK, employees)), seed, hours, kek, salt)
         for start in range(0, employees, CHUNK)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from client.cli.errors import fail
 from client.control.budget import budget_report
 from client.control.device_records import DeviceRecords
 from client.control.policy_pin import device_policy
@@ -20,11 +21,6 @@ from privacy.policy import PolicyError
 budget_app = typer.Typer(
     name="budget", help="Privacy spent on this laptop, and your own cap.", no_args_is_help=True
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
 
 
 def epsilon_text(value: float) -> str:
@@ -94,9 +90,9 @@ def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         policy = device_policy(home)  # the pinned policy, once the laptop joined
         report = budget_report(DeviceRecords(home), policy)
     except LedgerRollbackError as exc:
-        raise _fail(f"training refused: {exc}") from None
+        raise fail(f"training refused: {exc}") from None
     except (PolicyError, VaultKeyError, LedgerError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -111,11 +107,9 @@ def set_cap(
     try:
         policy_cap = device_policy(hearth_home()).privacy.device_epsilon_cap
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if epsilon > policy_cap:
-        raise _fail(
-            f"the policy already caps epsilon at {policy_cap:g}; your cap can only be lower"
-        )
+        raise fail(f"the policy already caps epsilon at {policy_cap:g}; your cap can only be lower")
     DeviceRecords(hearth_home()).set_employee_cap(epsilon)
     typer.echo(f"your cap is now epsilon {epsilon:g} (the policy's is {policy_cap:g})")
 
@@ -129,7 +123,7 @@ def reset(
 ) -> None:
     """Start a new, empty ledger (test devices): recorded and shown wherever the budget is."""
     if not i_understand:
-        raise _fail(
+        raise fail(
             "a reset forgets what this laptop spent, so its examples lose their bound; "
             "add --i-understand to do it (it is recorded and shown)"
         )
@@ -144,7 +138,7 @@ def reset(
             cleared, reason = 0, f"reset by the employee after: {exc}"
         event = device.reset_ledger(reason.split("; training is refused")[0])
     except VaultKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"the privacy ledger starts again from zero ({max(cleared, event.entries_cleared)} "
         "entries cleared); the reset is recorded and shown by `hearth budget show`"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.cli.errors import fail
 from client.control.consent import on_change
 from client.control.heartbeat import running_recorder
 from client.control.status import daily_summary
@@ -35,11 +36,6 @@ console = Console()
 on_change(purge_revoked_modalities)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _exists() -> bool:
     return (default_vault_dir() / KEY_FILE).exists()
 
@@ -47,11 +43,11 @@ def _exists() -> bool:
 def _open() -> Vault:
     directory = default_vault_dir()
     if not _exists():
-        raise _fail("there is no vault on this laptop: nothing has been recorded")
+        raise fail("there is no vault on this laptop: nothing has been recorded")
     try:
         return Vault.open(directory)
     except (VaultKeyError, VaultFullError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def integrity_report(vault: Vault) -> dict[str, object]:
@@ -61,6 +57,7 @@ def integrity_report(vault: Vault) -> dict[str, object]:
         "dropped_segments": list(audit.missing),
         "unexpected_segments": list(audit.unexpected),
         "manifest_error": vault.manifest_error,
+        "rollback": vault.rollback,
         "purged_events": vault.purged_events,
     }
 
@@ -69,6 +66,8 @@ def _integrity_lines(report: dict[str, object]) -> list[str]:
     lines = []
     if report["manifest_error"]:
         lines.append(f"{report['manifest_error']}: no segment can be trusted")
+    if report.get("rollback"):
+        lines.append(str(report["rollback"]))
     for key, what in (
         ("dropped_segments", "missing (deleted outside hearth)"),
         ("unexpected_segments", "not in the manifest (put back or forged), skipped"),
@@ -97,6 +96,7 @@ def summary(
                     "dropped_segments": [],
                     "unexpected_segments": [],
                     "manifest_error": None,
+                    "rollback": None,
                     "purged_events": 0,
                     "synthetic": None,
                 }
@@ -139,7 +139,7 @@ def export(
 ) -> None:
     """Decrypt everything into a file for your own eyes (created owner-only)."""
     if out.exists():
-        raise _fail(f"{out} exists; choose another file or remove it first")
+        raise fail(f"{out} exists; choose another file or remove it first")
     count = 0
     with _open() as vault:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -182,9 +182,9 @@ def rotate_key_command(
     """
     directory = default_vault_dir()
     if not _exists() and not (directory / NEXT_KEY_FILE).exists():
-        raise _fail("there is no vault on this laptop to re-key")
+        raise fail("there is no vault on this laptop to re-key")
     if running_recorder(hearth_home()) is not None:
-        raise _fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
+        raise fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
     try:
         new = None if use_keyring else passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, True)
         report = Vault.rotate(directory, new)
@@ -192,7 +192,7 @@ def rotate_key_command(
         if new is not None and (ledger_dir / KEY_FILE).exists():
             rewrap_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
     except (VaultKeyError, VaultFullError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"the vault key is replaced (generation {report.generation}): "
         f"{report.reencrypted} segments re-encrypted, the old key destroyed"

@@ -16,6 +16,7 @@ from client.cli.control import (
 )
 from client.cli.dashboard import dashboard_command
 from client.cli.data import data_app
+from client.cli.errors import fail
 from client.cli.policy import policy_app
 from client.cli.record import record_command
 from client.storage.home import hearth_home
@@ -74,8 +75,7 @@ def join_command(
     try:
         raise typer.Exit(join(config))
     except JoinError as exc:
-        typer.echo(f"hearth: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
 
 
 app.command("record")(record_command)

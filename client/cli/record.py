@@ -34,6 +34,7 @@ from client.recorder import Recorder, RecorderConfig
 from client.storage.home import hearth_home
 from client.storage.keys import VaultKeyError
 from client.storage.vault import Vault, default_vault_dir
+from client.storage.vault_cadence import SEAL_INTERVAL
 from privacy.policy import PolicyError
 
 GRANT_HINT = "hearth consent grant --modalities pointer,keys,apps"
@@ -73,7 +74,7 @@ def _open_vault(home: Path) -> tuple[Vault, float, int]:
     return vault, days, quota
 
 
-def build_recorder(home: Path) -> tuple[Recorder, Vault]:
+def build_recorder(home: Path, seal_interval: float = SEAL_INTERVAL) -> tuple[Recorder, Vault]:
     """Check everything recording needs, in the order the employee can fix it."""
     consent = load_consent(home)
     if consent is None or not consent.active:
@@ -101,6 +102,7 @@ def build_recorder(home: Path) -> tuple[Recorder, Vault]:
         home=home,
         first_seq=max(previous.next_seq if previous is not None else 0, vault.next_seq()),
         retention=lambda: vault.enforce_retention(days, quota),
+        flush_interval=seal_interval,
     )
     sensitive = SensitiveAppsWatcher(device_policy(home), home)
     recorder = Recorder(
@@ -114,12 +116,12 @@ def build_recorder(home: Path) -> tuple[Recorder, Vault]:
     return recorder, vault
 
 
-def record(duration: float | None = None) -> int:
+def record(duration: float | None = None, seal_interval: float = SEAL_INTERVAL) -> int:
     """Record until a signal or ``duration``; returns the exit code."""
     logging.basicConfig(level=logging.WARNING, format="hearth: %(message)s")
     home = hearth_home()
     try:
-        recorder, vault = build_recorder(home)
+        recorder, vault = build_recorder(home, seal_interval)
     except RecordError as exc:
         print(f"hearth: {exc}", file=sys.stderr)
         return 1
@@ -159,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m client.cli.record``."""
     parser = argparse.ArgumentParser(prog="hearth record", description=__doc__)
     parser.add_argument("--duration", type=float, default=None, help="seconds, then stop")
+    # Tests only (not in `hearth record`): a shorter constant-rate interval, so what
+    # was typed is sealed before a pause or revocation in seconds, not half a minute.
+    parser.add_argument(
+        "--seal-interval", type=float, default=SEAL_INTERVAL, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
-    return record(args.duration)
+    return record(args.duration, max(0.1, args.seal_interval))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,10 @@ from typing import Any
 from client.control.device_records import DeviceRecords
 from client.storage.keys import VaultKeyError
 from client.storage.vault import VaultFullError
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
-    DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
     UNIT_USER,
     adjacency_action,

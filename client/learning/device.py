@@ -23,7 +23,7 @@ from client.learning import device_cache
 from client.learning.featurize import Examples, action_sequence
 from client.storage.home import hearth_home
 from client.storage.keys import KEY_FILE_VERSION, read_key_file, staged_generation
-from client.storage.vault import Vault
+from client.storage.vault import Vault, VaultRollbackError
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
 SIM_POLICY_FILE: Final = "policy.toml"
@@ -54,6 +54,8 @@ class Device(DeviceRecords):
         do the events of any modality the employee no longer consents to.
         """
         with self._open_vault() as vault:
+            if vault.rollback is not None:  # an older copy of vault.db: not trained on
+                raise VaultRollbackError(vault.rollback)
             version = vault.version()
             note_held_days(self.vault_dir, vault)
             cached = device_cache.cached_actions(self.vault_dir, version)

@@ -25,6 +25,7 @@ from client.storage.keys import (
     shred_file,
 )
 from client.storage.vault import DB_FILE, DB_FILES, Vault, VaultFullError
+from client.storage.vault_anchor import destroy_anchor
 from policy.events import Modality
 
 _log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def delete_vault(directory: Path) -> bool:
     the files are removed, so a process that still holds them open sees no ciphertext.
     """
     existed = destroy_key(directory)
+    destroy_anchor(directory)  # a new vault here starts at write 1 without being suspect
     for path in directory.glob("days.*.bin*"):
         shred_file(path)
         existed = True

@@ -5,9 +5,13 @@ the key of its UTC day (``client.storage.day_keys``; the day keys are sealed und
 device's data key), with the segment id, schema version, key generation and day
 as associated data so a segment cannot be swapped or replayed under another id.
 A sealed manifest (``client.storage.vault_manifest``) lists the live ids, so dropped or
-re-inserted segments are noticed. In plaintext a segment shows only its id, its
-day and its padded size: event counts and times are inside the ciphertext, and
-every ciphertext has one of a few fixed sizes (``PADDED_SIZES``). Retention
+re-inserted segments are noticed; its write counter is anchored outside the
+database (``client.storage.vault_anchor``), so a whole older copy of ``vault.db`` is too.
+In plaintext a segment shows only its id, its day and its padded size: event
+counts and times are inside the ciphertext, and every ciphertext has one of a
+few fixed sizes (``PADDED_SIZES``); the recorder seals one per interval, empty
+or not, all of one fixed size (``client.storage.vault_cadence``; ``append``'s ``pad_to``).
+Retention
 destroys whole days: their key first (crypto-shredding), then their rows, with
 ``secure_delete`` on and the WAL checkpointed and truncated (retried until no
 reader holds it).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -52,6 +57,7 @@ from client.storage.keys import (
     staged_generation,
     upgrade_key_file,
 )
+from client.storage.vault_anchor import AnchorError, vault_anchor
 from client.storage.vault_manifest import (
     Audit,
     Manifest,
@@ -117,6 +123,16 @@ class RotationInProgressError(VaultKeyError):
         )
 
 
+class VaultRollbackError(VaultKeyError):
+    """The vault is an older copy of itself (or its anchor is gone): training is refused."""
+
+
+DELETE_HINT: Final = (
+    "training is refused until you run `hearth data delete` to start a new vault "
+    "(the privacy ledger is kept)"
+)
+
+
 class StaleKeyError(VaultKeyError):
     """The key generation held by this process is no longer the one the vault writes under."""
 
@@ -144,6 +160,17 @@ class RetentionReport:
 def default_vault_dir() -> Path:
     """The device's vault directory: ``hearth_home() / "vault"``."""
     return hearth_home() / "vault"
+
+
+def _rollback_message(found: int, anchored: int, where: str) -> str:
+    if anchored < 0:
+        what = f"the vault's anchor in {where} is missing (vault.db is at write {found})"
+    else:
+        what = (
+            f"vault.db is an older copy of itself (write {found}, {where} records write "
+            f"{anchored}): data deleted since may be back, newer data gone"
+        )
+    return f"{what}; {DELETE_HINT}"
 
 
 def _is_disk_full(exc: BaseException) -> bool:
@@ -185,21 +212,47 @@ def _modality_names(events: Iterable[Event]) -> set[str]:
     return {_modality_name(e) for e in events}
 
 
-def _pad(body: bytes) -> bytes:
+def _pad(body: bytes, at_least: int = 0) -> bytes:
+    """Frame ``body`` and pad it to the smallest size class that holds it, and ``at_least``."""
     framed = len(body).to_bytes(4, "big") + body
-    size = next((s for s in PADDED_SIZES if s >= len(framed)), 0)
+    need = max(len(framed), at_least)
+    size = next((s for s in PADDED_SIZES if s >= need), 0)
     if not size:
-        size = -(-len(framed) // PADDED_SIZES[-1]) * PADDED_SIZES[-1]
+        size = -(-need // PADDED_SIZES[-1]) * PADDED_SIZES[-1]
     return framed + bytes(size - len(framed))
 
 
-def _encode(events: Sequence[Event], start: float, end: float) -> bytes:
-    """The plaintext of a segment: a header (times, counts) and its events, padded."""
+def _body(events: Sequence[Event], start: float, end: float) -> bytes:
     counts = Counter(_modality_name(e) for e in events)
     header = {"v": _FORMAT, "start": start, "end": end, "n": len(events), "counts": counts}
     lines = [json.dumps(header, separators=(",", ":"))]
     lines += (json.dumps(to_record(e), separators=(",", ":")) for e in events)
-    return _pad(zlib.compress("\n".join(lines).encode("utf-8"), 1))
+    # A 4 KiB window and a small hash table: deflate's default state (about 256 KiB,
+    # allocated and touched on every call) cost the recorder more than the
+    # encryption; JSON lines repeat within a few lines, and any zlib stream decodes.
+    packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
+    return packer.compress("\n".join(lines).encode("utf-8")) + packer.flush()
+
+
+def _encode(events: Sequence[Event], start: float, end: float, pad_to: int = 0) -> bytes:
+    """The plaintext of a segment: a header (times, counts) and its events, padded."""
+    return _pad(_body(events, start, end), pad_to)
+
+
+# The widest times a header can hold (17 significant digits), and room for the
+# compressor treating other digits a little differently: what ``framed_size`` adds.
+_WIDEST_TIME: Final = 1_764_448_671.1234567
+_HEADER_SLACK: Final = 32
+
+
+def framed_size(events: Sequence[Event]) -> int:
+    """Bytes ``events`` take of a size class when sealed as one segment, whatever its times.
+
+    An upper bound (the widest header plus a little slack): a batch whose
+    ``framed_size`` is at most a class always pads to exactly that class, which is
+    what the recorder's fixed-size segments rely on (``client.storage.vault_cadence``).
+    """
+    return 4 + len(_body(events, _WIDEST_TIME, _WIDEST_TIME)) + _HEADER_SLACK
 
 
 def _decode(plain: bytes, header_only: bool = False) -> tuple[dict[str, Any], list[Event]]:
@@ -223,10 +276,14 @@ def seal(
     gen: int = 0,
     day: int = 0,
     span: tuple[float, float] = (0.0, 0.0),
+    pad_to: int = 0,
 ) -> tuple[bytes, bytes]:
-    """Encrypt a batch of events (and its wall-clock ``span``); returns (nonce, ciphertext)."""
+    """Encrypt a batch of events (and its wall-clock ``span``); returns (nonce, ciphertext).
+
+    The plaintext is padded to the smallest size class that holds it and ``pad_to``.
+    """
     nonce = os.urandom(12)
-    plain = _encode(events, *span)
+    plain = _encode(events, *span, pad_to=pad_to)
     return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen, day))
 
 
@@ -274,10 +331,16 @@ class Vault:
         self.directory = ensure_private_dir(directory)
         self._gen = generation
         self._keys: dict[int, bytes] = {generation: key}  # data keys by generation
+        self._manifest_seen: tuple[bytes, Manifest] | None = None  # see _load_manifest
         self._days: dict[int, DayKeys] = {generation: load_day_keys(directory, generation, key)}
         # Ids skipped while reading: failed authentication, or not live in the manifest.
         self.corrupt_segments: list[int] = []
         self.manifest_error: str | None = None
+        # Set when vault.db is older than its anchor: reported, and training refuses it.
+        self.rollback: str | None = None
+        self._anchor = vault_anchor(self.directory, self._keys)
+        self._anchor_pending: tuple[int, str] | None = None
+        self._anchor_seen = 0  # the anchor is never lowered by this process
         path = self.directory / DB_FILE
         existed = path.exists()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -302,10 +365,13 @@ class Vault:
             "INSERT OR IGNORE INTO meta VALUES ('write_gen', ?)", (str(generation).encode(),)
         )
         has_manifest = self._db.execute("SELECT 1 FROM meta WHERE name = 'manifest'").fetchone()
-        if not has_manifest and not self._db.execute("SELECT 1 FROM segments").fetchone():
-            self._store_manifest(Manifest())  # a new vault; an emptied-out one is reported
-        self._db.execute("COMMIT")
+        fresh = not has_manifest and not self._db.execute("SELECT 1 FROM segments").fetchone()
+        if fresh:  # a new vault (an emptied-out one is reported): it anchors afresh
+            self._store_manifest(Manifest())
+        self._commit()
         self._secure_files()
+        if not fresh:
+            self._check_anchor()
 
     def _migrate_legacy(self) -> None:
         """Move a format-1 vault (one data key, plaintext times and counts) to this format.
@@ -368,7 +434,7 @@ class Vault:
                 replace(manifest, live=tuple(live), present=tuple(sorted(present)))
             )
             self._db.execute("DROP TABLE segments_v1")
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -378,7 +444,11 @@ class Vault:
         """Owner-only modes on the database and its -wal/-shm companions."""
         for name in DB_FILES:
             path = self.directory / name
-            if path.exists() and path.stat().st_mode & 0o077:
+            try:
+                loose = os.stat(path).st_mode & 0o077  # one stat (this runs at every append)
+            except FileNotFoundError:
+                continue
+            if loose:
                 path.chmod(0o600)
 
     # -- keys --------------------------------------------------------------
@@ -417,14 +487,105 @@ class Vault:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
         if row is None:
             raise ManifestError("the vault's manifest is missing")
-        return open_manifest(self._keys, bytes(row[0]))[1]
+        blob = bytes(row[0])
+        # The very bytes this vault last sealed or opened (under keys it never changes)
+        # say what they said then: opening the manifest at every append (key derivation,
+        # decryption, JSON) was a third of the recorder's cost of sealing a segment.
+        cached = self._manifest_seen
+        if cached is not None and cached[0] == blob:
+            return cached[1]
+        manifest = open_manifest(self._keys, blob)[1]
+        self._manifest_seen = (blob, manifest)
+        return manifest
 
     def _store_manifest(self, manifest: Manifest, generation: int | None = None) -> None:
         gen = self._gen if generation is None else generation
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('manifest', ?)",
-            (seal_manifest(self._keys[gen], gen, manifest),),
-        )
+        manifest = replace(manifest, writes=manifest.writes + 1)
+        blob = seal_manifest(self._keys[gen], gen, manifest)
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('manifest', ?)", (blob,))
+        self._anchor_pending = (manifest.writes, hashlib.sha256(blob).hexdigest())
+        self._manifest_seen = (blob, manifest)
+
+    def _commit(self) -> None:
+        """Commit, then anchor the manifest written in the transaction (if one was)."""
+        self._db.execute("COMMIT")
+        pending, self._anchor_pending = self._anchor_pending, None
+        if pending is not None:
+            self._write_anchor(*pending)
+
+    def _write_anchor(self, counter: int, digest: str) -> None:
+        """Anchor (counter, digest) outside vault.db; never lower, never fatal to a write.
+
+        After the commit: a crash in between leaves the vault one write ahead of its
+        anchor, which is accepted (only an older vault is suspect).
+        """
+        if counter <= self._anchor_seen:
+            return
+        try:
+            self._anchor.write(counter, digest)
+        except Exception as exc:  # a locked keyring, a full disk: the next write retries
+            _log.warning("the vault's anchor was not written: %s", type(exc).__name__)
+            return
+        self._anchor_seen = counter
+
+    def _check_anchor(self) -> None:
+        """Compare the manifest's write counter with its anchor; flag an older vault.
+
+        A vault without an anchor yet (written before anchors existed) adopts one. A
+        flag is sealed into the manifest, so writing on into the old copy does not make
+        it look current; only ``hearth data delete`` clears it.
+        """
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
+        manifest = self._manifest_or_none()
+        if row is None or manifest is None:
+            return  # reported as a manifest error already
+        where = self._anchor.where
+        if manifest.rolled_back is not None:
+            found, anchored = manifest.rolled_back
+            self.rollback = _rollback_message(found, anchored, where)
+            return
+        digest = hashlib.sha256(bytes(row[0])).hexdigest()
+        try:
+            stored = self._anchor.read()
+        except AnchorError as exc:
+            self._flag_rollback(manifest, -1, f"{exc}; {DELETE_HINT}")
+            return
+        except Exception as exc:  # a locked or missing keyring: cannot check now
+            _log.warning("the vault's anchor could not be read: %s", type(exc).__name__)
+            return
+        if stored is None:
+            if manifest.writes > 1:
+                self._flag_rollback(manifest, -1, _rollback_message(manifest.writes, -1, where))
+            else:  # a vault from before anchors: it adopts one
+                self._write_anchor(manifest.writes, digest)
+            return
+        counter = stored[0]
+        if manifest.writes > counter or (manifest.writes, digest) == stored:
+            self._anchor_seen = counter
+            self._write_anchor(manifest.writes, digest)  # a crash came between the two
+            return
+        self._flag_rollback(manifest, counter, _rollback_message(manifest.writes, counter, where))
+
+    def _flag_rollback(self, manifest: Manifest, anchored: int, message: str) -> None:
+        """Seal the finding into the manifest (its counter past the anchor), and report it."""
+        _log.warning("%s", message)
+        self.rollback = message
+        self._anchor_seen = max(self._anchor_seen, anchored)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            current = self._load_manifest()
+            flagged = replace(
+                current,
+                rolled_back=(manifest.writes, anchored),
+                writes=max(current.writes, anchored),
+            )
+            self._store_manifest(flagged)
+            self._commit()
+        except (sqlite3.Error, ManifestError) as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._anchor_pending = None
+            _log.warning("the vault's rollback could not be recorded: %s", type(exc).__name__)
 
     def _manifest_or_none(self) -> Manifest | None:
         """The manifest for reading; None (noted in ``manifest_error``) when untrustworthy."""
@@ -612,7 +773,7 @@ class Vault:
                     )
                 if lost:
                     self._db.executemany("DELETE FROM segments WHERE id = ?", [(i,) for i in lost])
-                self._db.execute("COMMIT")
+                self._commit()
             except BaseException as exc:
                 self._abort(exc)
                 raise
@@ -626,7 +787,7 @@ class Vault:
             with contextlib.suppress(ManifestError):
                 manifest = open_manifest(self._keys, bytes(row[0]))[1]
                 self._store_manifest(manifest, new_gen)
-        self._db.execute("COMMIT")
+        self._commit()
         return done, dropped
 
     def close(self) -> None:
@@ -643,26 +804,35 @@ class Vault:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Seal ``events`` as one segment of the current day and commit it; returns its id."""
-        if not events:
-            return None
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
+        """Seal ``events`` as one segment of the current day and commit it; returns its id.
+
+        An empty batch is sealed too, padded like any other: the recorder seals one
+        segment per interval whether or not anything happened (``client.storage.vault_cadence``).
+        ``pad_to`` is the smallest size class the segment may take: the recorder passes
+        its fixed class, so every interval's row has the same size (never smaller; a
+        batch that does not fit takes the next class that holds it).
+        """
         now = time.time() if wall_time is None else wall_time
         day = day_of(now)
-        span = max(0.0, events[-1].t - events[0].t)
+        span = max(0.0, events[-1].t - events[0].t) if events else 0.0
         self._begin_write()
         try:
             counts = Counter(_modality_name(e) for e in events)
             segment_id, manifest = self._load_manifest().appended(counts)
             key = self._day_key(self._gen, day, create=True)
             assert key is not None
-            nonce, ciphertext = seal(key, segment_id, events, self._gen, day, (now - span, now))
+            nonce, ciphertext = seal(
+                key, segment_id, events, self._gen, day, (now - span, now), pad_to
+            )
             self._store_manifest(manifest.tallied(day, counts, len(ciphertext)))
             self._db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",
                 (segment_id, SCHEMA_VERSION, self._gen, day, nonce, ciphertext),
             )
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -697,7 +867,7 @@ class Vault:
                         manifest = manifest.tallied(day, counts, size, -1)
                 self._store_manifest(manifest)
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -844,7 +1014,7 @@ class Vault:
                     final = self._load_manifest().after_purge(names, removed)
                     self._store_manifest(final)
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shred_pending', x'01')")
-                self._db.execute("COMMIT")
+                self._commit()
             except BaseException as exc:
                 self._abort(exc)
                 raise
@@ -867,8 +1037,8 @@ class Vault:
             if manifest is None or segment_id not in manifest:
                 continue
             read = self._readable(segment_id, schema, gen, day, nonce, ciphertext)
-            if read is not None:
-                return max((e.seq for e in read[1]), default=-1) + 1
+            if read is not None and read[1]:  # an empty (idle) segment says nothing
+                return max(e.seq for e in read[1]) + 1
         return 0
 
     def _plaintext(

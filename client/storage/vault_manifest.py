@@ -8,8 +8,9 @@ append and deletion, so deletions by retention or on request are never mistaken 
 tampering, and ids are never handed out twice (the counter lives in here, not in a
 plaintext table anyone can edit).
 
-What it cannot catch: the whole database replaced by an older copy of itself
-(manifest included). That needs state outside the vault's files.
+The manifest alone cannot catch the whole database replaced by an older copy of
+itself (manifest included): its write counter is anchored outside the database
+for that (``client.storage.vault_anchor``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class Manifest:
     # What the summary shows without decrypting every segment: per UTC day and
     # modality, events and (apportioned) ciphertext bytes, as appended minus deleted.
     days: Mapping[int, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
+    writes: int = (
+        0  # bumped on every write; anchored outside vault.db (client.storage.vault_anchor)
+    )
+    # (counter found, counter anchored) once this vault was found older than its anchor:
+    # sealed in, so writing on into the old copy does not make it look current again.
+    rolled_back: tuple[int, int] | None = None
     _starts: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +168,8 @@ class Manifest:
                     str(day): {m: list(v) for m, v in entry.items()}
                     for day, entry in self.days.items()
                 },
+                "writes": self.writes,
+                "rolled_back": self.rolled_back,
             },
             separators=(",", ":"),
         ).encode()
@@ -171,6 +180,7 @@ class Manifest:
         data = json.loads(payload)
         live = tuple((int(a), int(b)) for a, b in data["live"])
         present = data.get("present")
+        rolled_back = data.get("rolled_back")
         return cls(
             int(data["next"]),
             live,
@@ -182,6 +192,8 @@ class Manifest:
                 int(day): {str(m): (int(v[0]), int(v[1])) for m, v in entry.items()}
                 for day, entry in dict(data.get("days", {})).items()
             },
+            int(data.get("writes", 0)),
+            None if rolled_back is None else (int(rolled_back[0]), int(rolled_back[1])),
         )
 
 

@@ -35,3 +35,18 @@ def test_a_task_lowers_its_priority_without_importing_torch() -> None:
         f"print({LOADED}, os.environ['OMP_NUM_THREADS'])"
     )
     assert out.stdout.split() == ["[]", "1"], out.stdout + out.stderr
+
+
+def test_the_recorder_process_does_not_import_numpy() -> None:
+    # The recorder must stay under 60 MB: numpy alone is about 14 MB of it. Loading the
+    # pinned policy (its Renyi check) and the capture backends must not pull it in.
+    out = _fresh_python(
+        "import sys, tempfile, pathlib; import client.cli.record, client.recorder; "
+        "import client.capture.input_x11, client.capture.focus_x11; "
+        "from client.control.policy_pin import device_policy; "
+        "from client.control.sensitive_apps import SensitiveAppsWatcher; "
+        "home = pathlib.Path(tempfile.mkdtemp()); "
+        "SensitiveAppsWatcher(device_policy(home), home).current(); "
+        "print([m for m in ('numpy', *" + repr(HEAVY) + ") if m in sys.modules])"
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

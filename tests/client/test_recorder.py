@@ -110,7 +110,9 @@ class FakeSink:
         self.batches: list[list[Event]] = []
         self.full = False
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
         if self.full:
             raise VaultFullError()
         self.batches.append(list(events))
@@ -267,6 +269,46 @@ def test_a_sensitive_app_leaves_only_a_suppressed_gap(rig, hearth_home):
     gap = events[1]
     assert isinstance(gap, Suppressed) and gap.duration > 0
     assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
+
+
+class PolledSource(FakeSource):
+    """A source whose keys wait until the writer polls (as X RECORD's keyboard does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.typed: list[RawKey] = []
+
+    def type(self, text: str) -> None:
+        self.typed += [RawKey(name="space") if c == " " else RawKey(char=c) for c in text]
+
+    def poll(self) -> None:
+        assert self.keyboard is not None, "polled while the keyboard is stopped"
+        typed, self.typed = self.typed, []
+        for key in typed:
+            self.keyboard[0](key)
+
+
+def test_keys_a_polled_source_holds_are_judged_by_the_checks_around_their_reading(hearth_home):
+    # Keys typed into a sensitive app are read right after the check that still saw it;
+    # the app is gone at the next check, yet they are judged by both: none is kept.
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    source, focus, sink = PolledSource(), FakeFocus(SLACK), FakeSink()
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    config = RecorderConfig(home=hearth_home, control_interval=0.0, suppress_tail=0.0)
+    recorder = Recorder(config, sink, source, focus, lambda: apps)
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+    recorder.step()
+    source.type("canary")
+    recorder.step()  # checks focus (slack), then reads the keys: stamped after that check
+    focus.window = CODE
+    recorder.step()  # judged by the slack check and this one
+    source.type("ok ")
+    recorder.step()
+    recorder.step()
+    recorder.stop()
+    names = [type(e).__name__ for e in sink.events]
+    assert names[:2] == ["Suppressed", "Focus"] and "KeyRun" in names
+    assert [e.count for e in sink.events if isinstance(e, KeyRun)] == [3]
 
 
 def test_employee_additions_are_suppressed_without_restart(hearth_home):

@@ -230,7 +230,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
     grant(home, (Modality.KEYS,))
     vault = Vault.open(home / "vault")
     source = FakeSource()
-    recorder = _recorder(home, vault, source, flush_interval=0.05, save_retry=0.05)
+    recorder = _recorder(home, vault, source, flush_interval=0.5, save_retry=0.05, key_run_idle=0.1)
     recorder.start()
     cli = CliRunner()
     try:

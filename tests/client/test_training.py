@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from client.learning.featurize import Examples
+from client.learning.ghost_norms import embedding_norm_sample
 from client.learning.training import TrainConfig, epsilon_spent, evaluate, plan_round, train_round
 from policy.model import NextActionPolicy, get_arrays
 
@@ -93,3 +94,18 @@ def test_dp_step_clips_each_example_before_summing():
     result = train_round(model, examples, config)
     for (name, want), got in zip(expected.items(), result.delta, strict=True):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("padding_idx", [None, 0])
+def test_the_embedding_norm_sampler_gives_each_examples_exact_gradient_norm(padding_idx):
+    """The K x K form equals the norm of each example's own embedding gradient, repeats included."""
+    torch.manual_seed(0)
+    layer = torch.nn.Embedding(12, 4, padding_idx=padding_idx)
+    ids = torch.randint(0, 12, (32, 8))
+    ids[:, :3] = 0  # left padding, and ids repeated within a window
+    backprops = torch.randn(32, 8, 4)
+    got = embedding_norm_sample(layer, [ids], backprops)[layer.weight]
+    for i in range(32):
+        out = layer(ids[i : i + 1])
+        (grad,) = torch.autograd.grad((out * backprops[i : i + 1]).sum(), [layer.weight])
+        assert abs(float(got[i]) - float(grad.norm())) < 1e-5

@@ -279,7 +279,11 @@ def test_a_usable_keyring_holds_the_kek_and_delete_removes_it(hearth_home, monke
         with Vault.open(hearth_home / "vault") as vault:
             vault.append(_events(3))
         assert json.loads((hearth_home / "vault" / KEY_FILE).read_text())["kek"] == "keyring"
-        assert len(backend.store) == 1
+        # The KEK's secret, and the manifest's anchor (client.storage.vault_anchor) beside it.
+        assert sorted(service for service, _ in backend.store) == [
+            "hearth-vault",
+            "hearth-vault-manifest",
+        ]
         with Vault.open(hearth_home / "vault") as vault:
             assert len(list(vault.iter_events())) == 3
         result = CliRunner().invoke(app, ["data", "delete", "--yes"])

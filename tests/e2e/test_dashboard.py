@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
@@ -32,6 +33,9 @@ from client.learning.device import Device
 from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Modality
 from privacy.policy import load_policy
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.e2e
 
@@ -165,6 +169,38 @@ def _every_command_line() -> str:
     return "\n".join(lines)
 
 
+def _wait_for_location(page: Page, url: str) -> str:
+    """The page's own ``location.href`` once it is ``url`` (or the last one seen).
+
+    Asked of the page, not Playwright's cached ``page.url``: the launch pages may
+    navigate while Playwright attaches over CDP, and a navigation finished before
+    the attach leaves the cached URL behind for good.
+    """
+    from playwright.sync_api import Error as PlaywrightError  # noqa: PLC0415
+
+    deadline = time.monotonic() + START_TIMEOUT
+    href = ""
+    while time.monotonic() < deadline:
+        try:
+            href = str(page.evaluate("location.href"))
+        except PlaywrightError:  # the page was between documents
+            href = ""
+        if href == url:
+            break
+        time.sleep(0.1)
+    return href
+
+
+def _seen(page: Page) -> str:
+    """What the browser shows, for a failure message (never a live code: spent ones only)."""
+    from playwright.sync_api import Error as PlaywrightError  # noqa: PLC0415
+
+    try:
+        return f"{page.url}: {page.inner_text('body')[:300]}"
+    except PlaywrightError as exc:
+        return f"{page.url}: {exc}"
+
+
 def _code(launch_file: Path) -> str:
     match = re.search(r"/launch\?code=([A-Za-z0-9_-]+)", launch_file.read_text())
     assert match, "the launch file carries no code"
@@ -209,10 +245,8 @@ def test_the_employee_controls_everything_from_a_real_browser(
         browser = p.chromium.connect_over_cdp(f"http://127.0.0.1:{dashboard.devtools_port}")
         try:
             page = browser.contexts[0].pages[0]
-            deadline = time.monotonic() + START_TIMEOUT
-            while page.url != f"{dashboard.origin}/" and time.monotonic() < deadline:
-                page.wait_for_timeout(100)
-            assert page.url == f"{dashboard.origin}/"
+            landed = _wait_for_location(page, f"{dashboard.origin}/")
+            assert landed == f"{dashboard.origin}/", _seen(page)
             page.wait_for_load_state()
             page.set_viewport_size({"width": 1280, "height": 900})
 

@@ -133,10 +133,10 @@ def test_with_text_granted_a_typed_email_is_stored_redacted(hearth_home, window,
 def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
     grant(hearth_home, (Modality.KEYS,))
     editor = window("code", "main.py - Code")
-    recorder = kit.start_recorder(hearth_home)
+    recorder = kit.start_recorder(hearth_home, "--seal-interval", "1")
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "aaa")
-    time.sleep(3.3)  # sealed: a revocation drops what is not (run idle 2 s + flush 1 s)
+    time.sleep(3.3)  # sealed: a revocation drops what is not (run idle 2 s + a 1 s interval)
     _, result = request_revoke(hearth_home)  # as `hearth consent revoke` does
     assert result.recorder is not None and result.recorder.applied
     time.sleep(0.1)
@@ -150,10 +150,10 @@ def test_revoke_stops_capture_within_100_ms(hearth_home, window, kit):
 def test_pause_from_another_process_takes_effect_while_recording(hearth_home, window, kit):
     grant(hearth_home, (Modality.KEYS,))
     editor = window("code", "main.py - Code")
-    recorder = kit.start_recorder(hearth_home)
+    recorder = kit.start_recorder(hearth_home, "--seal-interval", "1")
     kit.activate(editor)
     kit.xdotool("type", "--delay", "5", "ab")
-    time.sleep(3.3)  # sealed: a pause drops what is not (run idle 2 s + flush 1 s)
+    time.sleep(3.3)  # sealed: a pause drops what is not (run idle 2 s + a 1 s interval)
     paused = subprocess.run(
         [sys.executable, "-c", "from client.cli.main import app; app()", "pause"],
         check=False,

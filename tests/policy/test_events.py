@@ -1,6 +1,7 @@
 import pytest
 
 from policy.events import (
+    Activity,
     AppCategory,
     Button,
     Click,
@@ -36,6 +37,7 @@ ALL_KINDS = [
     Paused(9, 1.0),
     Resumed(10, 1.1),
     KeyRun(11, 2.0, KeyClass.DIGIT, 4, 1.0),
+    Activity(12, 1_700_000_000.0, 3, "W_Completeren aanvraag"),
 ]
 
 
@@ -58,6 +60,8 @@ def test_focus_record_has_no_place_for_a_window_title():
         ({"k": "key", "s": -1, "t": 0.0, "c": "letter"}, ">= 0"),
         ({"k": "thumb", "s": 1, "t": 0.0, "w": 640, "h": 400, "p": ""}, "at most 64x40"),
         ({"k": "key", "s": "1", "t": 0.0, "c": "letter"}, "must be int"),
+        ({"k": "activity", "s": 1, "t": 0.0, "c": 0, "a": ""}, "1 to 200 characters"),
+        ({"k": "activity", "s": 1, "t": 0.0, "c": -1, "a": "check"}, "case number"),
     ],
 )
 def test_invalid_records_give_a_schema_error_naming_the_problem(record, message):

@@ -74,6 +74,14 @@ def test_the_filter_uses_only_the_policys_orders_with_a_union_bound_over_them():
     assert renyi.admits(np.zeros(3), spent) == bool(np.any(spent <= renyi.budgets()))
 
 
+@pytest.mark.parametrize("cap", [0.05, 0.3, 1.0, 10.0])
+@pytest.mark.parametrize("orders", [(1.5,), (2.0, 4.0, 8.0), (64.0, 128.0), DEFAULT_ORDERS])
+def test_has_room_says_what_the_budgets_say(orders, cap):
+    # The policy check uses has_room so that loading a policy (the recorder does) needs no numpy.
+    renyi = filter_for(orders, cap, DELTA)
+    assert renyi.has_room() == bool(np.any(renyi.budgets() > 0))
+
+
 def test_an_example_spanning_midnight_is_charged_to_both_days(tmp_path):
     rule = _rule(retention=1 / 24)  # an hour: the window is today, and yesterday after 23:00
     ledger = DeviceLedger(tmp_path / "ledger.bin", os.urandom(32))
