@@ -49,17 +49,17 @@ def _declined(call):
 
 
 def test_a_round_under_another_policy_is_refused_without_training(hearth_home):
-    client = HearthClient(_device(hearth_home))
-    code = _declined(lambda: client.fit(_params(), _config(**{"policy-hash": "0" * 64})))
+    hearth_client = HearthClient(_device(hearth_home))
+    code = _declined(lambda: hearth_client.fit(_params(), _config(**{"policy-hash": "0" * 64})))
     assert code == POLICY_MISMATCH
-    assert client.device.ledger().entries == []
+    assert hearth_client.device.ledger().entries == []
 
 
 def test_a_round_without_the_policy_hash_is_a_protocol_error_not_a_mismatch(hearth_home):
-    client = HearthClient(_device(hearth_home))
-    code = _declined(lambda: client.fit(_params(), {"round": 1, "learning-rate": 4.0}))
+    hearth_client = HearthClient(_device(hearth_home))
+    code = _declined(lambda: hearth_client.fit(_params(), {"round": 1, "learning-rate": 4.0}))
     assert code == PROTOCOL_ERROR
-    assert client.learning.device.ledger().entries == []
+    assert hearth_client.device.ledger().entries == []
 
 
 def test_a_round_over_the_cap_trains_nothing_and_leaves_the_ledger_alone(hearth_home):
