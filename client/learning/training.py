@@ -35,7 +35,7 @@ from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processe
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from torch import nn
 
-from client import ghost_norms  # noqa: F401  (registers the embeddings' norm sampler)
+from client.learning import ghost_norms  # noqa: F401  (registers the embeddings' norm sampler)
 from client.learning.featurize import Examples
 from policy.model import get_arrays
 from policy.replies import EVAL_LOSS_BOUND, EVALUATE_SUMS
