@@ -38,6 +38,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python -m tests.architecture
 
 # Two workers, one test file each at a time: the e2e files keep their module-scoped
 # federations and X displays, and one file's waits overlap another's work.

@@ -60,8 +60,8 @@ from client.control.sensitive_apps import SensitiveApps
 from client.gates import CaptureState, apply_gates
 from client.redact import apply as apply_redaction
 from client.redact import find as find_pii
-from client.storage.vault import VaultFullError
 from client.storage.vault_cadence import SEAL_INTERVAL, next_grid_point, next_segment
+from client.storage.vault_store import VaultFullError
 from policy.events import (
     MAX_TEXT_LENGTH,
     Click,

@@ -26,7 +26,8 @@ from client.storage.keys import (
     rewrap_key,
 )
 from client.storage.synthetic import describe, read_marker
-from client.storage.vault import Vault, VaultFullError, default_vault_dir
+from client.storage.vault import Vault, default_vault_dir
+from client.storage.vault_store import VaultFullError
 
 data_app = typer.Typer(
     name="data", help="See, export or delete what hearth recorded.", no_args_is_help=True

@@ -13,7 +13,7 @@ from typing import Any
 
 from client.control.device_records import DeviceRecords
 from client.storage.keys import VaultKeyError
-from client.storage.vault import VaultFullError
+from client.storage.vault_store import VaultFullError
 from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,

@@ -17,7 +17,8 @@ from client.control.policy_pin import device_policy
 from client.control.sensitive_apps import load_additions
 from client.control.status import daily_summary, status_report
 from client.storage.keys import KEY_FILE, VaultKeyError
-from client.storage.vault import Vault, VaultFullError
+from client.storage.vault import Vault
+from client.storage.vault_store import VaultFullError
 from privacy.ledger import LedgerError
 from privacy.policy import PolicyError, PrivacyPolicy, describe
 

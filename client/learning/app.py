@@ -158,7 +158,7 @@ class HearthClient(NumPyClient):
 
     def _split(self, context_length: int, most: int) -> tuple[Examples, Examples]:
         """Training and held-out examples; a vault put back as an older copy declines."""
-        from client.storage.vault import VaultRollbackError  # noqa: PLC0415
+        from client.storage.vault_store import VaultRollbackError  # noqa: PLC0415
 
         try:
             examples = self.device.examples(context_length)

@@ -22,8 +22,10 @@ from client.control.device_records import DeviceRecords, forget_held_days, note_
 from client.learning import device_cache
 from client.learning.featurize import Examples, action_sequence
 from client.storage.home import hearth_home
-from client.storage.keys import KEY_FILE_VERSION, read_key_file, staged_generation
-from client.storage.vault import Vault, VaultRollbackError
+from client.storage.key_lifecycle import staged_generation
+from client.storage.keys import KEY_FILE_VERSION, read_key_file
+from client.storage.vault import Vault
+from client.storage.vault_store import VaultRollbackError
 
 SIM_PASSPHRASE_FILE: Final = "synthetic.passphrase"  # noqa: S105
 SIM_POLICY_FILE: Final = "policy.toml"

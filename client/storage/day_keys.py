@@ -25,7 +25,8 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from client.storage.keys import VaultKeyError, replace_file, shred_file
+from client.storage.keys import VaultKeyError
+from client.storage.shredding import replace_file, shred_file
 
 DAY_SECONDS: Final = 86400
 _HEADER: Final = struct.Struct(">I12s")

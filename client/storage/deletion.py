@@ -16,16 +16,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
-from client.storage.keys import (
-    ENV_PASSPHRASE,
-    KEY_FILE,
-    VaultKeyError,
-    destroy_key,
-    key_kek,
-    shred_file,
-)
-from client.storage.vault import DB_FILE, DB_FILES, Vault, VaultFullError
+from client.storage.key_lifecycle import destroy_key
+from client.storage.keys import ENV_PASSPHRASE, KEY_FILE, VaultKeyError, key_kek
+from client.storage.shredding import shred_file
+from client.storage.vault import Vault
 from client.storage.vault_anchor import destroy_anchor
+from client.storage.vault_store import DB_FILE, DB_FILES, VaultFullError
 from policy.events import Modality
 
 _log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ re-encrypted; the old file is then overwritten and the old keyring entry deleted
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
 import json
@@ -31,14 +30,31 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 ENV_PASSPHRASE: Final = "HEARTH_PASSPHRASE"  # noqa: S105
+
+
 ENV_NEW_PASSPHRASE: Final = "HEARTH_NEW_PASSPHRASE"  # noqa: S105
+
+
 ENV_KEYRING: Final = "HEARTH_KEYRING"  # "0" disables the OS keyring
+
+
 KEY_FILE: Final = "key.json"
+
+
 NEXT_KEY_FILE: Final = "key.next.json"
+
+
 KEYRING_SERVICE: Final = "hearth-vault"
+
+
 _WRAP_AAD: Final = b"hearth-data-key-v1"
+
+
 KEY_FILE_VERSION: Final = 2
+
+
 SCRYPT_N: Final = 2**15
+
 
 KekSource = Literal["scrypt", "keyring"]
 
@@ -304,144 +320,6 @@ def rewrap_key(directory: Path, new_passphrase: str, passphrase: str | None = No
     data_key = load_or_create_data_key(directory, passphrase)
     generation = key_generation(directory)
     _write_key_file(directory / KEY_FILE, wrap(data_key, "scrypt", new_passphrase, generation))
-
-
-def stage_next_key(directory: Path, new_passphrase: str | None) -> bytes:
-    """The next generation's data key, written wrapped to ``key.next.json`` (or read back).
-
-    ``new_passphrase`` None wraps it under a fresh OS keyring secret. When a rotation
-    was interrupted the staged key is unwrapped again (with the same new secret), so
-    the rotation resumes under the key it began with.
-    """
-    current = WrappedKey.from_json((directory / KEY_FILE).read_text())
-    generation = current.generation + 1
-    path = directory / NEXT_KEY_FILE
-    if path.exists():
-        staged = WrappedKey.from_json(path.read_text())
-        return unwrap(staged, _secret_for(staged.kek, directory, new_passphrase, generation))
-    data_key = AESGCM.generate_key(bit_length=256)
-    if new_passphrase is None:
-        if not keyring_usable():
-            raise NoKeySourceError(
-                f"no new key source: set {ENV_NEW_PASSPHRASE} or unlock an OS keyring"
-            )
-        secret = _keyring_secret(directory, create=True, generation=generation)
-        assert secret is not None
-        _write_key_file(path, wrap(data_key, "keyring", secret, generation))
-    else:
-        _write_key_file(path, wrap(data_key, "scrypt", new_passphrase, generation))
-    return data_key
-
-
-def staged_generation(directory: Path) -> int | None:
-    """The generation of a staged (rotation in progress) key, else None."""
-    path = directory / NEXT_KEY_FILE
-    return WrappedKey.from_json(path.read_text()).generation if path.exists() else None
-
-
-def shred_file(path: Path) -> None:
-    """Overwrite a file's bytes in place (fsync'd), then remove it."""
-    _overwrite(path)
-    path.unlink()
-
-
-def replace_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` (owner-only) and overwrite the bytes it replaced.
-
-    A hard link keeps the old inode reachable across the rename so its content can
-    be overwritten; a crash in between leaves it as ``<name>.old``, which
-    ``finish_interrupted_commit`` shreds.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    old = path.with_name(path.name + ".old")
-    if old.exists():
-        old.unlink()
-    if path.exists():
-        os.link(path, old)
-    tmp.replace(path)
-    _fsync_dir(path.parent)
-    if old.exists():
-        shred_file(old)
-
-
-def _overwrite(path: Path) -> None:
-    """Overwrite a file's bytes in place (fsync'd), so its old content is not left behind."""
-    size = max(path.stat().st_size, 256)
-    with open(path, "r+b") as handle:
-        handle.write(os.urandom(size))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _delete_keyring_entry(directory: Path, generation: int) -> None:
-    if not keyring_usable():
-        return
-    import keyring  # noqa: PLC0415
-    from keyring.errors import PasswordDeleteError  # noqa: PLC0415
-
-    with contextlib.suppress(PasswordDeleteError):
-        keyring.delete_password(KEYRING_SERVICE, _keyring_name(directory, generation))
-
-
-def commit_next_key(directory: Path) -> None:
-    """Make the staged key current; destroy the old key file and its keyring secret.
-
-    Atomic: ``key.next.json`` replaces ``key.json`` by rename. The old file's bytes
-    are overwritten first through a hard link that survives the rename, then the
-    link is removed. Call only once no data under the old key remains.
-    """
-    path, staged = directory / KEY_FILE, directory / NEXT_KEY_FILE
-    old = WrappedKey.from_json(path.read_text())
-    doomed = directory / "key.old"
-    if doomed.exists():
-        doomed.unlink()
-    os.link(path, doomed)
-    staged.replace(path)
-    _fsync_dir(directory)
-    _overwrite(doomed)
-    doomed.unlink()
-    if old.kek == "keyring":
-        _delete_keyring_entry(directory, old.generation)
-
-
-def finish_interrupted_commit(directory: Path) -> None:
-    """Complete a commit cut short after the rename (``key.old`` still on disk)."""
-    for doomed in directory.glob("*.old"):
-        shred_file(doomed)
-    if (directory / KEY_FILE).exists():
-        generation = key_generation(directory)
-        if generation > 0:
-            _delete_keyring_entry(directory, generation - 1)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def destroy_key(directory: Path) -> bool:
-    """Crypto-shred: overwrite and remove the wrapped key and its keyring secret."""
-    existed = False
-    generations = {0}
-    for name in (KEY_FILE, NEXT_KEY_FILE, "key.old"):
-        path = directory / name
-        if path.exists():
-            with contextlib.suppress(VaultKeyError):
-                generations.add(WrappedKey.from_json(path.read_text()).generation)
-            _overwrite(path)
-            path.unlink()
-            existed = existed or name == KEY_FILE
-    for generation in generations:
-        _delete_keyring_entry(directory, generation)
-    return existed
 
 
 # -- one KEK for many keys (synthetic populations) ------------------------------

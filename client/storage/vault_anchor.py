@@ -31,7 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from client.storage.keys import keyring_usable, read_key_file, staged_generation
+from client.storage.key_lifecycle import staged_generation
+from client.storage.keys import keyring_usable, read_key_file
 
 KEYRING_SERVICE: Final = "hearth-vault-manifest"
 ANCHOR_FILE: Final = "vault.anchor"

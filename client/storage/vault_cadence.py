@@ -54,7 +54,7 @@ import math
 from collections.abc import Sequence
 from typing import Final, Protocol
 
-from client.storage.vault import PADDED_SIZES, framed_size
+from client.storage.segments import PADDED_SIZES, framed_size
 from policy.events import Event, Modality
 
 

@@ -26,13 +26,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from client.storage.day_keys import DAY_SECONDS
-from client.storage.vault import DB_FILE, Vault, framed_size
+from client.storage.segments import framed_size
+from client.storage.vault import Vault
 from client.storage.vault_cadence import (
     BACKLOG_INTERVALS,
     SEAL_INTERVAL,
     SEGMENT_CLASS,
     next_segment,
 )
+from client.storage.vault_store import DB_FILE
 from policy.events import Event
 from simulations.benchmarks import Measurement
 from simulations.generator import generate_employee

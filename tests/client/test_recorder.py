@@ -19,7 +19,7 @@ from client.control.heartbeat import read_heartbeat, running_recorder
 from client.control.pause import pause, resume
 from client.control.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
 from client.recorder import Recorder, RecorderConfig, _HomeWatch
-from client.storage.vault import VaultFullError
+from client.storage.vault_store import VaultFullError
 from policy.events import (
     AppCategory,
     Button,

@@ -18,14 +18,9 @@ from typer.testing import CliRunner
 
 from client.cli.main import app
 from client.storage.keys import KEY_FILE, NoKeySourceError
-from client.storage.vault import (
-    DB_FILE,
-    CorruptSegmentError,
-    Vault,
-    VaultFullError,
-    open_segment,
-    seal,
-)
+from client.storage.segments import CorruptSegmentError, open_segment, seal
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE, VaultFullError
 from policy.events import AppCategory, Focus, Key, KeyClass, Text
 
 KEY = bytes(range(32))

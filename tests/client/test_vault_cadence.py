@@ -13,7 +13,8 @@ from client.control.consent import grant
 from client.control.pause import pause, resume
 from client.control.sensitive_apps import SensitiveApps
 from client.recorder import Recorder, RecorderConfig
-from client.storage.vault import DB_FILE, PADDED_SIZES, Vault, framed_size
+from client.storage.segments import PADDED_SIZES, framed_size
+from client.storage.vault import Vault
 from client.storage.vault_cadence import (
     BACKLOG_INTERVALS,
     SCREENS_CLASS,
@@ -22,6 +23,7 @@ from client.storage.vault_cadence import (
     next_segment,
     segment_class,
 )
+from client.storage.vault_store import DB_FILE
 from policy.events import (
     AppCategory,
     Event,

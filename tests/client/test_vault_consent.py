@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from client.cli.main import app
 from client.control.consent import grant
 from client.learning.device import Device
-from client.storage.vault import DB_FILE, Vault
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE
 from policy.events import AppCategory, Button, Click, Focus, Key, KeyClass, Modality
 
 ALL = (Modality.POINTER, Modality.KEYS, Modality.APPS)

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from client.cli.main import app
 from client.storage.day_keys import day_of, load_day_keys
 from client.storage.keys import load_or_create_data_key
-from client.storage.vault import DB_FILE, Vault, open_segment
+from client.storage.segments import open_segment
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE
 from policy.events import Key, KeyClass, Text
 
 NOW = time.time()

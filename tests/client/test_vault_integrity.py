@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli.main import app
-from client.storage.vault import DB_FILE, Vault
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE
 from policy.events import Key, KeyClass
 
 

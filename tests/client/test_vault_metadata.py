@@ -19,7 +19,9 @@ from client.storage.keys import (
     read_key_file,
     unwrap_with_kek,
 )
-from client.storage.vault import DB_FILE, PADDED_SIZES, Vault
+from client.storage.segments import PADDED_SIZES
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE
 from policy.events import AppCategory, Focus, Key, KeyClass, Text, to_record
 
 PASSPHRASE = "correct horse battery staple"  # the fixture's HEARTH_PASSPHRASE

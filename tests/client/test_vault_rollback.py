@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from client.cli.main import app
 from client.learning.device import Device
-from client.storage.vault import DB_FILES, Vault, VaultRollbackError
+from client.storage.vault import Vault
 from client.storage.vault_anchor import ANCHOR_FILE
+from client.storage.vault_store import DB_FILES, VaultRollbackError
 from policy.events import AppCategory, Focus
 
 PASSPHRASE = "correct horse battery staple"  # the fixture's HEARTH_PASSPHRASE

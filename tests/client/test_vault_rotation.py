@@ -18,7 +18,10 @@ from client.cli.main import app
 from client.control.heartbeat import Heartbeat, write_heartbeat
 from client.storage.day_keys import day_keys_path, load_day_keys
 from client.storage.keys import KEY_FILE, NEXT_KEY_FILE, VaultKeyError, WrappedKey, unwrap
-from client.storage.vault import DB_FILE, RotationInProgressError, Vault, open_segment
+from client.storage.rotation import RotationInProgressError
+from client.storage.segments import open_segment
+from client.storage.vault import Vault
+from client.storage.vault_store import DB_FILE
 from policy.events import Key, KeyClass, Text
 
 OLD = "correct horse battery staple"  # the fixture's HEARTH_PASSPHRASE
@@ -92,16 +95,18 @@ def test_after_rotation_the_old_key_file_and_passphrase_decrypt_nothing(hearth_h
 KILLER = """
 import os, signal, sys
 from pathlib import Path
+import client.storage.rotation as r
+import client.storage.segments as s
 import client.storage.vault as v
 calls = 0
-real = v._aad
+real = s._aad
 def aad(*args, **kwargs):  # twice per segment moved: once to open, once to seal
     global calls
     calls += 1
     if calls == 80:  # the 40th segment, in the third batch of 16
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
-v._aad = aad
+s._aad = r._aad = aad  # segments open and seal with it; rotation seals with it too
 v.Vault.rotate(Path(sys.argv[1]), sys.argv[2], batch=16)
 """
 
