@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ _APP_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 # Window classes and titles of private browsing are matched by these markers,
 # since the app id of a private window is the browser's own.
 PRIVATE_WINDOW_MARKERS: Final = ("incognito", "private browsing", "inprivate", "private window")
-_SITE: Final = re.compile(r"^[^\x00-\x1f]{2,64}$")
+_SITE_LENGTH: Final = range(2, 65)
+_SITE_EXAMPLE: Final = "(e.g. workday or web.whatsapp.com)"
 
 
 class SensitiveAppError(ValueError):
@@ -49,12 +51,21 @@ def normalize_app_id(name: str) -> str:
 
 
 def normalize_site(name: str) -> str:
-    """Case-fold and validate a site (a domain or a name found in window titles)."""
-    site = " ".join(name.split()).casefold()
-    if not _SITE.match(site):
+    """Case-fold and validate a site (a domain or a name found in window titles).
+
+    Control and format characters (newlines, DEL, bidi overrides) are refused, not
+    cleaned: the list is shown to the employee as typed. The error never repeats the
+    input, since a site can be personal.
+    """
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         raise SensitiveAppError(
-            f"{name!r} is not a site; give a domain or a name of 2 to 64 characters "
-            "(e.g. workday or web.whatsapp.com)"
+            f"that is not a site: it holds a control or invisible character; type the "
+            f"domain or name on one line {_SITE_EXAMPLE}"
+        )
+    site = " ".join(name.split()).casefold()
+    if len(site) not in _SITE_LENGTH:
+        raise SensitiveAppError(
+            f"that is not a site: give a domain or a name of 2 to 64 characters {_SITE_EXAMPLE}"
         )
     return site
 
