@@ -318,8 +318,8 @@ def _sites(sites: Mapping[str, Any], csrf: str) -> str:
             else '<p id="your-sites">You have added none.</p>'
         )
         + f'<form method="post" action="/api/sensitive-sites">{_csrf(csrf)}'
-        '<label for="site-name">Site to add (a domain or a name in the window title, '
-        "e.g. intranet.example.com)</label>"
+        '<label for="site-name">Site to add: a domain or a name '
+        "(e.g. intranet.example.com)</label>"
         '<input id="site-name" name="site" required minlength="2" maxlength="64" '
         'autocomplete="off" spellcheck="false"> <button type="submit">Add site</button></form>'
         "<p class=muted>Adding takes effect at once; you can remove only your own additions."
