@@ -15,6 +15,7 @@ shown; only the resulting "suppressed" gap is kept.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import unicodedata
@@ -25,6 +26,8 @@ from typing import Final
 
 from policy.events import AppCategory
 from privacy.policy import PrivacyPolicy
+
+_log = logging.getLogger(__name__)
 
 SENSITIVE_FILE: Final = "sensitive_apps.json"
 _APP_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
@@ -76,11 +79,32 @@ def sensitive_path(home: Path) -> Path:
 
 
 def _load(home: Path, key: str, normalize: Callable[[str], str]) -> tuple[str, ...]:
+    """The entries of one list; a bad entry is skipped, never the whole list with it.
+
+    Dropping every addition because one is damaged would quietly stop protecting
+    the employee's other sites and apps.
+    """
     try:
         data = json.loads(sensitive_path(home).read_text())
-        return tuple(sorted({normalize(str(a)) for a in data.get(key, [])}))
-    except (OSError, ValueError, AttributeError):
+        entries = data.get(key, [])
+    except FileNotFoundError:
         return ()
+    except (OSError, ValueError, AttributeError) as exc:
+        _log.warning(
+            "the sensitive apps file cannot be read (%s): only the policy's lists hold",
+            type(exc).__name__,
+        )
+        return ()
+    kept: set[str] = set()
+    skipped = 0
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            kept.add(normalize(str(entry)))
+        except ValueError:
+            skipped += 1
+    if skipped:
+        _log.warning("%d damaged entries skipped in the sensitive apps file", skipped)
+    return tuple(sorted(kept))
 
 
 def load_additions(home: Path) -> tuple[str, ...]:
@@ -156,7 +180,8 @@ class SensitiveApps:
             apps=frozenset(policy.data.sensitive_apps) | additions,
             categories=frozenset(policy.data.sensitive_categories),
             added_by_employee=additions,
-            sites=frozenset(policy.data.sensitive_sites) | sites,
+            # casefold, as titles are: "ß" in a policy site must match a title's "ss"
+            sites=frozenset(s.casefold() for s in policy.data.sensitive_sites) | sites,
         )
 
     def is_sensitive(
