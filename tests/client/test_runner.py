@@ -34,12 +34,7 @@ from client.deployment.bundle_trust import pin_org_key
 from client.deployment.governor import Decision
 from client.learning.device import Device
 from policy.events import Modality
-from policy.replies import (
-    BUNDLE_REFUSED,
-    PROTOCOL_ERROR,
-    UNAVAILABLE,
-    refusal_reason,
-)
+from policy.replies import BUNDLE_REFUSED, POLICY_MISMATCH, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
 from server.secagg import DropoutTolerantSecAggPlus
 from server.signing import generate_org_key, load_org_key, sign_bundle, sign_revocations
@@ -327,9 +322,9 @@ def test_a_signed_bundles_code_never_runs_on_the_device(
     task = _gate(hearth_home)
     assert task.reply is not None
     assert not (hearth_home / "bundle-imported").exists()
-    # The device's own round contract answered (the run names no policy hash: a protocol
-    # error since policy/round_contract.py); the bundle's app would have replied with its canary.
-    assert task.reply.has_error() and task.reply.error.code == PROTOCOL_ERROR
+    # The device's own policy check answered (the run names no policy hash); the bundle's
+    # app would have replied with its canary.
+    assert task.reply.has_error() and task.reply.error.code == POLICY_MISMATCH
     # The ClientApp is the installed hearth's, the runner's own: the same client/ package.
     assert (
         Path(device_app.__file__).resolve().parents[1] == Path(runner.__file__).resolve().parents[1]
