@@ -4,9 +4,9 @@ pynput listens the same way (XRecord through python-xlib) but parses every
 event into python-xlib objects and keeps a second connection per listener;
 that costs about 120 µs of pure Python per X event. Here each listener owns one
 X connection: python-xlib opens it, reads the keyboard and modifier mappings
-and creates the RECORD context; after that the socket is read directly (the
-pointer by its own thread, the keyboard by whoever calls ``poll``: the
-recorder's writer) and each 32-byte core event decoded with ``struct``:
+and creates the RECORD context; after that its own thread reads the socket
+directly (``_Recording.poll`` can read one without a thread, for tests) and
+decodes each 32-byte core event with ``struct``:
 
 * keys: only ``KeyPress`` is recorded. The modifiers held come from the event's
   ``state`` field, so releases are not needed (half the X traffic of pynput).
@@ -435,27 +435,19 @@ class XRecordSource:
     def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
         """Record key presses (releases are not needed: presses carry the modifier state).
 
-        No thread reads them: the recorder's writer calls ``poll`` at every tick, and
-        ``on_press`` runs then (see ``poll``).
+        A thread of its own reads them, so each key is stamped when it arrives. Read by
+        the recorder's writer after its focus check instead (cheaper: no wake-up per
+        key), a key typed before that check but read after it was stamped late: judged
+        by a later look (a password typed at a prompt that had ended by then was kept
+        under load) and ordered after a click that followed it.
         """
         if self._keyboard is None:
             display = self._connect()
             self.keymap = self._keymap(display)  # the layout as it is now
             self._on_press = on_press
             self._keyboard = _Recording(
-                display, KEY_PRESS, KEY_PRESS, self._keys, "hearth-keyboard", threaded=False
+                display, KEY_PRESS, KEY_PRESS, self._keys, "hearth-keyboard"
             )
-
-    def poll(self) -> None:
-        """Deliver the key presses that arrived since the last call, on the caller's thread.
-
-        A thread blocked on the socket woke once per key press, and on this kind of
-        machine each wake-up cost more CPU than decoding the key (about 50 µs against
-        20 µs): the writer, awake ten times a second anyway, reads them instead. Each
-        key is stamped when it is read, at most one tick late.
-        """
-        if self._keyboard is not None:
-            self._keyboard.poll()
 
     def _keys(self, data: bytes, start: int, end: int) -> None:
         on_press, unpack = self._on_press, _KEY.unpack_from

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from client.cli.main import app
 from client.control.consent import grant, revoke
+from client.control.participation import read_deployment
 from client.control.pause import pause
 from client.learning.app import Declined, HearthClient
 from client.learning.device import Device
@@ -55,9 +56,19 @@ def test_a_round_under_another_policy_is_refused_without_training(hearth_home):
     assert hearth_client.device.ledger().entries == []
 
 
-def test_a_round_without_the_policy_hash_is_a_protocol_error_not_a_mismatch(hearth_home):
+def test_a_round_naming_no_policy_is_refused_as_a_mismatch_and_recorded(hearth_home):
     hearth_client = HearthClient(_device(hearth_home))
     code = _declined(lambda: hearth_client.fit(_params(), {"round": 1, "learning-rate": 4.0}))
+    assert code == POLICY_MISMATCH
+    assert hearth_client.device.ledger().entries == []
+    assert "policy mismatch" in read_deployment(hearth_home)["refusal"]["reason"]
+
+
+def test_a_round_without_its_number_is_a_protocol_error(hearth_home):
+    hearth_client = HearthClient(_device(hearth_home))
+    code = _declined(
+        lambda: hearth_client.fit(_params(), {"policy-hash": "h", "learning-rate": 4.0})
+    )
     assert code == PROTOCOL_ERROR
     assert hearth_client.device.ledger().entries == []
 
