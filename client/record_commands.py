@@ -23,15 +23,15 @@ from typing import Annotated
 
 import typer
 
-from client.capture.focus import NoDisplayError, open_focus_backend
-from client.capture.listener import open_input_source
-from client.capture.screens import MssGrab, ThumbnailSampler
 from client.consent import load_consent
 from client.heartbeat import read_heartbeat, running_recorder
 from client.home import hearth_home
 from client.keys import VaultKeyError
 from client.policy_pin import device_policy
-from client.recorder import Recorder, RecorderConfig
+from client.recording.capture.focus import NoDisplayError, open_focus_backend
+from client.recording.capture.listener import open_input_source
+from client.recording.capture.screens import MssGrab, ThumbnailSampler
+from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveAppsWatcher
 from client.vault import Vault, default_vault_dir
 from client.vault_cadence import SEAL_INTERVAL

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.capture.focus import WindowInfo
-from client.capture.keys import RawKey
-from client.capture.pointer import ScreenBounds
 from client.consent import grant
 from client.control import pause, resume
-from client.recorder import Recorder, RecorderConfig
 from client.recorder_control import request_pause, request_resume, request_revoke
+from client.recording.capture.focus import WindowInfo
+from client.recording.capture.keys import RawKey
+from client.recording.capture.pointer import ScreenBounds
+from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
 from policy.events import AppCategory, Button, Modality

@@ -21,7 +21,7 @@ to stay short on a shared machine; ``--events 30000`` is the issue's 10 minutes.
 measured side by side on the same noisy machine; ``--input pynput`` forces the
 pynput listeners instead of the X RECORD source.
 
-On X11 the recorder reads input through X RECORD (``client.capture.input_x11``),
+On X11 the recorder reads input through X RECORD (``client.recording.capture.input_x11``),
 key presses only; the per-thread note lists the process's threads in creation
 order: main, mouse, writer, control socket (the writer reads the keyboard itself;
 a baseline from before that also has a keyboard thread after main).

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from Xlib import XK
 
-from client.capture.input_x11 import (
+from client.recording.capture.input_x11 import (
     END_OF_DATA,
     FROM_SERVER,
     SPECIAL_KEYSYMS,
@@ -18,7 +18,7 @@ from client.capture.input_x11 import (
     iter_replies,
     keysym_char,
 )
-from client.capture.keys import KeyInterpreter
+from client.recording.capture.keys import KeyInterpreter
 from policy.events import Button, KeyClass, Shortcut
 
 # Recorded from Xvfb (xdotool type "a", xdotool mousemove 100 200 click 1 click 5): one
@@ -225,7 +225,7 @@ def test_the_keyboard_is_read_without_a_thread_by_whoever_polls():
     # reply split across reads is kept for the next poll, and the end of data stops it.
     import socket  # noqa: PLC0415
 
-    from client.capture.input_x11 import _Recording  # noqa: PLC0415
+    from client.recording.capture.input_x11 import _Recording  # noqa: PLC0415
 
     ours, server = socket.socketpair()
     got: list[bytes] = []

@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 
-from client.capture.focus import WindowInfo
-from client.capture.keys import RawKey
-from client.capture.pointer import ScreenBounds
 from client.consent import grant, revoke
 from client.control import pause, resume
 from client.control_commands import status_report
 from client.heartbeat import read_heartbeat, running_recorder
-from client.recorder import Recorder, RecorderConfig, _HomeWatch
+from client.recording.capture.focus import WindowInfo
+from client.recording.capture.keys import RawKey
+from client.recording.capture.pointer import ScreenBounds
+from client.recording.control_watch import HomeWatch
+from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
 from client.vault import VaultFullError
 from policy.events import (
@@ -365,7 +366,7 @@ def test_typed_text_is_redacted_before_it_is_buffered(rig, hearth_home):
     source.type("write to jane.doe@example.com ok")
     source.press("enter")
     settle(recorder)
-    assert not any("jane" in getattr(e, "text", "") for e in recorder._pending)
+    assert not any("jane" in getattr(e, "text", "") for e in recorder.writer.pending)
     recorder.flush(time.monotonic())
     (text,) = [e for e in sink.events if isinstance(e, Text)]
     assert text.text == "write to [email] ok\n"
@@ -487,7 +488,7 @@ def test_shortcut_events_need_the_keys_modality(rig, hearth_home):
 
 def test_control_files_are_looked_at_when_home_changes_or_every_recheck(tmp_path):
     # One stat of HEARTH_HOME per control check; the files only when it moved.
-    watch = _HomeWatch(tmp_path, recheck=1.0)
+    watch = HomeWatch(tmp_path, recheck=1.0, wall_ns=time.time_ns)
     assert watch.changed(0.0)  # the first look
     time.sleep(0.06)
     assert not watch.changed(0.1)
@@ -558,8 +559,10 @@ def test_a_card_typed_in_groups_across_idle_pauses_is_redacted_as_one(hearth_hom
 
 
 def test_a_segment_is_sealed_only_once_the_window_has_passed_over_it(rig, hearth_home):
-    recorder, source, _, sink = rig
-    recorder.config = replace(recorder.config, text_chunk=64, text_window=32)
+    _, source, focus, sink = rig
+    config = replace(rig[0].config, text_chunk=64, text_window=32)
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    recorder = Recorder(config, sink, source, focus, lambda: apps)
     grant(hearth_home, (Modality.KEYS, Modality.TEXT))
     recorder.step()
     source.type("some ordinary words to fill the chunk up to here ")  # 50 characters

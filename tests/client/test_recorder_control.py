@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client.capture.keys import RawKey
 from client.cli import app
 from client.consent import grant, load_consent
 from client.control import pause_state
-from client.recorder import Recorder, RecorderConfig
 from client.recorder_control import (
     ControlMessage,
     _address,
@@ -28,6 +26,8 @@ from client.recorder_control import (
     send,
     socket_path,
 )
+from client.recording.capture.keys import RawKey
+from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
 from policy.events import KeyRun, Modality, Paused, Resumed
@@ -44,8 +44,8 @@ def _until(condition: Callable[[], object], timeout: float = 5.0) -> None:
 
 def _held(recorder: Recorder) -> int:
     """Keys typed and not yet written: in closed runs waiting for a flush, or the open run."""
-    closed = sum(getattr(e, "count", 0) for e in recorder._pending)
-    return closed + (recorder._open_run.count if recorder._open_run is not None else 0)
+    closed = sum(getattr(e, "count", 0) for e in recorder.writer.pending)
+    return closed + (recorder.runs.open.count if recorder.runs.open is not None else 0)
 
 
 def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> Recorder:
@@ -99,7 +99,7 @@ def test_the_socket_is_owner_only_and_a_pause_is_applied_before_the_answer(
     # Applied when the answer came: no listener, and a late callback keeps nothing.
     assert not recorder.listening and source.keyboard is None
     recorder.on_press(RawKey(char="x"))
-    assert len(recorder._queue) == 0
+    assert len(recorder.input.items) == 0
     assert pause_state(home).paused and state.paused
     assert request_resume(home).recorder is not None
     assert recorder.listening
@@ -247,7 +247,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert "paused until you run `hearth resume`" in paused.output
         assert "could not be saved (No space left on device)" in paused.output
         assert not recorder.listening
-        assert [type(e) for e in recorder._pending] == [Paused]  # the keys are gone
+        assert [type(e) for e in recorder.writer.pending] == [Paused]  # the keys are gone
         assert not pause_state(home).paused  # nothing on disk says so yet
         assert sorted(p.name for p in home.glob("*.tmp")) == []
         # `hearth status` asks the recorder, so it does not say "recording".
@@ -258,7 +258,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         # Space comes back: the recorder saves the pause; the held keys stay dropped.
         filler.unlink()
         _until(lambda: pause_state(home).paused)
-        _until(lambda: recorder._pending == [])
+        _until(lambda: recorder.writer.pending == [])
         resumed = cli.invoke(app, ["resume"])
         assert resumed.exit_code == 0 and "recording resumed" in resumed.output
         _until(lambda: recorder.listening and recorder.events_written == 3)
@@ -271,7 +271,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert revoked.exit_code == 0, revoked.output
         assert "consent revoked" in revoked.output
         assert "revocation is in force" in revoked.output
-        assert not recorder.listening and _held(recorder) == 0 and recorder._pending == []
+        assert not recorder.listening and _held(recorder) == 0 and recorder.writer.pending == []
         consent = load_consent(home)
         assert consent is not None and consent.active  # the file could not say it yet
         status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from client.consent import grant
 from client.control import pause, resume
-from client.recorder import Recorder, RecorderConfig
+from client.recording.clock import ManualClock
+from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps
 from client.vault import DB_FILE, PADDED_SIZES, Vault
 from client.vault_cadence import next_grid_point
@@ -31,20 +31,19 @@ INTERVAL = 2.0  # the production interval is SEAL_INTERVAL; the mechanism is the
 def _record(home: Path, typing: bool, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     """Run a recorder on a real vault for four intervals of a driven clock, then stop it.
 
-    The input callbacks stamp keys with ``time.monotonic``, so it is driven too.
+    The input callbacks stamp keys through the recorder's clock, so one driven clock is enough.
     """
     home.mkdir(parents=True)
     grant(home, (Modality.KEYS,))
-    source, now = FakeSource(), [1_000.0]
+    source, clock = FakeSource(), ManualClock()
     apps = SensitiveApps.from_policy(load_policy(), home)
-    with Vault.open(home / "vault") as vault, monkeypatch.context() as patch:
-        patch.setattr(time, "monotonic", lambda: now[0])
+    with Vault.open(home / "vault") as vault:
         config = RecorderConfig(
             home=home, flush_interval=INTERVAL, control_interval=0.0, key_run_idle=0.25
         )
-        recorder = Recorder(config, vault, source, FakeFocus(), lambda: apps, clock=lambda: now[0])
+        recorder = Recorder(config, vault, source, FakeFocus(), lambda: apps, clock=clock)
         for tick in range(int(4 * INTERVAL * 10)):
-            now[0] += 0.1
+            clock.advance(0.1)
             if typing and tick % 5 == 2 and source.keyboard is not None:
                 source.type("ab")  # a run of letters twice a second, all the way through
                 source.press("ctrl", "s")
@@ -105,17 +104,14 @@ def test_nothing_is_sealed_while_paused_and_a_pause_seals_its_marker_at_once(
     home = hearth_home
     home.mkdir(parents=True)
     grant(home, (Modality.KEYS,))
-    now = [1_000.0]
+    clock = ManualClock()
     apps = SensitiveApps.from_policy(load_policy(), home)
-    with Vault.open(home / "vault") as vault, monkeypatch.context() as patch:
-        patch.setattr(time, "monotonic", lambda: now[0])
+    with Vault.open(home / "vault") as vault:
         config = RecorderConfig(home=home, flush_interval=INTERVAL, control_interval=0.0)
-        recorder = Recorder(
-            config, vault, FakeSource(), FakeFocus(), lambda: apps, clock=lambda: now[0]
-        )
+        recorder = Recorder(config, vault, FakeSource(), FakeFocus(), lambda: apps, clock=clock)
         rows = []
         for tick in range(int(10 * INTERVAL * 10)):  # 2 intervals, 6 paused, 2 again
-            now[0] += 0.1
+            clock.advance(0.1)
             if tick == int(2.5 * INTERVAL * 10):
                 pause(home)
             if tick == int(8.5 * INTERVAL * 10):

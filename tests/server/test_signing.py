@@ -137,5 +137,5 @@ def test_hearths_bundle_carries_only_what_devices_and_the_serverapp_run():
     }
     assert "client/app.py" in names and "server/app.py" in names
     assert "privacy/default_policy.toml" in names
-    assert not any(n.startswith(("client/dashboard/", "client/capture/")) for n in names)
-    assert "client/recorder.py" not in names
+    assert not any(n.startswith(("client/dashboard/", "client/recording/capture/")) for n in names)
+    assert "client/recording/recorder.py" not in names

@@ -31,9 +31,14 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from client.capture.keys import RawKey
-from client.capture.listener import ClickCallback, KeyCallback, MoveCallback, ScrollCallback
-from client.capture.pointer import ScreenBounds
+from client.recording.capture.keys import RawKey
+from client.recording.capture.listener import (
+    ClickCallback,
+    KeyCallback,
+    MoveCallback,
+    ScrollCallback,
+)
+from client.recording.capture.pointer import ScreenBounds
 from policy.events import Button
 
 # Core event codes (X11 protocol); the top bit of byte 0 marks SendEvent.
@@ -58,7 +63,7 @@ SHIFT_MASK: Final = 0x01
 LOCK_MASK: Final = 0x02
 CONTROL_MASK: Final = 0x04
 
-# Keysyms of keys with a name, spelled as pynput names them (client.capture.keys).
+# Keysyms of keys with a name, spelled as pynput names them (client.recording.capture.keys).
 SPECIAL_KEYSYMS: Final[Mapping[int, str]] = {
     0xFF08: "backspace",
     0xFF09: "tab",
