@@ -11,14 +11,12 @@ from Xlib import XK
 from client.recording.capture.input_x11 import (
     END_OF_DATA,
     FROM_SERVER,
-    SPECIAL_KEYSYMS,
-    KeyMap,
     XRecordError,
     XRecordSource,
     iter_replies,
-    keysym_char,
 )
 from client.recording.capture.keys import KeyInterpreter
+from client.recording.capture.x11_keymap import SPECIAL_KEYSYMS, KeyMap, keysym_char
 from policy.events import Button, KeyClass, Shortcut
 
 # Recorded from Xvfb (xdotool type "a", xdotool mousemove 100 200 click 1 click 5): one
