@@ -95,7 +95,7 @@ class Recorder:
         """Nothing is captured until ``start`` (or ``step``) finds an active consent."""
         self.config = config
         self._thumbnails = thumbnails
-        self._clock = clock
+        self.clock = clock  # every stamp and timer reads it (tests drive a ManualClock)
         self.input = InputQueue(config.queue_capacity, config.enqueue_move_rate, clock)
         q = self.input
         self.on_press, self.on_release = q.on_press, q.on_release
@@ -115,7 +115,9 @@ class Recorder:
         self._last_heartbeat = float("-inf")
         self._last_retention = clock.monotonic()
         self._started_wall = clock.wall()
-        self._thread = WriterThread(self.step, self._finish, self.control.inbox.wake, config.tick)
+        self.writer_thread = WriterThread(
+            self.step, self._finish, self.control.inbox.wake, config.tick
+        )
         self._states = States()
 
     @property
@@ -137,9 +139,9 @@ class Recorder:
 
     def start(self) -> None:
         """Read consent and pause state, start the allowed listeners, run the writer."""
-        self._check_control(self._clock.monotonic())
-        self._write_heartbeat(self._clock.monotonic())
-        self._thread.start()
+        self._check_control(self.clock.monotonic())
+        self._write_heartbeat(self.clock.monotonic())
+        self.writer_thread.start()
         if self.config.control_socket:
             listener = ControlListener(self.config.home, self.request)
             try:
@@ -160,18 +162,18 @@ class Recorder:
         """
         if message.op not in ("status", "resume"):
             self.input.halted = True
-        return self.control.request(message, timeout, self._thread.running)
+        return self.control.request(message, timeout, self.writer_thread.running)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop listening, write everything captured so far, and close."""
-        self._thread.stop(timeout)
+        self.writer_thread.stop(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the recorder stopped by itself (repeated failures); True if it did."""
-        return self._thread.wait(timeout)
+        return self.writer_thread.wait(timeout)
 
     def _finish(self) -> None:
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         self._apply_requests(now)
         if self._listener is not None:
             self._listener.close()
@@ -195,7 +197,7 @@ class Recorder:
 
     def step(self) -> None:
         """One writer iteration (the thread calls this every ``tick``; tests call it directly)."""
-        now = self._clock.monotonic()
+        now = self.clock.monotonic()
         if self.control.inbox.requests:
             self._apply_requests(now)
         if now - self.control.last_check >= self.config.control_interval:
@@ -389,7 +391,7 @@ class Recorder:
             self.config.home,
             self.writer,
             self._started_wall,
-            self._clock.wall(),
+            self.clock.wall(),
             dropped=self.dropped,
             listening=self.listening,
             running=running,

@@ -149,6 +149,7 @@ class WriterThread:
         self._step, self._finish, self._wake, self._tick = step, finish, wake, tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.steps = 0  # completed, so a test can wait for the next one
 
     @property
     def running(self) -> bool:
@@ -168,6 +169,7 @@ class WriterThread:
                 break
             try:
                 self._step()
+                self.steps += 1
                 failures = 0
             except Exception as exc:  # keep recording; never log content
                 failures += 1
