@@ -268,3 +268,8 @@ class ControlWatch:
                 self._hooks.on_revoked()
         if self._control_file.changed():
             self.pause = pause_state(self.home, now=self._clock.wall())
+            asked = self.inbox.unsaved.get("control")
+            if asked is not None and asked.pause_state() == self.pause:
+                # The file says what the socket asked (the command saved it): from now on
+                # the file speaks, and a resume written to it later is not undone.
+                del self.inbox.unsaved["control"]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.consent import grant, load_consent
-from client.control import pause_state
+from client.control import pause, pause_state, resume
 from client.recorder_control import (
     ControlMessage,
     _address,
@@ -27,6 +27,7 @@ from client.recorder_control import (
     socket_path,
 )
 from client.recording.capture.keys import RawKey
+from client.recording.clock import SYSTEM_CLOCK, Clock, ManualClock
 from client.recording.recorder import Recorder, RecorderConfig
 from client.sensitive_apps import SensitiveApps
 from client.vault import Vault
@@ -48,7 +49,9 @@ def _held(recorder: Recorder) -> int:
     return closed + (recorder.runs.open.count if recorder.runs.open is not None else 0)
 
 
-def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> Recorder:
+def _recorder(
+    home: Path, sink: object, source: FakeSource, clock: Clock = SYSTEM_CLOCK, **config: float
+) -> Recorder:
     apps = SensitiveApps.from_policy(load_policy(), home)
     settings = {"suppress_tail": 0.01, "focus_idle_interval": 0.01, **config}
     return Recorder(
@@ -57,6 +60,7 @@ def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> 
         source,
         FakeFocus(),
         lambda: apps,
+        clock=clock,
     )
 
 
@@ -151,6 +155,30 @@ def test_an_unsaved_revocation_is_never_written_over_a_newer_grant(home: Path) -
     consent = load_consent(home)
     assert consent is not None and consent.active and consent.granted_at != first.granted_at
     assert recorder.listening  # the new grant is in force
+
+
+def test_a_resume_written_to_the_file_after_a_socket_pause_is_not_undone(home: Path) -> None:
+    # The pause command answers over the socket, then saves the file; a resume written to
+    # the file within save_retry must stand (the retry once wrote the pause back).
+    grant(home, (Modality.KEYS,))
+    clock = ManualClock()
+    recorder = _recorder(
+        home, FakeSink(), FakeSource(), clock, save_retry=0.2, control_interval=0.0
+    )
+    recorder.step()
+    now = time.time()
+    assert recorder.request(ControlMessage("pause", since=now)) is False  # applied at the step
+    recorder.step()
+    pause(home, now=now)  # what the command saves right after the answer
+    recorder.step()
+    assert not recorder.listening
+    resume(home)
+    recorder.step()
+    assert recorder.listening
+    clock.advance(1.0)  # well past save_retry
+    recorder.step()
+    recorder.step()
+    assert recorder.listening and not pause_state(home).paused
 
 
 def test_a_dead_recorders_socket_or_none_means_the_file_alone(home: Path) -> None:
