@@ -1,13 +1,13 @@
 """Real X for end-to-end tests: Xvfb with openbox, windows with chosen WM_CLASS, xdotool.
 
-Skips only when Xvfb is missing and CI is not set; under CI a missing tool fails.
+The X server comes from ``simulations.xserver`` (the benchmarks use the same one).
+Skips only when a tool is missing and CI is not set; under CI a missing tool fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,79 +17,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from Xlib import X
-from Xlib import display as xlib_display
 
 from client.vault import Vault
 from policy.events import Event
+from simulations.xserver import XServer, missing_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 XWINDOW = Path(__file__).with_name("xwindow.py")
 PASSPHRASE = "correct horse battery staple"
 
 
-def _require(tool: str) -> None:
-    if shutil.which(tool):
-        return
-    message = f"{tool} is not installed (make sysdeps)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _wait_for_window_manager(display: str, timeout: float = 10.0) -> None:
-    connection = xlib_display.Display(display)
-    try:
-        root = connection.screen().root
-        check = connection.intern_atom("_NET_SUPPORTING_WM_CHECK")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if root.get_full_property(check, X.AnyPropertyType) is not None:
-                return
-            time.sleep(0.05)
-    finally:
-        connection.close()
-    raise RuntimeError("openbox did not come up")
+@pytest.fixture(scope="session")
+def xserver() -> Iterator[XServer]:
+    """A private X display (Xvfb + openbox, ``simulations.xserver``), DISPLAY pointing at it."""
+    missing = missing_tools()
+    if missing:
+        message = f"{', '.join(missing)} not installed (make sysdeps)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    previous = os.environ.get("DISPLAY")
+    with XServer() as server:
+        os.environ["DISPLAY"] = server.display
+        try:
+            yield server
+        finally:
+            if previous is None:
+                os.environ.pop("DISPLAY", None)
+            else:
+                os.environ["DISPLAY"] = previous
 
 
 @pytest.fixture(scope="session")
-def xdisplay() -> Iterator[str]:
-    """A private X display (free number via -displayfd) with openbox managing it."""
-    for tool in ("Xvfb", "openbox", "xdotool"):
-        _require(tool)
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        number = pipe.readline().strip()
-    if not number:
-        xvfb.kill()
-        pytest.fail("Xvfb did not report a display number")
-    display = f":{number}"
-    previous = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
-    wm = subprocess.Popen(
-        ["openbox", "--sm-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_for_window_manager(display)
-        yield display
-    finally:
-        for process in (wm, xvfb):
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if previous is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = previous
+def xdisplay(xserver: XServer) -> str:
+    """The private display's name (``:N``)."""
+    return xserver.display
 
 
 @pytest.fixture
