@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,37 @@ def start_recorder(
     raise AssertionError("recorder did not start listening")
 
 
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail saying ``what`` was awaited after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def heartbeat(home: Path) -> dict[str, Any]:
+    """The running recorder's heartbeat (empty while there is none)."""
+    try:
+        beat = json.loads((home / "recorder.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return beat if isinstance(beat, dict) else {}
+
+
+def wait_written(home: Path, events: int) -> None:
+    """Wait until the recorder's heartbeat says ``events`` events are sealed in the vault."""
+    wait_for(
+        lambda: int(heartbeat(home).get("events_written") or 0) >= events,
+        f"{events} events sealed (the heartbeat comes every 5 s)",
+    )
+
+
+def wait_listening(home: Path, listening: bool = True) -> None:
+    """Wait until the heartbeat says the recorder listens (or not): rewritten on a change."""
+    wait_for(lambda: heartbeat(home).get("listening") is listening, f"listening={listening}")
+
+
 def vault_events(home: Path) -> list[Event]:
     """Everything in the vault, decrypted, in sequence order."""
     with Vault.open(home / "vault", passphrase=PASSPHRASE) as vault:
@@ -152,6 +184,9 @@ class Kit:
 
     activate = staticmethod(activate)
     xdotool = staticmethod(xdotool)
+    wait_for = staticmethod(wait_for)
+    wait_written = staticmethod(wait_written)
+    wait_listening = staticmethod(wait_listening)
     recorder_env = staticmethod(recorder_env)
     start_recorder = staticmethod(start_recorder)
     vault_events = staticmethod(vault_events)
