@@ -20,7 +20,7 @@ guard checked the clipped update's norm, before SecAgg+ quantizes and masks it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -51,6 +51,7 @@ from policy.replies import (
     UNAVAILABLE,
     refusal_reason,
 )
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH, RoundContract, RoundContractError
 from privacy.policy import PolicyError, PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 # three of SecAgg+'s four stages only exchange keys.
 
 HELD_OUT_FRACTION: Final = 0.2
-MAX_CONTEXT_LENGTH: Final = 64
 
 
 class Declined(Exception):
@@ -74,49 +74,6 @@ class Declined(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(refusal_reason(code))
         self.code = code
-
-
-@dataclass(frozen=True)
-class RoundInstructions:
-    """The little a server decides about a round, validated once where it enters.
-
-    Everything that bears on privacy (noise, clipping, sample rate, steps, caps) is
-    the device's own policy; the server sends which round, how many, the hash of the
-    policy it runs under, a learning rate and the model's context length.
-    """
-
-    server_round: int
-    total_rounds: int
-    policy_hash: str
-    learning_rate: float
-    context_length: int
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Scalar]) -> RoundInstructions:
-        """Parse the server's config; a missing or mistyped key is a ``Declined`` protocol error."""
-
-        def get(key: str, kind: type, default: Any) -> Any:
-            value = config.get(key, default)
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-                raise ValueError(f"round config {key!r} must be {kind.__name__}")
-            return value
-
-        ins = cls(
-            server_round=get("round", int, 0),
-            total_rounds=get("num-rounds", int, get("round", int, 0)),
-            policy_hash=get("policy-hash", str, ""),
-            learning_rate=get("learning-rate", float, 1.0),
-            context_length=get("context-length", int, 8),
-        )
-        if not np.isfinite(ins.learning_rate) or ins.learning_rate <= 0:
-            raise ValueError("round config 'learning-rate' must be a positive number")
-        if not 1 <= ins.context_length <= MAX_CONTEXT_LENGTH:
-            raise ValueError(f"round config 'context-length' must be in 1..{MAX_CONTEXT_LENGTH}")
-        if ins.server_round < 0 or ins.total_rounds < ins.server_round:
-            raise ValueError("round config 'round' and 'num-rounds' are inconsistent")
-        return ins
 
 
 def train_config(policy: PrivacyPolicy, learning_rate: float) -> TrainConfig:
@@ -171,11 +128,11 @@ class HearthClient(NumPyClient):
         self.device = device
         torch.set_num_threads(TRAINING_THREADS)
 
-    def _admit(self, config: Mapping[str, Scalar]) -> tuple[RoundInstructions, PrivacyPolicy]:
+    def _admit(self, config: Mapping[str, Scalar]) -> tuple[RoundContract, PrivacyPolicy]:
         """The gates every message passes: well-formed, consent and pause, the agreed policy."""
         try:
-            ins = RoundInstructions.from_config(config)
-        except ValueError:
+            ins = RoundContract.from_config(config)
+        except RoundContractError:
             raise Declined(PROTOCOL_ERROR) from None
         if not self.device.admitted():
             raise Declined(UNAVAILABLE)
@@ -289,7 +246,7 @@ class HearthClient(NumPyClient):
         return EVALUATE_LOSS, EVALUATE_WEIGHT, metrics
 
 
-def model_spec(context_length: int = 8) -> list[ArraySpec]:
+def model_spec(context_length: int = DEFAULT_CONTEXT_LENGTH) -> list[ArraySpec]:
     """Names, shapes and dtypes of the global model: all a reply may carry."""
     from policy.model import ModelConfig, NextActionPolicy  # noqa: PLC0415
 
@@ -298,7 +255,7 @@ def model_spec(context_length: int = 8) -> list[ArraySpec]:
 
 
 def _spec_for(context: Context) -> list[ArraySpec]:
-    return model_spec(int(context.run_config.get("context-length", 8)))
+    return model_spec(int(context.run_config.get("context-length", DEFAULT_CONTEXT_LENGTH)))
 
 
 def _clip_for(context: Context) -> float:

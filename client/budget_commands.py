@@ -11,15 +11,16 @@ from typing import Annotated, Any
 
 import typer
 
+from client.cli_errors import fail
 from client.device import Device
 from client.home import hearth_home
 from client.keys import VaultKeyError
 from client.policy_pin import device_policy
 from client.vault import VaultFullError
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
-    DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
     UNIT_USER,
     adjacency_action,
@@ -33,11 +34,6 @@ from privacy.renyi_filter import lifetime_rounds, window
 budget_app = typer.Typer(
     name="budget", help="Privacy spent on this laptop, and your own cap.", no_args_is_help=True
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
 
 
 def unit_lifetime(retention_days: float) -> str:
@@ -197,9 +193,9 @@ def show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         policy = device_policy(home)  # the pinned policy, once the laptop joined
         report = budget_report(Device(home), policy)
     except LedgerRollbackError as exc:
-        raise _fail(f"training refused: {exc}") from None
+        raise fail(f"training refused: {exc}") from None
     except (PolicyError, VaultKeyError, LedgerError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(report))
         return
@@ -214,11 +210,9 @@ def set_cap(
     try:
         policy_cap = device_policy(hearth_home()).privacy.device_epsilon_cap
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if epsilon > policy_cap:
-        raise _fail(
-            f"the policy already caps epsilon at {policy_cap:g}; your cap can only be lower"
-        )
+        raise fail(f"the policy already caps epsilon at {policy_cap:g}; your cap can only be lower")
     Device(hearth_home()).set_employee_cap(epsilon)
     typer.echo(f"your cap is now epsilon {epsilon:g} (the policy's is {policy_cap:g})")
 
@@ -232,7 +226,7 @@ def reset(
 ) -> None:
     """Start a new, empty ledger (test devices): recorded and shown wherever the budget is."""
     if not i_understand:
-        raise _fail(
+        raise fail(
             "a reset forgets what this laptop spent, so its examples lose their bound; "
             "add --i-understand to do it (it is recorded and shown)"
         )
@@ -247,7 +241,7 @@ def reset(
             cleared, reason = 0, f"reset by the employee after: {exc}"
         event = device.reset_ledger(reason.split("; training is refused")[0])
     except VaultKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"the privacy ledger starts again from zero ({max(cleared, event.entries_cleared)} "
         "entries cleared); the reset is recorded and shown by `hearth budget show`"

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from client.budget_commands import budget_app
+from client.cli_errors import fail
 from client.control_commands import (
     consent_app,
     pause_command,
@@ -74,8 +75,7 @@ def join_command(
     try:
         raise typer.Exit(join(config))
     except JoinError as exc:
-        typer.echo(f"hearth: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
 
 
 app.command("record")(record_command)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from client.cli_errors import fail
 from client.consent import (
     ConsentError,
     ConsentRecord,
@@ -41,17 +42,12 @@ consent_app = typer.Typer(
 )
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _policy_in_force() -> PrivacyPolicy:
     """The device's policy: the pinned one once it joined (``client.policy_pin``)."""
     try:
         return device_policy(hearth_home())
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def consent_against_policy(record: ConsentRecord | None, policy: PrivacyPolicy) -> list[str]:
@@ -97,7 +93,7 @@ def consent_grant(
     try:
         chosen = parse_modalities(modalities, policy.data.allowed_modalities)
     except ConsentError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     names = ", ".join(m.value for m in chosen)
     if not yes:
         typer.echo(disclosure_text(policy.data.allowed_modalities))
@@ -133,7 +129,7 @@ def pause_command(
     try:
         seconds = parse_duration(duration) if duration else None
     except DurationError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     state, result = request_pause(hearth_home(), seconds)
     until = state.until or math.inf
     _report(
@@ -163,7 +159,7 @@ def _report(result: ControlResult, what: str, done: str) -> None:
             err=True,
         )
         return
-    raise _fail(
+    raise fail(
         f"the {what} could not be saved ({result.problem}) and no recorder is running to "
         f"hear it; free some disk space and run this command again"
     )

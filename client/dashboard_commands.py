@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from client.cli_errors import fail
 from client.dashboard import Guard, bind_loopback, create_app, load_or_create_token, serve
 from client.dashboard.launch import Launcher
 from client.dashboard.snapshot import recording_status
@@ -35,19 +36,16 @@ def dashboard_command(
     try:
         sock = bind_loopback(port)
     except OSError as exc:
-        typer.echo(f"hearth: cannot listen on 127.0.0.1:{port}: {exc.strerror}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
     origin = f"http://127.0.0.1:{sock.getsockname()[1]}"
     launcher = Launcher(runtime_dir(home) / f"dashboard-{os.getpid()}-open.html", origin)
     try:
         launcher.issue()
     except OSError as exc:
         sock.close()
-        typer.echo(
-            f"hearth: cannot write the dashboard's launch file {launcher.path}: {exc.strerror}",
-            err=True,
-        )
-        raise typer.Exit(1) from None
+        raise fail(
+            f"cannot write the dashboard's launch file {launcher.path}: {exc.strerror}"
+        ) from None
     app = create_app(Guard(token=token, origin=origin), launcher)
     # The server never asks for a passphrase (a prompt would hang a request): it
     # unlocks the vault with the OS keyring or HEARTH_PASSPHRASE, or shows it locked.

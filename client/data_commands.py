@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.cli_errors import fail
 from client.consent import on_change
 from client.day_keys import DAY_SECONDS
 from client.heartbeat import running_recorder
@@ -41,11 +42,6 @@ console = Console()
 on_change(purge_revoked_modalities)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _exists() -> bool:
     return (default_vault_dir() / KEY_FILE).exists()
 
@@ -53,11 +49,11 @@ def _exists() -> bool:
 def _open() -> Vault:
     directory = default_vault_dir()
     if not _exists():
-        raise _fail("there is no vault on this laptop: nothing has been recorded")
+        raise fail("there is no vault on this laptop: nothing has been recorded")
     try:
         return Vault.open(directory)
     except (VaultKeyError, VaultFullError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def daily_summary(vault: Vault) -> list[dict[str, object]]:
@@ -163,7 +159,7 @@ def export(
 ) -> None:
     """Decrypt everything into a file for your own eyes (created owner-only)."""
     if out.exists():
-        raise _fail(f"{out} exists; choose another file or remove it first")
+        raise fail(f"{out} exists; choose another file or remove it first")
     count = 0
     with _open() as vault:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -211,9 +207,9 @@ def rotate_key_command(
     """
     directory = default_vault_dir()
     if not _exists() and not (directory / NEXT_KEY_FILE).exists():
-        raise _fail("there is no vault on this laptop to re-key")
+        raise fail("there is no vault on this laptop to re-key")
     if running_recorder(hearth_home()) is not None:
-        raise _fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
+        raise fail("the recorder is running: stop it (Ctrl-C or its service) and rotate again")
     try:
         new = None if use_keyring else passphrase_from_env_or_prompt(ENV_NEW_PASSPHRASE, True)
         report = Vault.rotate(directory, new)
@@ -221,7 +217,7 @@ def rotate_key_command(
         if new is not None and (ledger_dir / KEY_FILE).exists():
             rewrap_key(ledger_dir, new)  # the budget ledger's key is wrapped the same way
     except (VaultKeyError, VaultFullError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(
         f"the vault key is replaced (generation {report.generation}): "
         f"{report.reencrypted} segments re-encrypted, the old key destroyed"

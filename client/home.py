@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import platformdirs
-
-ENV_HOME = "HEARTH_HOME"
+from policy.home import state_root
 
 
 def hearth_home() -> Path:
     """Return the state directory (``HEARTH_HOME`` or the platform's user data dir), 0700."""
-    override = os.environ.get(ENV_HOME)
-    home = Path(override).expanduser() if override else Path(platformdirs.user_data_dir("hearth"))
-    return ensure_private_dir(home)
+    return ensure_private_dir(state_root())
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -274,12 +274,24 @@ def key_file_version(directory: Path) -> int:
 
 
 def upgrade_key_file(directory: Path, passphrase: str | None = None) -> None:
-    """Rewrite a version-1 key file as version 2 (same key, same secret, generation 0)."""
+    """Rewrite a version-1 key file as version 2 (same key, same secret, generation 0).
+
+    A passphrase wrap at today's scrypt cost keeps its salt and reuses the KEK the
+    unwrap derived: one derivation instead of two, and vaults that shared a salt (a
+    synthetic population, ``client.device_cache``) still share it, so a migrated
+    population still opens with one derivation per process, not one per device.
+    A fresh nonce seals the key again; an older cost is re-derived at today's.
+    """
     path = directory / KEY_FILE
     wrapped = WrappedKey.from_json(path.read_text())
     if wrapped.version != 1:
         return
     secret = _secret_for(wrapped.kek, directory, passphrase)
+    if isinstance(secret, str) and wrapped.scrypt_n == SCRYPT_N:
+        kek = passphrase_kek(secret, wrapped.salt, wrapped.scrypt_n)
+        data_key = unwrap_with_kek(wrapped, kek)
+        _write_key_file(path, wrap_with_kek(data_key, kek, wrapped.salt, wrapped.scrypt_n))
+        return
     _write_key_file(path, wrap(unwrap(wrapped, secret), wrapped.kek, secret))
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from client.cli_errors import fail
 from client.deployment import record
 from client.home import hearth_home
 from client.policy_pin import load_pinned, pin_policy, read_signature_option
@@ -19,18 +20,13 @@ policy_app = typer.Typer(
 )
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"hearth: {message}", err=True)
-    return typer.Exit(1)
-
-
 @policy_app.command("show")
 def policy_show() -> None:
     """The pinned policy in plain words, with its hash."""
     try:
         pinned = load_pinned(hearth_home())
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if pinned is None:
         typer.echo(
             "No policy pinned: this laptop has not joined a federation "
@@ -54,7 +50,7 @@ def policy_accept(
     try:
         pinned, previous = pin_policy(home, policy, read_signature_option(signature))
     except PolicyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if previous is not None and previous.policy_hash == pinned.policy_hash:
         typer.echo(f"policy {pinned.policy_hash[:12]} was already pinned: nothing changed")
         return

@@ -10,7 +10,8 @@ database (``client.vault_anchor``), so a whole older copy of ``vault.db`` is too
 In plaintext a segment shows only its id, its day and its padded size: event
 counts and times are inside the ciphertext, and every ciphertext has one of a
 few fixed sizes (``PADDED_SIZES``); the recorder seals one per interval, empty
-or not (``client.vault_cadence``). Retention
+or not, all of one fixed size (``client.vault_cadence``; ``append``'s ``pad_to``).
+Retention
 destroys whole days: their key first (crypto-shredding), then their rows, with
 ``secure_delete`` on and the WAL checkpointed and truncated (retried until no
 reader holds it).
@@ -213,16 +214,17 @@ def _modality_names(events: Iterable[Event]) -> set[str]:
     return {_modality_name(e) for e in events}
 
 
-def _pad(body: bytes) -> bytes:
+def _pad(body: bytes, at_least: int = 0) -> bytes:
+    """Frame ``body`` and pad it to the smallest size class that holds it, and ``at_least``."""
     framed = len(body).to_bytes(4, "big") + body
-    size = next((s for s in PADDED_SIZES if s >= len(framed)), 0)
+    need = max(len(framed), at_least)
+    size = next((s for s in PADDED_SIZES if s >= need), 0)
     if not size:
-        size = -(-len(framed) // PADDED_SIZES[-1]) * PADDED_SIZES[-1]
+        size = -(-need // PADDED_SIZES[-1]) * PADDED_SIZES[-1]
     return framed + bytes(size - len(framed))
 
 
-def _encode(events: Sequence[Event], start: float, end: float) -> bytes:
-    """The plaintext of a segment: a header (times, counts) and its events, padded."""
+def _body(events: Sequence[Event], start: float, end: float) -> bytes:
     counts = Counter(_modality_name(e) for e in events)
     header = {"v": _FORMAT, "start": start, "end": end, "n": len(events), "counts": counts}
     lines = [json.dumps(header, separators=(",", ":"))]
@@ -231,7 +233,28 @@ def _encode(events: Sequence[Event], start: float, end: float) -> bytes:
     # allocated and touched on every call) cost the recorder more than the
     # encryption; JSON lines repeat within a few lines, and any zlib stream decodes.
     packer = zlib.compressobj(1, zlib.DEFLATED, 12, 4)
-    return _pad(packer.compress("\n".join(lines).encode("utf-8")) + packer.flush())
+    return packer.compress("\n".join(lines).encode("utf-8")) + packer.flush()
+
+
+def _encode(events: Sequence[Event], start: float, end: float, pad_to: int = 0) -> bytes:
+    """The plaintext of a segment: a header (times, counts) and its events, padded."""
+    return _pad(_body(events, start, end), pad_to)
+
+
+# The widest times a header can hold (17 significant digits), and room for the
+# compressor treating other digits a little differently: what ``framed_size`` adds.
+_WIDEST_TIME: Final = 1_764_448_671.1234567
+_HEADER_SLACK: Final = 32
+
+
+def framed_size(events: Sequence[Event]) -> int:
+    """Bytes ``events`` take of a size class when sealed as one segment, whatever its times.
+
+    An upper bound (the widest header plus a little slack): a batch whose
+    ``framed_size`` is at most a class always pads to exactly that class, which is
+    what the recorder's fixed-size segments rely on (``client.vault_cadence``).
+    """
+    return 4 + len(_body(events, _WIDEST_TIME, _WIDEST_TIME)) + _HEADER_SLACK
 
 
 def _decode(plain: bytes, header_only: bool = False) -> tuple[dict[str, Any], list[Event]]:
@@ -255,10 +278,14 @@ def seal(
     gen: int = 0,
     day: int = 0,
     span: tuple[float, float] = (0.0, 0.0),
+    pad_to: int = 0,
 ) -> tuple[bytes, bytes]:
-    """Encrypt a batch of events (and its wall-clock ``span``); returns (nonce, ciphertext)."""
+    """Encrypt a batch of events (and its wall-clock ``span``); returns (nonce, ciphertext).
+
+    The plaintext is padded to the smallest size class that holds it and ``pad_to``.
+    """
     nonce = os.urandom(12)
-    plain = _encode(events, *span)
+    plain = _encode(events, *span, pad_to=pad_to)
     return nonce, AESGCM(key).encrypt(nonce, plain, _aad(segment_id, SCHEMA_VERSION, gen, day))
 
 
@@ -779,11 +806,16 @@ class Vault:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
         """Seal ``events`` as one segment of the current day and commit it; returns its id.
 
         An empty batch is sealed too, padded like any other: the recorder seals one
         segment per interval whether or not anything happened (``client.vault_cadence``).
+        ``pad_to`` is the smallest size class the segment may take: the recorder passes
+        its fixed class, so every interval's row has the same size (never smaller; a
+        batch that does not fit takes the next class that holds it).
         """
         now = time.time() if wall_time is None else wall_time
         day = day_of(now)
@@ -794,7 +826,9 @@ class Vault:
             segment_id, manifest = self._load_manifest().appended(counts)
             key = self._day_key(self._gen, day, create=True)
             assert key is not None
-            nonce, ciphertext = seal(key, segment_id, events, self._gen, day, (now - span, now))
+            nonce, ciphertext = seal(
+                key, segment_id, events, self._gen, day, (now - span, now), pad_to
+            )
             self._store_manifest(manifest.tallied(day, counts, len(ciphertext)))
             self._db.execute(
                 "INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?)",

@@ -1,1 +1,1 @@
-"""The contract client and server share: event schema, action vocabulary, model."""
+"""The contract client and server share: event schema, vocabulary, model, round, state root."""

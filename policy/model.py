@@ -18,6 +18,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from policy.vocabulary import CATEGORY_NAMES, PAD, TOKENS
 
 
@@ -31,7 +32,7 @@ class ModelConfig:
     that made it. Token 0 is always the padding token.
     """
 
-    context_length: int = 8
+    context_length: int = DEFAULT_CONTEXT_LENGTH
     token_dim: int = 16
     category_dim: int = 8
     hidden: int = 64

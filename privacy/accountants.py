@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH  # the K actions the model reads
+
 if TYPE_CHECKING:
     import dp_accounting
     from numpy.typing import NDArray
@@ -37,8 +39,6 @@ UNIT_USER: Final = "one user across the campaign"
 ADJACENCY_EXAMPLE: Final = "add/remove one example (Poisson sampling)"
 ADJACENCY_USER: Final = "add/remove one user (Poisson client sampling)"
 ADJACENCY_USER_VS_SERVER: Final = "add/remove one user (no sampling amplification)"
-# The model reads the last K actions (ModelConfig's default; policy/model.py imports torch).
-DEFAULT_CONTEXT_LENGTH: Final = 8
 
 HistoryEntry = tuple[float, float, int]
 # Group orders beta for epsilon_per_action (the group's RDP is read at alpha = 2^c beta):

@@ -12,11 +12,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
     ADJACENCY_USER_VS_SERVER,
-    DEFAULT_CONTEXT_LENGTH,
     LOCAL_ACCOUNTANTS,
     UNIT_LOCAL,
     UNIT_USER,

@@ -29,10 +29,10 @@ from pydantic import (
 )
 
 from policy.events import AppCategory, Modality
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from privacy.accountants import (
     ADJACENCY_EXAMPLE,
     ADJACENCY_USER,
-    DEFAULT_CONTEXT_LENGTH,
     UNIT_LOCAL,
     PlanningError,
     RoundShape,

@@ -63,6 +63,7 @@ from flwr.server.strategy import Strategy
 
 from policy.model_version import model_version
 from policy.replies import TRAIN_WEIGHT
+from policy.round_contract import RoundContract
 from privacy.distributed_noise import noised_norm_bound
 from privacy.policy import PrivacyPolicy, policy_hash
 from privacy.user_level import NoisedRound, UserLevelLedger, epsilon_readers, epsilon_server
@@ -116,19 +117,14 @@ def poisson_cohort(nodes: Sequence[ClientProxy], rate: float) -> list[ClientProx
 def round_instructions(
     config: CampaignConfig, policy: PrivacyPolicy, server_round: int
 ) -> dict[str, Scalar]:
-    """What every client is told for a round (validated again where it lands).
-
-    Nothing here bears on privacy: noise, clipping, sample rate, steps and caps are
-    each device's own policy, and the policy hash lets a device refuse a round run
-    under any other. No seed is sent: a device's randomness is its own.
-    """
-    return {
-        "round": server_round,
-        "num-rounds": config.num_server_rounds,
-        "policy-hash": policy_hash(policy),
-        "learning-rate": config.learning_rate,
-        "context-length": config.context_length,
-    }
+    """What every client is told for a round: the round contract (``policy.round_contract``)."""
+    return RoundContract(
+        server_round=server_round,
+        total_rounds=config.num_server_rounds,
+        policy_hash=policy_hash(policy),
+        learning_rate=config.learning_rate,
+        context_length=config.context_length,
+    ).to_config()
 
 
 @dataclass

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from policy.round_contract import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_LEARNING_RATE,
+    MAX_CONTEXT_LENGTH,
+)
 from server.home import server_home
 
 
@@ -21,8 +27,9 @@ class CampaignConfig:
     num_server_rounds: int = 10
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    learning_rate: float = 4.0
-    context_length: int = 8
+    # The round contract's defaults (pyproject.toml's [tool.flwr.app.config] spells the same).
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    context_length: int = DEFAULT_CONTEXT_LENGTH
     server_learning_rate: float = 1.0
     server_momentum: float = 0.7
     seed: int = 7  # the initial model only; never noise or sampling
@@ -69,6 +76,13 @@ class CampaignConfig:
             raise ServerConfigError("run config 'num-server-rounds' must be at least 1")
         if not 0 < self.fraction_train <= 1 or not 0 <= self.fraction_evaluate <= 1:
             raise ServerConfigError("run config 'fraction-train' must be in (0, 1]")
+        # What every device would decline in the round contract, refused before round 1.
+        if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
+            raise ServerConfigError("run config 'learning-rate' must be a positive number")
+        if not 1 <= self.context_length <= MAX_CONTEXT_LENGTH:
+            raise ServerConfigError(
+                f"run config 'context-length' must be in 1..{MAX_CONTEXT_LENGTH}"
+            )
         if not 0 <= self.server_momentum < 1:
             raise ServerConfigError("run config 'server-momentum' must be in [0, 1)")
         if self.secaggplus and not (

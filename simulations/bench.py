@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import json
-import platform
 import time
 from pathlib import Path
 
-from simulations.benchmarks import Measurement
+from simulations.benchmarks import Measurement, markdown, write_results
 
 # Each name is a module in simulations/benchmarks/ with run(quick) -> list[Measurement].
 SUBJECTS: tuple[str, ...] = (
@@ -23,19 +21,8 @@ SUBJECTS: tuple[str, ...] = (
     "lifetime",
     "model",
     "scale",
+    "fleet",
 )
-
-
-def _markdown(results: list[Measurement]) -> str:
-    lines = [
-        "| subject | measurement | value | unit | target | met |",
-        "|---|---|---:|---|---|---|",
-    ]
-    for m in results:
-        met = "" if m.passed is None else ("yes" if m.passed else "**no**")
-        value = f"{m.value:,.3f}" if abs(m.value) < 1000 else f"{m.value:,.0f}"
-        lines.append(f"| {m.subject} | {m.name} | {value} | {m.unit} | {m.target or ''} | {met} |")
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,15 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         wants_out = "out" in inspect.signature(module.run).parameters
         results.extend(module.run(args.quick, args.out) if wants_out else module.run(args.quick))
         print(f"{subject}: {time.perf_counter() - started:.1f}s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "machine": {"python": platform.python_version(), "cpu": platform.processor()},
-        "results": [m.as_dict() for m in results],
-    }
-    (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    table = _markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results)
+    print(markdown(results))
     return 0
 
 

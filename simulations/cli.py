@@ -55,6 +55,13 @@ def demo(
     workers: Annotated[int, typer.Option(min=1, help="processes seeding vaults")] = (
         os.cpu_count() or 1
     ),
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAY_ADDRESS",
+            help="host:port of a Ray cluster's head (ray start --head) to run the devices on",
+        ),
+    ] = None,
 ) -> None:
     """Seed synthetic employees and run `flwr run .` on them, printing each round."""
     settings = DemoSettings(
@@ -66,6 +73,7 @@ def demo(
         per_round=per_round,
         evaluate_per_round=evaluate_per_round,
         workers=workers,
+        ray_address=ray_address,
     )
     result = run_demo(settings, console)
     console.print(summary(result))

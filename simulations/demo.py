@@ -46,6 +46,8 @@ class DemoSettings:
     workers: int = 1
     # Score the final model on the synthetic employees' data (a simulation's privilege).
     score: bool = True
+    # host:port of a Ray cluster's head to run the simulated devices on (None: this machine).
+    ray_address: str | None = None
 
     @property
     def fraction_train(self) -> float:
@@ -133,6 +135,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         flwr_home=settings.root / "flwr-home",
         log_file=settings.root / "flwr.log",
         on_poll=show_new_rounds,
+        ray_address=settings.ray_address,
     )
     rows = read_sidecars(checkpoints) if checkpoints.exists() else []
     if not rows:

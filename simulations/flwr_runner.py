@@ -98,8 +98,15 @@ def run_app(
     log_file: Path,
     on_poll: Callable[[], None] | None = None,
     timeout: float = 3600.0,
+    ray_address: str | None = None,
 ) -> FlwrRun:
-    """Run ``flwr run . --stream`` and wait for it, logging Flower's output to a file."""
+    """Run ``flwr run . --stream`` and wait for it, logging Flower's output to a file.
+
+    ``ray_address`` (host:port of a running Ray cluster's head) makes the simulation
+    engine join that cluster instead of starting Ray on this machine: Flower's Ray
+    backend calls ``ray.init()``, which reads ``RAY_ADDRESS``, and the managed
+    SuperLink this run starts passes its environment down to the engine.
+    """
     bin_dir = Path(sys.executable).parent
     port = free_port()
     env = {
@@ -115,6 +122,8 @@ def run_app(
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_DEDUP_LOGS": "0",
     }
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
     command = [
         sys.executable,
         "-c",

@@ -219,7 +219,8 @@ class Recorder:
 
     def flush(self, now: float) -> None:
         """Seal the buffer into the vault (see ``client.recording.writer``)."""
-        self.writer.flush(now, bool(self.control.inbox.requests), self.control.observing())
+        c, stopping = self.control, self.writer_thread.stopping
+        self.writer.flush(now, bool(c.inbox.requests), c.observing(), c.consent, stopping)
 
     def _state(self, sensitive: bool = False, secure: bool = False) -> CaptureState:
         return self._states.get(self.control.consent, self.control.paused, sensitive, secure)
@@ -238,13 +239,10 @@ class Recorder:
 
     # ------------------------------------------------------------ consent and pause
 
-    def _sync_listeners(self) -> None:
-        self.listeners.sync(self.control.consent if self.control.observing() else None)
-
     def _check_control(self, now: float) -> None:
         listening = self.listening
         if self.control.check(now):
-            self._sync_listeners()
+            self.listeners.sync(self.control.consent if self.control.observing() else None)
             if self.listening != listening:  # `hearth status` shows it now, not at the next beat
                 self._write_heartbeat(now)
         inbox = self.control.inbox
@@ -259,7 +257,7 @@ class Recorder:
         while requests:
             message, done = requests.popleft()
             self.control.apply(message, now)
-            self._sync_listeners()
+            self.listeners.sync(self.control.consent if self.control.observing() else None)
             self.input.halted = not self.control.observing() or bool(requests)
             done.set()
         if self.listening != listening:

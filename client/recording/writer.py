@@ -2,9 +2,9 @@
 
 Every event passes the gate stack (``client.recording.gates.apply_gates``) as it
 is buffered; one that passes takes the next sequence number. While recording,
-the buffer is sealed into the vault once per ``flush_interval`` on a fixed grid
-(``client.vault_cadence``), empty or not, so the vault's row count traces
-uptime, not activity. A full disk keeps events in memory, up to
+the buffer is sealed into the vault once per ``flush_interval`` on a fixed grid,
+one fixed size (``client.vault_cadence``), empty or not, so the vault's rows
+trace uptime, not activity. A full disk keeps events in memory, up to
 ``pending_limit``; a pause or revocation drops everything not yet sealed, and
 the sequence numbers it held are given back. The writer also keeps the
 heartbeat (``beat``), and ``WriterThread`` runs it all every tick.
@@ -19,12 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from client.consent import ConsentRecord
 from client.heartbeat import Heartbeat, own_peak_rss_mb, write_heartbeat
 from client.recording.clock import Clock
 from client.recording.control_watch import Wake
 from client.recording.gates import CaptureState, apply_gates
 from client.vault import VaultFullError
-from client.vault_cadence import next_grid_point
+from client.vault_cadence import next_grid_point, next_segment
 from policy.events import Event
 
 _log = logging.getLogger(__name__)
@@ -33,8 +34,10 @@ _log = logging.getLogger(__name__)
 class EventSink(Protocol):
     """Where gated events go (the vault)."""
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
-        """Persist one batch."""
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
+        """Persist one batch, padded to at least ``pad_to`` bytes."""
         ...
 
 
@@ -68,26 +71,35 @@ class Writer:
         """Whether the next grid point passed."""
         return now - self.last_flush >= self._interval
 
-    def flush(self, now: float, hold: bool, recording: bool) -> None:
-        """Seal the buffer into the sink (kept in memory while the disk is full).
+    def flush(
+        self,
+        now: float,
+        hold: bool,
+        recording: bool,
+        consent: ConsentRecord | None,
+        stopping: bool,
+    ) -> None:
+        """Seal the buffer's oldest events into one fixed-size segment (``next_segment``).
 
         ``hold``: a pause or revocation is waiting and may drop the buffer first.
         While ``recording`` an empty buffer is sealed too: one segment per interval.
+        What does not fit waits (all of it is sealed when ``stopping``); a full disk
+        keeps everything in memory.
         """
         self.last_flush = next_grid_point(self.last_flush, now, self._interval)
         if hold or (not self.pending and not recording):
             return
-        batch = self.pending
+        batch, pad_to = next_segment(self.pending, consent, stopping)
         try:
-            self._sink.append(batch)
+            self._sink.append(batch, pad_to=pad_to)
         except VaultFullError:
-            _log.warning("vault disk full: %d events held in memory", len(batch))
-            excess = len(batch) - self._limit
+            _log.warning("vault disk full: %d events held in memory", len(self.pending))
+            excess = len(self.pending) - self._limit
             if excess > 0:
-                del batch[:excess]
+                del self.pending[:excess]
                 self.dropped_unwritable += excess
             return
-        self.pending = []
+        del self.pending[: len(batch)]  # the rest waits for the next interval
         self.events_written += len(batch)
         self.last_flush_wall = self._clock.wall()
 
@@ -150,6 +162,11 @@ class WriterThread:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.steps = 0  # completed, so a test can wait for the next one
+
+    @property
+    def stopping(self) -> bool:
+        """Asked to stop (or stopped by itself): the last flush seals everything."""
+        return self._stop.is_set()
 
     @property
     def running(self) -> bool:

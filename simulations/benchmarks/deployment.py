@@ -78,8 +78,11 @@ def _round_timeout(devices: int) -> float:
     return max(ROUND_TIMEOUT, 10.0 * devices)
 
 
-def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
+def _campaign(
+    fed: Federation, secaggplus: bool, rounds: int, round_timeout: float | None = None
+) -> _Campaign:
     """Run one campaign; the last round's time and bytes per device."""
+    round_timeout = round_timeout or _round_timeout(len(fed.homes))
     checkpoints = fed.root / f"campaign-{'secagg' if secaggplus else 'plain'}"
     marks: dict[int, tuple[float, int, int]] = {}
     done = threading.Event()
@@ -95,12 +98,12 @@ def _campaign(fed: Federation, secaggplus: bool, rounds: int) -> _Campaign:
     overrides: dict[str, object] = {
         "num-server-rounds": rounds,
         "secaggplus": secaggplus,
-        "round-timeout": _round_timeout(len(fed.homes)),
+        "round-timeout": round_timeout,
         "checkpoint-dir": str(checkpoints),
         "policy-file": str(fed.policy),
         "bundle-signature": fed.token(),
     }
-    budget = _round_timeout(len(fed.homes)) * 5 * rounds
+    budget = round_timeout * 5 * rounds
     started = time.monotonic()
     log = fed.flwr_run(overrides, timeout=budget)
     # `flwr run --stream` may return before the campaign ends (its log stream dropped

@@ -12,6 +12,7 @@ workers), sampled every 0.2 s. The profile of one simulated device's round
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import itertools
 import pstats
@@ -23,7 +24,7 @@ import psutil
 from flwr.common import Scalar
 
 from client.home import hearth_home
-from simulations.benchmarks import Measurement
+from simulations.benchmarks import Measurement, markdown, write_results
 from simulations.demo import DemoSettings, run_demo
 
 SUBJECT = "scale"
@@ -32,14 +33,20 @@ SIZES = (100, 300, 1000)
 TARGET_SECONDS_AT_1000 = 60.0
 
 
-class _TreeRss:
-    """Peak RSS of this process and every descendant, sampled in a thread."""
+class _TreeUsage:
+    """Peak RSS and CPU time of this process and every descendant, sampled in a thread.
+
+    CPU is the sum over every process ever seen of its last-seen user + system time,
+    so processes that ended (a Ray worker) still count up to their last sample.
+    """
 
     def __init__(self) -> None:
         self.peak = 0
+        self._cpu: dict[int, float] = {}
+        self.cpu_series: list[tuple[float, float]] = []  # (wall clock, CPU-seconds so far)
         self._stop = threading.Event()
 
-    def __enter__(self) -> _TreeRss:
+    def __enter__(self) -> _TreeUsage:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -50,21 +57,33 @@ class _TreeRss:
             total = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    with proc.oneshot():
+                        total += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        self._cpu[proc.pid] = times.user + times.system
                 except psutil.Error:
                     continue
             self.peak = max(self.peak, total)
+            self.cpu_series.append((time.time(), sum(self._cpu.values())))
             time.sleep(0.2)
+
+    def cpu_at(self, when: float) -> float:
+        """CPU-seconds the tree had used at wall-clock time ``when`` (nearest sample)."""
+        used = 0.0
+        for stamp, cpu in self.cpu_series:
+            if stamp > when:
+                break
+            used = cpu
+        return used
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
 
 
-def _round_seconds(checkpoints: Path) -> list[float]:
-    """Gaps between consecutive checkpoints: each round after the first."""
-    stamps = sorted(p.stat().st_mtime for p in checkpoints.glob("round-*.json"))
-    return [b - a for a, b in itertools.pairwise(stamps)]
+def _round_stamps(checkpoints: Path) -> list[float]:
+    """When each round's checkpoint landed; the gaps are the rounds after the first."""
+    return sorted(p.stat().st_mtime for p in checkpoints.glob("round-*.json"))
 
 
 def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> list[Measurement]:
@@ -79,14 +98,17 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
         workers=2,
         score=False,
     )
-    with _TreeRss() as rss:
+    with _TreeUsage() as usage:
         result = run_demo(settings)
-    gaps = _round_seconds(result.checkpoint_dir)
+    stamps = _round_stamps(result.checkpoint_dir)
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    cpu = [usage.cpu_at(b) - usage.cpu_at(a) for a, b in itertools.pairwise(stamps)]
     if not gaps:
         return [
             Measurement(SUBJECT, f"round at {per_round} devices", float("nan"), "s", note="failed")
         ]
     steady = min(gaps)
+    steady_cpu = cpu[gaps.index(steady)]
     trained = [int(r["fit"].get("clients_trained", 0)) for r in result.rounds]
     target = f"<= {TARGET_SECONDS_AT_1000:g} s" if per_round >= 1000 else None
     return [
@@ -100,8 +122,18 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
             note=f"rounds after the first: {', '.join(f'{g:.1f}' for g in gaps)} s; "
             f"trained per round {trained}",
         ),
+        Measurement(
+            SUBJECT,
+            f"CPU per round, process tree, {per_round}/round",
+            steady_cpu,
+            "CPU-s",
+            note=f"rounds after the first: {', '.join(f'{c:.0f}' for c in cpu)} CPU-s",
+        ),
         Measurement(SUBJECT, f"cost per device, {per_round}/round", steady / per_round, "s"),
-        Measurement(SUBJECT, f"peak RSS, process tree, {per_round}/round", rss.peak / 2**20, "MiB"),
+        Measurement(SUBJECT, f"CPU per device, {per_round}/round", steady_cpu / per_round, "CPU-s"),
+        Measurement(
+            SUBJECT, f"peak RSS, process tree, {per_round}/round", usage.peak / 2**20, "MiB"
+        ),
     ]
 
 
@@ -160,11 +192,63 @@ def _top(stats: pstats.Stats, count: int = 12) -> str:
     )
 
 
-def run(quick: bool) -> list[Measurement]:
-    """All cohort sizes on one seeded population (quick: 1,000 enrolled, 100 a round)."""
-    root = hearth_home() / "sim" / "bench-scale"
+def growth(results: list[Measurement]) -> list[Measurement]:
+    """How the cost per device grows from the smallest cohort measured to the largest."""
+    per_device = {
+        (m.unit, int(m.name.rsplit(" ", 1)[1].split("/")[0])): m.value
+        for m in results
+        if m.name.startswith(("cost per device", "CPU per device"))
+    }
+    sizes = sorted({size for _, size in per_device})
+    if len(sizes) < 2:
+        return []
+    low, high = sizes[0], sizes[-1]
+    return [
+        Measurement(
+            SUBJECT,
+            f"{label} per device, {high} against {low} a round",
+            per_device[(unit, high)] / per_device[(unit, low)],
+            "x",
+            note="1.0: linear in the cohort; above: overhead grows faster than the cohort",
+        )
+        for unit, label in (("s", "round time"), ("CPU-s", "CPU"))
+        if (unit, high) in per_device and (unit, low) in per_device
+    ]
+
+
+def run(
+    quick: bool, root: Path | None = None, sizes: tuple[int, ...] = SIZES, rounds: int = 3
+) -> list[Measurement]:
+    """All cohort sizes on one seeded population (quick: 1,000 enrolled, 100 a round).
+
+    ``root`` holds the population (default: under hearth's home); an existing one
+    seeded with the same settings is reused.
+    """
+    root = root or hearth_home() / "sim" / "bench-scale"
     population = 1000 if quick else POPULATION
     results: list[Measurement] = []
-    for size in SIZES[:1] if quick else SIZES:
-        results.extend(measure(root, population, size))
-    return results
+    for size in sizes[:1] if quick else sizes:
+        results.extend(measure(root, population, size, rounds))
+    return results + growth(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Only this benchmark, on a chosen population, written as ``make bench`` writes."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--root", type=Path, default=None, help="population to seed or reuse")
+    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    parser.add_argument("--out", type=Path, default=Path("bench/scale"))
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per cohort size (>= 2)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    results: list[Measurement] = []
+    for size in args.sizes:  # written after each size: an interrupted run keeps its figures
+        results += run(args.quick, args.root, (size,), args.rounds)
+        results = [m for m in results if not m.name.endswith(" a round")]  # growth: once
+        write_results(args.out, results + growth(results))
+    print(markdown(results + growth(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

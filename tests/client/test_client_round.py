@@ -15,7 +15,13 @@ from client.egress import ALLOWED_METRICS
 from client.vault import Vault
 from policy.events import Modality
 from policy.model import NextActionPolicy, get_arrays
-from policy.replies import EVALUATE_SUMS, POLICY_MISMATCH, TRAIN_WEIGHT, UNAVAILABLE
+from policy.replies import (
+    EVALUATE_SUMS,
+    POLICY_MISMATCH,
+    PROTOCOL_ERROR,
+    TRAIN_WEIGHT,
+    UNAVAILABLE,
+)
 from privacy.policy import load_policy, policy_hash
 from simulations.generator import generate_employee
 from simulations.sweep import policy_for
@@ -46,6 +52,13 @@ def test_a_round_under_another_policy_is_refused_without_training(hearth_home):
     client = HearthClient(_device(hearth_home))
     code = _declined(lambda: client.fit(_params(), _config(**{"policy-hash": "0" * 64})))
     assert code == POLICY_MISMATCH
+    assert client.device.ledger().entries == []
+
+
+def test_a_round_without_the_policy_hash_is_a_protocol_error_not_a_mismatch(hearth_home):
+    client = HearthClient(_device(hearth_home))
+    code = _declined(lambda: client.fit(_params(), {"round": 1, "learning-rate": 4.0}))
+    assert code == PROTOCOL_ERROR
     assert client.device.ledger().entries == []
 
 

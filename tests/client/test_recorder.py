@@ -112,7 +112,9 @@ class FakeSink:
         self.batches: list[list[Event]] = []
         self.full = False
 
-    def append(self, events: Sequence[Event], wall_time: float | None = None) -> int | None:
+    def append(
+        self, events: Sequence[Event], wall_time: float | None = None, *, pad_to: int = 0
+    ) -> int | None:
         if self.full:
             raise VaultFullError()
         self.batches.append(list(events))

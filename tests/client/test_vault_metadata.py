@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from client.cli import app
 from client.day_keys import day_of
-from client.keys import KEY_FILE, _kek_from_passphrase
+from client.keys import (
+    KEY_FILE,
+    _kek_from_passphrase,
+    passphrase_kek,
+    read_key_file,
+    unwrap_with_kek,
+)
 from client.vault import DB_FILE, PADDED_SIZES, Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Text, to_record
 
@@ -86,10 +92,11 @@ CREATE INDEX segments_wall_end ON segments (wall_end);
 """
 
 
-def _legacy_vault(vault_dir, batches):
+def _legacy_vault(vault_dir, batches, salt=None):
     """A vault as hearth wrote it before day keys (key file version 1, plaintext times)."""
     vault_dir.mkdir(parents=True, mode=0o700)
-    data_key, salt, nonce = os.urandom(32), os.urandom(16), os.urandom(12)
+    data_key, nonce = os.urandom(32), os.urandom(12)
+    salt = salt or os.urandom(16)
     kek = _kek_from_passphrase(PASSPHRASE, salt, 2**10)
     wrapped = AESGCM(kek).encrypt(nonce, data_key, b"hearth-data-key-v1")
     (vault_dir / KEY_FILE).write_text(
@@ -138,6 +145,24 @@ def test_an_old_vault_is_migrated_on_open(hearth_home):
     assert not any(blob[:32] in on_disk for blob in blobs)
     with Vault.open(vault_dir) as vault:  # and it opens again, now as a new vault
         assert len(list(vault.iter_events())) == 3
+
+
+def test_old_vaults_that_shared_a_salt_still_share_it_once_migrated(hearth_home):
+    # A synthetic population seeded before day keys: one salt, so one scrypt KEK opens
+    # every vault in a simulation worker (client.device_cache); migrating must keep that.
+    salt, now = os.urandom(16), time.time()
+    events = [Key(0, 0.0, KeyClass.LETTER)]
+    for name in ("a", "b"):
+        _legacy_vault(hearth_home / name, [(now, events)], salt=salt)
+        with Vault.open(hearth_home / name) as vault:
+            assert list(vault.iter_events()) == events
+    kek = passphrase_kek(PASSPHRASE, salt, 2**10)
+    for name in ("a", "b"):
+        wrapped = read_key_file(hearth_home / name)
+        assert wrapped is not None and (wrapped.version, wrapped.salt) == (2, salt)
+        assert len(unwrap_with_kek(wrapped, kek)) == 32
+        with Vault.open(hearth_home / name) as vault:  # the passphrase still opens it
+            assert list(vault.iter_events()) == events
 
 
 def test_an_old_vault_can_be_rotated_straight_away(hearth_home):
