@@ -1,7 +1,7 @@
 """Input: the listeners that run, and callbacks that stamp and queue, nothing else.
 
-The callbacks run on the listeners' threads (or on the writer, for a source it
-polls): a clock read and an append, no I/O, no lock waited on. The writer
+The callbacks run on the listeners' threads: a clock read and an append, no
+I/O, no lock waited on. The writer
 drains ``items`` in order. ``halted`` is set the moment a pause or revocation
 arrives, and from then on nothing is queued. ``Listeners`` starts a keyboard or
 mouse listener only for a granted modality, and stops them all while paused or
@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
 from typing import Any, Final
 
 from client.consent import ConsentRecord
@@ -162,8 +161,6 @@ class Listeners:
         self.bounds: ScreenBounds | None = None
         self.keys = KeyInterpreter()
         self._queue = queue
-        # Sources whose keyboard is read by the writer (X RECORD) instead of a thread.
-        self._poll: Callable[[], None] | None = getattr(source, "poll", None)
 
     @property
     def listening(self) -> bool:
@@ -191,11 +188,6 @@ class Listeners:
         elif not want_mouse and self.mouse_on:
             source.stop_mouse()
             self.mouse_on = False
-
-    def poll(self) -> None:
-        """Read the input a polled source holds (its callbacks run on the caller's thread)."""
-        if self._poll is not None and self.keyboard_on:
-            self._poll()
 
     def stop(self) -> None:
         """Stop every listener."""

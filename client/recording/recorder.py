@@ -57,10 +57,7 @@ class RecorderConfig:
     control_recheck: float = 1.0  # look at the control files even if HEARTH_HOME did not change
     flush_interval: float = SEAL_INTERVAL  # one segment per interval while recording
     focus_idle_interval: float = 0.5
-    # After a sensitive app's last sighting, input stamped this late is still judged by it:
-    # a tick between checks, a tick more for keys read by polling (stamped when read), and
-    # 0.15 s of margin for a writer running late.
-    suppress_tail: float = 0.35
+    suppress_tail: float = 0.25
     queue_capacity: int = 20_000
     pending_limit: int = 100_000
     move_rate: float = 5.0
@@ -178,8 +175,6 @@ class Recorder:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
-        if self.control.observing():
-            self.listeners.poll()  # typed before the stop: stamped now, judged by the last check
         self.listeners.stop()
         if self.control.inbox.unsaved:
             self.control.save_unsaved(now)
@@ -204,10 +199,6 @@ class Recorder:
             self._check_control(now)
         if self.control.observing():
             self._observe(now)
-            # After the focus check: what is read now is stamped after it, so the next
-            # step judges it by this check and the next (as if a listener thread had
-            # delivered it now).
-            self.listeners.poll()
             self._timed(now)
         if self.writer.due(now):
             self.flush(now)

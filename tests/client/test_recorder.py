@@ -154,12 +154,6 @@ def later(recorder: Recorder, seconds: float) -> None:
     clock.advance(seconds)
 
 
-def tick(recorder: Recorder) -> None:
-    """One writer tick: 0.1 s later, a step."""
-    later(recorder, 0.1)
-    recorder.step()
-
-
 def seal(recorder: Recorder) -> None:
     """Seal what the recorder buffered, now on its clock."""
     recorder.flush(recorder.clock.monotonic())
@@ -290,46 +284,6 @@ def test_a_sensitive_app_leaves_only_a_suppressed_gap(rig, hearth_home):
     gap = events[1]
     assert isinstance(gap, Suppressed) and gap.duration > 0
     assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
-
-
-class PolledSource(FakeSource):
-    """A source whose keys wait until the writer polls (as X RECORD's keyboard does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.typed: list[RawKey] = []
-
-    def type(self, text: str) -> None:
-        self.typed += [RawKey(name="space") if c == " " else RawKey(char=c) for c in text]
-
-    def poll(self) -> None:
-        assert self.keyboard is not None, "polled while the keyboard is stopped"
-        typed, self.typed = self.typed, []
-        for key in typed:
-            self.keyboard[0](key)
-
-
-def test_keys_a_polled_source_holds_are_judged_by_the_checks_around_their_reading(hearth_home):
-    # Keys typed into a sensitive app are read right after the check that still saw it;
-    # the app is gone at the next check, yet they are judged by both: none is kept.
-    hearth_home.mkdir(parents=True, exist_ok=True)
-    source, focus, sink = PolledSource(), FakeFocus(SLACK), FakeSink()
-    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
-    config = RecorderConfig(home=hearth_home, control_interval=0.0, suppress_tail=0.0)
-    recorder = Recorder(config, sink, source, focus, lambda: apps, clock=ManualClock())
-    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
-    tick(recorder)
-    source.type("canary")
-    tick(recorder)  # checks focus (slack), then reads the keys: stamped after that check
-    focus.window = CODE
-    tick(recorder)  # judged by the slack check and this one
-    source.type("ok ")
-    tick(recorder)
-    tick(recorder)
-    recorder.stop()
-    names = [type(e).__name__ for e in sink.events]
-    assert names[:2] == ["Suppressed", "Focus"] and "KeyRun" in names
-    assert [e.count for e in sink.events if isinstance(e, KeyRun)] == [3]
 
 
 def test_employee_additions_are_suppressed_without_restart(hearth_home):

@@ -4,9 +4,8 @@ pynput listens the same way (XRecord through python-xlib) but parses every
 event into python-xlib objects and keeps a second connection per listener;
 that costs about 120 µs of pure Python per X event. Here each listener owns one
 X connection: python-xlib opens it, reads the keyboard and modifier mappings
-and creates the RECORD context; after that the socket is read directly (the
-pointer by its own thread, the keyboard by whoever calls ``poll``: the
-recorder's writer) and each 32-byte core event decoded with ``struct``:
+and creates the RECORD context; after that the thread reads the socket itself
+and decodes each 32-byte core event with ``struct``:
 
 * keys: only ``KeyPress`` is recorded. The modifiers held come from the event's
   ``state`` field, so releases are not needed (half the X traffic of pynput).
@@ -93,7 +92,7 @@ def iter_replies(data: bytes, start: int = 0) -> tuple[list[tuple[int, int, int]
 
 
 class _Recording:
-    """One RECORD context on its own connection, read by its own thread or by ``poll``."""
+    """One RECORD context on its own connection, read by its own thread."""
 
     def __init__(
         self,
@@ -102,7 +101,6 @@ class _Recording:
         last: int,
         dispatch: Callable[[bytes, int, int], None],
         name: str,
-        threaded: bool = True,
     ) -> None:
         from Xlib.ext import record  # noqa: PLC0415
 
@@ -130,44 +128,8 @@ class _Recording:
         self._socket.sendall(struct.pack("=BBHI", opcode, _RECORD_ENABLE_CONTEXT, 2, context))
         self._dispatch = dispatch
         self._live = True
-        self._pending = b""
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
-            self._thread.start()
-        else:
-            self._socket.setblocking(False)
-
-    def poll(self) -> None:
-        """Dispatch whatever arrived since the last call, without waiting (unthreaded)."""
-        chunks = []
-        while self._live:
-            try:
-                chunk = self._socket.recv(65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                self._live = False  # the X server is gone
-                break
-            if not chunk:
-                self._live = False
-                break
-            chunks.append(chunk)
-        if not chunks:
-            return
-        data = self._pending + b"".join(chunks)
-        try:
-            replies, used = iter_replies(data)
-        except XRecordError:
-            self._live = False
-            return
-        self._pending = data[used:]
-        for category, start, end in replies:
-            if category == END_OF_DATA:
-                self._live = False
-                return
-            if category == FROM_SERVER and end > start:
-                self._dispatch(data, start, end)
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
 
     def _pump(self) -> None:
         recv, dispatch = self._socket.recv, self._dispatch
@@ -192,8 +154,7 @@ class _Recording:
         self._live = False
         with contextlib.suppress(OSError):
             self._socket.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(2.0)
+        self._thread.join(2.0)
         with contextlib.suppress(Exception):  # the socket is already shut down
             self._display.close()
 
@@ -236,29 +197,14 @@ class XRecordSource:
     # -- keyboard
 
     def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
-        """Record key presses (releases are not needed: presses carry the modifier state).
-
-        No thread reads them: the recorder's writer calls ``poll`` at every tick, and
-        ``on_press`` runs then (see ``poll``).
-        """
+        """Record key presses (releases are not needed: presses carry the modifier state)."""
         if self._keyboard is None:
             display = self._connect()
             self.keymap = self._keymap(display)  # the layout as it is now
             self._on_press = on_press
             self._keyboard = _Recording(
-                display, KEY_PRESS, KEY_PRESS, self._keys, "hearth-keyboard", threaded=False
+                display, KEY_PRESS, KEY_PRESS, self._keys, "hearth-keyboard"
             )
-
-    def poll(self) -> None:
-        """Deliver the key presses that arrived since the last call, on the caller's thread.
-
-        A thread blocked on the socket woke once per key press, and on this kind of
-        machine each wake-up cost more CPU than decoding the key (about 50 µs against
-        20 µs): the writer, awake ten times a second anyway, reads them instead. Each
-        key is stamped when it is read, at most one tick late.
-        """
-        if self._keyboard is not None:
-            self._keyboard.poll()
 
     def _keys(self, data: bytes, start: int, end: int) -> None:
         on_press, unpack = self._on_press, _KEY.unpack_from
