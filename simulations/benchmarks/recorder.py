@@ -23,8 +23,7 @@ pynput listeners instead of the X RECORD source.
 
 On X11 the recorder reads input through X RECORD (``client.recording.capture.input_x11``),
 key presses only; the per-thread note lists the process's threads in creation
-order: main, mouse, writer, control socket (the writer reads the keyboard itself;
-a baseline from before that also has a keyboard thread after main).
+order (main, keyboard, mouse, writer, control socket, ...).
 """
 
 from __future__ import annotations
@@ -361,8 +360,8 @@ def _measurements(result: RunResult, label: str) -> list[Measurement]:
     p99 = result.callback_p99_ms if result.callback_p99_ms is not None else float("nan")
     threads = ", ".join(f"{share:.2f}" for share in result.thread_shares)
     note = (
-        f"{result.sent:,} events at {rate:,.0f}/s; per thread (in creation order: main, "
-        f"listeners, writer, ...): {threads} %"
+        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard, "
+        f"mouse, writer, ...): {threads} %"
     )
     rows = [
         Measurement(
