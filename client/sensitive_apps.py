@@ -15,8 +15,10 @@ shown; only the resulting "suppressed" gap is kept.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +27,15 @@ from typing import Final
 from policy.events import AppCategory
 from privacy.policy import PrivacyPolicy
 
+_log = logging.getLogger(__name__)
+
 SENSITIVE_FILE: Final = "sensitive_apps.json"
 _APP_ID: Final = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
 # Window classes and titles of private browsing are matched by these markers,
 # since the app id of a private window is the browser's own.
 PRIVATE_WINDOW_MARKERS: Final = ("incognito", "private browsing", "inprivate", "private window")
-_SITE: Final = re.compile(r"^[^\x00-\x1f]{2,64}$")
+_SITE_LENGTH: Final = range(2, 65)
+_SITE_EXAMPLE: Final = "(e.g. workday or web.whatsapp.com)"
 
 
 class SensitiveAppError(ValueError):
@@ -49,12 +54,21 @@ def normalize_app_id(name: str) -> str:
 
 
 def normalize_site(name: str) -> str:
-    """Case-fold and validate a site (a domain or a name found in window titles)."""
-    site = " ".join(name.split()).casefold()
-    if not _SITE.match(site):
+    """Case-fold and validate a site (a domain or a name found in window titles).
+
+    Control and format characters (newlines, DEL, bidi overrides) are refused, not
+    cleaned: the list is shown to the employee as typed. The error never repeats the
+    input, since a site can be personal.
+    """
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         raise SensitiveAppError(
-            f"{name!r} is not a site; give a domain or a name of 2 to 64 characters "
-            "(e.g. workday or web.whatsapp.com)"
+            f"that is not a site: it holds a control or invisible character; type the "
+            f"domain or name on one line {_SITE_EXAMPLE}"
+        )
+    site = " ".join(name.split()).casefold()
+    if len(site) not in _SITE_LENGTH:
+        raise SensitiveAppError(
+            f"that is not a site: give a domain or a name of 2 to 64 characters {_SITE_EXAMPLE}"
         )
     return site
 
@@ -65,11 +79,32 @@ def sensitive_path(home: Path) -> Path:
 
 
 def _load(home: Path, key: str, normalize: Callable[[str], str]) -> tuple[str, ...]:
+    """The entries of one list; a bad entry is skipped, never the whole list with it.
+
+    Dropping every addition because one is damaged would quietly stop protecting
+    the employee's other sites and apps.
+    """
     try:
         data = json.loads(sensitive_path(home).read_text())
-        return tuple(sorted({normalize(str(a)) for a in data.get(key, [])}))
-    except (OSError, ValueError, AttributeError):
+        entries = data.get(key, [])
+    except FileNotFoundError:
         return ()
+    except (OSError, ValueError, AttributeError) as exc:
+        _log.warning(
+            "the sensitive apps file cannot be read (%s): only the policy's lists hold",
+            type(exc).__name__,
+        )
+        return ()
+    kept: set[str] = set()
+    skipped = 0
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            kept.add(normalize(str(entry)))
+        except ValueError:
+            skipped += 1
+    if skipped:
+        _log.warning("%d damaged entries skipped in the sensitive apps file", skipped)
+    return tuple(sorted(kept))
 
 
 def load_additions(home: Path) -> tuple[str, ...]:
@@ -145,7 +180,8 @@ class SensitiveApps:
             apps=frozenset(policy.data.sensitive_apps) | additions,
             categories=frozenset(policy.data.sensitive_categories),
             added_by_employee=additions,
-            sites=frozenset(policy.data.sensitive_sites) | sites,
+            # casefold, as titles are: "ß" in a policy site must match a title's "ss"
+            sites=frozenset(s.casefold() for s in policy.data.sensitive_sites) | sites,
         )
 
     def is_sensitive(

@@ -65,8 +65,10 @@ class RoundContract:
 
     @classmethod
     def from_config(cls, config: Mapping[str, ConfigValue]) -> RoundContract:
-        """Parse a message's config; ``round`` and ``policy-hash`` are required.
+        """Parse a message's config; ``round`` is required.
 
+        A missing ``policy-hash`` reads as "" (no policy has it), so a device refuses
+        the round as a policy mismatch and records it, as for any other policy.
         ``num-rounds`` defaults to ``round``, the learning rate and context length
         to the campaign's defaults. Raises ``RoundContractError`` naming the key.
         """
@@ -74,7 +76,7 @@ class RoundContract:
         return cls(
             server_round=server_round,
             total_rounds=_get(config, "num-rounds", int, server_round),
-            policy_hash=_get(config, "policy-hash", str),
+            policy_hash=_get(config, "policy-hash", str, ""),
             learning_rate=_get(config, "learning-rate", float, DEFAULT_LEARNING_RATE),
             context_length=_get(config, "context-length", int, DEFAULT_CONTEXT_LENGTH),
         )

@@ -34,7 +34,7 @@ from client.data_commands import delete_vault
 from client.device import Device
 from client.home import hearth_home
 from client.recorder_control import ControlResult, request_pause, request_resume, request_revoke
-from client.sensitive_apps import SensitiveAppError, add_app, remove_app
+from client.sensitive_apps import SensitiveAppError, add_app, add_site, remove_app, remove_site
 
 UNTIL_RESUMED: Final = "until-resumed"
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
@@ -130,7 +130,7 @@ def _in_force(result: ControlResult, what: str) -> None:
 
 
 def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
-    """Pause, resume, and the employee's sensitive apps."""
+    """Pause, resume, and the employee's sensitive apps and sites."""
 
     @app.post("/api/pause")
     async def pause_recording(request: Request) -> Response:
@@ -176,6 +176,26 @@ def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
         except SensitiveAppError as exc:
             raise Refusal(400, str(exc)) from None
         return req.answer("app-removed", {"yours": list(apps)})
+
+    # Sites: the same checks; the name is never logged (an access log is off, and a
+    # refusal does not repeat it), since a site can say something personal.
+    @app.post("/api/sensitive-sites")
+    async def add_sensitive_site(request: Request) -> Response:
+        req = await read_change(request, guard)
+        try:
+            sites = add_site(home, req.text("site") or "")
+        except SensitiveAppError as exc:
+            raise Refusal(400, str(exc)) from None
+        return req.answer("site-added", {"yours": list(sites)})
+
+    @app.post("/api/sensitive-sites/remove")
+    async def remove_sensitive_site(request: Request) -> Response:
+        req = await read_change(request, guard)
+        try:
+            sites = remove_site(home, req.text("site") or "")
+        except SensitiveAppError as exc:
+            raise Refusal(400, str(exc)) from None
+        return req.answer("site-removed", {"yours": list(sites)})
 
 
 def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:

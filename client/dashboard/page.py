@@ -30,6 +30,8 @@ NOTICES: Final[Mapping[str, str]] = {
     "resumed": "Recording is resumed.",
     "app-added": "The app is added to your sensitive list; it takes effect now.",
     "app-removed": "The app is removed from your sensitive list.",
+    "site-added": "The site is added to your sensitive list; it takes effect now.",
+    "site-removed": "The site is removed from your sensitive list.",
     "deleted": "All your recorded data is deleted: the key is destroyed and the vault removed.",
     "revoked": "Consent revoked: nothing more is recorded.",
 }
@@ -293,6 +295,38 @@ def _sensitive(apps: Mapping[str, Any], csrf: str) -> str:
     )
 
 
+def _sites(sites: Mapping[str, Any], csrf: str) -> str:
+    """The policy's sites (read-only) and the employee's own (removable), and the add form."""
+    policy_sites = ", ".join(sites["policy_sites"]) or "none"
+    yours = "".join(
+        f'<li><code>{escape(site)}</code> <form method="post" '
+        f'action="/api/sensitive-sites/remove" class="inline">{_csrf(csrf)}'
+        f'<input type="hidden" name="site" value="{escape(site)}">'
+        f'<button type="submit" aria-label="Remove site {escape(site)}">Remove</button>'
+        "</form></li>"
+        for site in sites["your_sites"]
+    )
+    return (
+        '<section aria-labelledby="h-sites"><h2 id="h-sites">Sensitive sites</h2>'
+        "<p>While a window's title names one of these (a browser tab as any app), nothing "
+        "but a gap is kept. The title is read in memory only, never stored.</p>"
+        f'<p>Set by your organisation: <span id="policy-sites">{escape(policy_sites)}</span>'
+        "</p>"
+        + (
+            f'<p>Your own additions:</p><ul id="your-sites">{yours}</ul>'
+            if yours
+            else '<p id="your-sites">You have added none.</p>'
+        )
+        + f'<form method="post" action="/api/sensitive-sites">{_csrf(csrf)}'
+        '<label for="site-name">Site to add: a domain or a name '
+        "(e.g. intranet.example.com)</label>"
+        '<input id="site-name" name="site" required minlength="2" maxlength="64" '
+        'autocomplete="off" spellcheck="false"> <button type="submit">Add site</button></form>'
+        "<p class=muted>Adding takes effect at once; you can remove only your own additions."
+        "</p></section>"
+    )
+
+
 def _leave(csrf: str) -> str:
     return (
         '<section aria-labelledby="h-leave"><h2 id="h-leave">Your data and consent</h2>'
@@ -328,6 +362,7 @@ def render_page(snapshot: Mapping[str, Any], csrf: str, nonce: str, notice: str 
         + _budget(snapshot["budget"])
         + _uploads(snapshot["uploads"])
         + _sensitive(snapshot["sensitive_apps"], csrf)
+        + _sites(snapshot["sensitive_apps"], csrf)
         + _policy(snapshot["policy"])
         + _leave(csrf)
         + "</main></body></html>"

@@ -2,7 +2,7 @@
 
 The recording state is ``status_report()``, the very report ``hearth status``
 prints; the rest comes from the same functions the CLI uses (data summary,
-budget, upload history, policy, sensitive-app list). Only plaintext metadata is
+budget, upload history, policy, sensitive apps and sites). Only plaintext metadata is
 read: counts, sizes and names, never an event's content.
 """
 
@@ -17,7 +17,7 @@ from client.data_commands import daily_summary
 from client.device import Device
 from client.keys import KEY_FILE, VaultKeyError
 from client.policy_pin import device_policy
-from client.sensitive_apps import load_additions
+from client.sensitive_apps import load_additions, load_site_additions
 from client.vault import Vault, VaultFullError
 from privacy.ledger import LedgerError
 from privacy.policy import PolicyError, PrivacyPolicy, describe
@@ -81,6 +81,8 @@ def _sensitive(home: Path, policy: PrivacyPolicy | None) -> dict[str, Any]:
         if policy
         else [],
         "yours": list(load_additions(home)),
+        "policy_sites": sorted(policy.data.sensitive_sites) if policy else [],
+        "your_sites": list(load_site_additions(home)),
     }
 
 

@@ -10,6 +10,7 @@ from client.app import Declined, HearthClient
 from client.cli import app
 from client.consent import grant, revoke
 from client.control import pause
+from client.deployment import read_deployment
 from client.device import Device
 from client.egress import ALLOWED_METRICS
 from client.vault import Vault
@@ -55,9 +56,17 @@ def test_a_round_under_another_policy_is_refused_without_training(hearth_home):
     assert client.device.ledger().entries == []
 
 
-def test_a_round_without_the_policy_hash_is_a_protocol_error_not_a_mismatch(hearth_home):
+def test_a_round_naming_no_policy_is_refused_as_a_mismatch_and_recorded(hearth_home):
     client = HearthClient(_device(hearth_home))
     code = _declined(lambda: client.fit(_params(), {"round": 1, "learning-rate": 4.0}))
+    assert code == POLICY_MISMATCH
+    assert client.device.ledger().entries == []
+    assert "policy mismatch" in read_deployment(hearth_home)["refusal"]["reason"]
+
+
+def test_a_round_without_its_number_is_a_protocol_error(hearth_home):
+    client = HearthClient(_device(hearth_home))
+    code = _declined(lambda: client.fit(_params(), {"policy-hash": "h", "learning-rate": 4.0}))
     assert code == PROTOCOL_ERROR
     assert client.device.ledger().entries == []
 

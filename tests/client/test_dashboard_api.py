@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import stat
 import time
@@ -22,7 +23,13 @@ from client.dashboard.auth import COOKIE_NAME, token_path
 from client.dashboard.launch import Launcher
 from client.device import Device
 from client.keys import KEY_FILE
-from client.sensitive_apps import SensitiveApps, add_app
+from client.sensitive_apps import (
+    SensitiveApps,
+    add_app,
+    add_site,
+    load_site_additions,
+    sensitive_path,
+)
 from client.vault import Vault
 from policy.events import AppCategory, Button, Click, Focus, Key, KeyClass, Modality
 from privacy.policy import load_policy
@@ -269,6 +276,99 @@ def test_the_employee_removes_only_their_own_entries(
     apps = SensitiveApps.from_policy(load_policy(), hearth_home)
     assert "gimp" not in apps.apps
     assert "slack" in apps.apps  # the policy's entry stays
+
+
+SITE = "Payslips.Example-Intranet.com"
+
+
+def test_an_added_site_is_listed_and_in_force_at_once(
+    client: TestClient, token: str, csrf: str, hearth_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    response = _post(client, "/api/sensitive-sites", token, csrf, site=f"  {SITE} ")
+    assert response.status_code == 200
+    assert response.json()["yours"] == [SITE.casefold()]
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    title = f"March - {SITE} - Mozilla Firefox"
+    assert apps.is_sensitive("firefox", AppCategory.BROWSER, title)
+    state = client.get("/api/state", headers={"X-Hearth-Token": token}).json()
+    assert state["sensitive_apps"]["your_sites"] == [SITE.casefold()]
+    assert "workday" in state["sensitive_apps"]["policy_sites"]
+    assert "example-intranet" not in caplog.text.casefold()  # a site is never logged
+
+
+def test_the_page_shows_the_policy_sites_read_only_and_yours_removable(
+    client: TestClient, guard: Guard, csrf: str, hearth_home: Path
+) -> None:
+    client.cookies.set(COOKIE_NAME, guard.session)
+    response = client.post(
+        "/api/sensitive-sites",
+        data={"site": "<b>nächste-bank</b>", "csrf": csrf},
+        headers={"Origin": ORIGIN, "Referer": f"{ORIGIN}/"},
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/?done=site-added"  # no site in the URL
+    page = client.get(response.headers["location"]).text
+    assert "The site is added to your sensitive list" in page
+    assert "<b>nächste-bank</b>" not in page  # escaped
+    assert 'aria-label="Remove site &lt;b&gt;nächste-bank&lt;/b&gt;"' in page
+    policy_sites = re.search(r'<span id="policy-sites">([^<]*)</span>', page)
+    assert policy_sites and "workday" in policy_sites.group(1)
+    assert 'value="workday"' not in page  # no button removes the organisation's sites
+
+
+def test_the_employee_removes_only_their_own_sites(
+    client: TestClient, token: str, csrf: str, hearth_home: Path
+) -> None:
+    add_site(hearth_home, SITE)
+    add_site(hearth_home, "family-photos")
+    response = _post(client, "/api/sensitive-sites/remove", token, csrf, site=SITE.upper())
+    assert response.status_code == 200
+    assert response.json()["yours"] == ["family-photos"]
+    assert _post(client, "/api/sensitive-sites/remove", token, csrf, site="workday").json()[
+        "yours"
+    ] == ["family-photos"]
+    sites = SensitiveApps.from_policy(load_policy(), hearth_home).sites
+    assert SITE.casefold() not in sites
+    assert "workday" in sites  # the policy's entry stays
+
+
+@pytest.mark.parametrize(
+    "site",
+    ["", "   ", "x", "a" * 65, "bank\nsecret", "bank\tx", "bank\x7f", "bank\x85", "bank\u202e"],
+)
+def test_a_bad_site_is_a_400_with_one_line_that_does_not_repeat_it(
+    client: TestClient, token: str, csrf: str, hearth_home: Path, site: str
+) -> None:
+    response = _post(client, "/api/sensitive-sites", token, csrf, site=site)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "\n" not in error and "not a site" in error
+    assert "bank" not in error and "a" * 65 not in error
+    assert not sensitive_path(hearth_home).exists()  # nothing was written
+
+
+def test_a_site_change_needs_the_token_the_origin_and_the_csrf_token(
+    client: TestClient, token: str, csrf: str, hearth_home: Path
+) -> None:
+    add_site(hearth_home, "family-photos")
+    for path in ("/api/sensitive-sites", "/api/sensitive-sites/remove"):
+        body = {"site": "family-photos" if path.endswith("remove") else SITE}
+        no_token = client.post(path, json=body, headers={"Origin": ORIGIN, "X-CSRF-Token": csrf})
+        assert no_token.status_code == 401
+        assert _post(client, path, token, None, **body).status_code == 403
+        elsewhere = client.post(
+            path,
+            json=body,
+            headers={
+                "X-Hearth-Token": token,
+                "X-CSRF-Token": csrf,
+                "Origin": "http://evil.example",
+            },
+        )
+        assert elsewhere.status_code == 403
+        assert client.get(path, headers={"X-Hearth-Token": token}).status_code == 405
+    assert load_site_additions(hearth_home) == ("family-photos",)
 
 
 def test_delete_needs_a_confirmation(

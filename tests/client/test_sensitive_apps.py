@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -57,6 +58,29 @@ def test_damaged_additions_file_keeps_the_policy_list(tmp_path: Path) -> None:
     sensitive_path(tmp_path).write_text("{not json")
     apps = SensitiveApps.from_policy(load_policy(), tmp_path)
     assert apps.is_sensitive("slack", AppCategory.OTHER)
+
+
+def test_one_damaged_entry_does_not_drop_the_employees_other_additions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_site(tmp_path, "mybank.example")
+    add_app(tmp_path, "signal-desktop")
+    data = json.loads(sensitive_path(tmp_path).read_text())
+    data["sites"].append("bad\u202esite")  # a control character, refused when added
+    data["apps"].append("Not An App!")
+    sensitive_path(tmp_path).write_text(json.dumps(data))
+    apps = SensitiveApps.from_policy(load_policy(), tmp_path)
+    assert apps.is_sensitive("firefox", AppCategory.BROWSER, "Login - mybank.example")
+    assert apps.is_sensitive("signal-desktop", AppCategory.OTHER)
+    assert "skipped" in caplog.text
+    assert "bad" not in caplog.text and "Not An App" not in caplog.text  # names never logged
+
+
+def test_a_policy_site_matches_titles_whatever_their_case_folding(tmp_path: Path) -> None:
+    policy = load_policy()
+    data = policy.data.model_copy(update={"sensitive_sites": ("straße-bank",)})
+    apps = SensitiveApps.from_policy(policy.model_copy(update={"data": data}), tmp_path)
+    assert apps.is_sensitive("firefox", AppCategory.BROWSER, "STRASSE-BANK - Kontostand")
 
 
 def test_watcher_sees_an_addition_without_restart(tmp_path: Path) -> None:

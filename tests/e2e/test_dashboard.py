@@ -29,7 +29,7 @@ from client.consent import grant
 from client.control_commands import status_report
 from client.dashboard.auth import token_path
 from client.device import Device
-from client.sensitive_apps import SensitiveApps
+from client.sensitive_apps import SensitiveApps, load_site_additions
 from client.vault import Vault
 from policy.events import AppCategory, Focus, Key, KeyClass, Modality
 from privacy.policy import load_policy
@@ -336,6 +336,22 @@ def test_the_employee_controls_everything_from_a_real_browser(
             page.get_by_role("button", name="Remove gimp").click()
             page.wait_for_url(f"{dashboard.origin}/?done=app-removed")
             assert "gimp" not in SensitiveApps.from_policy(load_policy(), recorded).apps
+
+            # Add a site of one's own (a browser tab's title names it); `hearth` agrees at once.
+            page.get_by_label("Site to add").fill("Payslips.Example-Intranet.com")
+            page.get_by_role("button", name="Add site").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=site-added")
+            site = "payslips.example-intranet.com"
+            assert site in page.locator("#your-sites").inner_text()
+            assert "workday" in page.locator("#policy-sites").inner_text()  # read-only
+            assert load_site_additions(recorded) == (site,)  # the file the recorder watches
+            title = "March - Payslips.Example-Intranet.com - Chromium"
+            in_force = SensitiveApps.from_policy(load_policy(), recorded)
+            assert in_force.is_sensitive("chromium", AppCategory.BROWSER, title)
+            page.get_by_role("button", name=f"Remove site {site}").click()
+            page.wait_for_url(f"{dashboard.origin}/?done=site-removed")
+            assert site not in SensitiveApps.from_policy(load_policy(), recorded).sites
+            assert page.locator("#your-sites").inner_text() == "You have added none."
 
             # Delete all my data: refused by the browser until confirmed.
             delete = page.get_by_role("button", name="Delete all my data")

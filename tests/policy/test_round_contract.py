@@ -42,7 +42,6 @@ def test_the_campaign_defaults_are_the_contracts_and_pyprojects():
     ("config", "message"),
     [
         ({"policy-hash": "h"}, "'round' is missing"),
-        ({"round": 1}, "'policy-hash' is missing"),
         ({"round": True, "policy-hash": "h"}, "'round' must be int, got bool"),
         ({"round": 1, "policy-hash": "h", "learning-rate": "4"}, "'learning-rate' must be float"),
         ({"round": 1, "policy-hash": "h", "learning-rate": -1.0}, "'learning-rate' must be"),

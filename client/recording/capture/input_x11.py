@@ -197,7 +197,14 @@ class XRecordSource:
     # -- keyboard
 
     def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
-        """Record key presses (releases are not needed: presses carry the modifier state)."""
+        """Record key presses (releases are not needed: presses carry the modifier state).
+
+        A thread of its own reads them, so each key is stamped when it arrives. Read by
+        the recorder's writer after its focus check instead (cheaper: no wake-up per
+        key), a key typed before that check but read after it was stamped late: judged
+        by a later look (a password typed at a prompt that had ended by then was kept
+        under load) and ordered after a click that followed it.
+        """
         if self._keyboard is None:
             display = self._connect()
             self.keymap = self._keymap(display)  # the layout as it is now
