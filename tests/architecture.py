@@ -65,15 +65,6 @@ FORBIDDEN: Final[dict[str, frozenset[str]]] = {
     "privacy": frozenset({"client", "server", "strategies", "simulations"}),
     "strategies": frozenset({"client", "simulations"}),
 }
-# Modules of client/ that another branch (issue 21's `recorder`) moves into recording/ and
-# splits: until that merge they count as recording/ and their size is that branch's.
-AWAITING_MOVE: Final = {
-    "client/recorder.py": "recording",
-    "client/gates.py": "recording",
-    "client/redact.py": "recording",
-    "client/capture": "recording",
-}
-AWAITING_SPLIT: Final = frozenset({"client/recorder.py", "client/capture/input_x11.py"})
 
 
 @dataclass(frozen=True)
@@ -143,10 +134,6 @@ def node_of(dotted: str) -> str | None:
         return parts[0]
     if parts[1] in CLIENT_PACKAGES:
         return f"client/{parts[1]}"
-    for pending, package in AWAITING_MOVE.items():
-        name = pending.removeprefix("client/").removesuffix(".py")
-        if parts[1] == name:
-            return f"client/{package}"
     return f"client/{parts[1]}"  # a module loose in client/: reported by ``check``
 
 
@@ -185,13 +172,12 @@ def check(root: Path = ROOT) -> Report:
             continue
         if rel.startswith("client/") and rel != "client/__init__.py":
             inner = source.split("/")[1] if "/" in source else ""
-            pending = any(rel == p or rel.startswith(p + "/") for p in AWAITING_MOVE)
-            if inner not in CLIENT_PACKAGES and not pending:
+            if inner not in CLIENT_PACKAGES:
                 report.loose.append(
                     f"{rel}: not in a client package ({', '.join(CLIENT_PACKAGES)})"
                 )
             lines = len(path.read_text().splitlines())
-            if lines > MAX_LINES and rel not in AWAITING_SPLIT:
+            if lines > MAX_LINES:
                 report.oversized.append(f"{rel}: {lines} lines (at most {MAX_LINES})")
         for line, module in sorted(set(imported_modules(path, root))):
             target = node_of(module)
@@ -201,9 +187,6 @@ def check(root: Path = ROOT) -> Report:
             why = _allowed(source, target)
             if why is not None:
                 report.arrows.append(f"{rel}:{line}: imports {module}: {why}")
-    for pending in sorted({*AWAITING_MOVE, *AWAITING_SPLIT}):
-        if not (root / pending).exists():
-            report.notes.append(f"{pending} no longer exists: drop it from tests/architecture.py")
     return report
 
 

@@ -23,14 +23,14 @@ from typing import Annotated
 
 import typer
 
-from client.capture.focus import NoDisplayError, open_focus_backend
-from client.capture.listener import open_input_source
-from client.capture.screens import MssGrab, ThumbnailSampler
 from client.control.consent import load_consent
 from client.control.heartbeat import read_heartbeat, running_recorder
 from client.control.policy_pin import device_policy
 from client.control.sensitive_apps import SensitiveAppsWatcher
-from client.recorder import Recorder, RecorderConfig
+from client.recording.capture.focus import NoDisplayError, open_focus_backend
+from client.recording.capture.listener import open_input_source
+from client.recording.capture.screens import MssGrab, ThumbnailSampler
+from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.home import hearth_home
 from client.storage.keys import VaultKeyError
 from client.storage.vault import Vault, default_vault_dir

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client.capture.focus import WindowInfo
-from client.capture.keys import RawKey
-from client.capture.pointer import ScreenBounds
 from client.control.consent import grant
 from client.control.pause import pause, resume
 from client.control.recorder_control import request_pause, request_resume, request_revoke
 from client.control.sensitive_apps import SensitiveApps
-from client.recorder import Recorder, RecorderConfig
+from client.recording.capture.focus import WindowInfo
+from client.recording.capture.keys import RawKey
+from client.recording.capture.pointer import ScreenBounds
+from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.vault import Vault
 from policy.events import AppCategory, Button, Modality
 from simulations.benchmarks import Measurement

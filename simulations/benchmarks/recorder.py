@@ -21,10 +21,9 @@ to stay short on a shared machine; ``--events 30000`` is the issue's 10 minutes.
 measured side by side on the same noisy machine; ``--input pynput`` forces the
 pynput listeners instead of the X RECORD source.
 
-On X11 the recorder reads input through X RECORD (``client.capture.input_x11``),
+On X11 the recorder reads input through X RECORD (``client.recording.capture.input_x11``),
 key presses only; the per-thread note lists the process's threads in creation
-order: main, mouse, writer, control socket (the writer reads the keyboard itself;
-a baseline from before that also has a keyboard thread after main).
+order (main, keyboard, mouse, writer, control socket, ...).
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import argparse
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +48,7 @@ from client.control.consent import grant
 from client.storage.vault import Vault
 from policy.events import Click, Key, KeyRun, Modality, Thumbnail
 from simulations.benchmarks import Measurement
+from simulations.xserver import XServer
 
 SUBJECT = "recorder"
 BENCH_PASSPHRASE = "benchmark only"  # noqa: S105 - a throwaway vault
@@ -77,68 +76,31 @@ class RunResult:
 
 
 class _X:
-    """Xvfb + openbox + one window this process owns."""
+    """A private X server (``simulations.xserver``) and one window this process owns."""
 
     def __init__(self) -> None:
-        missing = [t for t in ("Xvfb", "openbox", "xdotool") if shutil.which(t) is None]
-        if missing:
-            raise RuntimeError(f"the recorder benchmark needs {', '.join(missing)}: make sysdeps")
-        read_fd, write_fd = os.pipe()
-        self.xvfb = subprocess.Popen(
-            [
-                "Xvfb",
-                "-displayfd",
-                str(write_fd),
-                "-screen",
-                "0",
-                "1280x800x24",
-                "-nolisten",
-                "tcp",
-            ],
-            pass_fds=(write_fd,),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            self.display = ":" + pipe.readline().strip()
-        env = {**os.environ, "DISPLAY": self.display}
-        self.wm = subprocess.Popen(
-            ["openbox", "--sm-disable"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        from Xlib import X, display  # noqa: PLC0415
+        self.server = XServer()
+        self.env = self.server.env
+        from Xlib import display  # noqa: PLC0415
 
-        self._x = X
-        self.conn: Any = display.Display(self.display)
-        root = self.conn.screen().root
-        check = self.conn.intern_atom("_NET_SUPPORTING_WM_CHECK")
-        deadline = time.monotonic() + 10
-        while root.get_full_property(check, X.AnyPropertyType) is None:
-            if time.monotonic() > deadline:
-                raise RuntimeError("openbox did not start")
-            time.sleep(0.05)
-        screen = self.conn.screen()
-        self.window = root.create_window(
-            0, 0, 1280, 800, 0, screen.root_depth, background_pixel=screen.white_pixel
-        )
-        self.window.set_wm_class("code", "Code")
-        self.window.set_wm_name("bench.py - Code")
-        self.window.map()
-        self.conn.sync()
+        try:
+            self.conn: Any = display.Display(self.server.display)
+            screen = self.conn.screen()
+            self.window = screen.root.create_window(
+                0, 0, 1280, 800, 0, screen.root_depth, background_pixel=screen.white_pixel
+            )
+            self.window.set_wm_class("code", "Code")
+            self.window.set_wm_name("bench.py - Code")
+            self.window.map()
+            self.conn.sync()
+        except BaseException:
+            self.server.close()
+            raise
         self._colors = (screen.white_pixel, screen.black_pixel)
         self._flip = 0
-        self.env = env
 
     def activate(self) -> None:
-        subprocess.run(
-            ["xdotool", "windowactivate", "--sync", str(self.window.id)],
-            env=self.env,
-            check=True,
-            timeout=30,
-        )
+        self.server.activate(self.window.id)
 
     def change_screen(self) -> None:
         """Repaint the window in the other color, so thumbnails have something to see."""
@@ -149,12 +111,7 @@ class _X:
 
     def close(self) -> None:
         self.conn.close()
-        for process in (self.wm, self.xvfb):
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        self.server.close()
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -202,15 +159,10 @@ def _send(x: _X, total: int, rate: float, screens: bool) -> tuple[int, float]:
         n = min(CHUNK, total - sent - 1) if total - sent > 1 else 0
         if n > 0:
             text = "".join(_ALPHABET[(i + k) % len(_ALPHABET)] for k in range(n))
-            subprocess.run(
-                ["xdotool", "type", "--delay", str(delay_ms), text],
-                env=x.env,
-                check=True,
-                timeout=600,
-            )
+            x.server.xdotool("type", "--delay", str(delay_ms), text, timeout=600)
             sent += n
             i += n
-        subprocess.run(["xdotool", "click", "1"], env=x.env, check=True, timeout=30)
+        x.server.xdotool("click", "1", timeout=30)
         sent += 1
         ahead = sent / rate - (time.monotonic() - started)
         if ahead > 0:
@@ -408,8 +360,8 @@ def _measurements(result: RunResult, label: str) -> list[Measurement]:
     p99 = result.callback_p99_ms if result.callback_p99_ms is not None else float("nan")
     threads = ", ".join(f"{share:.2f}" for share in result.thread_shares)
     note = (
-        f"{result.sent:,} events at {rate:,.0f}/s; per thread (in creation order: main, "
-        f"listeners, writer, ...): {threads} %"
+        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard, "
+        f"mouse, writer, ...): {threads} %"
     )
     rows = [
         Measurement(

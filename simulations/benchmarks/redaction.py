@@ -27,7 +27,7 @@ from typing import Any
 
 from faker import Faker
 
-from client.redact import CARD, EMAIL, IBAN, NATIONAL_ID, PHONE, SECRET, redact
+from client.recording.redact import CARD, EMAIL, IBAN, NATIONAL_ID, PHONE, SECRET, redact
 from simulations.benchmarks import Measurement
 
 LOCALES: tuple[str, ...] = (

@@ -10,12 +10,17 @@ from typing import Any
 
 import pytest
 
-from client.capture.focus import WindowInfo, app_id_from, identify, looks_like_secure_prompt
-from client.capture.focus_macos import MacOSFocus
-from client.capture.focus_windows import WindowsFocus
-from client.capture.keys import KeyInterpreter, RawKey, classify
-from client.capture.pointer import MAX_MOVE_RATE, MoveCoalescer, ScreenBounds
-from client.capture.screens import ThumbnailSampler, downscale, thumbnail_size
+from client.recording.capture.focus import (
+    WindowInfo,
+    app_id_from,
+    identify,
+    looks_like_secure_prompt,
+)
+from client.recording.capture.focus_macos import MacOSFocus
+from client.recording.capture.focus_windows import WindowsFocus
+from client.recording.capture.keys import KeyInterpreter, RawKey, classify
+from client.recording.capture.pointer import MAX_MOVE_RATE, MoveCoalescer, ScreenBounds
+from client.recording.capture.screens import ThumbnailSampler, downscale, thumbnail_size
 from policy.events import AppCategory, KeyClass, Shortcut
 
 
@@ -242,7 +247,7 @@ def test_echo_off_in_line_mode_is_a_password_prompt_and_raw_mode_is_not() -> Non
     import pty  # noqa: PLC0415
     import termios  # noqa: PLC0415
 
-    from client.capture.terminal_echo import EchoOffProbe  # noqa: PLC0415
+    from client.recording.capture.terminal_echo import EchoOffProbe  # noqa: PLC0415
 
     child, master = pty.fork()  # the child's controlling terminal is the new pty
     if child == 0:

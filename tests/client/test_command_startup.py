@@ -41,8 +41,8 @@ def test_the_recorder_process_does_not_import_numpy() -> None:
     # The recorder must stay under 60 MB: numpy alone is about 14 MB of it. Loading the
     # pinned policy (its Renyi check) and the capture backends must not pull it in.
     out = _fresh_python(
-        "import sys, tempfile, pathlib; import client.cli.record, client.recorder; "
-        "import client.capture.input_x11, client.capture.focus_x11; "
+        "import sys, tempfile, pathlib; import client.cli.record, client.recording.recorder; "
+        "import client.recording.capture.input_x11, client.recording.capture.focus_x11; "
         "from client.control.policy_pin import device_policy; "
         "from client.control.sensitive_apps import SensitiveAppsWatcher; "
         "home = pathlib.Path(tempfile.mkdtemp()); "

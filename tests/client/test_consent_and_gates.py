@@ -4,7 +4,7 @@ from typer.testing import CliRunner
 from client.cli.main import app
 from client.control.consent import ConsentError, grant, load_consent, parse_modalities, revoke
 from client.control.pause import DurationError, parse_duration, pause, pause_state, resume
-from client.gates import (
+from client.recording.gates import (
     CaptureState,
     apply_gates,
     consent_gate,

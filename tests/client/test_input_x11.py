@@ -8,17 +8,15 @@ from typing import Any
 import pytest
 from Xlib import XK
 
-from client.capture.input_x11 import (
+from client.recording.capture.input_x11 import (
     END_OF_DATA,
     FROM_SERVER,
-    SPECIAL_KEYSYMS,
-    KeyMap,
     XRecordError,
     XRecordSource,
     iter_replies,
-    keysym_char,
 )
-from client.capture.keys import KeyInterpreter
+from client.recording.capture.keys import KeyInterpreter
+from client.recording.capture.x11_keymap import SPECIAL_KEYSYMS, KeyMap, keysym_char
 from policy.events import Button, KeyClass, Shortcut
 
 # Recorded from Xvfb (xdotool type "a", xdotool mousemove 100 200 click 1 click 5): one
@@ -218,28 +216,3 @@ def test_only_the_last_motion_of_a_read_is_passed_on():
     data = record_reply(events)
     source._pointer(data, 32, len(data))
     assert moves == [(3, 6)]
-
-
-def test_the_keyboard_is_read_without_a_thread_by_whoever_polls():
-    # The writer polls the keyboard's RECORD connection: nothing waits on the socket, a
-    # reply split across reads is kept for the next poll, and the end of data stops it.
-    import socket  # noqa: PLC0415
-
-    from client.capture.input_x11 import _Recording  # noqa: PLC0415
-
-    ours, server = socket.socketpair()
-    got: list[bytes] = []
-    recording = object.__new__(_Recording)
-    recording._socket, recording._live, recording._pending = ours, True, b""
-    recording._dispatch = lambda data, start, end: got.append(data[start:end])
-    ours.setblocking(False)
-    recording.poll()  # nothing yet: returns at once
-    assert got == []
-    server.sendall(KEY_A_REPLY + KEY_A_REPLY[:40])
-    recording.poll()
-    assert got == [KEY_A_REPLY[32:64]]
-    server.sendall(KEY_A_REPLY[40:] + record_reply(b"", END_OF_DATA))
-    recording.poll()
-    assert got == [KEY_A_REPLY[32:64]] * 2 and not recording._live
-    ours.close()
-    server.close()

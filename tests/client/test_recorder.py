@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 
-from client.capture.focus import WindowInfo
-from client.capture.keys import RawKey
-from client.capture.pointer import ScreenBounds
 from client.cli.control import status_report
 from client.control.consent import grant, revoke
 from client.control.heartbeat import read_heartbeat, running_recorder
 from client.control.pause import pause, resume
 from client.control.sensitive_apps import SensitiveApps, SensitiveAppsWatcher, add_app
-from client.recorder import Recorder, RecorderConfig, _HomeWatch
+from client.recording.capture.focus import WindowInfo
+from client.recording.capture.keys import RawKey
+from client.recording.capture.pointer import ScreenBounds
+from client.recording.clock import ManualClock
+from client.recording.control_watch import HomeWatch
+from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.vault_store import VaultFullError
 from policy.events import (
     AppCategory,
@@ -135,19 +137,32 @@ def rig(hearth_home: Path) -> tuple[Recorder, FakeSource, FakeFocus, FakeSink]:
         control_interval=0.0,
         key_run_idle=0.02,
     )
-    return Recorder(config, sink, source, focus, lambda: apps), source, focus, sink
+    recorder = Recorder(config, sink, source, focus, lambda: apps, clock=ManualClock())
+    return recorder, source, focus, sink
 
 
 def settle(recorder: Recorder) -> None:
-    """Let the clock pass the events just queued and the key-run idle, then run the writer."""
-    time.sleep(0.025)
+    """Move the clock past the events just queued and the key-run idle, then run the writer."""
+    later(recorder, 0.025)
     recorder.step()
+
+
+def later(recorder: Recorder, seconds: float) -> None:
+    """Let ``seconds`` pass on the recorder's clock (a ManualClock in these tests)."""
+    clock = recorder.clock
+    assert isinstance(clock, ManualClock), "build the recorder with clock=ManualClock()"
+    clock.advance(seconds)
+
+
+def seal(recorder: Recorder) -> None:
+    """Seal what the recorder buffered, now on its clock."""
+    recorder.flush(recorder.clock.monotonic())
 
 
 def test_without_consent_no_listener_is_started_and_nothing_written(rig):
     recorder, source, _, sink = rig
     recorder.step()
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert source.starts == [] and not recorder.listening
     assert sink.events == []
 
@@ -166,7 +181,7 @@ def test_keys_become_classes_and_shortcuts_in_order_with_contiguous_seq(rig, hea
     source.type("a1 ")
     source.press("ctrl_l", "c")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     events = sink.events
     assert isinstance(events[0], Focus) and events[0].app_id == "code"
     # One record per run of a class (the modifier alone is not one), never per key.
@@ -186,7 +201,7 @@ def test_keys_are_stored_as_runs_with_whole_second_times(rig, hearth_home):
     source.type("hello big world")  # spaces between words continue the letter run
     source.type("2026")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     runs = [e for e in sink.events if isinstance(e, KeyRun)]
     assert [(r.key_class, r.count) for r in runs] == [(KeyClass.LETTER, 15), (KeyClass.DIGIT, 4)]
     assert all(r.t == round(r.t) and r.duration == round(r.duration) for r in runs)
@@ -201,7 +216,7 @@ def test_clicks_are_kept_with_normalized_positions(rig, hearth_home):
     source.mouse[1](500, 1000, "left", True)
     source.mouse[1](500, 1000, "left", False)
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     (click,) = sink.events
     assert isinstance(click, Click) and (click.x, click.y) == (0.5, 1.0)
 
@@ -212,7 +227,7 @@ def test_pause_stops_listeners_writes_markers_and_keeps_nothing_in_between(rig, 
     recorder.step()
     source.type("a")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     source.type("c")  # buffered, not yet sealed when the pause comes: dropped
     settle(recorder)
     pause(hearth_home)
@@ -225,7 +240,7 @@ def test_pause_stops_listeners_writes_markers_and_keeps_nothing_in_between(rig, 
     assert recorder.listening
     source.type("b")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     kinds = [type(e).__name__ for e in sink.events]
     assert kinds == ["KeyRun", "Paused", "Resumed", "KeyRun"]
     assert [e.seq for e in sink.events] == [0, 1, 2, 3]  # the dropped key's seq is reused
@@ -237,7 +252,7 @@ def test_revoke_stops_every_listener_and_capture(rig, hearth_home):
     recorder.step()
     source.type("a")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     source.type("c")  # buffered, not yet sealed when consent goes: dropped
     settle(recorder)
     revoke(hearth_home)
@@ -245,7 +260,7 @@ def test_revoke_stops_every_listener_and_capture(rig, hearth_home):
     assert source.keyboard is None and source.mouse is None
     recorder.on_press(RawKey(char="x"))
     recorder.step()
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert [type(e).__name__ for e in sink.events] == ["KeyRun"]
 
 
@@ -259,56 +274,16 @@ def test_a_sensitive_app_leaves_only_a_suppressed_gap(rig, hearth_home):
     focus.window = CODE
     source.type("z")  # within the tail after slack: still suppressed
     settle(recorder)
-    time.sleep(0.06)
+    later(recorder, 0.06)
     recorder.step()
     source.type("q")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     events = sink.events
     assert [type(e).__name__ for e in events] == ["Focus", "Suppressed", "Focus", "KeyRun"]
     gap = events[1]
     assert isinstance(gap, Suppressed) and gap.duration > 0
     assert not any(isinstance(e, Focus) and e.app_id == "slack" for e in events)
-
-
-class PolledSource(FakeSource):
-    """A source whose keys wait until the writer polls (as X RECORD's keyboard does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.typed: list[RawKey] = []
-
-    def type(self, text: str) -> None:
-        self.typed += [RawKey(name="space") if c == " " else RawKey(char=c) for c in text]
-
-    def poll(self) -> None:
-        assert self.keyboard is not None, "polled while the keyboard is stopped"
-        typed, self.typed = self.typed, []
-        for key in typed:
-            self.keyboard[0](key)
-
-
-def test_keys_a_polled_source_holds_are_judged_by_the_checks_around_their_reading(hearth_home):
-    # Keys typed into a sensitive app are read right after the check that still saw it;
-    # the app is gone at the next check, yet they are judged by both: none is kept.
-    hearth_home.mkdir(parents=True, exist_ok=True)
-    source, focus, sink = PolledSource(), FakeFocus(SLACK), FakeSink()
-    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
-    config = RecorderConfig(home=hearth_home, control_interval=0.0, suppress_tail=0.0)
-    recorder = Recorder(config, sink, source, focus, lambda: apps)
-    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
-    recorder.step()
-    source.type("canary")
-    recorder.step()  # checks focus (slack), then reads the keys: stamped after that check
-    focus.window = CODE
-    recorder.step()  # judged by the slack check and this one
-    source.type("ok ")
-    recorder.step()
-    recorder.step()
-    recorder.stop()
-    names = [type(e).__name__ for e in sink.events]
-    assert names[:2] == ["Suppressed", "Focus"] and "KeyRun" in names
-    assert [e.count for e in sink.events if isinstance(e, KeyRun)] == [3]
 
 
 def test_employee_additions_are_suppressed_without_restart(hearth_home):
@@ -317,13 +292,13 @@ def test_employee_additions_are_suppressed_without_restart(hearth_home):
     focus = FakeFocus(WindowInfo("gimp", AppCategory.DESIGN))
     watcher = SensitiveAppsWatcher(load_policy(), hearth_home)
     config = RecorderConfig(home=hearth_home, control_interval=0.0)
-    recorder = Recorder(config, sink, source, focus, watcher.current)
+    recorder = Recorder(config, sink, source, focus, watcher.current, clock=ManualClock())
     grant(hearth_home, (Modality.KEYS,))
     recorder.step()
     add_app(hearth_home, "gimp")
     source.type("x")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert not any(isinstance(e, KeyRun) for e in sink.events)
 
 
@@ -337,12 +312,12 @@ def test_a_password_prompt_drops_keys_but_not_clicks(rig, hearth_home):
     source.mouse[1](10, 10, "left", True)
     settle(recorder)
     focus.window = CODE
-    time.sleep(0.06)  # past the tail
+    later(recorder, 0.06)  # past the tail
     source.type("x")  # judged by the look before too (the prompt): dropped
     settle(recorder)
     source.type("ok")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     events = sink.events
     assert [type(e).__name__ for e in events] == ["Click", "Suppressed", "KeyRun"]
     assert isinstance(events[1], Suppressed) and events[1].reason == "password_prompt"
@@ -356,7 +331,7 @@ def test_focus_failure_fails_closed(rig, hearth_home):
     focus.fail = True
     source.type("abc")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert not any(isinstance(e, KeyRun) for e in sink.events)
 
 
@@ -367,8 +342,8 @@ def test_typed_text_is_redacted_before_it_is_buffered(rig, hearth_home):
     source.type("write to jane.doe@example.com ok")
     source.press("enter")
     settle(recorder)
-    assert not any("jane" in getattr(e, "text", "") for e in recorder._pending)
-    recorder.flush(time.monotonic())
+    assert not any("jane" in getattr(e, "text", "") for e in recorder.writer.pending)
+    seal(recorder)
     (text,) = [e for e in sink.events if isinstance(e, Text)]
     assert text.text == "write to [email] ok\n"
 
@@ -380,7 +355,7 @@ def test_without_text_consent_no_text_is_kept(rig, hearth_home):
     source.type("hello world")
     source.press("enter")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert not any(isinstance(e, Text) for e in sink.events)
 
 
@@ -393,7 +368,7 @@ def test_backspace_edits_the_text_before_redaction(rig, hearth_home):
     source.type("r")
     source.press("enter")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert [e.text for e in sink.events if isinstance(e, Text)] == ["car\n"]
 
 
@@ -403,9 +378,15 @@ def test_writer_flushes_within_the_flush_interval(rig, hearth_home):
     recorder.start()
     try:
         source.type("abc")
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline and len(sink.events) < 1:
-            time.sleep(0.02)
+        # The writer thread runs on its own; time moves only as this test says (0.4 s on
+        # the recorder's clock: past the 0.02 s run idle and a 0.2 s interval).
+        deadline = time.monotonic() + 30.0  # real time: only a hung writer reaches it
+        for _ in range(8):
+            later(recorder, 0.05)
+            steps = recorder.writer_thread.steps
+            while recorder.writer_thread.steps < steps + 2:  # the writer stepped at this time
+                assert time.monotonic() < deadline, "the writer thread stopped stepping"
+                time.sleep(0.005)
         assert [(type(e).__name__, getattr(e, "count", 0)) for e in sink.events] == [("KeyRun", 3)]
     finally:
         recorder.stop()
@@ -432,9 +413,9 @@ def test_a_full_disk_keeps_events_in_memory_until_it_can_write(rig, hearth_home)
     sink.full = True
     source.type("ab")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     sink.full = False
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert [getattr(e, "count", 0) for e in sink.events] == [2] and recorder.dropped == 0
 
 
@@ -473,7 +454,7 @@ def test_pause_and_resume_markers_need_consent(rig, hearth_home):
     recorder.step()
     resume(hearth_home)
     recorder.step()
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert not any(isinstance(e, Paused | Resumed) for e in sink.events)
 
 
@@ -483,20 +464,21 @@ def test_shortcut_events_need_the_keys_modality(rig, hearth_home):
     recorder.step()
     source.press("ctrl_l", "v")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert not any(isinstance(e, ShortcutPressed | KeyRun) for e in sink.events)
 
 
 def test_control_files_are_looked_at_when_home_changes_or_every_recheck(tmp_path):
     # One stat of HEARTH_HOME per control check; the files only when it moved.
-    watch = _HomeWatch(tmp_path, recheck=1.0)
+    wall = [time.time_ns()]
+    watch = HomeWatch(tmp_path, recheck=1.0, wall_ns=lambda: wall[0])
     assert watch.changed(0.0)  # the first look
-    time.sleep(0.06)
+    wall[0] = time.time_ns() + 60_000_000  # the last change is 60 ms old: not racy
     assert not watch.changed(0.1)
     (tmp_path / "control.json.tmp").write_text("{}")
     (tmp_path / "control.json.tmp").replace(tmp_path / "control.json")  # how hearth writes
     assert watch.changed(0.2)
-    time.sleep(0.06)
+    wall[0] = time.time_ns() + 60_000_000
     assert not watch.changed(0.3)
     (tmp_path / "control.json").write_text('{"paused": true}')  # edited in place
     assert not watch.changed(0.4)
@@ -513,12 +495,12 @@ def test_keys_around_a_focus_switch_the_backend_could_not_see_are_suppressed(rig
     focus.window = replace(CODE, unseen_switch=True)
     settle(recorder)
     focus.window = CODE
-    time.sleep(0.06)  # past the suppression tail
+    later(recorder, 0.06)  # past the suppression tail
     source.type("c")  # judged by that look too (the one before the next)
     settle(recorder)
     source.type("d")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     keys = [e.count for e in sink.events if isinstance(e, KeyRun)]
     assert keys == [2, 1], sink.events  # "ab" and "d", none of "xyz" or "c"
     assert any(isinstance(e, Suppressed) and e.duration > 0 for e in sink.events)
@@ -546,7 +528,7 @@ def test_a_card_typed_in_groups_across_idle_pauses_is_redacted_as_one(hearth_hom
     source, sink = FakeSource(), FakeSink()
     apps = SensitiveApps.from_policy(load_policy(), hearth_home)
     config = RecorderConfig(home=hearth_home, control_interval=0.0, text_idle=0.02)
-    recorder = Recorder(config, sink, source, FakeFocus(), lambda: apps)
+    recorder = Recorder(config, sink, source, FakeFocus(), lambda: apps, clock=ManualClock())
     grant(hearth_home, (Modality.KEYS, Modality.TEXT))
     recorder.step()
     for group in ("pay 4111 ", "1111 ", "1111 ", "1111"):
@@ -555,23 +537,25 @@ def test_a_card_typed_in_groups_across_idle_pauses_is_redacted_as_one(hearth_hom
         settle(recorder)
     source.press("enter")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     assert _texts(sink) == ["pay [card]\n"]
 
 
 def test_a_segment_is_sealed_only_once_the_window_has_passed_over_it(rig, hearth_home):
-    recorder, source, _, sink = rig
-    recorder.config = replace(recorder.config, text_chunk=64, text_window=32)
+    _, source, focus, sink = rig
+    config = replace(rig[0].config, text_chunk=64, text_window=32)
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    recorder = Recorder(config, sink, source, focus, lambda: apps, clock=ManualClock())
     grant(hearth_home, (Modality.KEYS, Modality.TEXT))
     recorder.step()
     source.type("some ordinary words to fill the chunk up to here ")  # 50 characters
     source.type("card 4111 1111 1111 1111 ok")  # crosses the chunk boundary
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     sealed = _texts(sink)
     assert sealed and "4111" not in "".join(sealed) and "[card]" not in "".join(sealed)
     source.press("enter")
     settle(recorder)
-    recorder.flush(time.monotonic())
+    seal(recorder)
     whole = "".join(_texts(sink))
     assert whole == "some ordinary words to fill the chunk up to here card [card] ok\n"

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from client.capture.keys import RawKey
 from client.cli.main import app
 from client.control.consent import grant, load_consent
-from client.control.pause import pause_state
+from client.control.pause import pause, pause_state, resume
 from client.control.recorder_control import (
     ControlMessage,
     _address,
@@ -28,7 +27,9 @@ from client.control.recorder_control import (
     socket_path,
 )
 from client.control.sensitive_apps import SensitiveApps
-from client.recorder import Recorder, RecorderConfig
+from client.recording.capture.keys import RawKey
+from client.recording.clock import SYSTEM_CLOCK, Clock, ManualClock
+from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.vault import Vault
 from policy.events import KeyRun, Modality, Paused, Resumed
 from privacy.policy import load_policy
@@ -44,11 +45,13 @@ def _until(condition: Callable[[], object], timeout: float = 5.0) -> None:
 
 def _held(recorder: Recorder) -> int:
     """Keys typed and not yet written: in closed runs waiting for a flush, or the open run."""
-    closed = sum(getattr(e, "count", 0) for e in recorder._pending)
-    return closed + (recorder._open_run.count if recorder._open_run is not None else 0)
+    closed = sum(getattr(e, "count", 0) for e in recorder.writer.pending)
+    return closed + (recorder.runs.open.count if recorder.runs.open is not None else 0)
 
 
-def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> Recorder:
+def _recorder(
+    home: Path, sink: object, source: FakeSource, clock: Clock = SYSTEM_CLOCK, **config: float
+) -> Recorder:
     apps = SensitiveApps.from_policy(load_policy(), home)
     settings = {"suppress_tail": 0.01, "focus_idle_interval": 0.01, **config}
     return Recorder(
@@ -57,6 +60,7 @@ def _recorder(home: Path, sink: object, source: FakeSource, **config: float) -> 
         source,
         FakeFocus(),
         lambda: apps,
+        clock=clock,
     )
 
 
@@ -99,7 +103,7 @@ def test_the_socket_is_owner_only_and_a_pause_is_applied_before_the_answer(
     # Applied when the answer came: no listener, and a late callback keeps nothing.
     assert not recorder.listening and source.keyboard is None
     recorder.on_press(RawKey(char="x"))
-    assert len(recorder._queue) == 0
+    assert len(recorder.input.items) == 0
     assert pause_state(home).paused and state.paused
     assert request_resume(home).recorder is not None
     assert recorder.listening
@@ -151,6 +155,30 @@ def test_an_unsaved_revocation_is_never_written_over_a_newer_grant(home: Path) -
     consent = load_consent(home)
     assert consent is not None and consent.active and consent.granted_at != first.granted_at
     assert recorder.listening  # the new grant is in force
+
+
+def test_a_resume_written_to_the_file_after_a_socket_pause_is_not_undone(home: Path) -> None:
+    # The pause command answers over the socket, then saves the file; a resume written to
+    # the file within save_retry must stand (the retry once wrote the pause back).
+    grant(home, (Modality.KEYS,))
+    clock = ManualClock()
+    recorder = _recorder(
+        home, FakeSink(), FakeSource(), clock, save_retry=0.2, control_interval=0.0
+    )
+    recorder.step()
+    now = time.time()
+    assert recorder.request(ControlMessage("pause", since=now)) is False  # applied at the step
+    recorder.step()
+    pause(home, now=now)  # what the command saves right after the answer
+    recorder.step()
+    assert not recorder.listening
+    resume(home)
+    recorder.step()
+    assert recorder.listening
+    clock.advance(1.0)  # well past save_retry
+    recorder.step()
+    recorder.step()
+    assert recorder.listening and not pause_state(home).paused
 
 
 def test_a_dead_recorders_socket_or_none_means_the_file_alone(home: Path) -> None:
@@ -247,7 +275,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert "paused until you run `hearth resume`" in paused.output
         assert "could not be saved (No space left on device)" in paused.output
         assert not recorder.listening
-        assert [type(e) for e in recorder._pending] == [Paused]  # the keys are gone
+        assert [type(e) for e in recorder.writer.pending] == [Paused]  # the keys are gone
         assert not pause_state(home).paused  # nothing on disk says so yet
         assert sorted(p.name for p in home.glob("*.tmp")) == []
         # `hearth status` asks the recorder, so it does not say "recording".
@@ -258,7 +286,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         # Space comes back: the recorder saves the pause; the held keys stay dropped.
         filler.unlink()
         _until(lambda: pause_state(home).paused)
-        _until(lambda: recorder._pending == [])
+        _until(lambda: recorder.writer.pending == [])
         resumed = cli.invoke(app, ["resume"])
         assert resumed.exit_code == 0 and "recording resumed" in resumed.output
         _until(lambda: recorder.listening and recorder.events_written == 3)
@@ -271,7 +299,7 @@ def test_pause_and_revoke_work_on_a_full_disk_and_the_held_events_are_never_writ
         assert revoked.exit_code == 0, revoked.output
         assert "consent revoked" in revoked.output
         assert "revocation is in force" in revoked.output
-        assert not recorder.listening and _held(recorder) == 0 and recorder._pending == []
+        assert not recorder.listening and _held(recorder) == 0 and recorder.writer.pending == []
         consent = load_consent(home)
         assert consent is not None and consent.active  # the file could not say it yet
         status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)

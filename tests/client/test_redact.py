@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client.redact import iban_valid, luhn_valid, redact
+from client.recording.redact import iban_valid, luhn_valid, redact
 
 
 @pytest.mark.parametrize(

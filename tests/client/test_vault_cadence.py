@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,8 @@ import pytest
 from client.control.consent import grant
 from client.control.pause import pause, resume
 from client.control.sensitive_apps import SensitiveApps
-from client.recorder import Recorder, RecorderConfig
+from client.recording.clock import ManualClock
+from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.segments import PADDED_SIZES, framed_size
 from client.storage.vault import Vault
 from client.storage.vault_cadence import (
@@ -76,29 +76,28 @@ def _record(
 
     ``typing`` types lightly all the way through; ``burst`` types heavily for that many
     intervals first. ``backlog`` collects, at each interval's end, the sequence
-    numbers of the events waiting unsealed. The input callbacks stamp keys with
-    ``time.monotonic``, so it is driven too.
+    numbers of the events waiting unsealed. The input callbacks stamp keys through
+    the recorder's clock, so one driven clock is enough.
     """
     home.mkdir(parents=True)
     grant(home, (Modality.KEYS,))
-    source, now = FakeSource(), [1_000.0]
+    source, clock = FakeSource(), ManualClock()
     apps = SensitiveApps.from_policy(load_policy(), home)
     ticks = int(INTERVAL * 10)
-    with Vault.open(home / "vault") as vault, monkeypatch.context() as patch:
-        patch.setattr(time, "monotonic", lambda: now[0])
+    with Vault.open(home / "vault") as vault:
         config = RecorderConfig(
             home=home, flush_interval=INTERVAL, control_interval=0.0, key_run_idle=0.25
         )
-        recorder = Recorder(config, vault, source, FakeFocus(), lambda: apps, clock=lambda: now[0])
+        recorder = Recorder(config, vault, source, FakeFocus(), lambda: apps, clock=clock)
         for tick in range(intervals * ticks):
-            now[0] += 0.1
+            clock.advance(0.1)
             if pause_at is not None and tick == int(pause_at * ticks):
                 pause(home)
             if typing or tick < burst * ticks:
                 _typed(source, tick, heavy=tick < burst * ticks)
             recorder.step()
             if backlog is not None and tick % ticks == ticks - 1:
-                backlog.append([e.seq for e in recorder._pending])
+                backlog.append([e.seq for e in recorder.writer.pending])
         recorder.stop()
     return recorder
 
@@ -155,17 +154,14 @@ def test_nothing_is_sealed_while_paused_and_a_pause_seals_its_marker_at_once(
     home = hearth_home
     home.mkdir(parents=True)
     grant(home, (Modality.KEYS,))
-    now = [1_000.0]
+    clock = ManualClock()
     apps = SensitiveApps.from_policy(load_policy(), home)
-    with Vault.open(home / "vault") as vault, monkeypatch.context() as patch:
-        patch.setattr(time, "monotonic", lambda: now[0])
+    with Vault.open(home / "vault") as vault:
         config = RecorderConfig(home=home, flush_interval=INTERVAL, control_interval=0.0)
-        recorder = Recorder(
-            config, vault, FakeSource(), FakeFocus(), lambda: apps, clock=lambda: now[0]
-        )
+        recorder = Recorder(config, vault, FakeSource(), FakeFocus(), lambda: apps, clock=clock)
         rows = []
         for tick in range(int(10 * INTERVAL * 10)):  # 2 intervals, 6 paused, 2 again
-            now[0] += 0.1
+            clock.advance(0.1)
             if tick == int(2.5 * INTERVAL * 10):
                 pause(home)
             if tick == int(8.5 * INTERVAL * 10):

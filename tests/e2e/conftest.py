@@ -1,13 +1,13 @@
 """Real X for end-to-end tests: Xvfb with openbox, windows with chosen WM_CLASS, xdotool.
 
-Skips only when Xvfb is missing and CI is not set; under CI a missing tool fails.
+The X server comes from ``simulations.xserver`` (the benchmarks use the same one).
+Skips only when a tool is missing and CI is not set; under CI a missing tool fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,81 +15,44 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from Xlib import X
-from Xlib import display as xlib_display
 
 from client.storage.vault import Vault
 from policy.events import Event
+from simulations.xserver import XServer, missing_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 XWINDOW = Path(__file__).with_name("xwindow.py")
 PASSPHRASE = "correct horse battery staple"
 
 
-def _require(tool: str) -> None:
-    if shutil.which(tool):
-        return
-    message = f"{tool} is not installed (make sysdeps)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def _wait_for_window_manager(display: str, timeout: float = 10.0) -> None:
-    connection = xlib_display.Display(display)
-    try:
-        root = connection.screen().root
-        check = connection.intern_atom("_NET_SUPPORTING_WM_CHECK")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if root.get_full_property(check, X.AnyPropertyType) is not None:
-                return
-            time.sleep(0.05)
-    finally:
-        connection.close()
-    raise RuntimeError("openbox did not come up")
+@pytest.fixture(scope="session")
+def xserver() -> Iterator[XServer]:
+    """A private X display (Xvfb + openbox, ``simulations.xserver``), DISPLAY pointing at it."""
+    missing = missing_tools()
+    if missing:
+        message = f"{', '.join(missing)} not installed (make sysdeps)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    previous = os.environ.get("DISPLAY")
+    with XServer() as server:
+        os.environ["DISPLAY"] = server.display
+        try:
+            yield server
+        finally:
+            if previous is None:
+                os.environ.pop("DISPLAY", None)
+            else:
+                os.environ["DISPLAY"] = previous
 
 
 @pytest.fixture(scope="session")
-def xdisplay() -> Iterator[str]:
-    """A private X display (free number via -displayfd) with openbox managing it."""
-    for tool in ("Xvfb", "openbox", "xdotool"):
-        _require(tool)
-    read_fd, write_fd = os.pipe()
-    xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        number = pipe.readline().strip()
-    if not number:
-        xvfb.kill()
-        pytest.fail("Xvfb did not report a display number")
-    display = f":{number}"
-    previous = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = display
-    wm = subprocess.Popen(
-        ["openbox", "--sm-disable"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        _wait_for_window_manager(display)
-        yield display
-    finally:
-        for process in (wm, xvfb):
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        if previous is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = previous
+def xdisplay(xserver: XServer) -> str:
+    """The private display's name (``:N``)."""
+    return xserver.display
 
 
 @pytest.fixture
@@ -173,6 +136,37 @@ def start_recorder(
     raise AssertionError("recorder did not start listening")
 
 
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail saying ``what`` was awaited after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def heartbeat(home: Path) -> dict[str, Any]:
+    """The running recorder's heartbeat (empty while there is none)."""
+    try:
+        beat = json.loads((home / "recorder.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return beat if isinstance(beat, dict) else {}
+
+
+def wait_written(home: Path, events: int) -> None:
+    """Wait until the recorder's heartbeat says ``events`` events are sealed in the vault."""
+    wait_for(
+        lambda: int(heartbeat(home).get("events_written") or 0) >= events,
+        f"{events} events sealed (the heartbeat comes every 5 s)",
+    )
+
+
+def wait_listening(home: Path, listening: bool = True) -> None:
+    """Wait until the heartbeat says the recorder listens (or not): rewritten on a change."""
+    wait_for(lambda: heartbeat(home).get("listening") is listening, f"listening={listening}")
+
+
 def vault_events(home: Path) -> list[Event]:
     """Everything in the vault, decrypted, in sequence order."""
     with Vault.open(home / "vault", passphrase=PASSPHRASE) as vault:
@@ -190,6 +184,9 @@ class Kit:
 
     activate = staticmethod(activate)
     xdotool = staticmethod(xdotool)
+    wait_for = staticmethod(wait_for)
+    wait_written = staticmethod(wait_written)
+    wait_listening = staticmethod(wait_listening)
     recorder_env = staticmethod(recorder_env)
     start_recorder = staticmethod(start_recorder)
     vault_events = staticmethod(vault_events)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from Xlib import display as xlib_display
 
-from client.capture.focus_x11 import X11Focus
+from client.recording.capture.focus_x11 import X11Focus
 
 pytestmark = pytest.mark.e2e
 

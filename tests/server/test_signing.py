@@ -138,7 +138,9 @@ def test_hearths_bundle_carries_only_what_devices_and_the_serverapp_run():
     assert "client/learning/app.py" in names and "server/app.py" in names
     assert "privacy/default_policy.toml" in names
     assert not any(
-        n.startswith(("client/cli/", "client/dashboard/", "client/recording/", "client/capture/"))
+        n.startswith(
+            ("client/cli/", "client/dashboard/", "client/recording/", "client/recording/capture/")
+        )
         for n in names
     )
-    assert "client/recorder.py" not in names
+    assert "client/recording/recorder.py" not in names

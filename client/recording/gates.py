@@ -16,6 +16,7 @@ from policy.events import (
     MODALITY_OF,
     Event,
     Key,
+    KeyClass,
     KeyRun,
     Paused,
     Resumed,
@@ -78,3 +79,39 @@ def apply_gates(event: Event, state: CaptureState, gates: tuple[Gate, ...] = GAT
             return None
         current = gate(current, state)
     return current
+
+
+_RUN_PROBE: Final = KeyRun(0, 0.0, KeyClass.LETTER, 1, 0.0)
+_TEXT_PROBE: Final = Text(0, 0.0, "")
+
+
+class States:
+    """Capture states reused while nothing in them changes, and the gates' verdict on typing.
+
+    The writer asks for a state per queued event and whether key runs and text
+    pass in it per key; building and gating afresh each time was a fair share of
+    the recorder's CPU.
+    """
+
+    def __init__(self) -> None:
+        """Nothing cached."""
+        self._states: dict[tuple[bool, bool], CaptureState] = {}
+        self._probe: tuple[CaptureState, bool, bool] | None = None
+
+    def get(
+        self, consent: ConsentRecord | None, paused: bool, sensitive: bool, secure: bool
+    ) -> CaptureState:
+        """``CaptureState(consent, paused, sensitive, secure)``, the same object as last time."""
+        cached = self._states.get((sensitive, secure))
+        if cached is None or cached.consent is not consent or cached.paused != paused:
+            cached = CaptureState(consent, paused, sensitive, secure)
+            self._states[(sensitive, secure)] = cached
+        return cached
+
+    def typing_allowed(self, state: CaptureState) -> tuple[bool, bool]:
+        """Whether a key run and text pass the gates in ``state`` (asked once per state)."""
+        probe = self._probe
+        if probe is None or probe[0] is not state:
+            runs = apply_gates(_RUN_PROBE, state) is not None
+            probe = self._probe = (state, runs, apply_gates(_TEXT_PROBE, state) is not None)
+        return probe[1], probe[2]

@@ -31,8 +31,13 @@ import struct
 from dataclasses import replace
 from typing import Any, Final
 
-from client.capture.focus import NoDisplayError, WindowInfo, identify, looks_like_secure_prompt
-from client.capture.terminal_echo import EchoOffProbe
+from client.recording.capture.focus import (
+    NoDisplayError,
+    WindowInfo,
+    identify,
+    looks_like_secure_prompt,
+)
+from client.recording.capture.terminal_echo import EchoOffProbe
 from policy.events import AppCategory
 
 _log = logging.getLogger(__name__)

@@ -6,11 +6,16 @@ importing this package never touches the OS.
 
 from __future__ import annotations
 
-from client.capture.focus import FocusBackend, NoDisplayError, WindowInfo, open_focus_backend
-from client.capture.keys import KeyInterpreter, RawKey, Stroke, classify
-from client.capture.listener import InputSource, PynputSource
-from client.capture.pointer import MoveCoalescer, ScreenBounds
-from client.capture.screens import MssGrab, ThumbnailSampler
+from client.recording.capture.focus import (
+    FocusBackend,
+    NoDisplayError,
+    WindowInfo,
+    open_focus_backend,
+)
+from client.recording.capture.keys import KeyInterpreter, RawKey, Stroke, classify
+from client.recording.capture.listener import InputSource, PynputSource
+from client.recording.capture.pointer import MoveCoalescer, ScreenBounds
+from client.recording.capture.screens import MssGrab, ThumbnailSampler
 
 __all__ = [
     "FocusBackend",

@@ -14,7 +14,7 @@ import ctypes
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from client.capture.focus import WindowInfo, identify, looks_like_secure_prompt
+from client.recording.capture.focus import WindowInfo, identify, looks_like_secure_prompt
 
 CARBON: Final = "/System/Library/Frameworks/Carbon.framework/Carbon"
 # Bundle ids of common apps to the names ``identify`` knows.

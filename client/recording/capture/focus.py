@@ -177,13 +177,13 @@ class NoDisplayError(RuntimeError):
 def open_focus_backend() -> FocusBackend:
     """The backend for this platform."""
     if sys.platform == "darwin":
-        from client.capture.focus_macos import MacOSFocus  # noqa: PLC0415
+        from client.recording.capture.focus_macos import MacOSFocus  # noqa: PLC0415
 
         return MacOSFocus()
     if sys.platform == "win32":
-        from client.capture.focus_windows import WindowsFocus  # noqa: PLC0415
+        from client.recording.capture.focus_windows import WindowsFocus  # noqa: PLC0415
 
         return WindowsFocus()
-    from client.capture.focus_x11 import X11Focus  # noqa: PLC0415
+    from client.recording.capture.focus_x11 import X11Focus  # noqa: PLC0415
 
     return X11Focus()

@@ -12,7 +12,7 @@ import ctypes
 from collections.abc import Callable
 from typing import Any, Final
 
-from client.capture.focus import WindowInfo, identify, looks_like_secure_prompt
+from client.recording.capture.focus import WindowInfo, identify, looks_like_secure_prompt
 
 # Window classes of Windows' own credential prompts.
 SECURE_CLASSES: Final = frozenset({"credential dialog xaml host", "#32770 credui"})

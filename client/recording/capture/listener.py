@@ -1,7 +1,7 @@
 """Input sources: the interface the recorder drives, its pynput implementation, the picker.
 
 pynput uses a Quartz event tap on macOS and low-level hooks on Windows. On X11
-``open_input_source`` picks ``client.capture.input_x11.XRecordSource`` (RECORD
+``open_input_source`` picks ``client.recording.capture.input_x11.XRecordSource`` (RECORD
 decoded with ``struct``, a fraction of pynput's cost per event) and falls back to
 pynput when the display has no RECORD extension; ``HEARTH_INPUT=pynput`` forces
 pynput (to compare the two). The recorder starts a keyboard or mouse listener
@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from client.capture.keys import RawKey
-from client.capture.pointer import ScreenBounds, screen_bounds
+from client.recording.capture.keys import RawKey
+from client.recording.capture.pointer import ScreenBounds, screen_bounds
 from policy.events import Button
 
 _log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class PynputSource:
 def open_input_source() -> InputSource:
     """The input source for this platform (see the module docstring)."""
     if sys.platform.startswith("linux") and os.environ.get("HEARTH_INPUT") != "pynput":
-        from client.capture.input_x11 import XRecordError, XRecordSource  # noqa: PLC0415
+        from client.recording.capture.input_x11 import XRecordError, XRecordSource  # noqa: PLC0415
 
         try:
             return XRecordSource()

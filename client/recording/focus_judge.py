@@ -1,0 +1,124 @@
+"""Which app is in front, and whether what was typed around a check may be kept.
+
+Input that arrived between two focus checks is judged by both (and by a short
+tail after a sensitive app or a password prompt was last seen), so nothing typed
+in a sensitive app slips through a race: the judge keeps the last check, the
+times until which suppression lasts, and where the gaps (``Suppressed``) began.
+An unknown focus (the backend failed) suppresses everything: it fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+from client.control.sensitive_apps import SensitiveApps
+from client.recording.capture.focus import FocusBackend, WindowInfo
+from client.recording.clock import Clock
+from policy.events import Suppressed
+
+_log = logging.getLogger(__name__)
+PASSWORD_PROMPT: Final = "password_prompt"  # noqa: S105 - a gap's reason, not a secret
+
+
+@dataclass(frozen=True)
+class Look:
+    """One focus check: what was in front at ``checked`` and at the check before."""
+
+    info: WindowInfo | None
+    sensitive: bool
+    secure: bool  # a password prompt (or secure input) is in front
+    checked: float
+    prev_sensitive: bool
+    prev_secure: bool
+
+
+class FocusJudge:
+    """Writer-thread state of the focus judgement: sensitive windows, prompts and gaps."""
+
+    def __init__(self, focus: FocusBackend, tail: float, clock: Clock) -> None:
+        """Judge ``focus``'s answers; suppression lasts ``tail`` seconds past the last sighting."""
+        self.focus = focus
+        self._tail = tail
+        self._clock = clock
+        self.last_check: float | None = None
+        self.prev_sensitive = False
+        self.prev_secure = False
+        self.sensitive_until = self.secure_until = float("-inf")
+        self.gap_start: float | None = None
+        self.secure_gap_start: float | None = None
+        self.current_app: str | None = None
+        self._judged: tuple[WindowInfo, SensitiveApps, bool] | None = None
+
+    def reset(self) -> None:
+        """Forget the last check (after a pause or revocation)."""
+        self.last_check = None
+        self.prev_sensitive = self.prev_secure = False
+        self.current_app = None
+
+    def due(self, now: float, queued: bool, idle_interval: float) -> bool:
+        """Whether to look: input waits, or ``idle_interval`` passed since the last look."""
+        return queued or self.last_check is None or now - self.last_check >= idle_interval
+
+    def window(self, apps: SensitiveApps) -> tuple[WindowInfo | None, bool, bool]:
+        """The app in front, whether it is sensitive, whether it is a password prompt."""
+        try:
+            info = self.focus.active_window()
+        except Exception as exc:  # fail closed: unknown focus suppresses capture
+            _log.warning("focus check failed: %s", type(exc).__name__)
+            return None, True, True
+        if info is None:
+            return None, False, False
+        # The backend hands back the same WindowInfo while nothing changed: judge each
+        # window (title matched against every sensitive site) once per list in force.
+        judged = self._judged
+        if judged is not None and judged[0] is info and judged[1] is apps:
+            return info, judged[2], info.secure_input
+        sensitive = info.unseen_switch or apps.is_sensitive(info.app_id, info.category, info.hint)
+        self._judged = (info, apps, sensitive)
+        return info, sensitive, info.secure_input
+
+    def look(self, apps: SensitiveApps) -> Look:
+        """Check focus now and extend the suppression it calls for."""
+        info, sensitive, secure = self.window(apps)
+        checked = self._clock.monotonic()
+        if sensitive:
+            self.sensitive_until = checked + self._tail
+            if self.gap_start is None:
+                self.gap_start = self.last_check if self.last_check is not None else checked
+            self.current_app = None
+        if secure:
+            self.secure_until = checked + self._tail
+            if self.secure_gap_start is None:
+                start = self.last_check if self.last_check is not None else checked
+                self.secure_gap_start = start
+        return Look(info, sensitive, secure, checked, self.prev_sensitive, self.prev_secure)
+
+    def judge(self, look: Look, t: float) -> tuple[bool, bool]:
+        """(sensitive, secure) for input stamped ``t``, judged by this check and the one before."""
+        return (
+            look.sensitive or look.prev_sensitive or t <= self.sensitive_until,
+            look.secure or look.prev_secure or t <= self.secure_until,
+        )
+
+    def done(self, look: Look) -> None:
+        """The queued input up to ``look`` is judged: it becomes the check before."""
+        self.last_check = look.checked
+        self.prev_sensitive, self.prev_secure = look.sensitive, look.secure
+
+    def suppressed(self, now: float) -> bool:
+        """Whether a sensitive app was in front at the last check or within the tail."""
+        return self.prev_sensitive or now <= self.sensitive_until
+
+    def close_gap(self, seq: int, end: float) -> Suppressed | None:
+        """The sensitive-app gap open until ``end`` (its duration only), or None."""
+        start, self.gap_start = self.gap_start, None
+        return None if start is None else Suppressed(seq, start, max(0.0, end - start))
+
+    def close_secure_gap(self, seq: int, end: float) -> Suppressed | None:
+        """The password prompt open until ``end``: its duration, nothing typed; or None."""
+        start, self.secure_gap_start = self.secure_gap_start, None
+        if start is None:
+            return None
+        return Suppressed(seq, start, max(0.0, end - start), reason=PASSWORD_PROMPT)
