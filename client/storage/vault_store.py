@@ -221,38 +221,49 @@ class VaultStore:
 
         A vault without an anchor yet (written before anchors existed) adopts one. A
         flag is sealed into the manifest, so writing on into the old copy does not make
-        it look current; only ``hearth data delete`` clears it.
+        it look current; only ``hearth data delete`` clears it. Both are read under the
+        write lock: another process (the recorder) committing and anchoring between the
+        two reads would otherwise look like a rollback, and the flag is for good.
         """
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            finding = self._anchor_finding()
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        if finding is not None:
+            self._flag_rollback(*finding)
+
+    def _anchor_finding(self) -> tuple[Manifest, int, str] | None:
+        """What ``_check_anchor`` must flag (the manifest, the anchored counter, why), if any."""
         row = self._db.execute("SELECT value FROM meta WHERE name = 'manifest'").fetchone()
         manifest = self._manifest_or_none()
         if row is None or manifest is None:
-            return  # reported as a manifest error already
+            return None  # reported as a manifest error already
         where = self._anchor.where
         if manifest.rolled_back is not None:
             found, anchored = manifest.rolled_back
             self.rollback = _rollback_message(found, anchored, where)
-            return
+            return None
         digest = hashlib.sha256(bytes(row[0])).hexdigest()
         try:
             stored = self._anchor.read()
         except AnchorError as exc:
-            self._flag_rollback(manifest, -1, f"{exc}; {DELETE_HINT}")
-            return
+            return manifest, -1, f"{exc}; {DELETE_HINT}"
         except Exception as exc:  # a locked or missing keyring: cannot check now
             _log.warning("the vault's anchor could not be read: %s", type(exc).__name__)
-            return
+            return None
         if stored is None:
             if manifest.writes > 1:
-                self._flag_rollback(manifest, -1, _rollback_message(manifest.writes, -1, where))
-            else:  # a vault from before anchors: it adopts one
-                self._write_anchor(manifest.writes, digest)
-            return
+                return manifest, -1, _rollback_message(manifest.writes, -1, where)
+            self._write_anchor(manifest.writes, digest)  # a vault from before anchors adopts one
+            return None
         counter = stored[0]
         if manifest.writes > counter or (manifest.writes, digest) == stored:
             self._anchor_seen = counter
             self._write_anchor(manifest.writes, digest)  # a crash came between the two
-            return
-        self._flag_rollback(manifest, counter, _rollback_message(manifest.writes, counter, where))
+            return None
+        return manifest, counter, _rollback_message(manifest.writes, counter, where)
 
     def _flag_rollback(self, manifest: Manifest, anchored: int, message: str) -> None:
         """Seal the finding into the manifest (its counter past the anchor), and report it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -109,3 +110,49 @@ def test_a_forged_anchor_with_a_lower_count_fails_authentication(hearth_home: Pa
     (vault_dir / ANCHOR_FILE).write_bytes(bytes(blob))
     with Vault.open(vault_dir) as vault:
         assert vault.rollback is not None and "failed authentication" in vault.rollback
+
+
+def test_a_write_by_another_process_while_a_vault_opens_is_not_a_rollback(
+    hearth_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dashboard opens the vault while the recorder seals a segment: if the
+    # recorder's commit and anchor land between the opener's read of the manifest and
+    # its read of the anchor, the manifest looks older than its anchor.
+    import threading  # noqa: PLC0415
+
+    from client.storage import vault_anchor  # noqa: PLC0415
+
+    vault_dir = hearth_home / "vault"
+    _record(vault_dir, 3)
+    writer = Vault.open(vault_dir)
+    raced: list[bool] = []
+    threads: list[threading.Thread] = []
+
+    def after_a_write(real_read: Any) -> Any:
+        def read(self: Any) -> tuple[int, str] | None:
+            if not raced:  # the first read, by the opener: the writer commits meanwhile
+                appended = threading.Thread(
+                    target=writer.append, args=([Focus(99, 99.0, "code", AppCategory.EDITOR)],)
+                )
+                appended.start()
+                appended.join(1.0)  # blocked by the opener's lock, once fixed
+                raced.append(not appended.is_alive())
+                threads.append(appended)
+            return real_read(self)  # type: ignore[no-any-return]
+
+        return read
+
+    try:
+        with monkeypatch.context() as patched:
+            for kind in (vault_anchor.KeyringVaultAnchor, vault_anchor.FileVaultAnchor):
+                patched.setattr(kind, "read", after_a_write(kind.read))
+            with Vault.open(vault_dir) as opener:
+                assert opener.rollback is None
+    finally:
+        for thread in threads:
+            thread.join()  # it goes on once the opener's check has committed
+        writer.close()
+    assert raced == [False]  # the writer waited for the opener's check
+    with Vault.open(vault_dir) as again:
+        assert again.rollback is None
+        assert len(list(again.iter_events())) == 4
