@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -173,43 +174,50 @@ def _control_routes(app: FastAPI, guard: Guard, home: Path) -> None:
             {"status": await run_in_threadpool(recording_status), "saved": result.saved},
         )
 
-    @app.post("/api/sensitive-apps")
-    async def add_sensitive_app(request: Request) -> Response:
-        req = await read_change(request, guard)
-        try:
-            apps = add_app(home, req.text("app") or "")
-        except SensitiveAppError as exc:
-            raise Refusal(400, str(exc)) from None
-        return req.answer("app-added", {"yours": list(apps)})
-
-    @app.post("/api/sensitive-apps/remove")
-    async def remove_sensitive_app(request: Request) -> Response:
-        req = await read_change(request, guard)
-        try:
-            apps = remove_app(home, req.text("app") or "")
-        except SensitiveAppError as exc:
-            raise Refusal(400, str(exc)) from None
-        return req.answer("app-removed", {"yours": list(apps)})
-
+    _list_routes(
+        app,
+        guard,
+        "/api/sensitive-apps",
+        "app",
+        (partial(add_app, home), partial(remove_app, home)),
+    )
     # Sites: the same checks; the name is never logged (an access log is off, and a
     # refusal does not repeat it), since a site can say something personal.
-    @app.post("/api/sensitive-sites")
-    async def add_sensitive_site(request: Request) -> Response:
-        req = await read_change(request, guard)
-        try:
-            sites = add_site(home, req.text("site") or "")
-        except SensitiveAppError as exc:
-            raise Refusal(400, str(exc)) from None
-        return req.answer("site-added", {"yours": list(sites)})
+    _list_routes(
+        app,
+        guard,
+        "/api/sensitive-sites",
+        "site",
+        (partial(add_site, home), partial(remove_site, home)),
+    )
 
-    @app.post("/api/sensitive-sites/remove")
-    async def remove_sensitive_site(request: Request) -> Response:
+
+def _list_routes(
+    app: FastAPI,
+    guard: Guard,
+    path: str,
+    field: str,
+    change: tuple[Callable[[str], tuple[str, ...]], Callable[[str], tuple[str, ...]]],
+) -> None:
+    """``path`` adds and ``path/remove`` removes one of the employee's own ``field``s."""
+
+    async def _change(
+        request: Request, apply: Callable[[str], tuple[str, ...]], done: str
+    ) -> Response:
         req = await read_change(request, guard)
         try:
-            sites = remove_site(home, req.text("site") or "")
+            yours = apply(req.text(field) or "")
         except SensitiveAppError as exc:
             raise Refusal(400, str(exc)) from None
-        return req.answer("site-removed", {"yours": list(sites)})
+        return req.answer(f"{field}-{done}", {"yours": list(yours)})
+
+    @app.post(path)
+    async def add(request: Request) -> Response:
+        return await _change(request, change[0], "added")
+
+    @app.post(f"{path}/remove")
+    async def remove(request: Request) -> Response:
+        return await _change(request, change[1], "removed")
 
 
 def _leaving_routes(app: FastAPI, guard: Guard, home: Path) -> None:
