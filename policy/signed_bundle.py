@@ -40,6 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -77,6 +78,21 @@ class TokenError(Exception):
     def __init__(self, problem: TokenProblem, detail: str) -> None:
         super().__init__(detail)
         self.problem = problem
+
+
+class OrgKeyError(ValueError):
+    """A file is not a readable Ed25519 public key; the message says which file and why."""
+
+
+def read_public_key(path: Path) -> Ed25519PublicKey:
+    """The organisation's Ed25519 public key in PEM (device and SuperLink read it alike)."""
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise OrgKeyError(f"cannot read {path}: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise OrgKeyError(f"{path} is not an Ed25519 public key")
+    return key
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

@@ -36,10 +36,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from policy.signed_bundle import MANIFEST_CONFIG_KEY, TokenError, open_manifest
+from policy.signed_bundle import (
+    MANIFEST_CONFIG_KEY,
+    OrgKeyError,
+    TokenError,
+    open_manifest,
+    read_public_key,
+)
 
 GATED_COMMAND: Final = "flwr-serverapp"
 RUNTIME_MODULE: Final = "flwr.superlink.runtime.run_serverapp"
@@ -53,12 +58,9 @@ class RunRefused(Exception):
 def load_org_public_key(path: Path) -> Ed25519PublicKey:
     """The org public key (PEM), or ``RunRefused`` saying why it cannot be used."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise RunRefused(f"no org public key to check bundles against ({path}): {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise RunRefused(f"{path} is not an Ed25519 public key")
-    return key
+        return read_public_key(path)
+    except OrgKeyError as exc:
+        raise RunRefused(f"no org public key to check bundles against: {exc}") from None
 
 
 def verify_submitted_bundle(

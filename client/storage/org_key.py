@@ -11,26 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from policy.signed_bundle import OrgKeyError, read_public_key
 
 TRUST_DIR: Final = "trust"
 ORG_PUBLIC_KEY_FILE: Final = "org-signing.pub"
-
-
-class OrgKeyError(ValueError):
-    """The file is not a readable Ed25519 public key; the message says which file and why."""
-
-
-def read_public_key(path: Path) -> Ed25519PublicKey:
-    """An Ed25519 public key in PEM, or ``OrgKeyError``."""
-    try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise OrgKeyError(f"cannot read {path}: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise OrgKeyError(f"{path} is not an Ed25519 public key")
-    return key
 
 
 def pinned_key_path(home: Path) -> Path:
