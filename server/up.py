@@ -227,57 +227,67 @@ def start_superlink(config: LinkConfig, log_file: Path) -> subprocess.Popen[byte
     return proc
 
 
-def register_device(config: LinkConfig, public_key: Path) -> str:
-    """Register one device key; returns "registered" or "already registered".
-
-    A new registration is appended to the registry (event ``registered``).
-    """
-    result = subprocess.run(
-        [
-            str(bin_dir() / "flwr"),
-            "supernode",
-            "register",
-            str(public_key),
-            CONNECTION,
-            "--name",
-            public_key.stem,
-            "--format",
-            "json",
-        ],
-        env=flwr_env(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    try:
-        payload = json.loads(result.stdout[result.stdout.index("{") :])
-    except ValueError:
-        raise UpError(f"registering {public_key.stem} failed: {result.stderr.strip()}") from None
-    if payload.get("success"):
-        try:
-            registry.append(
-                config.pki_dir,
-                registry.REGISTERED,
-                public_key.stem,
-                registry.fingerprint(public_key.read_bytes()),
-                f"SuperLink {config.address}",
-            )
-        except (registry.RegistryError, OSError) as exc:
-            raise UpError(f"{public_key.stem} registered but not recorded: {exc}") from None
-        return "registered"
-    if "already in use" in str(payload.get("error-message", "")):
-        return "already registered"
-    raise UpError(f"registering {public_key.stem} failed: {payload.get('error-message')}")
+REGISTRATION_MODULE: Final = "server.node_registration"
 
 
 def register_devices(config: LinkConfig) -> dict[str, str]:
-    """Register every device enrolled in the PKI's registry; returns name -> outcome."""
+    """Register every device enrolled in the PKI's registry; returns name -> outcome.
+
+    Outcomes are "registered" or "already registered". One process registers every
+    key (``server.node_registration``: Flower's own ``RegisterNode`` request, one
+    import of Flower instead of one ``flwr supernode register`` process a device).
+    Each new registration is appended to the registry (event ``registered``).
+    """
     pki = Pki(config.pki_dir)
-    return {
-        name: register_device(config, pki.device_public_key(name))
-        for name in enrolled_devices(config)
-    }
+    names = enrolled_devices(config)
+    if not names:
+        return {}
+    keys = {name: pki.device_public_key(name) for name in names}
+    result = subprocess.run(
+        [sys.executable, "-m", REGISTRATION_MODULE, CONNECTION, *map(str, keys.values())],
+        env=flwr_env(config),
+        capture_output=True,
+        text=True,
+        timeout=60 + 5 * len(keys),
+        check=False,
+    )
+    replies: dict[str, dict[str, object]] = {}
+    for line in result.stdout.splitlines():
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            continue  # Flower's own console output
+        if isinstance(reply, dict) and isinstance(reply.get("name"), str):
+            replies[reply["name"]] = reply
+    outcomes: dict[str, str] = {}
+    failures: list[str] = []
+    for name, key in keys.items():  # every registration is recorded before any error
+        reply = replies.get(name)
+        if reply is None:
+            failures.append(f"registering {name} failed: {result.stderr.strip() or 'no reply'}")
+        elif reply.get("success"):
+            _record_registration(config, name, key)
+            outcomes[name] = "registered"
+        elif "already in use" in str(reply.get("error-message", "")):
+            outcomes[name] = "already registered"
+        else:
+            failures.append(f"registering {name} failed: {reply.get('error-message')}")
+    if failures:
+        raise UpError(failures[0])
+    return outcomes
+
+
+def _record_registration(config: LinkConfig, name: str, public_key: Path) -> None:
+    try:
+        registry.append(
+            config.pki_dir,
+            registry.REGISTERED,
+            name,
+            registry.fingerprint(public_key.read_bytes()),
+            f"SuperLink {config.address}",
+        )
+    except (registry.RegistryError, OSError) as exc:
+        raise UpError(f"{name} registered but not recorded: {exc}") from None
 
 
 def campaign_hint(config: LinkConfig, app_dir: str = ".") -> str:

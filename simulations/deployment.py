@@ -426,7 +426,7 @@ def federation(
     joins: list[Process] = []
     fed: Federation | None = None
     try:
-        # `up` registers the devices one `flwr supernode register` at a time.
+        # `up` registers the devices (one process for all of them, server.node_registration).
         up_timeout = 90 + 10 * devices
         wait_for(
             lambda: f"device d{devices - 1}:" in (root / "up.log").read_text(), up_timeout, "up"

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from simulations.benchmarks import Measurement
+from simulations.benchmarks import Measurement, write_results
 from simulations.benchmarks.deployment import _campaign, _prioritise_superlink
 from simulations.deployment import DistributedNoise, Federation, federation
 
@@ -216,5 +216,9 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, nargs="+", default=[100])
-    for m in run(False, tuple(parser.parse_args().devices)):
+    parser.add_argument("--out", type=Path, default=Path("bench/fleet"), help="JSON + Markdown")
+    args = parser.parse_args()
+    measured = run(False, tuple(args.devices))
+    write_results(args.out, measured)
+    for m in measured:
         print(f"{m.name}: {m.value:,.2f} {m.unit} {m.note}", flush=True)

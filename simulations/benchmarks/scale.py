@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import itertools
+import os
 import pstats
 import threading
 import time
@@ -44,6 +45,7 @@ class _TreeUsage:
         self.peak = 0
         self._cpu: dict[int, float] = {}
         self.cpu_series: list[tuple[float, float]] = []  # (wall clock, CPU-seconds so far)
+        self.load: list[float] = []  # the machine's 1-minute load average, per sample
         self._stop = threading.Event()
 
     def __enter__(self) -> _TreeUsage:
@@ -64,6 +66,7 @@ class _TreeUsage:
                 except psutil.Error:
                     continue
             self.peak = max(self.peak, total)
+            self.load.append(os.getloadavg()[0])
             self.cpu_series.append((time.time(), sum(self._cpu.values())))
             time.sleep(0.2)
 
@@ -109,6 +112,11 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
         ]
     steady = min(gaps)
     steady_cpu = cpu[gaps.index(steady)]
+    load = (
+        f"; machine load {min(usage.load):.1f}-{max(usage.load):.1f} ({os.cpu_count()} CPUs)"
+        if usage.load
+        else ""
+    )
     trained = [int(r["fit"].get("clients_trained", 0)) for r in result.rounds]
     target = f"<= {TARGET_SECONDS_AT_1000:g} s" if per_round >= 1000 else None
     return [
@@ -120,7 +128,7 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
             target,
             steady <= TARGET_SECONDS_AT_1000 if target else None,
             note=f"rounds after the first: {', '.join(f'{g:.1f}' for g in gaps)} s; "
-            f"trained per round {trained}",
+            f"trained per round {trained}{load}",
         ),
         Measurement(
             SUBJECT,

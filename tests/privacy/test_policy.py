@@ -124,6 +124,18 @@ def test_malformed_toml_is_one_clear_line():
         parse_policy("[privacy\ndelta = 1", "p.toml")
 
 
+def test_a_policy_file_edited_between_reads_is_read_anew_and_a_bad_edit_still_refused(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text(small_policy_text())
+    assert load_policy(path) is load_policy(path)  # parsed once per process
+    path.write_text(_with("min_cohort = 2", "min_cohort = 7"))
+    assert load_policy(path).training.min_cohort == 7
+    path.write_text(_with("delta = 1e-5\n", ""))
+    for _ in range(2):  # an error is never cached as a policy
+        with pytest.raises(PolicyError, match=r"privacy\.delta"):
+            load_policy(path)
+
+
 def test_the_hash_ignores_layout_but_not_values():
     text = small_policy_text()
     reordered = "\n".join(reversed(text.split("\n\n")))

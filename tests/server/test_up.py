@@ -75,13 +75,17 @@ def test_superexec_finds_the_bundle_gate_before_flowers_flwr_serverapp(link):
 
 
 def _fake_flwr(monkeypatch, replies: dict[str, dict[str, object]]) -> list[list[str]]:
+    """``server.node_registration`` answering one JSON line per key it was given."""
     calls: list[list[str]] = []
 
     def run(command, **kwargs):
         calls.append(command)
-        name = command[command.index("--name") + 1]
-        stdout = "some banner\n" + json.dumps(replies[name])
-        return subprocess.CompletedProcess(command, 0, stdout=stdout, stderr="")
+        lines = ["some banner"]
+        for key in command[command.index(up.CONNECTION) + 1 :]:
+            name = Path(key).stem
+            if name in replies:
+                lines.append(json.dumps({"name": name, **replies[name]}))
+        return subprocess.CompletedProcess(command, 0, stdout="\n".join(lines), stderr="")
 
     monkeypatch.setattr(up.subprocess, "run", run)
     return calls
@@ -96,8 +100,9 @@ def test_every_device_key_is_registered_and_a_known_one_is_fine(link, monkeypatc
         },
     )
     assert up.register_devices(link) == {"d0": "registered", "d1": "already registered"}
-    assert all(call[1:3] == ["supernode", "register"] for call in calls)
-    assert calls[0][3].endswith("d0.pub")
+    assert len(calls) == 1  # one process for every key, not one a device
+    assert calls[0][1:3] == ["-m", up.REGISTRATION_MODULE]
+    assert [Path(key).name for key in calls[0][4:]] == ["d0.pub", "d1.pub"]
 
 
 def test_a_new_registration_is_appended_to_the_registry(link, monkeypatch):
@@ -142,6 +147,22 @@ def test_a_broken_registry_stops_up(link):
 def test_a_failed_registration_is_one_clear_error(link, monkeypatch):
     _fake_flwr(monkeypatch, {"d0": {"success": False, "error-message": "denied"}, "d1": {}})
     with pytest.raises(up.UpError, match="registering d0 failed: denied"):
+        up.register_devices(link)
+
+
+def test_a_failure_still_records_the_devices_registered_beside_it(link, monkeypatch):
+    _fake_flwr(
+        monkeypatch, {"d0": {"success": False, "error-message": "denied"}, "d1": {"success": True}}
+    )
+    with pytest.raises(up.UpError, match="registering d0 failed: denied"):
+        up.register_devices(link)
+    entries = registry.read_registry(link.pki_dir)
+    assert [(e.event, e.device) for e in entries][-1] == ("registered", "d1")
+
+
+def test_a_key_the_registration_process_never_answered_is_an_error(link, monkeypatch):
+    _fake_flwr(monkeypatch, {"d0": {"success": True}})
+    with pytest.raises(up.UpError, match="registering d1 failed"):
         up.register_devices(link)
 
 
