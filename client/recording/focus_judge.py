@@ -1,14 +1,20 @@
 """Which app is in front, and whether what was typed around a check may be kept.
 
-Input that arrived between two focus checks is judged by both (and by a short
-tail after a sensitive app or a password prompt was last seen), so nothing typed
-in a sensitive app slips through a race: the judge keeps the last check, the
-times until which suppression lasts, and where the gaps (``Suppressed``) began.
-An unknown focus (the backend failed) suppresses everything: it fails closed.
+Input stamped between two focus checks is judged by both (and by a short tail
+after a sensitive app or a password prompt was last seen), so nothing typed in
+a sensitive app slips through a race. Input is judged by its own time, however
+late it is read: the judge keeps the times of its recent looks (``HISTORY``
+seconds) and the last look that saw a sensitive app or a prompt, so a key is
+weighed against the look before it was typed and every look since
+(``judge_span``). A key older than the looks kept is dropped (fails closed). The
+judge also keeps the times until which suppression lasts, and where the gaps
+(``Suppressed``) began. An unknown focus (the backend failed) suppresses
+everything: it fails closed.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass
 from typing import Final
@@ -20,6 +26,7 @@ from policy.events import Suppressed
 
 _log = logging.getLogger(__name__)
 PASSWORD_PROMPT: Final = "password_prompt"  # noqa: S105 - a gap's reason, not a secret
+HISTORY: Final = 30.0  # seconds of looks kept to judge input read late
 
 
 @dataclass(frozen=True)
@@ -50,12 +57,17 @@ class FocusJudge:
         self.secure_gap_start: float | None = None
         self.current_app: str | None = None
         self._judged: tuple[WindowInfo, SensitiveApps, bool] | None = None
+        self._looks: list[float] = []  # times of the recent looks, oldest first
+        self._floor = clock.monotonic()  # looks are known from here on
+        self._last_sensitive = self._last_secure = float("-inf")  # the last such look
 
     def reset(self) -> None:
-        """Forget the last check (after a pause or revocation)."""
+        """Forget the last check (after a pause or revocation); input from before is dropped."""
         self.last_check = None
         self.prev_sensitive = self.prev_secure = False
         self.current_app = None
+        self._looks.clear()
+        self._floor = self._clock.monotonic()
 
     def due(self, now: float, queued: bool, idle_interval: float) -> bool:
         """Whether to look: input waits, or ``idle_interval`` passed since the last look."""
@@ -93,14 +105,31 @@ class FocusJudge:
             if self.secure_gap_start is None:
                 start = self.last_check if self.last_check is not None else checked
                 self.secure_gap_start = start
+        looks = self._looks
+        looks.append(checked)
+        if sensitive:
+            self._last_sensitive = checked
+        if secure:
+            self._last_secure = checked
+        if checked - looks[0] > 2 * HISTORY:
+            del looks[: bisect.bisect_left(looks, checked - HISTORY)]
+            self._floor = looks[0]
         return Look(info, sensitive, secure, checked, self.prev_sensitive, self.prev_secure)
 
-    def judge(self, look: Look, t: float) -> tuple[bool, bool]:
-        """(sensitive, secure) for input stamped ``t``, judged by this check and the one before."""
-        return (
-            look.sensitive or look.prev_sensitive or t <= self.sensitive_until,
-            look.secure or look.prev_secure or t <= self.secure_until,
-        )
+    def judge_span(self, lo: float, hi: float) -> tuple[bool, bool]:
+        """(sensitive, secure) for input typed within ``[lo, hi]``, judged after a look past ``hi``.
+
+        Every look from the last one before ``lo`` (or from ``lo`` less the tail, if
+        earlier) to the newest counts: one that saw a sensitive app or a prompt
+        suppresses. Before the first look since the judge was reset, every look
+        counts; before the looks kept, nothing is known: suppressed.
+        """
+        if lo < self._floor:
+            return True, True
+        looks = self._looks
+        i = bisect.bisect_right(looks, lo)
+        since = min(looks[i - 1] if i else self._floor, lo - self._tail)
+        return self._last_sensitive >= since, self._last_secure >= since
 
     def done(self, look: Look) -> None:
         """The queued input up to ``look`` is judged: it becomes the check before."""

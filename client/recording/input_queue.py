@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from client.control.consent import ConsentRecord
@@ -145,6 +146,32 @@ class InputQueue:
             self._put((SCROLL, self._now(), x, y, dy), False)
         self.timer.add(time.perf_counter_ns() - start)
 
+    # A source the writer reads (``poll``) passes each event's own time first.
+
+    def press_at(self, t: float, key: Any) -> None:
+        """Key pressed at ``t``."""
+        if not self.halted:
+            self._put((PRESS, t, key), True)
+
+    def move_at(self, t: float, x: float, y: float) -> None:
+        """Pointer at ``x, y`` at ``t``: remembered, queued at most ``enqueue_move_rate``/s."""
+        if self.halted:
+            return
+        self.last_move = (t, x, y)
+        if t - self._last_move_queued >= self._move_gap:
+            self._last_move_queued = t
+            self._put((MOVE, t, x, y), False)
+
+    def click_at(self, t: float, x: float, y: float, button: Any, pressed: bool) -> None:
+        """Button pressed or released at ``t`` (presses are kept)."""
+        if pressed and not self.halted:
+            self._put((CLICK, t, x, y, button), False)
+
+    def scroll_at(self, t: float, x: float, y: float, dx: int, dy: int) -> None:
+        """Scrolled at ``t`` (vertical steps are kept)."""
+        if dy and not self.halted:
+            self._put((SCROLL, t, x, y, dy), False)
+
     @property
     def dropped(self) -> int:
         """Items that did not fit."""
@@ -152,7 +179,13 @@ class InputQueue:
 
 
 class Listeners:
-    """The source's keyboard and mouse listeners, running only for what is consented to."""
+    """The source's keyboard and mouse listeners, running only for what is consented to.
+
+    A source with ``poll`` (X RECORD) runs no thread: the writer calls ``poll``
+    each tick and the source passes every event with the time it happened
+    (``InputQueue.press_at`` ...). Others call back on their own threads and
+    the queue stamps each event when it arrives.
+    """
 
     def __init__(self, source: InputSource, queue: InputQueue) -> None:
         """Listeners of ``source`` that feed ``queue``; none runs yet."""
@@ -161,6 +194,24 @@ class Listeners:
         self.bounds: ScreenBounds | None = None
         self.keys = KeyInterpreter()
         self._queue = queue
+        self._poll: Callable[[], int] | None = getattr(source, "poll", None)
+
+    @property
+    def polled(self) -> bool:
+        """Whether the writer reads the source (events carry their own time)."""
+        return self._poll is not None
+
+    @property
+    def time_error(self) -> float:
+        """How far an event's time may be off where it happened (0 when stamped on arrival)."""
+        return float(getattr(self.source, "time_error", 0.0))
+
+    def poll(self) -> None:
+        """Read a polled source now (its events reach the queue), timed like a callback."""
+        if self._poll is not None and self.listening:
+            start = time.perf_counter_ns()
+            if self._poll():
+                self._queue.timer.add(time.perf_counter_ns() - start)
 
     @property
     def listening(self) -> bool:
@@ -176,14 +227,20 @@ class Listeners:
         q, source = self._queue, self.source
         if want_keys and not self.keyboard_on:
             self.keys.reset()
-            source.start_keyboard(q.on_press, q.on_release)
+            if self.polled:
+                source.start_keyboard(q.press_at, q.press_at)
+            else:
+                source.start_keyboard(q.on_press, q.on_release)
             self.keyboard_on = True
         elif not want_keys and self.keyboard_on:
             source.stop_keyboard()
             self.keyboard_on = False
         if want_mouse and not self.mouse_on:
             self.bounds = self.bounds or source.bounds()
-            source.start_mouse(q.on_move, q.on_click, q.on_scroll)
+            if self.polled:
+                source.start_mouse(q.move_at, q.click_at, q.scroll_at)
+            else:
+                source.start_mouse(q.on_move, q.on_click, q.on_scroll)
             self.mouse_on = True
         elif not want_mouse and self.mouse_on:
             source.stop_mouse()

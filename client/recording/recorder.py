@@ -1,18 +1,21 @@
 """The on-device recorder: the parts of ``client.recording`` wired around one writer thread.
 
-Input callbacks only stamp and queue (``input_queue``). The writer, every
-``tick``: applies what the employee decided (``control_watch``), asks which app
-is in front and judges the input queued since (``focus_judge``), turns it into
-key runs, redacted text, shortcuts, clicks, scrolls, pointer moves and
-thumbnails through the gates (``text_assembler``, ``gates``), and seals the
-buffer into the vault on a fixed grid (``writer``). A pause or revocation drops
-everything not yet sealed. Every timestamp and timer reads one injected
-``clock``; while a sensitive app is in front only a ``Suppressed`` gap is kept.
+Input callbacks only stamp and queue (``input_queue``); on X11 the writer reads
+the input itself, each event stamped with the X server's time of it. The writer,
+every ``tick``: applies what the employee decided (``control_watch``), asks
+which app is in front and judges the input queued by when it happened
+(``focus_judge``), turns it into key runs, redacted text, shortcuts, clicks,
+scrolls, pointer moves and thumbnails through the gates (``text_assembler``,
+``gates``), and seals the buffer into the vault on a fixed grid (``writer``).
+A pause or revocation drops everything not yet sealed. Every timestamp and
+timer reads one injected ``clock``; while a sensitive app is in front only a
+``Suppressed`` gap is kept.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +178,9 @@ class Recorder:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self.control.observing() and self.listeners.polled:
+            time.sleep(min(self.listeners.time_error, 0.1))  # a look must follow the last key
+            self.listeners.poll()
         self.listeners.stop()
         if self.control.inbox.unsaved:
             self.control.save_unsaved(now)
@@ -198,6 +204,7 @@ class Recorder:
         if now - self.control.last_check >= self.config.control_interval:
             self._check_control(now)
         if self.control.observing():
+            self.listeners.poll()  # a polled source's input, before the look that judges it
             self._observe(now)
             self._timed(now)
         if self.writer.due(now):
@@ -314,10 +321,13 @@ class Recorder:
                 judge.current_app = info.app_id
                 focus = Focus(self.writer.seq, checked, info.app_id, info.category)
                 self._emit(focus, self._state())
-        while queue and queue[0][1] <= checked:
+        # Input is judged by when it happened, against every look since the one before
+        # (``judge_span``); a time that may be off by ``slack`` waits for a look past it.
+        slack = self.listeners.time_error
+        while queue and queue[0][1] + slack <= checked:
             item = queue.popleft()
             t = item[1]
-            self._handle(item, t, self._state(*judge.judge(look, t)))
+            self._handle(item, t, self._state(*judge.judge_span(t - slack, t + slack)))
         judge.done(look)
 
     def _handle(self, item: tuple[Any, ...], t: float, state: CaptureState) -> None:

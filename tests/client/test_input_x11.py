@@ -1,4 +1,4 @@
-"""X11 RECORD input decoded by hand: replies split, key codes to keys, pointer events."""
+"""X11 RECORD input decoded by hand: replies split, key codes to keys, pointer events, times."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from client.recording.capture.input_x11 import (
 )
 from client.recording.capture.keys import KeyInterpreter
 from client.recording.capture.x11_keymap import SPECIAL_KEYSYMS, KeyMap, keysym_char
+from client.recording.capture.x11_time import MARGIN, ServerClock, best_of
 from policy.events import Button, KeyClass, Shortcut
 
 # Recorded from Xvfb (xdotool type "a", xdotool mousemove 100 200 click 1 click 5): one
@@ -71,12 +72,22 @@ def record_reply(events: bytes, category: int = FROM_SERVER) -> bytes:
 
 
 def source_with(keymap: KeyMap, **callbacks: Any) -> XRecordSource:
-    """An XRecordSource without an X server, its callbacks set as a listener would."""
+    """An XRecordSource without an X server, its callbacks set as a listener would.
+
+    The server's millisecond 1000 is our second 50.0 (``key_event``'s time).
+    """
     source = object.__new__(XRecordSource)
     source.keymap = keymap
-    for name, callback in callbacks.items():
-        setattr(source, f"_{name}", callback)
+    source._server = ServerClock(1000, 50.0, 0.005)
+    for name in ("on_press", "on_move", "on_click", "on_scroll"):
+        setattr(source, f"_{name}", callbacks.get(name))
     return source
+
+
+def dispatch(source: XRecordSource, data: bytes, now: float = 100.0) -> None:
+    """What ``poll`` does with one read."""
+    ((_, start, end),), _ = iter_replies(data)
+    source._dispatch(data, start, end, now)
 
 
 def test_a_recorded_reply_splits_into_one_key_press():
@@ -103,8 +114,8 @@ def test_end_of_data_is_reported_and_x_errors_raise():
 
 def test_recorded_key_press_reaches_the_callback_as_keycode_and_state():
     pressed: list[int] = []
-    source = source_with(us_keymap(), on_press=pressed.append)
-    source._keys(KEY_A_REPLY, 32, 64)
+    source = source_with(us_keymap(), on_press=lambda t, code: pressed.append(code))
+    dispatch(source, KEY_A_REPLY)
     assert pressed == [38]
     key = source.raw_key(38)
     assert key.char == "a" and key.modifiers == frozenset()
@@ -113,7 +124,7 @@ def test_recorded_key_press_reaches_the_callback_as_keycode_and_state():
 def test_typing_with_shift_and_a_shortcut_from_the_state_field_alone():
     keymap = us_keymap()
     codes: list[int] = []
-    source = source_with(keymap, on_press=codes.append)
+    source = source_with(keymap, on_press=lambda t, code: codes.append(code))
     events = b"".join(
         [
             key_event(38),  # a
@@ -126,9 +137,7 @@ def test_typing_with_shift_and_a_shortcut_from_the_state_field_alone():
             key_event(54),  # c, ctrl released (no release event needed)
         ]
     )
-    data = record_reply(events)
-    ((_, start, end),), _ = iter_replies(data)
-    source._keys(data, start, end)
+    dispatch(source, record_reply(events))
     interpreter = KeyInterpreter()
     strokes = [interpreter.press(source.raw_key(code)) for code in codes]
     assert [s.shortcut or s.key_class for s in strokes] == [
@@ -189,13 +198,13 @@ def test_recorded_pointer_events_become_move_click_and_scroll():
     calls: list[tuple[Any, ...]] = []
     source = source_with(
         us_keymap(),
-        on_move=lambda *a: calls.append(("move", *a)),
-        on_click=lambda *a: calls.append(("click", *a)),
-        on_scroll=lambda *a: calls.append(("scroll", *a)),
+        on_move=lambda t, *a: calls.append(("move", *a)),
+        on_click=lambda t, *a: calls.append(("click", *a)),
+        on_scroll=lambda t, *a: calls.append(("scroll", *a)),
     )
-    ((_, start, end),), used = iter_replies(POINTER_REPLY)
+    _, used = iter_replies(POINTER_REPLY)
     assert used == len(POINTER_REPLY)
-    source._pointer(POINTER_REPLY, start, end)
+    dispatch(source, POINTER_REPLY, now=1e9)
     assert calls == [
         ("move", 100, 200),
         ("click", 100, 200, 1, True),
@@ -208,11 +217,35 @@ def test_recorded_pointer_events_become_move_click_and_scroll():
 
 def test_only_the_last_motion_of_a_read_is_passed_on():
     moves: list[tuple[int, int]] = []
-    source = source_with(
-        us_keymap(), on_move=lambda x, y: moves.append((x, y)), on_click=None, on_scroll=None
-    )
-    source._on_click = source._on_scroll = lambda *a: None
+    source = source_with(us_keymap(), on_move=lambda t, x, y: moves.append((x, y)))
     events = b"".join(struct.pack("=BB18xhh8x", 6, 0, x, x * 2) for x in (1, 2, 3))
-    data = record_reply(events)
-    source._pointer(data, 32, len(data))
+    dispatch(source, record_reply(events))
     assert moves == [(3, 6)]
+
+
+def test_each_event_is_stamped_with_the_server_time_it_carries():
+    seen: list[tuple[str, float]] = []
+    source = source_with(
+        us_keymap(),
+        on_press=lambda t, code: seen.append(("key", t)),
+        on_click=lambda t, *a: seen.append(("click", t)),
+    )
+    events = b"".join(
+        [
+            struct.pack("=BBHI24x", 2, 38, 0, 1250),  # key at 1.25 s after the measurement
+            struct.pack("=BBHI24x", 4, 1, 0, 1300),  # then a click
+            struct.pack("=BBHI24x", 2, 38, 0, 1400),  # then a key
+            struct.pack("=BBHI24x", 2, 38, 0, 9000),  # "later" than it was read: read time
+        ]
+    )
+    dispatch(source, record_reply(events), now=50.5)
+    assert seen == [("key", 50.25), ("click", 50.3), ("key", 50.4), ("key", 50.5)]
+
+
+def test_server_milliseconds_wrap_around_and_the_shortest_round_trip_wins():
+    clock = ServerClock(2**32 - 500, 10.0, 0.0)
+    assert clock.to_local(500) == pytest.approx(11.0)  # wrapped past 2**32
+    assert clock.to_local(2**32 - 1500) == pytest.approx(9.0)
+    best = best_of([(1.0, 100, 1.2), (2.0, 1100, 2.01), (3.0, 2100, 3.5)])
+    assert best.server_ms == 1100 and best.local == pytest.approx(2.005)
+    assert best.error == pytest.approx(0.005 + MARGIN)

@@ -324,6 +324,96 @@ def test_a_password_prompt_drops_keys_but_not_clicks(rig, hearth_home):
     assert isinstance(events[2], KeyRun) and events[2].count == 2  # "ok", none of "hunter2"
 
 
+class PolledSource(FakeSource):
+    """A source the writer reads (as X RECORD is): events carry the time they happened."""
+
+    time_error = 0.005
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: list[tuple[str, float]] = []  # ("key" or "click", when it happened)
+
+    def poll(self) -> int:
+        arrived, self.arrived = self.arrived, []
+        for kind, t in arrived:
+            if kind == "key":
+                assert self.keyboard is not None
+                self.keyboard[0](t, RawKey(char="a"))
+            else:
+                assert self.mouse is not None
+                self.mouse[1](t, 10, 10, "left", True)
+        return len(arrived)
+
+
+@pytest.fixture
+def polled(hearth_home: Path) -> tuple[Recorder, PolledSource, FakeFocus, FakeSink]:
+    hearth_home.mkdir(parents=True, exist_ok=True)
+    source, focus, sink = PolledSource(), FakeFocus(), FakeSink()
+    apps = SensitiveApps.from_policy(load_policy(), hearth_home)
+    config = RecorderConfig(home=hearth_home, suppress_tail=0.05, control_interval=0.0)
+    recorder = Recorder(config, sink, source, focus, lambda: apps, clock=ManualClock())
+    return recorder, source, focus, sink
+
+
+def test_a_key_typed_at_a_prompt_but_read_after_it_ended_is_dropped(polled, hearth_home):
+    # The regression a writer that reads the keyboard must not repeat: the key is
+    # judged by the look that saw the prompt while it was typed, not by the looks
+    # around the moment it was read.
+    recorder, source, focus, sink = polled
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.POINTER))
+    recorder.step()
+    focus.window = PROMPT
+    later(recorder, 0.5)
+    recorder.step()  # this look sees the prompt
+    typed = recorder.clock.monotonic() + 0.2  # past the tail, before the next look
+    focus.window = CODE
+    for _ in range(3):  # the prompt ended; looks past the tail see none; the key is not read
+        later(recorder, 0.5)
+        source.arrived.append(("click", recorder.clock.monotonic() - 0.3))
+        recorder.step()
+    source.arrived.append(("key", typed))  # read only now
+    later(recorder, 0.1)
+    recorder.step()
+    later(recorder, 3.0)
+    recorder.step()
+    seal(recorder)
+    assert not any(isinstance(e, KeyRun) for e in sink.events), sink.events
+
+
+def test_polled_keys_and_clicks_keep_the_order_they_happened_in(polled, hearth_home):
+    recorder, source, _, sink = polled
+    grant(hearth_home, (Modality.KEYS, Modality.POINTER))
+    recorder.step()
+    later(recorder, 1.0)
+    now = recorder.clock.monotonic()
+    source.arrived += [("key", now - 0.5), ("key", now - 0.4), ("click", now - 0.3)]
+    source.arrived += [("key", now - 0.2)]
+    recorder.step()
+    later(recorder, 3.0)
+    recorder.step()
+    seal(recorder)
+    kinds = [type(e).__name__ for e in sink.events if isinstance(e, KeyRun | Click)]
+    assert kinds == ["KeyRun", "Click", "KeyRun"]
+    runs = [e for e in sink.events if isinstance(e, KeyRun)]
+    assert [r.count for r in runs] == [2, 1]
+
+
+def test_a_polled_key_older_than_the_looks_kept_is_dropped(polled, hearth_home):
+    recorder, source, _, sink = polled
+    grant(hearth_home, (Modality.KEYS,))
+    recorder.step()
+    later(recorder, 1.0)
+    recorder.step()
+    source.arrived.append(("key", 0.0))  # before the recorder's first look: nothing known
+    source.arrived.append(("key", recorder.clock.monotonic() - 0.1))
+    later(recorder, 0.1)
+    recorder.step()
+    later(recorder, 3.0)
+    recorder.step()
+    seal(recorder)
+    assert [e.count for e in sink.events if isinstance(e, KeyRun)] == [1]
+
+
 def test_focus_failure_fails_closed(rig, hearth_home):
     recorder, source, focus, sink = rig
     grant(hearth_home, (Modality.KEYS,))

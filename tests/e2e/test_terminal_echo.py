@@ -3,7 +3,10 @@
 A small program in the terminal reads a password the way sudo does (``getpass``:
 ECHO off, ICANON on), then an ordinary line; another puts the terminal in raw
 mode, as an editor does. The recorder must keep only a gap for the first, and
-record the others normally.
+record the others normally. The prompt tests run again with three busy loops
+on the machine: input read late must still be judged by when it was typed (a
+recorder that judged keys when it read them kept 4 digits of a password typed
+in tmux, 1 run in 6), and keys must stay in order with clicks.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from pathlib import Path
 import pytest
 
 from client.control.consent import grant
-from policy.events import KeyClass, KeyRun, Modality, Suppressed, Text
+from policy.events import Click, KeyClass, KeyRun, Modality, Suppressed, Text
 
 pytestmark = pytest.mark.e2e
 
 CANARY = "ZQXCANARY7781"
+DIGITS = "4815162342"  # a password of digits: any digit run in the vault is a leak
 
 PROMPT = """
 import getpass, pathlib, sys
@@ -102,7 +106,17 @@ def _letters_and_digits(events) -> tuple[int, int]:
     return letters, digits
 
 
-def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> None:
+@pytest.fixture
+def busy() -> Iterator[None]:
+    """Three busy loops for the test's length: the recorder's threads wait for the CPU."""
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait(5)
+
+
+def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> list:
     grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
     window, out = terminal(PROMPT, tmux=tmux)
     recorder = kit.start_recorder(hearth_home)
@@ -127,6 +141,35 @@ def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> None:
     assert gaps and all(g.duration > 0 for g in gaps)
     disk = kit.raw_bytes_under(hearth_home)
     assert CANARY.encode() not in disk and CANARY.lower().encode() not in disk
+    return events
+
+
+def _password_under_load(kit, hearth_home, terminal, tmux: bool) -> None:
+    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.POINTER))
+    window, out = terminal(PROMPT, tmux=tmux)
+    recorder = kit.start_recorder(hearth_home)
+    kit.activate(window)
+    time.sleep(0.3)
+    kit.xdotool("type", "--delay", "20", DIGITS)
+    kit.xdotool("key", "Return")
+    _wait_for(out, "got ")
+    time.sleep(0.8)
+    kit.xdotool("type", "--delay", "20", "hello")
+    kit.xdotool("mousemove", "--window", window, "40", "40")
+    kit.xdotool("click", "1")
+    kit.xdotool("type", "--delay", "20", "ab")
+    kit.xdotool("key", "Return")
+    assert _wait_for(out, "done") == f"done {len(DIGITS)} 7"
+    code, _, err = recorder.stop()
+    assert code == 0, err
+    events = kit.vault_events(hearth_home)
+    assert _letters_and_digits(events) == (7, 0), events  # nothing of the password
+    typed = [
+        (e.key_class.value, e.count) if isinstance(e, KeyRun) else "click"
+        for e in events
+        if (isinstance(e, KeyRun) and e.key_class is KeyClass.LETTER) or isinstance(e, Click)
+    ]
+    assert typed[-3:] == [("letter", 5), "click", ("letter", 2)], typed  # in typing order
 
 
 def test_a_password_typed_at_an_echo_off_prompt_in_xterm_leaves_only_a_gap(
@@ -137,6 +180,16 @@ def test_a_password_typed_at_an_echo_off_prompt_in_xterm_leaves_only_a_gap(
 
 def test_the_same_prompt_inside_tmux_leaves_only_a_gap(hearth_home, kit, terminal):
     _type_password_then_a_line(kit, hearth_home, terminal, tmux=True)
+
+
+def test_under_load_a_password_in_xterm_leaves_nothing_and_keys_keep_order_with_clicks(
+    hearth_home, kit, terminal, busy
+):
+    _password_under_load(kit, hearth_home, terminal, tmux=False)
+
+
+def test_under_load_a_password_inside_tmux_leaves_nothing(hearth_home, kit, terminal, busy):
+    _password_under_load(kit, hearth_home, terminal, tmux=True)
 
 
 def test_a_raw_mode_program_like_an_editor_is_recorded_normally(hearth_home, kit, terminal):
