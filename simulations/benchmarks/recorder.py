@@ -13,7 +13,10 @@ is found when a run counts it.
 
 Sizes: ``make bench`` sends 6,000 events (2 minutes at 50/s) to each of the two,
 to stay short on a shared machine; ``--events 30000`` is the issue's 10 minutes.
-``--quick`` is a smoke run; ``HEARTH_BENCH_RECORDER_EVENTS`` and
+``--quick`` is a smoke run; run alone, the module writes its figures to
+``bench/recorder/results.json`` and ``results.md`` (``--out``), each CPU figure
+with the machine's load average over its input phase (the machine is shared);
+``HEARTH_BENCH_RECORDER_EVENTS`` and
 ``HEARTH_BENCH_RECORDER_RATE`` override the count and the send rate, and
 ``python -m simulations.benchmarks.recorder --events N --rate R`` runs it alone.
 ``--baseline DIR`` first runs the recorder from another checkout (e.g.
@@ -22,8 +25,9 @@ measured side by side on the same noisy machine; ``--input pynput`` forces the
 pynput listeners instead of the X RECORD source.
 
 On X11 the recorder reads input through X RECORD (``client.recording.capture.input_x11``),
-key presses only; the per-thread note lists the process's threads in creation
-order (main, keyboard, mouse, writer, control socket, ...).
+key presses only, on its writer thread; the per-thread note lists the process's
+threads in creation order (now main, writer, control socket; a baseline may
+have had keyboard and mouse threads after main).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import psutil
 from client.control.consent import grant
 from client.storage.vault import Vault
 from policy.events import Click, Key, KeyRun, Modality, Thumbnail
-from simulations.benchmarks import Measurement
+from simulations.benchmarks import Measurement, write_results
 from simulations.xserver import XServer
 
 SUBJECT = "recorder"
@@ -73,6 +77,7 @@ class RunResult:
     dropped: int
     thumbnails: int
     thread_shares: tuple[float, ...]  # percent of one core per thread, in creation order
+    load: tuple[float, float]  # the machine's 1-minute load average before and after input
 
 
 class _X:
@@ -225,11 +230,13 @@ def run_once(
             idle_share = _idle_cpu_share(proc, idle_seconds)
             rss = _PeakRss(proc)
             threads0 = {t.id: t.user_time + t.system_time for t in proc.threads()}
+            load0 = os.getloadavg()[0]
             cpu0, wall0 = _cpu(proc), time.monotonic()
             sent, send_seconds = _send(x, total, rate, screens)
             time.sleep(1.5)  # the last flush
             elapsed = time.monotonic() - wall0
             cpu_share = 100.0 * (_cpu(proc) - cpu0) / elapsed
+            load = (load0, os.getloadavg()[0])
             threads1 = {t.id: t.user_time + t.system_time for t in proc.threads()}
             shares = tuple(
                 100.0 * (threads1[tid] - threads0.get(tid, 0.0)) / elapsed
@@ -261,6 +268,7 @@ def run_once(
                 dropped=int(beat.get("dropped", 0)),
                 thumbnails=sum(isinstance(e, Thumbnail) for e in events),
                 thread_shares=shares,
+                load=load,
             )
     finally:
         x.close()
@@ -277,6 +285,7 @@ class NaiveResult:
     cpu_share: float
     idle_cpu_share: float
     steady_rss_mb: float
+    load: tuple[float, float]
 
 
 def run_naive(total: int, rate: float, idle_seconds: float = 5.0) -> NaiveResult:
@@ -303,11 +312,13 @@ def run_naive(total: int, rate: float, idle_seconds: float = 5.0) -> NaiveResult
             time.sleep(0.5)
             idle_share = _idle_cpu_share(proc, idle_seconds)
             rss = _PeakRss(proc)
+            load0 = os.getloadavg()[0]
             cpu0, wall0 = _cpu(proc), time.monotonic()
             sent, _ = _send(x, total, rate, screens=False)
             time.sleep(1.5)
             elapsed = time.monotonic() - wall0
             cpu_share = 100.0 * (_cpu(proc) - cpu0) / elapsed
+            load = (load0, os.getloadavg()[0])
             rss.stop()
             process.send_signal(signal.SIGTERM)
             process.wait(60)
@@ -318,7 +329,7 @@ def run_naive(total: int, rate: float, idle_seconds: float = 5.0) -> NaiveResult
                 if '"k": "press"' in line or ('"k": "click"' in line and '"p": true' in line)
             )
             return NaiveResult(
-                sent, found, len(lines), out.stat().st_size, cpu_share, idle_share, rss.peak
+                sent, found, len(lines), out.stat().st_size, cpu_share, idle_share, rss.peak, load
             )
     finally:
         x.close()
@@ -333,7 +344,8 @@ def _ratios(result: RunResult, naive: NaiveResult) -> list[Measurement]:
             naive.cpu_share,
             "% of one core",
             note=f"pynput, one JSON line per event: {naive.lines:,} lines, "
-            f"{naive.bytes_written / 1024:,.0f} KiB for {naive.sent:,} events",
+            f"{naive.bytes_written / 1024:,.0f} KiB for {naive.sent:,} events; "
+            f"load average {naive.load[0]:.1f} to {naive.load[1]:.1f}",
         ),
         Measurement(SUBJECT, "naive: CPU while idle", naive.idle_cpu_share, "% of one core"),
         Measurement(SUBJECT, "naive: RSS while recording", naive.steady_rss_mb, "MB"),
@@ -360,8 +372,8 @@ def _measurements(result: RunResult, label: str) -> list[Measurement]:
     p99 = result.callback_p99_ms if result.callback_p99_ms is not None else float("nan")
     threads = ", ".join(f"{share:.2f}" for share in result.thread_shares)
     note = (
-        f"{result.sent:,} events at {rate:,.0f}/s; per thread (main, keyboard, "
-        f"mouse, writer, ...): {threads} %"
+        f"{result.sent:,} events at {rate:,.0f}/s; per thread in creation order "
+        f"(main first): {threads} %; load average {result.load[0]:.1f} to {result.load[1]:.1f}"
     )
     rows = [
         Measurement(
@@ -479,8 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--baseline", type=Path, default=None, help="checkout to compare with")
     parser.add_argument("--input", choices=("xrecord", "pynput"), default=None)
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/recorder"), help="results.json + results.md"
+    )
     args = parser.parse_args(argv)
-    for m in run(args.quick, args.events, args.rate, args.baseline, args.input):
+    measured = run(args.quick, args.events, args.rate, args.baseline, args.input)
+    write_results(args.out, measured)
+    for m in measured:
         passed = "" if m.passed is None else ("ok" if m.passed else "MISSED")
         print(f"{m.name}: {m.value:,.3f} {m.unit} {m.target or ''} {passed} {m.note}")
     return 0

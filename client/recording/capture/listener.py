@@ -31,7 +31,12 @@ ScrollCallback = Callable[..., None]  # (x, y, dx, dy, injected=...)
 
 
 class InputSource(Protocol):
-    """Keyboard and mouse listeners that call back on their own threads."""
+    """Keyboard and mouse listeners that call back on their own threads.
+
+    A source may instead have ``poll()``, which the recorder's writer calls each
+    tick; then its callbacks take the time the event happened first
+    (``client.recording.input_queue.Listeners``; X RECORD does this).
+    """
 
     def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
         """Start delivering key presses and releases."""
