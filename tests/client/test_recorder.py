@@ -20,6 +20,7 @@ from client.recording.capture.keys import RawKey
 from client.recording.capture.pointer import ScreenBounds
 from client.recording.clock import ManualClock
 from client.recording.control_watch import HomeWatch
+from client.recording.focus_judge import FocusJudge
 from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.vault_store import VaultFullError
 from policy.events import (
@@ -412,6 +413,29 @@ def test_a_polled_key_older_than_the_looks_kept_is_dropped(polled, hearth_home):
     recorder.step()
     seal(recorder)
     assert [e.count for e in sink.events if isinstance(e, KeyRun)] == [1]
+
+
+def test_the_judge_weighs_a_time_against_the_looks_since_it_and_forgets_old_ones():
+    clock, focus = ManualClock(), FakeFocus()
+    judge = FocusJudge(focus, 0.25, clock)
+    apps = SensitiveApps.from_policy(load_policy(), Path("/nonexistent"))
+
+    def looks(seconds: range) -> None:  # one look a second; a prompt seen at 1040 and 1041
+        for second in seconds:
+            clock.advance(1.0)
+            focus.window = PROMPT if second in (39, 40) else CODE
+            judge.done(judge.look(apps))
+
+    looks(range(43))  # the newest look is at 1043
+    assert judge.judge_span(1042.5, 1042.5) == (False, False)
+    assert judge.judge_span(1042.1, 1042.1) == (False, False)  # past the tail
+    assert judge.judge_span(1041.9, 1042.1) == (False, True)  # may be before 1042: the prompt
+    assert judge.judge_span(1041.2, 1041.2) == (False, True)  # the look before saw it
+    assert judge.judge_span(1039.5, 1039.5) == (False, True)  # the look after saw it
+    assert judge.judge_span(1038.5, 1038.5) == (False, True)  # read late: every look since
+    looks(range(43, 70))
+    assert judge.judge_span(1069.5, 1069.5) == (False, False)
+    assert judge.judge_span(1005.0, 1005.0) == (True, True)  # its looks are forgotten
 
 
 def test_focus_failure_fails_closed(rig, hearth_home):
