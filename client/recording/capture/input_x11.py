@@ -208,6 +208,7 @@ class XRecordSource:
         self._server: ServerClock | None = None
         self._measured = float("-inf")
         self._keys_on = self._pointer_on = False
+        self._lost = False  # the connection broke and could not be reopened yet
         self._on_press: KeyCallback | None = None
         self._on_move: MoveCallback | None = None
         self._on_click: ClickCallback | None = None
@@ -228,6 +229,7 @@ class XRecordSource:
 
     def _restart(self) -> None:
         """One context for what is on now (the old one's unread input is dropped)."""
+        self._lost = False
         if self._recording is not None:
             self._recording.stop()
             self._recording = None
@@ -299,9 +301,15 @@ class XRecordSource:
         A connection the server closed is reopened (its unread input is lost).
         """
         recording = self._recording
-        if recording is None:
-            return 0
         now = self._clock()
+        if recording is None:
+            if self._lost and now - self._measured >= self.RECALIBRATE:
+                self._measured = now
+                try:
+                    self._restart()
+                except Exception:  # still gone
+                    self._lost = True
+            return 0
         if now - self._measured >= self.RECALIBRATE:
             try:
                 self._calibrate()
@@ -313,7 +321,12 @@ class XRecordSource:
             self._dispatch(data, start, end, now)
         if not recording.live:
             _log.warning("X RECORD connection lost; reopening it")
-            self._restart()
+            try:
+                self._restart()
+            except Exception as exc:  # the X server is gone: retried at the next measurement
+                self._recording = None
+                self._lost = True
+                _log.warning("X RECORD not reopened: %s", type(exc).__name__)
         return len(data)
 
     def _dispatch(self, data: bytes, start: int, end: int, now: float) -> None:
