@@ -1,6 +1,7 @@
-"""The next-action policy: reads the last K actions and the app in front.
+"""The next-action policy: reads the last K actions, the gaps between them and the app in front.
 
-An embedding per position, concatenated, then a small MLP. No recurrence and no
+An embedding per position (the action's, and its gap bucket's), concatenated,
+then a small MLP. No recurrence and no
 wide layers: Opacus computes per-sample gradients of embeddings and narrow
 linear layers cheaply, while its DPGRU and wide linear layers made DP-SGD many
 times slower than plain training.
@@ -19,7 +20,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from policy.round_contract import DEFAULT_CONTEXT_LENGTH
-from policy.vocabulary import CATEGORY_NAMES, PAD, TOKENS
+from policy.vocabulary import CATEGORY_NAMES, NUM_GAP_BUCKETS, PAD, TOKENS
+
+# Fields a configuration written before they existed lacks, with the value that
+# reproduces the model it describes (no gap embedding), not today's default.
+LEGACY_DEFAULTS: dict[str, Any] = {"gap_dim": 0, "gap_buckets": NUM_GAP_BUCKETS}
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class ModelConfig:
     The vocabulary (``tokens``, and the app ``categories`` it reads as context) is
     part of the configuration: one codebase trains the desktop-action policy and an
     event log's next-activity model, and a checkpoint is readable without the code
-    that made it. Token 0 is always the padding token.
+    that made it. Token 0 is always the padding token. ``gap_dim`` 0 means the
+    model reads no times (checkpoints written before gaps existed).
     """
 
     context_length: int = DEFAULT_CONTEXT_LENGTH
@@ -38,6 +44,8 @@ class ModelConfig:
     hidden: int = 64
     tokens: tuple[str, ...] = TOKENS
     categories: tuple[str, ...] = CATEGORY_NAMES
+    gap_dim: int = 4
+    gap_buckets: int = NUM_GAP_BUCKETS
 
     def __post_init__(self) -> None:
         if not self.tokens or self.tokens[0] != PAD:
@@ -46,6 +54,8 @@ class ModelConfig:
             raise ValueError("a vocabulary needs distinct tokens and at least one category")
         if min(self.context_length, self.token_dim, self.category_dim, self.hidden) < 1:
             raise ValueError("model dimensions must be at least 1")
+        if self.gap_dim < 0 or self.gap_buckets < 2:
+            raise ValueError("gap_dim must be >= 0 and gap_buckets at least 2")
 
     @property
     def vocab_size(self) -> int:
@@ -66,13 +76,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
-        """Read ``to_dict``'s form back; unknown keys are an error, missing ones the defaults."""
+        """Read ``to_dict``'s form back; unknown keys are an error, missing ones the defaults.
+
+        A key added since (``LEGACY_DEFAULTS``) reads as the model written before it had one.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown model configuration keys: {sorted(unknown)}")
         values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+            **LEGACY_DEFAULTS,
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()},
         }
         return cls(**values)
 
@@ -86,14 +100,25 @@ class NextActionPolicy(nn.Module):
         c = self.config
         self.tokens = nn.Embedding(c.vocab_size, c.token_dim)
         self.category = nn.Embedding(c.num_categories, c.category_dim)
-        self.hidden = nn.Linear(c.context_length * c.token_dim + c.category_dim, c.hidden)
+        # Registered only when used, so a gap-less checkpoint's parameters are unchanged.
+        self.gap_embedding = nn.Embedding(c.gap_buckets, c.gap_dim) if c.gap_dim else None
+        per_position = c.token_dim + c.gap_dim
+        self.hidden = nn.Linear(c.context_length * per_position + c.category_dim, c.hidden)
         self.out = nn.Linear(c.hidden, c.vocab_size)
 
-    def forward(self, context: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
-        """Map (batch, K) token ids and (batch,) category ids to (batch, vocab) logits."""
-        tokens = self.tokens(context).flatten(1)
-        features = torch.cat([tokens, self.category(category)], dim=1)
-        return self.out(torch.relu(self.hidden(features)))  # type: ignore[no-any-return]
+    def forward(
+        self, context: torch.Tensor, category: torch.Tensor, gaps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Map (batch, K) token ids, (batch,) category ids and (batch, K) gap buckets to logits.
+
+        ``gaps`` None reads as every gap unknown (bucket 0); a model without a gap
+        embedding ignores them.
+        """
+        features = [self.tokens(context).flatten(1), self.category(category)]
+        if self.gap_embedding is not None:
+            known = gaps if gaps is not None else torch.zeros_like(context)
+            features.append(self.gap_embedding(known).flatten(1))
+        return self.out(torch.relu(self.hidden(torch.cat(features, dim=1))))  # type: ignore[no-any-return]
 
 
 def parameter_names(model: nn.Module) -> list[str]:

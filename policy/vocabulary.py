@@ -10,6 +10,7 @@ action rather than forty; likewise a run of scroll notches is one scroll.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -64,12 +65,29 @@ CATEGORY_NAMES: Final[tuple[str, ...]] = tuple(
 )
 
 
+# Time since the previous action, in log-scale buckets: 0 means not known (padding,
+# the first action, or a caller that gave no times); bucket b >= 1 holds gaps below
+# GAP_EDGES_SECONDS[b - 1] (the last bucket everything longer). Typing and clicking
+# fall in the first few, a pause to think in the middle, a break in the last ones.
+GAP_EDGES_SECONDS: Final[tuple[float, ...]] = (
+    0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+)  # fmt: skip
+UNKNOWN_GAP: Final = 0
+NUM_GAP_BUCKETS: Final = len(GAP_EDGES_SECONDS) + 2
+
+
+def gap_bucket(seconds: float) -> int:
+    """The bucket of a gap of ``seconds`` between two actions (never ``UNKNOWN_GAP``)."""
+    return 1 + bisect_right(GAP_EDGES_SECONDS, max(0.0, seconds))
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One token with the app category in front when it happened."""
+    """One token with the app category in front when it happened, and when (seconds)."""
 
     token: int
     category: int
+    t: float = 0.0
 
 
 def _cell(x: float, y: float) -> str:
@@ -122,6 +140,6 @@ def actions(events: Iterable[Event]) -> Iterator[Action]:
             previous_key = token
         else:
             previous_key = None
-        yield Action(TOKEN_ID[token], category)
+        yield Action(TOKEN_ID[token], category, event.t)
         if isinstance(event, Focus):
             category = CATEGORY_ID[event.category]

@@ -92,9 +92,10 @@ def card_markdown(checkpoint_dir: Path) -> str:
         f"# Model card: {checkpoint_dir.name}",
         "",
         "## Model",
-        f"- Next-action policy: the last {config.context_length} actions and the app in "
-        f"front -> one of {config.vocab_size} actions (embedding {config.token_dim}, "
-        f"hidden {config.hidden}).",
+        f"- Next-action policy: the last {config.context_length} actions"
+        + (" with the bucketed gap before each" if config.gap_dim else "")
+        + f" and the app in front -> one of {config.vocab_size} actions (embedding "
+        f"{config.token_dim}, hidden {config.hidden}).",
         f"- Vocabulary: {', '.join(config.tokens[:8])}, ... (all in `config.json` of an export).",
         f"- Round {last['round']}, model version `{str(last.get('model_version', ''))[:16]}`.",
         "",
@@ -133,7 +134,7 @@ def card_markdown(checkpoint_dir: Path) -> str:
         ]
         for label, key in (
             ("global model", ""),
-            ("personalized (local fine-tuning, never uploaded)", "personal_"),
+            ("personalized (fine-tuned + own counts, never uploaded)", "personal_"),
             ("per-person bigram", "bigram_"),
             ("per-person trigram", "trigram_"),
             ("per-person most frequent", "frequent_"),

@@ -88,7 +88,9 @@ def export(
         raise _fail(str(exc)) from None
     for path in (result.weights, result.program, result.config, result.vocabulary):
         typer.echo(f"wrote {path}")
-    typer.echo("load with torch alone: torch.export.load('model.pt2').module()(context, category)")
+    typer.echo(
+        "load with torch alone: torch.export.load('model.pt2').module()(context, category, gaps)"
+    )
 
 
 @model_app.command("tensorboard")

@@ -4,14 +4,16 @@ An export directory holds:
 
 - ``model.safetensors``: the weights by parameter name (no pickle, safe to load);
 - ``model.pt2``: the model as a ``torch.export`` program (TorchScript is deprecated
-  in torch 2.13), taking ``(context, category)`` as int64 tensors of shape
-  ``(batch, K)`` and ``(batch,)`` and returning ``(batch, vocab)`` logits;
+  in torch 2.13), taking ``(context, category, gaps)`` as int64 tensors of shape
+  ``(batch, K)``, ``(batch,)`` and ``(batch, K)`` (``gaps`` only for a model with a
+  gap embedding, ``config.json``'s ``inputs`` lists what it takes) and returning
+  ``(batch, vocab)`` logits;
 - ``config.json``: the model's configuration with its vocabulary, and where the
   model came from (round, model version, privacy spent and its unit);
 - ``vocabulary.json``: token names by id and app categories by id.
 
-``torch.export.load("model.pt2").module()(context, category)`` is all a consumer
-needs. ONNX is not written: torch 2.13's exporter needs ``onnxscript``, which the
+``torch.export.load("model.pt2").module()(context, category, gaps)`` is all a
+consumer needs. ONNX is not written: torch 2.13's exporter needs ``onnxscript``, which the
 CPU build here does not ship.
 """
 
@@ -65,13 +67,21 @@ def export_model(checkpoint: Path, out: Path, server_round: int | None = None) -
         str(weights),
         metadata={"format": "pt", "model_version": str(sidecar.get("model_version", ""))},
     )
-    example = (
-        torch.zeros((2, config.context_length), dtype=torch.long),
-        torch.zeros((2,), dtype=torch.long),
-    )
+    window = torch.zeros((2, config.context_length), dtype=torch.long)
+    example: tuple[torch.Tensor, ...] = (window, torch.zeros((2,), dtype=torch.long))
+    inputs = {
+        "context": "int64 (batch, context_length): the last actions, left-padded with token 0",
+        "category": "int64 (batch,): the app category in front (0: none seen)",
+    }
+    if config.gap_dim:
+        example = (*example, torch.zeros_like(window))  # its own tensor: export aliases one
+        inputs["gaps"] = (
+            "int64 (batch, context_length): each action's bucketed time since the action "
+            "before it (policy.vocabulary.GAP_EDGES_SECONDS; 0: unknown or padding)"
+        )
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(
-        model, example, dynamic_shapes=({0: batch}, {0: batch}), strict=False
+        model, example, dynamic_shapes=tuple({0: batch} for _ in example), strict=False
     )
     program_path = out / PROGRAM_FILE
     torch.export.save(program, program_path)
@@ -81,11 +91,7 @@ def export_model(checkpoint: Path, out: Path, server_round: int | None = None) -
         json.dumps(
             {
                 "model": config.to_dict(),
-                "inputs": {
-                    "context": "int64 (batch, context_length): the last actions, left-padded "
-                    "with token 0",
-                    "category": "int64 (batch,): the app category in front (0: none seen)",
-                },
+                "inputs": inputs,
                 "output": "float32 (batch, vocab) logits over tokens",
                 "provenance": provenance,
             },

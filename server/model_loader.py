@@ -7,27 +7,35 @@
 
 Actions are token names of the model's own vocabulary (``policy.tokens``); the
 app in front is read from the last ``switch:`` action among them, as the
-featurizer does on a device.
+featurizer does on a device. ``times`` (seconds, one per action, e.g. from
+``time.monotonic()``) give the model the gaps between actions it was trained
+with; without them every gap reads as unknown, which a model with a gap
+embedding handles less well (``predict_next(actions, times=[...])``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from policy.model import ModelConfig, NextActionPolicy
-from policy.vocabulary import NO_CATEGORY, PAD
+from policy.vocabulary import NO_CATEGORY, PAD, UNKNOWN_GAP, gap_bucket
 from server.model_store import load_model
 
 SWITCH_PREFIX = "switch:"
 
 
-def encode(config: ModelConfig, actions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, K) token ids, left-padded, and (1,) category id of the app in front."""
+def encode(
+    config: ModelConfig, actions: Sequence[str], times: Sequence[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(1, K) token ids, left-padded, (1,) category id of the app in front, (1, K) gap buckets."""
+    if times is not None and len(times) != len(actions):
+        raise ValueError(f"give one time per action: {len(times)} times, {len(actions)} actions")
     index = {token: i for i, token in enumerate(config.tokens)}
     unknown = [a for a in actions if a not in index]
     if unknown:
@@ -41,7 +49,18 @@ def encode(config: ModelConfig, actions: Sequence[str]) -> tuple[torch.Tensor, t
             category = action.removeprefix(SWITCH_PREFIX)
     categories = {name: i for i, name in enumerate(config.categories)}
     category_id = categories.get(category, 0)
-    return torch.tensor([context], dtype=torch.long), torch.tensor([category_id], dtype=torch.long)
+    known = [UNKNOWN_GAP]
+    if times is not None:
+        known += [gap_bucket(later - earlier) for earlier, later in pairwise(times)]
+    recent_gaps = (known if times is not None else [UNKNOWN_GAP] * len(actions))[
+        len(actions) - len(recent) :
+    ]
+    gaps = [UNKNOWN_GAP] * (config.context_length - len(recent)) + recent_gaps
+    return (
+        torch.tensor([context], dtype=torch.long),
+        torch.tensor([category_id], dtype=torch.long),
+        torch.tensor([gaps], dtype=torch.long),
+    )
 
 
 @dataclass(frozen=True)
@@ -62,16 +81,20 @@ class LoadedPolicy:
         return self.config.tokens
 
     @torch.no_grad()
-    def probabilities(self, actions: Sequence[str]) -> torch.Tensor:
-        """The next action's distribution over ``tokens`` after ``actions``."""
-        context, category = encode(self.config, actions)
-        return torch.softmax(self.model(context, category), dim=1)[0]
+    def probabilities(
+        self, actions: Sequence[str], times: Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """The next action's distribution over ``tokens`` after ``actions`` (at ``times``)."""
+        context, category, gaps = encode(self.config, actions, times)
+        return torch.softmax(self.model(context, category, gaps), dim=1)[0]
 
-    def predict_next(self, actions: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    def predict_next(
+        self, actions: Sequence[str], k: int = 3, times: Sequence[float] | None = None
+    ) -> list[tuple[str, float]]:
         """The ``k`` most likely next actions with their probabilities, best first."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        probs = self.probabilities(actions)
+        probs = self.probabilities(actions, times)
         top = torch.topk(probs, min(k, len(probs)))
         return [
             (self.tokens[int(i)], float(p))

@@ -80,7 +80,7 @@ def model_config_of(sidecar: dict[str, Any]) -> ModelConfig:
     if recorded:
         return ModelConfig.from_dict(recorded)
     context = int(sidecar.get("config", {}).get("context_length", ModelConfig().context_length))
-    return ModelConfig(context_length=context)
+    return ModelConfig.from_dict({"context_length": context})  # as it was then: no gaps
 
 
 def sidecar_of(checkpoint: Path, server_round: int | None = None) -> tuple[Path, dict[str, Any]]:

@@ -198,7 +198,9 @@ def comparison_table(truth: GroundTruth) -> list[str]:
     best3 = max(truth.bigram_top3, truth.trigram_top3)
     rows = [("global model (federated, DP)", truth.top1, truth.top3)]
     if truth.personal_top1 is not None and truth.personal_top3 is not None:
-        rows.append(("personalized (local fine-tuning)", truth.personal_top1, truth.personal_top3))
+        rows.append(
+            ("personalized (on-device, not sent)", truth.personal_top1, truth.personal_top3)
+        )
     lines = [
         f"  {'model':<34} {'top-1':>6} {'top-3':>6}   vs best per-person n-gram",
         *(

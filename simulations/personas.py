@@ -60,6 +60,8 @@ class Habits:
     checks_output: float
     paste_target: dict[str, str]  # where this person pastes what they copy from each app
     follow_up: dict[str, str]  # the workflow this person usually does next
+    # What this person does first thing and on coming back from a break (mail, chat...).
+    return_routine: tuple[str, ...] = ()
 
 
 COPY_SOURCES: Final = ("firefox", "writer", "thunderbird", "calc", "code")
@@ -95,4 +97,18 @@ def draw_habits(persona: Persona, rng: random.Random) -> Habits:
             source: rng.choice([t for t in COPY_SOURCES if t != source]) for source in COPY_SOURCES
         },
         follow_up={name: rng.choice(sorted(weights)) for name in sorted(weights)},
+        return_routine=_return_routine(weights, rng),
     )
+
+
+def _return_routine(weights: dict[str, float], rng: random.Random) -> tuple[str, ...]:
+    """Catching up after a break: mail and chat, in this person's order, then maybe their main task.
+
+    Drawn last, so the habits drawn before it are those of the generator without a rhythm.
+    """
+    catch_up: list[str] = [w for w in ("email", "chat") if w in weights]
+    rng.shuffle(catch_up)
+    routine = catch_up[: rng.randint(1, max(1, len(catch_up)))]
+    if rng.random() < 0.5:
+        routine.append(max(sorted(weights), key=weights.__getitem__))
+    return tuple(routine)

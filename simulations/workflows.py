@@ -101,15 +101,21 @@ class Emitter:
         """Time passes without input."""
         self._tick(self.rng.uniform(low, high))
 
-    def maybe_idle(self) -> None:
-        """Coffee, a colleague, a pause button."""
-        if self.rng.random() < self.habits.idle_rate:
-            if self.rng.random() < 0.3:
-                self.events.append(Paused(len(self.events), self._tick(1.0)))
-                self._tick(self.rng.uniform(300, 1800))
-                self.events.append(Resumed(len(self.events), self._tick(0.0)))
-            else:
-                self._tick(self.rng.uniform(60, 600))
+    def maybe_idle(self) -> bool:
+        """Coffee, a colleague, a pause button; True if the person took a break."""
+        if self.rng.random() >= self.habits.idle_rate:
+            return False
+        if self.rng.random() < 0.3:
+            self.take_break(300, 1800)
+        else:
+            self._tick(self.rng.uniform(60, 600))
+        return True
+
+    def take_break(self, low: float, high: float) -> None:
+        """Pause recording for a while (lunch, a long coffee), then resume."""
+        self.events.append(Paused(len(self.events), self._tick(1.0)))
+        self._tick(self.rng.uniform(low, high))
+        self.events.append(Resumed(len(self.events), self._tick(0.0)))
 
 
 def edit_build(em: Emitter) -> None:

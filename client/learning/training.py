@@ -37,7 +37,8 @@ from torch import nn
 
 from client.learning import ghost_norms  # noqa: F401  (registers the embeddings' norm sampler)
 from client.learning.featurize import Examples
-from policy.model import get_arrays
+from client.learning.personal_ngram import PersonalCounts, PersonalPolicy
+from policy.model import NextActionPolicy, get_arrays
 from policy.replies import EVAL_LOSS_BOUND, EVALUATE_SUMS
 from privacy.accountants import epsilon_local
 from privacy.randomness import gaussian, poisson_mask, secret_generator
@@ -206,6 +207,7 @@ def _run_steps(
 ) -> float:
     context = torch.from_numpy(examples.context)
     category = torch.from_numpy(examples.category)
+    gaps = torch.from_numpy(examples.gaps)
     target = torch.from_numpy(examples.target)
     model.train()
     total, count = 0.0, 0
@@ -216,7 +218,7 @@ def _run_steps(
             if isinstance(optimizer, DPOptimizerFastGradientClipping):
                 _noise_only_step(model, optimizer)
             continue
-        loss = criterion(model(context[index], category[index]), target[index])
+        loss = criterion(model(context[index], category[index], gaps[index]), target[index])
         loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it untyped
         optimizer.step()
         total += float(loss.detach()) * len(index)
@@ -246,7 +248,11 @@ def held_out_sums(
     for start in range(0, len(examples), batch_size):
         part = examples.slice(start, start + batch_size)
         target = torch.from_numpy(part.target)
-        logits = model(torch.from_numpy(part.context), torch.from_numpy(part.category))
+        logits = model(
+            torch.from_numpy(part.context),
+            torch.from_numpy(part.category),
+            torch.from_numpy(part.gaps),
+        )
         losses = criterion(logits, target).clamp(max=EVAL_LOSS_BOUND) / EVAL_LOSS_BOUND
         ranked = logits.topk(3, dim=1).indices
         sums += (
@@ -267,36 +273,54 @@ def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PersonalizeConfig:
-    """Local fine-tuning of the received global model (never uploaded)."""
+    """Local fine-tuning of the received global model, mixed with the person's own counts.
+
+    ``counts_weight`` is the weight of the device's own interpolated trigram
+    (``client.learning.personal_ngram``) in the mixture; 0 is fine-tuning alone.
+    Neither part is ever uploaded.
+    """
 
     epochs: int = 5
     learning_rate: float = 1e-3
     batch_size: int = 64
+    counts_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("personalization needs epochs >= 0, batch size >= 1, a positive rate")
+        if not 0.0 <= self.counts_weight <= 1.0:
+            raise ValueError("personalization's counts_weight must be in [0, 1]")
 
 
 def personalize(
-    global_model: nn.Module, examples: Examples, config: PersonalizeConfig | None = None
+    global_model: NextActionPolicy, examples: Examples, config: PersonalizeConfig | None = None
 ) -> nn.Module:
     """A personal copy of ``global_model``, fine-tuned on this device's own examples.
 
     FedPer/Ditto-style personalization: the shared model learns what people have in
-    common under DP; each device adapts a copy to its own habits. The copy never
-    leaves the device (no reply, upload or metric carries it or anything computed
-    from it), so it needs no noise: like the data it was fitted on, only the vault
-    protects it. ``global_model`` is left unchanged.
+    common under DP; each device adapts a copy to its own habits, and mixes it with
+    its own action counts (``client.learning.personal_ngram``, ``counts_weight``).
+    The copy and the counts never leave the device (no reply, upload or metric
+    carries them or anything computed from them), so they need no noise: like the
+    data they were fitted on, only the vault protects them. ``global_model`` is
+    left unchanged.
     """
     config = config or PersonalizeConfig()
-    model = copy.deepcopy(global_model)
+    model = _fine_tune(copy.deepcopy(global_model), examples, config)
+    if config.counts_weight == 0 or len(examples) == 0:
+        return model
+    counts = PersonalCounts(examples, global_model.config.vocab_size)
+    return PersonalPolicy(model, counts, config.counts_weight)
+
+
+def _fine_tune(model: nn.Module, examples: Examples, config: PersonalizeConfig) -> nn.Module:
     if len(examples) == 0 or config.epochs == 0:
         return model
     rng = secret_generator()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     context = torch.from_numpy(examples.context)
     category = torch.from_numpy(examples.category)
+    gaps = torch.from_numpy(examples.gaps)
     target = torch.from_numpy(examples.target)
     criterion = nn.CrossEntropyLoss()
     model.train()
@@ -305,7 +329,7 @@ def personalize(
         for start in range(0, len(examples), config.batch_size):
             index = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(context[index], category[index]), target[index])
+            loss = criterion(model(context[index], category[index], gaps[index]), target[index])
             loss.backward()
             optimizer.step()
     model.eval()

@@ -19,6 +19,7 @@ from client.learning.device import Device, clear_examples_cache, simulated_devic
 from client.learning.featurize import split_held_out
 from client.learning.training import train_round
 from policy.model import NextActionPolicy, count_parameters
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH
 from server.checkpoints import read_sidecars
 from simulations.benchmarks import Measurement
 from simulations.campaign import campaign_train_config
@@ -71,7 +72,7 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
             clear_examples_cache()
             with _PeakRss() as rss:
                 started = time.perf_counter()
-                train, _ = split_held_out(device.examples(8), 0.2)
+                train, _ = split_held_out(device.examples(DEFAULT_CONTEXT_LENGTH), 0.2)
                 config = configs[private]
                 result = train_round(NextActionPolicy(), train, config)
                 rounds[private].append(time.perf_counter() - started)

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from client.learning.featurize import Examples
+from client.learning.personal_ngram import PersonalCounts, PersonalPolicy
 from client.learning.training import PersonalizeConfig, evaluate, personalize
 from policy.baselines import Bigram, NGram
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
@@ -43,5 +44,30 @@ def test_personalizing_fits_a_persons_habit_and_leaves_the_global_model_untouche
     before = [a.copy() for a in get_arrays(model).values()]
     personal = personalize(model, mine, PersonalizeConfig(epochs=10, learning_rate=2e-2))
     assert evaluate(personal, mine)["top1"] > 0.95 > evaluate(model, mine)["top1"]
+    after = list(get_arrays(model).values())
+    assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_personal_counts_are_a_smoothed_trigram_that_backs_off_for_unseen_contexts():
+    ex = _examples([3, 5, 6, 4, 5, 7] * 20)
+    counts = PersonalCounts(ex, vocab_size=10)
+    p = counts.probabilities(np.array([[0, 3, 5], [0, 4, 5], [0, 9, 5], [0, 9, 8]]))
+    assert np.allclose(p.sum(axis=1), 1.0) and (p > 0).all()  # nothing is impossible
+    assert p[0].argmax() == 6 and p[1].argmax() == 7  # two actions back decide
+    assert np.isclose(p[2][6], p[2][7])  # (9, 5) unseen: the bigram after 5
+    assert p[3].argmax() == 5  # 8 never seen: the person's most frequent action
+
+
+def test_the_personal_mixture_ranks_by_both_parts_and_never_touches_the_global_model():
+    torch.manual_seed(0)
+    mine = _examples([3, 5, 6, 4, 5, 7] * 40, k=8)
+    model = NextActionPolicy(ModelConfig())
+    before = [a.copy() for a in get_arrays(model).values()]
+    counts_only = personalize(model, mine, PersonalizeConfig(epochs=0, counts_weight=1.0))
+    assert isinstance(counts_only, PersonalPolicy)
+    assert evaluate(counts_only, mine)["top1"] == 1.0  # the counts alone know the habit
+    assert not isinstance(
+        personalize(model, mine, PersonalizeConfig(counts_weight=0)), PersonalPolicy
+    )
     after = list(get_arrays(model).values())
     assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))

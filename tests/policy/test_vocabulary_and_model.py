@@ -14,7 +14,7 @@ from policy.events import (
     Suppressed,
 )
 from policy.model import ModelConfig, NextActionPolicy, count_parameters, get_arrays, set_arrays
-from policy.vocabulary import PAD_ID, TOKEN_ID, TOKENS, actions
+from policy.vocabulary import PAD_ID, TOKEN_ID, TOKENS, UNKNOWN_GAP, actions, gap_bucket
 
 
 def test_typed_text_and_scroll_gestures_collapse_into_one_action_and_moves_are_dropped():
@@ -59,7 +59,10 @@ def test_key_runs_and_old_per_key_events_give_the_same_actions():
         Click(3, 0.9, 0.9, 0.1, Button.LEFT),
         KeyRun(4, 1.0, KeyClass.ENTER, 1, 0.0),
     ]
-    assert list(actions(old)) == list(actions(runs))
+    # the same actions; their times differ only as a run's start is rounded to the second
+    assert [(a.token, a.category) for a in actions(old)] == [
+        (a.token, a.category) for a in actions(runs)
+    ]
     assert len(featurize(runs, 4)) == 4
 
 
@@ -77,6 +80,39 @@ def test_windows_are_left_padded_and_target_the_next_action():
     assert examples.context[0].tolist() == [PAD_ID, PAD_ID, TOKEN_ID["key:letter"]]
     assert examples.target[0] == TOKEN_ID["key:digit"]
     assert examples.context[3].tolist()[-1] == TOKEN_ID["key:digit"]
+
+
+def test_windows_carry_the_gaps_between_context_actions_never_the_one_before_the_target():
+    times = [0.0, 0.1, 5.0, 5.1, 600.0]
+    events = [Key(i, t, [KeyClass.LETTER, KeyClass.DIGIT][i % 2]) for i, t in enumerate(times)]
+    examples = featurize(events, context_length=3)
+    # the first action's gap is unknown; padding is unknown too
+    assert examples.gaps[0].tolist() == [UNKNOWN_GAP, UNKNOWN_GAP, UNKNOWN_GAP]
+    assert examples.gaps[2].tolist() == [UNKNOWN_GAP, gap_bucket(0.1), gap_bucket(4.9)]
+    # the ten-minute break before the last action is the target's gap: in no window
+    assert gap_bucket(595.9) not in examples.gaps
+    assert gap_bucket(0.1) < gap_bucket(4.9) < gap_bucket(595.9)
+    assert split_held_out(examples, 0.5)[1].gaps.shape == (2, 3)
+
+
+def test_a_configuration_written_before_gaps_existed_loads_the_model_it_described():
+    legacy = {k: v for k, v in ModelConfig().to_dict().items() if not k.startswith("gap_")}
+    old = NextActionPolicy(ModelConfig.from_dict(legacy))
+    assert old.config.gap_dim == 0 and old.gap_embedding is None
+    assert [n for n, _ in old.named_parameters()] == [
+        "tokens.weight", "category.weight", "hidden.weight", "hidden.bias", "out.weight",
+        "out.bias",
+    ]  # fmt: skip
+    assert ModelConfig.from_dict(ModelConfig().to_dict()) == ModelConfig()
+
+
+def test_gaps_change_the_prediction_and_none_reads_as_unknown():
+    torch.manual_seed(0)
+    model = NextActionPolicy(ModelConfig(context_length=4))
+    context, category = torch.ones((1, 4), dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    unknown = torch.full((1, 4), UNKNOWN_GAP)
+    assert torch.equal(model(context, category), model(context, category, unknown))
+    assert not torch.equal(model(context, category), model(context, category, unknown + 3))
 
 
 def test_held_out_split_keeps_time_order():

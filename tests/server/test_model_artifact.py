@@ -103,9 +103,9 @@ FRESH = textwrap.dedent(
         sys.modules[name] = None  # importing hearth here would fail
     import torch
     from safetensors.torch import load_file
-    export, context, category = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    export, *inputs = sys.argv[1], *(json.loads(a) for a in sys.argv[2:])
     program = torch.export.load(f"{export}/model.pt2").module()
-    logits = program(torch.tensor(context), torch.tensor(category))
+    logits = program(*(torch.tensor(i) for i in inputs))
     tokens = json.load(open(f"{export}/vocabulary.json"))["tokens"]
     weights = load_file(f"{export}/model.safetensors")
     print(json.dumps({
@@ -124,9 +124,10 @@ def test_an_export_loads_in_a_fresh_python_with_only_torch_and_reproduces_predic
     export = export_model(checkpoints, tmp_path / "export")
     policy = load_policy(checkpoints)
     histories = [ACTIONS, ACTIONS[:2]]
-    encoded = [encode(policy.config, h) for h in histories]
-    context = torch.cat([c for c, _ in encoded]).tolist()
-    category = torch.cat([g for _, g in encoded]).tolist()
+    times = [[1.5 * 3**i for i in range(len(h))] for h in histories]  # gaps of every size
+    encoded = [encode(policy.config, h, t) for h, t in zip(histories, times, strict=True)]
+    context, category, gaps = (torch.cat([e[i] for e in encoded]).tolist() for i in range(3))
+    assert policy.config.gap_dim and len(set(gaps[0])) > 2  # the export reads real gaps
     run = subprocess.run(
         [
             sys.executable,
@@ -136,6 +137,7 @@ def test_an_export_loads_in_a_fresh_python_with_only_torch_and_reproduces_predic
             str(export.directory),
             json.dumps(context),
             json.dumps(category),
+            json.dumps(gaps),
         ],
         capture_output=True,
         text=True,
@@ -145,7 +147,9 @@ def test_an_export_loads_in_a_fresh_python_with_only_torch_and_reproduces_predic
     )
     assert run.returncode == 0, run.stderr[-2000:]
     fresh = json.loads(run.stdout)
-    assert fresh["top"] == [[t for t, _ in policy.predict_next(h, 3)] for h in histories]
-    expected = policy.model(torch.tensor(context), torch.tensor(category))
+    assert fresh["top"] == [
+        [a for a, _ in policy.predict_next(h, 3, t)] for h, t in zip(histories, times, strict=True)
+    ]
+    expected = policy.model(torch.tensor(context), torch.tensor(category), torch.tensor(gaps))
     assert torch.allclose(torch.tensor(fresh["logits"]), expected, atol=1e-5)
     assert fresh["names"] == sorted(n for n, _ in policy.model.named_parameters())
