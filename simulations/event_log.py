@@ -133,10 +133,15 @@ def read_log(
 
 
 def log_model_config(cases: Sequence[Case], context_length: int) -> ModelConfig:
-    """The model's configuration for this log: its activities are the vocabulary."""
+    """The model's configuration for this log: its activities are the vocabulary.
+
+    No gap embedding: the next-activity protocol's examples are built from activity
+    prefixes without their times, so every gap would read as unknown.
+    """
     activities = sorted({a for c in cases for a in c.activities})
     return ModelConfig(
         context_length=context_length,
+        gap_dim=0,
         tokens=(PAD, END, *activities),
         categories=(NO_CATEGORY,),
     )
