@@ -135,9 +135,15 @@ class Vault(VaultRotation):
         One transaction: every readable segment is re-sealed under its day's key with
         its times and counts inside, with the same id; the manifest lists them; the old
         table is dropped (``secure_delete`` zeroes it) and the WAL truncated. Segments
-        that fail authentication are left out (and logged by id).
+        that fail authentication are left out (and logged by id). The layout is read
+        again under the write lock: another process (the recorder and ``hearth`` both
+        opening the vault after an upgrade) may have migrated it since the first look.
         """
         self._db.execute("BEGIN IMMEDIATE")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(segments)")}
+        if "day" in columns:
+            self._db.execute("ROLLBACK")
+            return
         try:
             self._db.execute("ALTER TABLE segments RENAME TO segments_v1")
             self._db.execute("DROP INDEX IF EXISTS segments_wall_end")

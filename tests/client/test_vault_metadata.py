@@ -174,3 +174,27 @@ def test_an_old_vault_can_be_rotated_straight_away(hearth_home):
     assert Vault.rotate(vault_dir, "new passphrase").reencrypted == 1
     with Vault.open(vault_dir, passphrase="new passphrase") as vault:
         assert list(vault.iter_events()) == events
+
+
+def test_an_old_vault_migrated_by_another_process_meanwhile_opens(hearth_home, monkeypatch):
+    # The recorder and `hearth` open the vault at once after an upgrade: both see the old
+    # layout, one migrates first; the other must find it done under the write lock
+    # rather than rename the new table as if it were the old one.
+    vault_dir = hearth_home / "vault"
+    events = [Focus(0, 0.0, "code", AppCategory.EDITOR), Key(1, 0.1, KeyClass.LETTER)]
+    _legacy_vault(vault_dir, [(time.time(), events)])
+    migrate = Vault._migrate_legacy
+    raced: list[bool] = []
+
+    def other_process_first(self: Vault) -> None:
+        if not raced:
+            raced.append(True)
+            with Vault.open(vault_dir) as other:  # migrates between our look and our lock
+                assert list(other.iter_events()) == events
+        migrate(self)
+
+    monkeypatch.setattr(Vault, "_migrate_legacy", other_process_first)
+    with Vault.open(vault_dir) as vault:
+        assert list(vault.iter_events()) == events
+        assert vault.corrupt_segments == []
+    assert raced == [True]
