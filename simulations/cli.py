@@ -188,12 +188,15 @@ def sweep(
         ),
     ] = None,
     employees: Annotated[
-        int, typer.Option(min=2, help="devices (default 10; --user-level: 1,000)")
-    ] = 0,
+        int | None, typer.Option(min=2, help="devices (default 10; --user-level: 1,000)")
+    ] = None,
     rounds: Annotated[
         int | None, typer.Option(min=1, help="rounds (default 5; --user-level: the campaign's)")
     ] = None,
-    hours: Annotated[float, typer.Option(min=0.5, help="hours of work per employee")] = 8.0,
+    hours: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="hours of work per employee (default 8; --user-level: 1)"),
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="where the sweep keeps its state")] = None,
     out: Annotated[Path | None, typer.Option(help="where the plot and table go")] = None,
     user_level: Annotated[
@@ -227,7 +230,7 @@ def sweep(
         console.print("[red]--epsilons and --learning-rates must be numbers, comma-separated[/]")
         raise typer.Exit(1) from None
     if user_level:
-        _user_level_sweep(values, employees or 1000, rounds, hours, root, out, grid)
+        _user_level_sweep(values, employees or 1000, rounds, hours or 1.0, root, out, grid)
         return
     sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
     points = run_sweep(
@@ -235,7 +238,7 @@ def sweep(
         values or [1.0, 2.0, 4.0, 8.0, math.inf],
         employees or 10,
         rounds or 5,
-        hours=hours,
+        hours=hours or 8.0,
         on_search=_show_search,
     )
     png, table = write_outputs(points, out or Path("bench/sweep"))
