@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     """Only this benchmark, on a chosen population, written as ``make bench`` writes."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--root", type=Path, default=None, help="population to seed or reuse")
-    parser.add_argument("--employees", type=int, default=EMPLOYEES)
+    parser.add_argument("--employees", type=int, default=None, help=f"default {EMPLOYEES}")
     parser.add_argument("--out", type=Path, default=Path("bench/utility"))
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
