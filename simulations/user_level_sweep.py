@@ -210,7 +210,7 @@ def run_user_sweep(
                 on_search(search)
             config = replace(config, learning_rate=search.best)
         outcome = run_user_level(train, shape(policy, config), model_config)
-        top1, top3 = mean_accuracy(outcome.model, held)
+        top1, top3 = (float(score) for score in mean_accuracy(outcome.model, held))
         if math.isinf(target):
             baseline = top1
         noised = [NoisedRound(z, sampling)]

@@ -68,7 +68,7 @@ def run(
             100 * at_one.relative_loss,
             "%",
             f"<= {100 * LOSS_TARGET:g} %",
-            at_one.relative_loss <= LOSS_TARGET,
+            bool(at_one.relative_loss <= LOSS_TARGET),
             note=note,
         )
     ]

@@ -257,5 +257,6 @@ def test_the_sweep_runs_each_target_and_scores_against_the_no_noise_run(monkeypa
     assert dp.epsilon_horizon == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 10, 1e-7), rel=0.02)
     assert dp.epsilon_campaign == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 1, 1e-7), rel=0.02)
     assert dp.relative_loss == pytest.approx(1 - dp.top1 / none.top1)
+    assert type(dp.top1) is float and type(dp.relative_loss) is float  # not numpy scalars
     assert (setup.population, setup.sampling, setup.min_cohort) == (6, 1.0, 4)
     assert none.rounds_aggregated == dp.rounds_aggregated == 1
