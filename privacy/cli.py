@@ -37,7 +37,7 @@ from privacy.audit import AuditError, audit_campaign
 from privacy.policy import PolicyError, PrivacyPolicy, describe, load_policy, policy_hash
 from privacy.renyi_filter import lifetime_rounds
 from privacy.user_level import UNIT as UNIT_USER_HORIZON
-from privacy.user_level import noise_for_target
+from privacy.user_level import UtilityBound, noise_for_target, utility_bound
 
 app = typer.Typer(
     name="hearth-privacy",
@@ -245,6 +245,16 @@ def plan_user(
         int | None,
         typer.Option(min=1, help="rounds one user joins, facing the server (default: all)"),
     ] = None,
+    utility_sweep: Annotated[
+        Path | None,
+        typer.Option(
+            help="sweep: a `hearth-sim sweep --user-level` JSON; the utility bound is the most "
+            "noise std on the mean at which it lost at most --max-loss of top-1"
+        ),
+    ] = None,
+    max_loss: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="with --utility-sweep: relative top-1 loss")
+    ] = 0.05,
     accountant: Annotated[str, typer.Option(help="rdp or pld")] = "rdp",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -257,7 +267,16 @@ def plan_user(
     if cohort is None or rounds is None:
         if target_epsilon is None or noise is not None:
             raise _fail("a sweep (no --cohort or --rounds) needs --target-epsilon and no --noise")
-        _plan_user_sweep(population, delta, target_epsilon, clip, max_noise_std, as_json)
+        bound = None
+        if utility_sweep is not None:
+            if max_noise_std is not None:
+                raise _fail("give --utility-sweep or --max-noise-std, not both")
+            try:
+                bound = utility_bound(utility_sweep, max_loss)
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+            max_noise_std = bound.max_noise_std if bound.max_noise_std is not None else 0.0
+        _plan_user_sweep(population, delta, target_epsilon, clip, max_noise_std, as_json, bound)
         return
     _one_direction(noise, target_epsilon)
     if accountant not in USER_ACCOUNTANTS:
@@ -323,12 +342,13 @@ def _plan_user_sweep(
     clip: float,
     max_noise_std: float | None,
     as_json: bool,
+    bound: UtilityBound | None = None,
 ) -> None:
     """Devices per round x rounds: the noise each needs for ``target``, and its cost to utility.
 
     Utility is read as the noise std per coordinate on the averaged update,
-    ``z x clip / (q x N)``: what the model sees of the noise (the utility sweep,
-    ``python -m simulations.bench --only utility``, maps it to accuracy).
+    ``z x clip / (q x N)``: what the model sees of the noise. The user-level utility
+    sweep (``hearth-sim sweep --user-level``, ``--utility-sweep``) maps it to accuracy.
     """
     rows: list[dict[str, Any]] = []
     for per_round in (c for c in SWEEP_PER_ROUND if c <= population):
@@ -350,8 +370,14 @@ def _plan_user_sweep(
                     "epsilon_vs_server_one_round": epsilon_user(z, 1.0, 1, delta),
                 }
             )
+    utility = None if bound is None else _bound_dict(bound)
     if as_json:
-        print(json.dumps({"target_epsilon": target, "delta": delta, "plans": rows}, indent=2))
+        print(
+            json.dumps(
+                {"target_epsilon": target, "delta": delta, "utility": utility, "plans": rows},
+                indent=2,
+            )
+        )
         return
     table = Table(
         title=f"user-level epsilon {target:g} at delta {delta:g}, {population:,} devices "
@@ -374,6 +400,37 @@ def _plan_user_sweep(
         "Noise std on the mean = z x clip / devices per round: what the model sees of the "
         "noise (lower is better). Facing the server (no amplification) a user who joins k "
         "rounds has the epsilon of k unsampled Gaussian rounds at z."
+    )
+    if bound is not None:
+        console.print(_bound_note(bound), soft_wrap=True)
+
+
+def _bound_dict(bound: UtilityBound) -> dict[str, Any]:
+    return {
+        "sweep": str(bound.source),
+        "max_loss": bound.max_loss,
+        "max_noise_std": bound.max_noise_std,
+        "sweep_population": bound.population,
+        "sweep_sampling_rate": bound.sampling,
+        "sweep_rounds": bound.rounds,
+    }
+
+
+def _bound_note(bound: UtilityBound) -> str:
+    where = (
+        f"the sweep {bound.source} ({bound.population:,} devices, q={bound.sampling:g}, "
+        f"{bound.rounds} rounds trained)"
+    )
+    if bound.max_noise_std is None:
+        return (
+            f"fits: none. In {where} even the least-noised point lost more than "
+            f"{bound.max_loss:.0%} of the no-noise top-1; rerun it on a larger population or "
+            "with more rounds."
+        )
+    return (
+        f"fits: noise std on the mean <= {bound.max_noise_std:.4f}, the most at which {where} "
+        f"lost at most {bound.max_loss:.0%} of the no-noise top-1. The std carries over to "
+        "other cohorts; more rounds than the sweep trained are not measured."
     )
 
 

@@ -123,6 +123,57 @@ def rounds_within(
     return low
 
 
+@dataclass(frozen=True)
+class UtilityBound:
+    """What a utility sweep says a plan may cost: the most noise std on the averaged update.
+
+    Read from ``hearth-sim sweep --user-level``'s JSON: the largest measured
+    ``z x clip / (q x N)`` at which every point up to it lost at most ``max_loss`` of the
+    no-noise top-1 (``None``: even the least-noised point lost more). The std is what
+    carries over to another population and cohort; the rounds trained do not.
+    """
+
+    max_noise_std: float | None
+    max_loss: float
+    population: int
+    sampling: float
+    rounds: int
+    source: Path
+
+
+def utility_bound(path: Path, max_loss: float) -> UtilityBound:
+    """Read a user-level utility sweep (``ValueError`` with what to do when it is not one)."""
+    try:
+        data = json.loads(path.read_text())
+        setup = data["setup"]
+        points = sorted(
+            (
+                (float(p["noise_std_on_mean"]), float(p["relative_loss"]))
+                for p in data["points"]
+                if float(p["noise_multiplier"]) > 0
+            ),
+        )
+        bound = UtilityBound(
+            None,
+            max_loss,
+            int(setup["population"]),
+            float(setup["sampling"]),
+            int(setup["campaign_rounds"]),
+            path,
+        )
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"{path} is not a user-level utility sweep ({exc}); write one with "
+            "`hearth-sim sweep --user-level`"
+        ) from None
+    best = None
+    for std, loss in points:
+        if not loss <= max_loss:  # a NaN loss (no baseline) meets nothing
+            break
+        best = std
+    return UtilityBound(best, max_loss, bound.population, bound.sampling, bound.rounds, path)
+
+
 class UserLevelLedger:
     """Every noised round within the horizon, kept beside the server's state.
 
@@ -173,8 +224,10 @@ __all__ = [
     "UNIT",
     "NoisedRound",
     "UserLevelLedger",
+    "UtilityBound",
     "epsilon_readers",
     "epsilon_server",
     "noise_for_target",
     "rounds_within",
+    "utility_bound",
 ]

@@ -22,6 +22,7 @@ SUBJECTS: tuple[str, ...] = (
     "model",
     "scale",
     "fleet",
+    "utility",
 )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,7 +20,8 @@ from rich.progress import (
 
 from client.storage.home import hearth_home
 from client.storage.keys import VaultKeyError
-from simulations.demo import DemoSettings, run_demo, summary
+from simulations.campaign import default_campaign
+from simulations.demo import DemoSettings, run_demo, seed_or_reuse, summary
 from simulations.event_log import EventLogError, read_log
 from simulations.inprocess import LearningRateSearch
 from simulations.log_evaluation import LogSettings, evaluate_log, table
@@ -178,26 +180,119 @@ def seed_with_progress(
 
 @app.command()
 def sweep(
-    epsilons: Annotated[str, typer.Option(help="device epsilon caps, 'inf' for no DP")] = (
-        "1,2,4,8,inf"
-    ),
-    employees: Annotated[int, typer.Option(min=2)] = 10,
-    rounds: Annotated[int, typer.Option(min=1)] = 5,
-    hours: Annotated[float, typer.Option(min=0.5, help="hours of work per employee")] = 8.0,
+    epsilons: Annotated[
+        str | None,
+        typer.Option(
+            help="device epsilon caps ('1,2,4,8,inf'), or with --user-level user-level "
+            "targets ('0.5,1,2,4,8,none'); inf or none: no noise"
+        ),
+    ] = None,
+    employees: Annotated[
+        int | None, typer.Option(min=2, help="devices (default 10; --user-level: 1,000)")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="rounds (default 5; --user-level: the campaign's)")
+    ] = None,
+    hours: Annotated[
+        float | None,
+        typer.Option(min=0.5, help="hours of work per employee (default 8; --user-level: 1)"),
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="where the sweep keeps its state")] = None,
-    out: Annotated[Path, typer.Option(help="where the plot and table go")] = Path("bench/sweep"),
+    out: Annotated[Path | None, typer.Option(help="where the plot and table go")] = None,
+    user_level: Annotated[
+        bool,
+        typer.Option(
+            "--user-level",
+            help="vary the user-level epsilon (central noise chosen by the accountant at the "
+            "shipped q and horizon), in process; device DP as shipped",
+        ),
+    ] = False,
+    learning_rates: Annotated[
+        str | None,
+        typer.Option(help="--user-level: the no-noise run's learning rates to choose from"),
+    ] = None,
 ) -> None:
-    """Accuracy against epsilon: one real federation per budget, a plot and a table."""
+    """Accuracy against epsilon, a plot and a table.
+
+    Device-level budgets run as real federations; ``--user-level`` runs the shipped
+    user-level mechanism in process at each user-level target.
+    """
     try:
-        values = [float(e) for e in epsilons.split(",")]
+        values = (
+            None
+            if epsilons is None
+            else [
+                math.inf if e.strip() in ("inf", "none") else float(e) for e in epsilons.split(",")
+            ]
+        )
+        grid = None if learning_rates is None else [float(r) for r in learning_rates.split(",")]
     except ValueError:
-        console.print("[red]--epsilons must be numbers or inf, comma-separated[/]")
+        console.print("[red]--epsilons and --learning-rates must be numbers, comma-separated[/]")
         raise typer.Exit(1) from None
+    if user_level:
+        _user_level_sweep(values, employees or 1000, rounds, hours or 1.0, root, out, grid)
+        return
     sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
-    points = run_sweep(sweep_root, values, employees, rounds, hours=hours, on_search=_show_search)
-    png, table = write_outputs(points, out)
+    points = run_sweep(
+        sweep_root,
+        values or [1.0, 2.0, 4.0, 8.0, math.inf],
+        employees or 10,
+        rounds or 5,
+        hours=hours or 8.0,
+        on_search=_show_search,
+    )
+    png, table = write_outputs(points, out or Path("bench/sweep"))
     console.print(table.read_text())
     console.print(f"plot: {png}")
+
+
+def _user_level_sweep(
+    targets: list[float] | None,
+    employees: int,
+    rounds: int | None,
+    hours: float,
+    root: Path | None,
+    out: Path | None,
+    grid: list[float] | None,
+) -> None:
+    """Seed (or reuse) the population, run every target in process, write PNG + MD + JSON."""
+    from simulations.user_level_sweep import (  # noqa: PLC0415 (torch: only when asked)
+        DEFAULT_TARGETS,
+        LEARNING_RATE_GRID,
+        load_devices,
+        run_user_sweep,
+        write_user_outputs,
+    )
+
+    settings = DemoSettings(
+        root=(root or hearth_home() / "sim" / "user-sweep").resolve(),
+        employees=employees,
+        hours=hours,
+        workers=os.cpu_count() or 1,
+    )
+    seed_or_reuse(settings, console)
+    console.print(f"reading {employees:,} vaults")
+    train, held = load_devices(settings.root, employees, default_campaign().context_length)
+
+    def show(point: Any) -> None:
+        label = "none" if math.isinf(point.target_epsilon) else f"{point.target_epsilon:g}"
+        console.print(
+            f"user epsilon {label}: z {point.noise_multiplier:.3f}, top-1 {point.top1:.3f}, "
+            f"relative loss {point.relative_loss:+.1%}"
+        )
+
+    setup, points = run_user_sweep(
+        train,
+        held,
+        targets or DEFAULT_TARGETS,
+        rounds,
+        grid or LEARNING_RATE_GRID,
+        on_point=show,
+        on_search=_show_search,
+    )
+    png, table, data = write_user_outputs(setup, points, out or Path("bench/user-sweep"))
+    console.print(table.read_text())
+    console.print(f"plot: {png}; data for `hearth-privacy plan user --utility-sweep`: {data}")
 
 
 @app.command("evaluate-log")

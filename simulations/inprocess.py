@@ -5,21 +5,34 @@ non-private twin) and the same server step (FedAvgM on the mean of the clipped
 updates), without Flower's processes: fast enough to search a learning rate or to
 train on an event log's cases. A simulation may do this because it holds every
 synthetic vault's key; no laptop or server runs it.
+
+``run_user_level`` is the shipped user-level mechanism the same way: a Poisson cohort
+from the OS CSPRNG each round, the device's local round and update clipping, each
+device's distributed noise share (``client.learning.distributed_noise.add_share``) or
+the server's central noise, rounds below ``min_cohort`` discarded, and
+``DeltaFedAvg.step`` dividing the sum by the fixed ``q x N`` (``server.campaign``).
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from flwr.common import ndarrays_to_parameters
+from numpy.typing import NDArray
 
 from client.learning.clipping import clip_update
+from client.learning.distributed_noise import add_share
 from client.learning.featurize import Examples, split_held_out
 from client.learning.training import TrainConfig, evaluate, train_round
 from policy.model import ModelConfig, NextActionPolicy, get_arrays, set_arrays
-from strategies.delta_fedavg import apply_delta, momentum_step
+from privacy.distributed_noise import share_std
+from privacy.policy import PrivacyPolicy
+from privacy.randomness import gaussian, secret_generator
+from strategies.delta_fedavg import DeltaFedAvg, apply_delta, momentum_step, unweighted_sum
 
 # Learning rates the non-private run chooses from (a factor of 2 apart).
 LEARNING_RATE_GRID: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -100,6 +113,108 @@ def tune_learning_rate(
     for rate in grid:
         candidate = replace(federation, train=replace(federation.train, learning_rate=rate))
         top1, _ = mean_accuracy(federate(fits, candidate, model_config), validations)
+        scores.append((rate, top1))
+    best = max(scores, key=lambda s: (s[1], -s[0]))[0]
+    return LearningRateSearch(best, tuple(scores))
+
+
+@dataclass(frozen=True)
+class UserLevelCampaign:
+    """A campaign under a policy's user-level mechanism: ``rounds`` rounds at sampling ``q``."""
+
+    rounds: int
+    train: TrainConfig
+    policy: PrivacyPolicy
+    sampling: float
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.7
+    seed: int = 7  # the initial model only; sampling and noise come from the OS CSPRNG
+
+
+@dataclass(frozen=True)
+class UserLevelOutcome:
+    """The trained model, each round's sampled cohort and whether it was aggregated."""
+
+    model: NextActionPolicy
+    cohorts: tuple[int, ...]
+    aggregated: tuple[bool, ...]
+
+
+def _draw_central_noise(std: float, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """The server's draw (``server.app.draw_central_noise``): fresh OS entropy each time."""
+    return gaussian(secret_generator(), std, shape)
+
+
+def poisson_indices(population: int, rate: float) -> list[int]:
+    """Each device joins with probability ``rate`` (``server.campaign.poisson_cohort``)."""
+    if rate >= 1:
+        return list(range(population))
+    rng = secrets.SystemRandom()
+    return [i for i in range(population) if rng.random() < rate]
+
+
+def run_user_level(
+    clients: Sequence[Examples], campaign: UserLevelCampaign, model_config: ModelConfig
+) -> UserLevelOutcome:
+    """One campaign as the ServerApp and ClientApps run it, without Flower's processes.
+
+    Per round: a Poisson cohort at ``q``; each sampled device with data trains its
+    local round, clips its whole update to ``update_clip_norm`` and, under
+    ``distributed_noise``, adds its share; the server discards a round with fewer
+    than ``min_cohort`` contributors and otherwise steps with the sum over ``q x N``
+    (central noise added there when the policy does not distribute it). Without
+    central noise the denominator is the number of contributors, as on the server.
+    """
+    training = campaign.policy.training
+    z = training.central_noise_multiplier
+    torch.manual_seed(campaign.seed)
+    strategy = DeltaFedAvg(
+        initial_parameters=ndarrays_to_parameters(
+            list(get_arrays(NextActionPolicy(model_config)).values())
+        ),
+        server_lr=campaign.server_learning_rate,
+        server_momentum=campaign.server_momentum,
+        noise_multiplier=0.0 if training.distributed_noise else z,
+        clipping_norm=training.update_clip_norm,
+        draw_noise=_draw_central_noise,
+    )
+    share = share_std(campaign.policy)
+    cohorts, aggregated = [], []
+    for _ in range(campaign.rounds):
+        cohort = poisson_indices(len(clients), campaign.sampling)
+        cohorts.append(len(cohort))
+        updates = []
+        for index in cohort:
+            if not len(clients[index]):
+                continue  # a device without data declines the round
+            local = NextActionPolicy(model_config)
+            set_arrays(local, strategy.global_arrays)
+            result = train_round(local, clients[index], campaign.train)
+            update = clip_update(result.delta, training.update_clip_norm)
+            updates.append(add_share(update, share) if share > 0 else update)
+        if len(updates) < training.min_cohort or not updates:
+            aggregated.append(False)
+            continue
+        denominator = campaign.sampling * len(clients) if z > 0 else float(len(updates))
+        strategy.step(unweighted_sum(updates), denominator)
+        aggregated.append(True)
+    model = NextActionPolicy(model_config)
+    set_arrays(model, strategy.global_arrays)
+    return UserLevelOutcome(model, tuple(cohorts), tuple(aggregated))
+
+
+def tune_user_level(
+    train: Sequence[Examples],
+    campaign: UserLevelCampaign,
+    model_config: ModelConfig,
+    grid: Sequence[float] = LEARNING_RATE_GRID,
+) -> LearningRateSearch:
+    """``tune_learning_rate`` for a campaign of sampled rounds (validation from ``train``)."""
+    fits, validations = zip(*(split_held_out(t, VALIDATION_FRACTION) for t in train), strict=True)
+    scores = []
+    for rate in grid:
+        candidate = replace(campaign, train=replace(campaign.train, learning_rate=rate))
+        top1, _ = mean_accuracy(run_user_level(fits, candidate, model_config).model, validations)
         scores.append((rate, top1))
     best = max(scores, key=lambda s: (s[1], -s[0]))[0]
     return LearningRateSearch(best, tuple(scores))

@@ -1,0 +1,262 @@
+"""The user-level utility sweep: its noise, accounting and files, and `plan user` reading them."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import dp_accounting
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from client.learning.featurize import Examples
+from client.learning.training import TrainConfig
+from policy.model import ModelConfig, NextActionPolicy, get_arrays
+from privacy import cli as privacy_cli
+from privacy.cli import app as privacy_app
+from privacy.distributed_noise import share_std
+from privacy.policy import default_policy_text, parse_policy
+from simulations import inprocess
+from simulations import user_level_sweep as sweep
+from simulations.inprocess import UserLevelCampaign, run_user_level
+from simulations.user_level_sweep import (
+    UserSweepPoint,
+    UserSweepSetup,
+    horizon_rounds,
+    noise_for,
+    policy_at,
+    write_user_outputs,
+)
+
+SHIPPED = parse_policy(default_policy_text())
+Q = sweep.SHIPPED_PER_ROUND / sweep.SHIPPED_POPULATION
+
+
+def _dp_accounting_epsilon(z: float, q: float, rounds: int, delta: float) -> float:
+    """Google's accountant on the mechanism the campaign runs, built here independently."""
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds
+    )
+    accountant = dp_accounting.pld.PLDAccountant()
+    accountant.compose(event)
+    return float(accountant.get_epsilon(delta))
+
+
+def test_the_horizon_is_the_rounds_the_shipped_noise_buys_at_the_shipped_target():
+    rounds = horizon_rounds(SHIPPED, Q)
+    z = SHIPPED.training.central_noise_multiplier
+    delta = SHIPPED.privacy.delta_user
+    assert rounds == 90  # what the shipped policy and README say
+    assert _dp_accounting_epsilon(z, Q, rounds, delta) <= SHIPPED.privacy.user_epsilon_target
+    assert _dp_accounting_epsilon(z, Q, rounds + 20, delta) > SHIPPED.privacy.user_epsilon_target
+
+
+def _dp_accounting_rdp(z: float, q: float, rounds: int, delta: float) -> float:
+    accountant = dp_accounting.rdp.RdpAccountant()
+    accountant.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds
+        )
+    )
+    return float(accountant.get_epsilon(delta))
+
+
+@pytest.mark.parametrize("target", sweep.DEFAULT_TARGETS[:-1])
+def test_each_targets_noise_keeps_the_horizon_within_it_and_is_the_least_that_does(target):
+    delta = SHIPPED.privacy.delta_user
+    z = noise_for(target, Q, 90, delta)
+    assert _dp_accounting_rdp(z, Q, 90, delta) <= target
+    # The least that does: 2 % less noise would pass the target.
+    assert _dp_accounting_rdp(z * 0.98, Q, 90, delta) > target
+
+
+def test_the_no_noise_point_has_no_noise_no_clipping_and_no_local_dp():
+    assert noise_for(math.inf, Q, 90, 1e-7) == 0.0
+    policy = policy_at(0.0, 80)
+    assert policy.training.central_noise_multiplier == 0.0
+    assert policy.training.local_noise_multiplier == 0.0
+    assert share_std(policy) == 0.0
+    assert policy.training.update_clip_norm >= sweep.NO_UPDATE_CLIP
+    noised = policy_at(2.5, 80)
+    assert noised.training.central_noise_multiplier == 2.5
+    assert noised.training.min_cohort == 80
+    assert noised.training.update_clip_norm == SHIPPED.training.update_clip_norm
+    assert noised.training.local_noise_multiplier == SHIPPED.training.local_noise_multiplier
+
+
+def _clients(n: int, size: int = 40) -> list[Examples]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        context = rng.integers(0, 20, size=(size, 8))
+        out.append(Examples(context, rng.integers(0, 5, size), (context[:, -1] + 1) % 20))
+    return out
+
+
+def _campaign(policy, sampling=1.0, rounds=1):
+    train = TrainConfig(batch_size=16, sample_rate=0.5, steps=1, private=False)
+    return UserLevelCampaign(
+        rounds=rounds, train=train, policy=policy, sampling=sampling, server_momentum=0.0
+    )
+
+
+def _initial():
+    """The campaign's initial model (seeded by the run config's seed, as on the server)."""
+    torch.manual_seed(7)
+    return get_arrays(NextActionPolicy(ModelConfig()))
+
+
+def test_the_no_noise_campaign_draws_no_noise_at_all(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("noise drawn in the no-noise campaign")
+
+    monkeypatch.setattr(inprocess, "add_share", refuse)
+    monkeypatch.setattr(inprocess, "_draw_central_noise", refuse)
+    outcome = run_user_level(_clients(4), _campaign(policy_at(0.0, 2)), ModelConfig())
+    assert outcome.aggregated == (True,)
+
+
+def test_the_noised_mean_carries_the_shares_over_the_fixed_denominator(monkeypatch):
+    """Zero updates: what moves the model is the noise alone, z C sqrt(n/m) / (q N)."""
+    zeros = [np.zeros_like(a) for a in get_arrays(NextActionPolicy(ModelConfig())).values()]
+    monkeypatch.setattr(inprocess, "train_round", lambda *_: SimpleNamespace(delta=zeros))
+    n, m, z = 8, 2, 3.0
+    policy = policy_at(z, m)
+    before = np.concatenate([a.ravel() for a in _initial().values()])
+    outcome = run_user_level(_clients(n), _campaign(policy), ModelConfig())
+    after = np.concatenate([a.ravel() for a in get_arrays(outcome.model).values()])
+    clip = policy.training.update_clip_norm
+    expected = z * clip * math.sqrt(n / m) / (1.0 * n)
+    assert np.std(after - before) == pytest.approx(expected, rel=0.03)
+
+
+def test_a_round_below_min_cohort_is_discarded_and_the_model_kept():
+    policy = policy_at(3.0, 5)
+    outcome = run_user_level(_clients(3), _campaign(policy, rounds=2), ModelConfig())
+    assert outcome.aggregated == (False, False)
+    initial = _initial()
+    for name, array in get_arrays(outcome.model).items():
+        np.testing.assert_array_equal(array, initial[name])
+
+
+def _setup(population: int = 1000) -> UserSweepSetup:
+    return UserSweepSetup(
+        population=population,
+        sampling=0.1,
+        campaign_rounds=10,
+        horizon_rounds=90,
+        horizon_days=365.0,
+        delta=1e-7,
+        min_cohort=80,
+        update_clip=5.0,
+        device_epsilon_cap=10.0,
+        device_delta=1e-5,
+        local_noise=1.97,
+        learning_rate=4.0,
+    )
+
+
+def _point(target: float, z: float, top1: float, loss: float) -> UserSweepPoint:
+    return UserSweepPoint(
+        target_epsilon=target,
+        noise_multiplier=z,
+        noise_std_on_mean=z * 5.0 / 100,
+        epsilon_campaign=math.inf if z == 0 else target / 3,
+        epsilon_horizon=math.inf if z == 0 else target,
+        top1=top1,
+        top3=top1 + 0.2,
+        relative_loss=loss,
+        learning_rate=4.0,
+        mean_cohort=100.0,
+        rounds_aggregated=10,
+    )
+
+
+POINTS = [
+    _point(math.inf, 0.0, 0.50, 0.0),
+    _point(0.5, 8.0, 0.20, 0.60),
+    _point(1.0, 5.0, 0.30, 0.40),
+    _point(2.0, 3.0, 0.45, 0.10),
+    _point(4.0, 1.8, 0.48, 0.04),
+    _point(8.0, 1.1, 0.49, 0.02),
+]
+
+
+def test_the_outputs_are_a_png_a_table_and_json_with_what_ran(tmp_path):
+    png, table, data = write_user_outputs(_setup(), POINTS, tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = table.read_text()
+    assert "Population 1,000, q = 0.1" in text and "z planned for 90 rounds" in text
+    assert "local noise 1.970" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(POINTS)
+    saved = json.loads(data.read_text())
+    assert saved["setup"]["population"] == 1000
+    assert saved["points"][0]["target_epsilon"] == "inf"
+
+
+PLAN = ("plan", "user", "--population", "10000", "--delta", "1e-7", "--target-epsilon", "1")
+
+
+def _plan(*args: str) -> dict:
+    result = CliRunner().invoke(
+        privacy_app,
+        [*PLAN, *args, "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_plan_user_reads_the_sweep_as_its_utility_bound(tmp_path, monkeypatch):
+    # The grid's noise planning is tested with the accountant; here only the bound matters.
+    monkeypatch.setattr(privacy_cli, "noise_for_target", lambda _t, q, rounds, _d: q * rounds)
+    _, _, data = write_user_outputs(_setup(), POINTS, tmp_path)
+    plan = _plan("--utility-sweep", str(data), "--max-loss", "0.05")
+    # The most noise on the mean at which every point up to it lost at most 5 %: eps 4's.
+    assert plan["utility"]["max_noise_std"] == pytest.approx(1.8 * 5.0 / 100)
+    assert plan["utility"]["sweep_population"] == 1000
+    fits = {(r["per_round"], r["rounds"]): r["meets_utility"] for r in plan["plans"]}
+    for row in plan["plans"]:
+        assert row["noise_std_on_mean"] == pytest.approx(
+            row["sampling_rate"] * row["rounds"] * 5.0 / row["per_round"]
+        )
+        assert row["meets_utility"] == (row["noise_std_on_mean"] <= 0.09)
+    assert fits[(100, 10)] and not fits[(100, 300)]
+    strict = _plan("--utility-sweep", str(data), "--max-loss", "0.01")
+    assert strict["utility"]["max_noise_std"] is None
+    assert not any(r["meets_utility"] for r in strict["plans"])
+
+
+def test_plan_user_refuses_a_file_that_is_not_a_sweep_in_one_line(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    result = CliRunner().invoke(
+        privacy_app,
+        [*PLAN, "--utility-sweep", str(bad)],
+    )
+    assert result.exit_code == 1
+    assert "hearth-sim sweep --user-level" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_sweep_runs_each_target_and_scores_against_the_no_noise_run(monkeypatch):
+    """End to end on a few synthetic devices, two rounds (the campaign code is real)."""
+    monkeypatch.setattr(sweep, "SHIPPED_POPULATION", sweep.SHIPPED_PER_ROUND)  # q = 1
+    monkeypatch.setattr(sweep, "horizon_rounds", lambda *_: 10)
+    monkeypatch.setattr(sweep, "noise_for", lambda target, *_: 0.0 if math.isinf(target) else 4.0)
+    clients = _clients(6, 60)
+    setup, points = sweep.run_user_sweep(
+        clients, clients, targets=(8.0, math.inf), rounds=1, grid=(2.0,)
+    )
+    none, dp = points
+    assert math.isinf(none.target_epsilon) and none.noise_multiplier == 0.0
+    assert none.relative_loss == 0.0 and none.learning_rate == 2.0
+    assert dp.noise_multiplier == 4.0 and dp.noise_std_on_mean == pytest.approx(4.0 * 5.0 / 6)
+    # One round trained of the ten the horizon allows, each accounted at what ran (q = 1).
+    assert dp.epsilon_horizon == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 10, 1e-7), rel=0.02)
+    assert dp.epsilon_campaign == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 1, 1e-7), rel=0.02)
+    assert dp.relative_loss == pytest.approx(1 - dp.top1 / none.top1)
+    assert type(dp.top1) is float and type(dp.relative_loss) is float  # not numpy scalars
+    assert (setup.population, setup.sampling, setup.min_cohort) == (6, 1.0, 4)
+    assert none.rounds_aggregated == dp.rounds_aggregated == 1
