@@ -191,6 +191,9 @@ def measure(
         f"{role} {cpu:.0f}" for role, cpu in by_role.items() if cpu >= 0.5
     )
     trained = [int(r["fit"].get("clients_trained", 0)) for r in result.rounds]
+    # The gap after checkpoint k is round k + 1's (0-based: rounds[k + 1]).
+    steady_round = gaps.index(steady) + 1
+    devices = (trained[steady_round] if steady_round < len(trained) else 0) or per_round
     target = f"<= {TARGET_SECONDS_AT_1000:g} s" if per_round >= 1000 else None
     return [
         Measurement(
@@ -218,8 +221,20 @@ def measure(
             note=f"CPU-s / wall of that round, of {os.cpu_count()} CPUs; other work on the "
             "machine takes the rest (load above)",
         ),
-        Measurement(SUBJECT, f"cost per device, {per_round}/round", steady / per_round, "s"),
-        Measurement(SUBJECT, f"CPU per device, {per_round}/round", steady_cpu / per_round, "CPU-s"),
+        Measurement(
+            SUBJECT,
+            f"cost per device, {per_round}/round",
+            steady / devices,
+            "s",
+            note=f"per device that trained in that round ({devices}; Poisson sampling)",
+        ),
+        Measurement(
+            SUBJECT,
+            f"CPU per device, {per_round}/round",
+            steady_cpu / devices,
+            "CPU-s",
+            note=f"per device that trained in that round ({devices})",
+        ),
         Measurement(
             SUBJECT, f"peak RSS, process tree, {per_round}/round", usage.peak / 2**20, "MiB"
         ),
