@@ -169,6 +169,11 @@ class FileAnchor:
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:
+    """Replace ``path`` with ``blob``, durable when this returns (before an update is sent).
+
+    The file's bytes are fsynced before the rename and the directory after it: without
+    the second, a crash could bring back the old ledger, without a spend already sent.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -177,6 +182,18 @@ def _write_atomic(path: Path, blob: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; Windows has no directory handles)."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _digest(blob: bytes) -> str:
