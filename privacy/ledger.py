@@ -169,6 +169,11 @@ class FileAnchor:
 
 
 def _write_atomic(path: Path, blob: bytes) -> None:
+    """Replace ``path`` with ``blob``, durable when this returns (before an update is sent).
+
+    The file's bytes are fsynced before the rename and the directory after it: without
+    the second, a crash could bring back the old ledger, without a spend already sent.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -177,6 +182,18 @@ def _write_atomic(path: Path, blob: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; Windows has no directory handles)."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _digest(blob: bytes) -> str:
@@ -425,13 +442,41 @@ def _as_charges(planned: Sequence[HistoryEntry] | HistoryEntry) -> list[HistoryE
     return [(float(z), float(q), int(s)) for z, q, s in planned]  # type: ignore[misc]
 
 
+def _day_rdps(
+    ledger: DeviceLedger, rule: BudgetRule, days: Sequence[int]
+) -> list[NDArray[np.float64]]:
+    """Each day's composed RDP, composed once per distinct history (most days share one)."""
+    composed: dict[tuple[HistoryEntry, ...], NDArray[np.float64]] = {}
+    out = []
+    for day in days:
+        history = tuple(ledger.history_of(day))
+        if history not in composed:
+            composed[history] = rdp_of(history, rule.renyi.orders)
+        out.append(composed[history])
+    return out
+
+
 def _max_after(
-    ledger: DeviceLedger, rule: BudgetRule, days: Sequence[int], charges: list[HistoryEntry]
+    ledger: DeviceLedger,
+    rule: BudgetRule,
+    days: Sequence[int],
+    charges: list[HistoryEntry],
+    spent: Sequence[NDArray[np.float64]] | None = None,
 ) -> float:
+    """The most-spent day's epsilon once ``charges`` are added (``spent``: the days' RDP)."""
     charge = rdp_of(charges, rule.renyi.orders)
-    return max(
-        (rule.renyi.epsilon(ledger.rdp_of(d, rule.renyi) + charge) for d in days), default=0.0
-    )
+    spent = _day_rdps(ledger, rule, days) if spent is None else spent
+    return _max_epsilon(rule, [rdp + charge for rdp in spent])
+
+
+def _max_epsilon(rule: BudgetRule, rdps: Sequence[NDArray[np.float64]]) -> float:
+    """The largest epsilon among ``rdps``, each distinct vector converted once."""
+    epsilons: dict[bytes, float] = {}
+    for rdp in rdps:
+        key = rdp.tobytes()
+        if key not in epsilons:
+            epsilons[key] = rule.renyi.epsilon(rdp)
+    return max(epsilons.values(), default=0.0)
 
 
 def reset_ledger(
@@ -494,8 +539,9 @@ def check_round(
     retired = ledger.retired(held_set)
     days = ledger.charged_days(rule, now, held_set)
     charge = rdp_of(_as_charges(planned), rule.renyi.orders)
-    now_max = max((rule.renyi.epsilon(ledger.rdp_of(d, rule.renyi)) for d in days), default=0.0)
-    after = _max_after(ledger, rule, days, _as_charges(planned))
+    spent = _day_rdps(ledger, rule, days)
+    now_max = _max_epsilon(rule, spent)
+    after = _max_after(ledger, rule, days, _as_charges(planned), spent)
     if retired:
         return Decision(
             False,
@@ -506,7 +552,7 @@ def check_round(
             "retention removes them before the next round",
             tuple(days),
         )
-    full = [d for d in days if not rule.renyi.admits(ledger.rdp_of(d, rule.renyi), charge)]
+    full = [d for d, rdp in zip(days, spent, strict=True) if not rule.renyi.admits(rdp, charge)]
     if full or not math.isfinite(after):
         return Decision(
             False,

@@ -48,6 +48,8 @@ class DemoSettings:
     score: bool = True
     # host:port of a Ray cluster's head to run the simulated devices on (None: this machine).
     ray_address: str | None = None
+    # ClientApp actors on this machine (None: ``flwr_runner.local_actors()``).
+    actors: int | None = None
 
     @property
     def fraction_train(self) -> float:
@@ -136,6 +138,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         log_file=settings.root / "flwr.log",
         on_poll=show_new_rounds,
         ray_address=settings.ray_address,
+        actors=settings.actors,
     )
     rows = read_sidecars(checkpoints) if checkpoints.exists() else []
     if not rows:

@@ -33,6 +33,19 @@ _FLWR_CLI = (
     "sys.argv[0] = 'flwr'\n"
     "sys.exit(app())\n"
 )
+# Extra ClientApp actors beyond the CPUs, on a machine of its own (no ``ray_address``).
+# Flower's Ray backend starts one actor per ``client-resources-num-cpus`` of the CPUs
+# Ray is told of, and each engine worker thread hands its actor the next message only
+# after the last reply came back; with one actor a core, a core sits idle while its
+# actor waits on that hand-off, the ledger's fsyncs and the ServerApp's serial work.
+# An actor trains single-threaded (``client.learning.threads``), so a spare one keeps
+# both cores busy at the cost of one more worker process's memory.
+SPARE_ACTORS = 1
+
+
+def local_actors(cpus: int | None = None) -> int:
+    """ClientApp actors for a simulation on this machine: one a CPU, plus the spares."""
+    return max(1, cpus if cpus is not None else os.cpu_count() or 1) + SPARE_ACTORS
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ def run_app(
     on_poll: Callable[[], None] | None = None,
     timeout: float = 3600.0,
     ray_address: str | None = None,
+    actors: int | None = None,
 ) -> FlwrRun:
     """Run ``flwr run . --stream`` and wait for it, logging Flower's output to a file.
 
@@ -106,6 +120,10 @@ def run_app(
     engine join that cluster instead of starting Ray on this machine: Flower's Ray
     backend calls ``ray.init()``, which reads ``RAY_ADDRESS``, and the managed
     SuperLink this run starts passes its environment down to the engine.
+
+    ``actors`` ClientApp workers run on this machine (default ``local_actors()``): Ray
+    is told of that many CPUs and each actor asks for one. On a cluster Ray counts
+    the CPUs itself, one actor each.
     """
     bin_dir = Path(sys.executable).parent
     port = free_port()
@@ -122,8 +140,11 @@ def run_app(
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
         "RAY_DEDUP_LOGS": "0",
     }
+    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus=1"
     if ray_address is not None:
         env["RAY_ADDRESS"] = ray_address
+    else:
+        federation += f" init-args-num-cpus={actors or local_actors()}"
     command = [
         sys.executable,
         "-c",
@@ -132,7 +153,7 @@ def run_app(
         str(PROJECT_ROOT),
         "--stream",
         "--federation-config",
-        f"num-supernodes={num_supernodes} client-resources-num-cpus=1",
+        federation,
         "--run-config",
         run_config_arg(run_config),
     ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -248,10 +249,16 @@ class HearthClient(NumPyClient):
 
 def model_spec(context_length: int = DEFAULT_CONTEXT_LENGTH) -> list[ArraySpec]:
     """Names, shapes and dtypes of the global model: all a reply may carry."""
+    return list(_model_spec(context_length))
+
+
+@cache
+def _model_spec(context_length: int) -> tuple[ArraySpec, ...]:
+    """Built once per process: a model is built only to read its shapes (2 ms a message)."""
     from policy.model import ModelConfig, NextActionPolicy  # noqa: PLC0415
 
     model = NextActionPolicy(ModelConfig(context_length=context_length))
-    return [ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters()]
+    return tuple(ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters())
 
 
 def _spec_for(context: Context) -> list[ArraySpec]:

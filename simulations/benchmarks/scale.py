@@ -13,6 +13,7 @@ workers), sampled every 0.2 s. The profile of one simulated device's round
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import itertools
 import os
@@ -27,6 +28,7 @@ from flwr.common import Scalar
 from client.storage.home import hearth_home
 from simulations.benchmarks import Measurement, markdown, write_results
 from simulations.demo import DemoSettings, run_demo
+from simulations.flwr_runner import local_actors
 
 SUBJECT = "scale"
 POPULATION = 10_000
@@ -38,13 +40,20 @@ class _TreeUsage:
     """Peak RSS and CPU time of this process and every descendant, sampled in a thread.
 
     CPU is the sum over every process ever seen of its last-seen user + system time,
-    so processes that ended (a Ray worker) still count up to their last sample.
+    so processes that ended (a Ray worker) still count up to their last sample. The
+    list of descendants is refreshed once a second, not at every sample: finding them
+    reads every process on the machine, and that would count against the tree.
     """
+
+    SAMPLE_SECONDS = 0.2
+    REFRESH_SECONDS = 1.0
 
     def __init__(self) -> None:
         self.peak = 0
         self._cpu: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
         self.cpu_series: list[tuple[float, float]] = []  # (wall clock, CPU-seconds so far)
+        self.snapshots: list[tuple[float, dict[int, float]]] = []  # CPU-s per process
         self.load: list[float] = []  # the machine's 1-minute load average, per sample
         self._stop = threading.Event()
 
@@ -55,9 +64,17 @@ class _TreeUsage:
 
     def _sample(self) -> None:
         me = psutil.Process()
+        procs: list[psutil.Process] = [me]
+        refreshed = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - refreshed >= self.REFRESH_SECONDS:
+                procs = [me, *me.children(recursive=True)]
+                refreshed = time.monotonic()
+                for proc in procs:  # a Ray worker starts idle and becomes an actor
+                    with contextlib.suppress(psutil.Error):
+                        self.roles[proc.pid] = _role(proc, me)
             total = 0
-            for proc in [me, *me.children(recursive=True)]:
+            for proc in procs:
                 try:
                     with proc.oneshot():
                         total += proc.memory_info().rss
@@ -66,9 +83,29 @@ class _TreeUsage:
                 except psutil.Error:
                     continue
             self.peak = max(self.peak, total)
+            now = time.time()
+            self.cpu_series.append((now, sum(self._cpu.values())))
+            self.snapshots.append((now, dict(self._cpu)))
             self.load.append(os.getloadavg()[0])
-            self.cpu_series.append((time.time(), sum(self._cpu.values())))
-            time.sleep(0.2)
+            time.sleep(self.SAMPLE_SECONDS)
+
+    def cpu_by_role(self, start: float, end: float) -> dict[str, float]:
+        """CPU-seconds each kind of process used between two wall-clock times."""
+        before = _snapshot_at(self.snapshots, start)
+        after = _snapshot_at(self.snapshots, end)
+        used: dict[str, float] = {}
+        for pid, cpu in after.items():
+            role = self.roles.get(pid, "other")
+            used[role] = used.get(role, 0.0) + cpu - before.get(pid, 0.0)
+        return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+    def load_between(self, start: float, end: float) -> list[float]:
+        """The machine's 1-minute load averages sampled between two wall-clock times."""
+        return [
+            load
+            for (stamp, _), load in zip(self.cpu_series, self.load, strict=True)
+            if start <= stamp <= end
+        ]
 
     def cpu_at(self, when: float) -> float:
         """CPU-seconds the tree had used at wall-clock time ``when`` (nearest sample)."""
@@ -84,12 +121,41 @@ class _TreeUsage:
         self._thread.join()
 
 
+def _snapshot_at(snapshots: list[tuple[float, dict[int, float]]], when: float) -> dict[int, float]:
+    """The last per-process CPU snapshot taken at or before ``when``."""
+    found: dict[int, float] = {}
+    for stamp, cpu in snapshots:
+        if stamp > when:
+            break
+        found = cpu
+    return found
+
+
+def _role(proc: psutil.Process, me: psutil.Process) -> str:
+    """What a process of the tree is, in a word: a benchmark reads CPU by role."""
+    if proc.pid == me.pid:
+        return "benchmark"
+    cmdline = " ".join(proc.cmdline())
+    for marker, role in (
+        ("ClientAppActor", "ClientApp actors"),
+        ("flwr-simulation", "ServerApp + engine"),
+        ("flower-superlink", "SuperLink"),
+        ("flower-superexec", "SuperExec"),
+        ("flwr.cli", "flwr run"),
+    ):
+        if marker in cmdline:
+            return role
+    return "Ray daemons"
+
+
 def _round_stamps(checkpoints: Path) -> list[float]:
     """When each round's checkpoint landed; the gaps are the rounds after the first."""
     return sorted(p.stat().st_mtime for p in checkpoints.glob("round-*.json"))
 
 
-def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> list[Measurement]:
+def measure(
+    root: Path, population: int, per_round: int, rounds: int = 3, actors: int | None = None
+) -> list[Measurement]:
     """One campaign of ``rounds`` rounds at ``per_round`` devices; its round time and memory."""
     settings = DemoSettings(
         root=root,
@@ -100,6 +166,7 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
         evaluate_per_round=min(per_round, 100),
         workers=2,
         score=False,
+        actors=actors,
     )
     with _TreeUsage() as usage:
         result = run_demo(settings)
@@ -112,12 +179,21 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
         ]
     steady = min(gaps)
     steady_cpu = cpu[gaps.index(steady)]
+    steady_at = stamps[gaps.index(steady)]
+    round_load = usage.load_between(steady_at, steady_at + steady) or usage.load
     load = (
-        f"; machine load {min(usage.load):.1f}-{max(usage.load):.1f} ({os.cpu_count()} CPUs)"
-        if usage.load
+        f"; machine load {min(round_load):.1f}-{max(round_load):.1f} ({os.cpu_count()} CPUs)"
+        if round_load
         else ""
     )
+    by_role = usage.cpu_by_role(steady_at, steady_at + steady)
+    actors_note = f"; {actors or local_actors()} ClientApp actors; CPU-s by process: " + ", ".join(
+        f"{role} {cpu:.0f}" for role, cpu in by_role.items() if cpu >= 0.5
+    )
     trained = [int(r["fit"].get("clients_trained", 0)) for r in result.rounds]
+    # The gap after checkpoint k is round k + 1's (0-based: rounds[k + 1]).
+    steady_round = gaps.index(steady) + 1
+    devices = (trained[steady_round] if steady_round < len(trained) else 0) or per_round
     target = f"<= {TARGET_SECONDS_AT_1000:g} s" if per_round >= 1000 else None
     return [
         Measurement(
@@ -128,7 +204,7 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
             target,
             steady <= TARGET_SECONDS_AT_1000 if target else None,
             note=f"rounds after the first: {', '.join(f'{g:.1f}' for g in gaps)} s; "
-            f"trained per round {trained}{load}",
+            f"trained per round {trained}{load}{actors_note}",
         ),
         Measurement(
             SUBJECT,
@@ -137,8 +213,28 @@ def measure(root: Path, population: int, per_round: int, rounds: int = 3) -> lis
             "CPU-s",
             note=f"rounds after the first: {', '.join(f'{c:.0f}' for c in cpu)} CPU-s",
         ),
-        Measurement(SUBJECT, f"cost per device, {per_round}/round", steady / per_round, "s"),
-        Measurement(SUBJECT, f"CPU per device, {per_round}/round", steady_cpu / per_round, "CPU-s"),
+        Measurement(
+            SUBJECT,
+            f"cores busy, process tree, {per_round}/round",
+            steady_cpu / steady,
+            "cores",
+            note=f"CPU-s / wall of that round, of {os.cpu_count()} CPUs; other work on the "
+            "machine takes the rest (load above)",
+        ),
+        Measurement(
+            SUBJECT,
+            f"cost per device, {per_round}/round",
+            steady / devices,
+            "s",
+            note=f"per device that trained in that round ({devices}; Poisson sampling)",
+        ),
+        Measurement(
+            SUBJECT,
+            f"CPU per device, {per_round}/round",
+            steady_cpu / devices,
+            "CPU-s",
+            note=f"per device that trained in that round ({devices})",
+        ),
         Measurement(
             SUBJECT, f"peak RSS, process tree, {per_round}/round", usage.peak / 2**20, "MiB"
         ),
@@ -225,7 +321,11 @@ def growth(results: list[Measurement]) -> list[Measurement]:
 
 
 def run(
-    quick: bool, root: Path | None = None, sizes: tuple[int, ...] = SIZES, rounds: int = 3
+    quick: bool,
+    root: Path | None = None,
+    sizes: tuple[int, ...] = SIZES,
+    rounds: int = 3,
+    actors: int | None = None,
 ) -> list[Measurement]:
     """All cohort sizes on one seeded population (quick: 1,000 enrolled, 100 a round).
 
@@ -236,7 +336,7 @@ def run(
     population = 1000 if quick else POPULATION
     results: list[Measurement] = []
     for size in sizes[:1] if quick else sizes:
-        results.extend(measure(root, population, size, rounds))
+        results.extend(measure(root, population, size, rounds, actors))
     return results + growth(results)
 
 
@@ -248,10 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/scale"))
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cohort size (>= 2)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--actors", type=int, default=None, help="ClientApp actors (default: CPUs + spare)"
+    )
     args = parser.parse_args(argv)
     results: list[Measurement] = []
     for size in args.sizes:  # written after each size: an interrupted run keeps its figures
-        results += run(args.quick, args.root, (size,), args.rounds)
+        results += run(args.quick, args.root, (size,), args.rounds, args.actors)
         results = [m for m in results if not m.name.endswith(" a round")]  # growth: once
         write_results(args.out, results + growth(results))
     print(markdown(results + growth(results)))

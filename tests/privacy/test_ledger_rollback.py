@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import stat
 
 import pytest
 
@@ -109,3 +110,25 @@ def test_an_anchor_out_of_reach_of_the_files_catches_restoring_the_whole_directo
     shutil.copytree(tmp_path / "backup", tmp_path / "privacy")
     with pytest.raises(LedgerRollbackError):
         DeviceLedger(path, key, keyring)
+
+
+def test_a_spend_is_durable_before_record_returns(files, monkeypatch):
+    """Each file is fsynced before its rename and its directory after: a crash keeps the spend."""
+    path, key, anchor = files
+    ledger = DeviceLedger(path, key, anchor)
+    events = []
+    real_fsync, real_replace = os.fsync, type(path).replace
+
+    def fsync(fd):
+        events.append("fsync dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(self, target):
+        events.append("rename")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(type(path), "replace", replace)
+    ledger.record(1, (1.5, 0.25, 8), RULE, "h", now=NOW)
+    # The ledger, then its anchor: each written, fsynced, renamed, and the rename fsynced.
+    assert events == ["fsync file", "rename", "fsync dir"] * 2

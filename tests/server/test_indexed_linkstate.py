@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from queue import Queue
 from uuid import uuid4
 
 import pytest
 from flwr.app import Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.proto.task_pb2 import Task
+from flwr.server.superlink.fleet.vce import vce_api
 from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
 from flwr.server.superlink.linkstate import InMemoryLinkState, LinkStateFactory
 from flwr.server.superlink.linkstate.in_memory_linkstate import RunRecord
@@ -24,6 +27,7 @@ from server.indexed_linkstate import (
     IndexedInMemoryLinkState,
     index_pending_messages,
     index_simulation_grid,
+    sweep_pending_nodes,
 )
 from server.round_timeout import RoundTimeoutGrid
 
@@ -131,3 +135,46 @@ def test_any_other_grid_is_left_alone() -> None:
     grid, _ = _simulation(1)
     assert not index_simulation_grid(RoundTimeoutGrid(grid, 5.0))
     assert type(grid.state) is InMemoryLinkState
+
+
+def _one_pass(state: InMemoryLinkState, nodes: list[int], sweep: object) -> list[Message]:
+    """One pass of an engine sweep (``f_stop`` is set as soon as the pass waits)."""
+    queue: Queue[Message] = Queue()
+
+    class _StopAfterOnePass(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            self.set()
+            return True
+
+    sweep(state, queue, dict.fromkeys(nodes, 0), _StopAfterOnePass())  # type: ignore[operator]
+    return [queue.get_nowait() for _ in range(queue.qsize())]
+
+
+def test_the_pending_sweep_hands_out_what_flowers_sweep_does() -> None:
+    plain_grid, plain_nodes = _simulation(5)
+    indexed_grid, indexed_nodes = _simulation(5)
+    index_simulation_grid(indexed_grid)
+    plain_ids = _push(plain_grid, [plain_nodes[3], plain_nodes[1], plain_nodes[3]])
+    indexed_ids = _push(indexed_grid, [indexed_nodes[3], indexed_nodes[1], indexed_nodes[3]])
+    assert isinstance(plain_grid.state, InMemoryLinkState)
+    for _ in range(3):
+        flowers = _one_pass(plain_grid.state, plain_nodes, vce_api._flower_add_messages_to_queue)
+        ours = _one_pass(indexed_grid.state, indexed_nodes, sweep_pending_nodes)
+
+        def handed(
+            messages: list[Message], ids: list[str], nodes: list[int]
+        ) -> set[tuple[int, int]]:
+            return {
+                (nodes.index(m.metadata.dst_node_id), ids.index(m.metadata.message_id))
+                for m in messages
+            }
+
+        # One message per node per pass, the oldest first; the order across nodes is free.
+        assert handed(ours, indexed_ids, indexed_nodes) == handed(flowers, plain_ids, plain_nodes)
+    assert indexed_grid.state.pending_by_node == {}
+
+
+def test_the_engine_starts_the_pending_sweep_once_a_simulation_grid_is_indexed() -> None:
+    grid, _ = _simulation(1)
+    index_simulation_grid(grid)
+    assert vce_api.add_messages_to_queue is sweep_pending_nodes
