@@ -247,11 +247,11 @@ def test_the_sweep_runs_each_target_and_scores_against_the_no_noise_run(monkeypa
     monkeypatch.setattr(sweep, "noise_for", lambda target, *_: 0.0 if math.isinf(target) else 4.0)
     clients = _clients(6, 60)
     setup, points = sweep.run_user_sweep(
-        clients, clients, targets=(8.0, math.inf), rounds=1, grid=(2.0,)
+        clients, clients, targets=(8.0, math.inf), rounds=1, grid=(0.5,)
     )
     none, dp = points
     assert math.isinf(none.target_epsilon) and none.noise_multiplier == 0.0
-    assert none.relative_loss == 0.0 and none.learning_rate == 2.0
+    assert none.relative_loss == 0.0 and none.learning_rate == 0.5
     assert dp.noise_multiplier == 4.0 and dp.noise_std_on_mean == pytest.approx(4.0 * 5.0 / 6)
     # One round trained of the ten the horizon allows, each accounted at what ran (q = 1).
     assert dp.epsilon_horizon == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 10, 1e-7), rel=0.02)
