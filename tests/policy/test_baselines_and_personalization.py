@@ -71,3 +71,21 @@ def test_the_personal_mixture_ranks_by_both_parts_and_never_touches_the_global_m
     )
     after = list(get_arrays(model).values())
     assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_the_personal_mixture_is_a_normalized_product_of_both_parts():
+    torch.manual_seed(0)
+    mine = _examples([3, 5, 6, 4, 5, 7] * 20, k=8)
+    model = NextActionPolicy(ModelConfig())
+    counts = PersonalCounts(mine, model.config.vocab_size)
+    context, category = torch.from_numpy(mine.context), torch.from_numpy(mine.category)
+    gaps = torch.from_numpy(mine.gaps)
+    with torch.no_grad():
+        model_log_p = torch.log_softmax(model(context, category, gaps), dim=1)
+        counts_log_p = torch.from_numpy(np.log(counts.probabilities(mine.context))).float()
+        mixed = PersonalPolicy(model, counts, 0.3)(context, category, gaps)
+        only_counts = PersonalPolicy(model, counts, 1.0)(context, category, gaps)
+    assert torch.allclose(mixed.exp().sum(dim=1), torch.ones(len(mine)), atol=1e-5)
+    expected = torch.log_softmax(0.3 * counts_log_p + 0.7 * model_log_p, dim=1)
+    assert torch.allclose(mixed, expected, atol=1e-5)  # log space, not a sum of probabilities
+    assert torch.allclose(only_counts, counts_log_p, atol=1e-5)
