@@ -24,7 +24,7 @@ import torch
 from flwr.common import ndarrays_to_parameters
 from numpy.typing import NDArray
 
-from client.learning.clipping import clip_update
+from client.learning.clipping import clip_update, update_norm
 from client.learning.distributed_noise import add_share
 from client.learning.featurize import Examples, split_held_out
 from client.learning.training import TrainConfig, evaluate, train_round
@@ -133,11 +133,16 @@ class UserLevelCampaign:
 
 @dataclass(frozen=True)
 class UserLevelOutcome:
-    """The trained model, each round's sampled cohort and whether it was aggregated."""
+    """The trained model, each round's sampled cohort and whether it was aggregated.
+
+    ``update_norms`` holds, per round, each contributor's update norm before the
+    update clip: what ``update_clip_norm`` should be chosen against.
+    """
 
     model: NextActionPolicy
     cohorts: tuple[int, ...]
     aggregated: tuple[bool, ...]
+    update_norms: tuple[tuple[float, ...], ...] = ()
 
 
 def _draw_central_noise(std: float, shape: tuple[int, ...]) -> NDArray[np.float64]:
@@ -179,19 +184,21 @@ def run_user_level(
         draw_noise=_draw_central_noise,
     )
     share = share_std(campaign.policy)
-    cohorts, aggregated = [], []
+    cohorts, aggregated, norms = [], [], []
     for _ in range(campaign.rounds):
         cohort = poisson_indices(len(clients), campaign.sampling)
         cohorts.append(len(cohort))
-        updates = []
+        updates, round_norms = [], []
         for index in cohort:
             if not len(clients[index]):
                 continue  # a device without data declines the round
             local = NextActionPolicy(model_config)
             set_arrays(local, strategy.global_arrays)
             result = train_round(local, clients[index], campaign.train)
+            round_norms.append(update_norm(result.delta))
             update = clip_update(result.delta, training.update_clip_norm)
             updates.append(add_share(update, share) if share > 0 else update)
+        norms.append(tuple(round_norms))
         if len(updates) < training.min_cohort or not updates:
             aggregated.append(False)
             continue
@@ -200,7 +207,7 @@ def run_user_level(
         aggregated.append(True)
     model = NextActionPolicy(model_config)
     set_arrays(model, strategy.global_arrays)
-    return UserLevelOutcome(model, tuple(cohorts), tuple(aggregated))
+    return UserLevelOutcome(model, tuple(cohorts), tuple(aggregated), tuple(norms))
 
 
 def tune_user_level(

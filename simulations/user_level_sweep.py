@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import matplotlib
+import numpy as np
 
 from client.learning.app import HELD_OUT_FRACTION, train_config
 from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home
@@ -92,6 +93,10 @@ class UserSweepPoint:
     learning_rate: float
     mean_cohort: float
     rounds_aggregated: int
+    # Contributors' update norms before the update clip, over every round: a clip far
+    # above them only scales the central noise up; one below clips every update.
+    update_norm_median: float = math.nan
+    update_norm_p90: float = math.nan
 
 
 def shipped_policy() -> PrivacyPolicy:
@@ -111,11 +116,17 @@ def _set(text: str, key: str, value: str) -> str:
     return re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
 
 
-def policy_at(noise: float, min_cohort: int) -> PrivacyPolicy:
-    """The shipped policy with central noise ``noise`` (0: no noise, no clipping, no DP)."""
+def policy_at(noise: float, min_cohort: int, update_clip: float | None = None) -> PrivacyPolicy:
+    """The shipped policy with central noise ``noise`` (0: no noise, no clipping, no DP).
+
+    ``update_clip`` replaces the shipped ``update_clip_norm`` of the noised campaigns
+    (the central noise is proportional to it).
+    """
     text = _set(default_policy_text(), "min_cohort", str(min_cohort))
     if noise > 0:
         text = _set(text, "central_noise_multiplier", f"{noise!r}")
+        if update_clip is not None:
+            text = _set(text, "update_clip_norm", f"{update_clip!r}")
     else:
         text = _set(text, "central_noise_multiplier", "0.0")
         text = _set(text, "local_noise_multiplier", "0.0")
@@ -151,8 +162,12 @@ def run_user_sweep(
     grid: Sequence[float] = LEARNING_RATE_GRID,
     on_point: Callable[[UserSweepPoint], None] | None = None,
     on_search: Callable[[LearningRateSearch], None] | None = None,
+    update_clip: float | None = None,
 ) -> tuple[UserSweepSetup, list[UserSweepPoint]]:
-    """Every target's campaign on the same devices, the non-private one first."""
+    """Every target's campaign on the same devices, the non-private one first.
+
+    ``update_clip`` replaces the shipped update clip in the noised campaigns.
+    """
     shipped = shipped_policy()
     campaign = default_campaign()
     population = len(train)
@@ -165,7 +180,7 @@ def run_user_sweep(
         1, math.floor(shipped.training.min_cohort * sampling * population / SHIPPED_PER_ROUND)
     )
     model_config = ModelConfig(context_length=campaign.context_length)
-    dp_policy = policy_at(1.0, min_cohort)
+    dp_policy = policy_at(1.0, min_cohort, update_clip)
     dp_train = train_config(dp_policy, campaign.learning_rate)
     local = planned_noise(dp_policy, BudgetRule.from_policy(dp_policy))
     dp_train = replace(dp_train, noise_multiplier=local) if dp_train.private else dp_train
@@ -177,7 +192,7 @@ def run_user_sweep(
         horizon_days=shipped.privacy.user_horizon_days,
         delta=delta,
         min_cohort=min_cohort,
-        update_clip=shipped.training.update_clip_norm,
+        update_clip=dp_policy.training.update_clip_norm,
         device_epsilon_cap=shipped.privacy.device_epsilon_cap,
         device_delta=shipped.privacy.delta,
         local_noise=dp_train.noise_multiplier if dp_train.private else 0.0,
@@ -201,7 +216,7 @@ def run_user_sweep(
     for target in ordered:
         z = noise_for(target, sampling, horizon, delta)
         if z > 0:
-            policy, config = policy_at(z, min_cohort), dp_train
+            policy, config = policy_at(z, min_cohort, update_clip), dp_train
         else:
             policy = policy_at(0.0, min_cohort)
             config = train_config(policy, campaign.learning_rate)
@@ -214,6 +229,7 @@ def run_user_sweep(
         if math.isinf(target):
             baseline = top1
         noised = [NoisedRound(z, sampling)]
+        norms = [n for round_norms in outcome.update_norms for n in round_norms]
         point = UserSweepPoint(
             target_epsilon=target,
             noise_multiplier=z,
@@ -226,6 +242,8 @@ def run_user_sweep(
             learning_rate=config.learning_rate,
             mean_cohort=sum(outcome.cohorts) / max(1, len(outcome.cohorts)),
             rounds_aggregated=sum(outcome.aggregated),
+            update_norm_median=float(np.median(norms)) if norms else math.nan,
+            update_norm_p90=float(np.percentile(norms, 90)) if norms else math.nan,
         )
         points.append(point)
         if on_point is not None:
@@ -267,14 +285,15 @@ def _markdown(setup: UserSweepSetup, points: Sequence[UserSweepPoint]) -> str:
         head,
         "",
         "| user epsilon target | z | noise std on mean | user eps (campaign) "
-        "| user eps (horizon) | learning rate | top-1 | top-3 | relative loss | mean cohort |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| user eps (horizon) | learning rate | top-1 | top-3 | relative loss | mean cohort "
+        "| update norm median / p90 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
             f"| {_eps(p.target_epsilon)} | {p.noise_multiplier:.3f} | {p.noise_std_on_mean:.4f} "
             f"| {_eps(round(p.epsilon_campaign, 3)) if p.noise_multiplier else 'none'} "
             f"| {_eps(round(p.epsilon_horizon, 3)) if p.noise_multiplier else 'none'} "
             f"| {p.learning_rate:g} | {p.top1:.3f} | {p.top3:.3f} | {p.relative_loss:+.1%} "
-            f"| {p.mean_cohort:.0f} |"
+            f"| {p.mean_cohort:.0f} | {p.update_norm_median:.3g} / {p.update_norm_p90:.3g} |"
             for p in points
         ),
     ]

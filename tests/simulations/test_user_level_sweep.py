@@ -140,6 +140,26 @@ def test_a_round_below_min_cohort_is_discarded_and_the_model_kept():
         np.testing.assert_array_equal(array, initial[name])
 
 
+def test_update_norms_are_recorded_before_the_update_clip(monkeypatch):
+    """The clip is chosen against the norms devices send: the record must not be clipped."""
+    arrays = get_arrays(NextActionPolicy(ModelConfig())).values()
+    ones = [np.ones_like(a) for a in arrays]
+    size = sum(a.size for a in ones)
+    monkeypatch.setattr(inprocess, "train_round", lambda *_: SimpleNamespace(delta=ones))
+    policy = policy_at(3.0, 2, update_clip=0.5)
+    outcome = run_user_level(_clients(4), _campaign(policy, rounds=2), ModelConfig())
+    assert len(outcome.update_norms) == 2
+    for round_norms in outcome.update_norms:
+        assert round_norms == pytest.approx((math.sqrt(size),) * 4)
+
+
+def test_an_update_clip_replaces_the_shipped_one_in_the_noised_campaigns_only():
+    clipped = policy_at(2.5, 80, update_clip=0.5)
+    assert clipped.training.update_clip_norm == 0.5
+    assert clipped.training.central_noise_multiplier == 2.5
+    assert policy_at(0.0, 80, update_clip=0.5).training.update_clip_norm >= sweep.NO_UPDATE_CLIP
+
+
 def _setup(population: int = 1000) -> UserSweepSetup:
     return UserSweepSetup(
         population=population,
@@ -260,3 +280,24 @@ def test_the_sweep_runs_each_target_and_scores_against_the_no_noise_run(monkeypa
     assert type(dp.top1) is float and type(dp.relative_loss) is float  # not numpy scalars
     assert (setup.population, setup.sampling, setup.min_cohort) == (6, 1.0, 4)
     assert none.rounds_aggregated == dp.rounds_aggregated == 1
+    assert 0 < dp.update_norm_median <= dp.update_norm_p90
+
+
+def test_the_sweep_runs_its_noised_campaigns_at_the_update_clip_asked(monkeypatch):
+    monkeypatch.setattr(sweep, "SHIPPED_POPULATION", sweep.SHIPPED_PER_ROUND)  # q = 1
+    monkeypatch.setattr(sweep, "horizon_rounds", lambda *_: 10)
+    monkeypatch.setattr(sweep, "noise_for", lambda target, *_: 4.0)
+    seen = []
+    real = sweep.run_user_level
+
+    def spy(clients, campaign, config):
+        seen.append(campaign.policy.training.update_clip_norm)
+        return real(clients, campaign, config)
+
+    monkeypatch.setattr(sweep, "run_user_level", spy)
+    clients = _clients(4, 30)
+    setup, (point,) = sweep.run_user_sweep(
+        clients, clients, targets=(8.0,), rounds=1, update_clip=0.5
+    )
+    assert seen == [0.5] and setup.update_clip == 0.5
+    assert point.noise_std_on_mean == pytest.approx(4.0 * 0.5 / 4)
