@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from numpy.typing import NDArray
 
+from policy.durable import fsync_directory
 from privacy.accountants import HistoryEntry
 from privacy.renyi_filter import RenyiFilter, day_of, filter_for, rdp_of, window
 
@@ -182,18 +183,7 @@ def _write_atomic(path: Path, blob: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; Windows has no directory handles)."""
-    if os.name == "nt":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(path.parent)
 
 
 def _digest(blob: bytes) -> str:

@@ -31,7 +31,8 @@ from client.storage.keys import (
     unwrap,
     wrap,
 )
-from client.storage.shredding import _fsync_dir, _overwrite, shred_file
+from client.storage.shredding import _overwrite, shred_file
+from policy.durable import fsync_directory
 
 
 def stage_next_key(directory: Path, new_passphrase: str | None) -> bytes:
@@ -91,7 +92,7 @@ def commit_next_key(directory: Path) -> None:
         doomed.unlink()
     os.link(path, doomed)
     staged.replace(path)
-    _fsync_dir(directory)
+    fsync_directory(directory)
     _overwrite(doomed)
     doomed.unlink()
     if old.kek == "keyring":

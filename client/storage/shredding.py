@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from policy.durable import fsync_directory
+
 
 def shred_file(path: Path) -> None:
     """Overwrite a file's bytes in place (fsync'd), then remove it."""
@@ -36,7 +38,7 @@ def replace_file(path: Path, data: bytes) -> None:
     if path.exists():
         os.link(path, old)
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
     if old.exists():
         shred_file(old)
 
@@ -48,11 +50,3 @@ def _overwrite(path: Path) -> None:
         handle.write(os.urandom(size))
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
