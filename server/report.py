@@ -98,15 +98,25 @@ def round_outcome(
 
 
 def aggregate_evaluate_metrics(results: Sequence[tuple[int, Metrics]]) -> Metrics:
-    """Accuracy and loss from the cohort's summed noised sums (ratios of sums)."""
+    """Accuracy and loss from the cohort's summed noised sums (ratios of sums).
+
+    The noise can push a small cohort's sum below zero or above the count; each sum
+    is clamped to ``[0, count]`` first, so an accuracy reads as one (in ``[0, 1]``)
+    and the loss stays within its bound. Clamping is post-processing: it costs no
+    privacy.
+    """
     totals = {key: sum(float(m.get(key, 0.0)) for _, m in results) for key in EVALUATE_SUMS}
     count = totals["count"]
     if not results or count < 1.0:
         return {}
+
+    def ratio(key: str) -> float:
+        return min(max(totals[key], 0.0), count) / count
+
     return {
-        "top1": totals["top1_sum"] / count,
-        "top3": totals["top3_sum"] / count,
-        "loss": totals["loss_sum"] * EVAL_LOSS_BOUND / count,
+        "top1": ratio("top1_sum"),
+        "top3": ratio("top3_sum"),
+        "loss": ratio("loss_sum") * EVAL_LOSS_BOUND,
         "held_out_examples": round(count),
         "clients": len(results),
     }

@@ -31,7 +31,7 @@ def test_two_rounds_with_four_clients_finish_and_checkpoint_each_round(demo_run)
 def test_sidecar_reports_noised_accuracy_and_the_cap_with_its_unit(demo_run):
     root, _ = demo_run
     sidecar = json.loads((root / "checkpoints" / "round-0002.json").read_text())
-    assert 0 < sidecar["evaluate"]["top1"] <= 1.2  # a ratio of noised sums
+    assert 0 <= sidecar["evaluate"]["top1"] <= 1  # a ratio of noised sums, clamped
     assert sidecar["fit"]["clients_trained"] == 4
     assert sidecar["epsilon_example_cap"] == 10.0
     assert sidecar["epsilon_unit"] == "one example on one device"
