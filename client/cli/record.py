@@ -27,8 +27,8 @@ from client.control.consent import load_consent
 from client.control.heartbeat import read_heartbeat, running_recorder
 from client.control.policy_pin import device_policy
 from client.control.sensitive_apps import SensitiveAppsWatcher
-from client.recording.capture.focus import NoDisplayError, open_focus_backend
-from client.recording.capture.listener import open_input_source
+from client.recording.capture.focus import FocusBackend, NoDisplayError, open_focus_backend
+from client.recording.capture.listener import InputSource, open_input_source
 from client.recording.capture.screens import MssGrab, ThumbnailSampler
 from client.recording.recorder import Recorder, RecorderConfig
 from client.storage.home import hearth_home
@@ -97,6 +97,7 @@ def build_recorder(home: Path, seal_interval: float = SEAL_INTERVAL) -> tuple[Re
         focus.close()
         vault.close()
         raise RecordError(f"cannot listen to input: {type(exc).__name__}: {exc}") from None
+    _date_switches(focus, source)
     previous = read_heartbeat(home)
     config = RecorderConfig(
         home=home,
@@ -114,6 +115,17 @@ def build_recorder(home: Path, seal_interval: float = SEAL_INTERVAL) -> tuple[Re
         thumbnails=ThumbnailSampler(MssGrab()),
     )
     return recorder, vault
+
+
+def _date_switches(focus: FocusBackend, source: InputSource) -> None:
+    """On X11 the focus backend dates window switches on the input source's server clock."""
+    if not sys.platform.startswith("linux"):
+        return
+    from client.recording.capture.focus_x11 import X11Focus  # noqa: PLC0415 - X11 only
+    from client.recording.capture.input_x11 import XRecordSource  # noqa: PLC0415
+
+    if isinstance(focus, X11Focus) and isinstance(source, XRecordSource):
+        focus.server_time = source.latest_local_time
 
 
 def record(duration: float | None = None, seal_interval: float = SEAL_INTERVAL) -> int:

@@ -6,7 +6,11 @@ a sensitive app slips through a race. Input is judged by its own time, however
 late it is read: the judge keeps the times of its recent looks (``HISTORY``
 seconds) and the last look that saw a sensitive app or a prompt, so a key is
 weighed against the look before it was typed and every look since
-(``judge_span``). A key older than the looks kept is dropped (fails closed). The
+(``judge_span``). Where the backend dates window switches
+(``WindowInfo.front_since``), a sensitive app or a prompt is known to have left the
+front when the window now in front got there, so input typed a tail after that is
+kept even before a look has seen the new window. A key older than the looks kept
+is dropped (fails closed). The
 judge also keeps the times until which suppression lasts, and where the gaps
 (``Suppressed``) began. An unknown focus (the backend failed) suppresses
 everything: it fails closed.
@@ -60,6 +64,9 @@ class FocusJudge:
         self._looks: list[float] = []  # times of the recent looks, oldest first
         self._floor = clock.monotonic()  # looks are known from here on
         self._last_sensitive = self._last_secure = float("-inf")  # the last such look
+        # Since when the window of the newest look (neither sensitive nor a prompt)
+        # has been in front, as the backend dates it; None when unknown.
+        self._front_since: float | None = None
 
     def reset(self) -> None:
         """Forget the last check (after a pause or revocation); input from before is dropped."""
@@ -67,6 +74,7 @@ class FocusJudge:
         self.prev_sensitive = self.prev_secure = False
         self.current_app = None
         self._looks.clear()
+        self._front_since = None
         self._floor = self._clock.monotonic()
 
     def due(self, now: float, queued: bool, idle_interval: float) -> bool:
@@ -111,6 +119,8 @@ class FocusJudge:
             self._last_sensitive = checked
         if secure:
             self._last_secure = checked
+        clear = info is not None and not (sensitive or secure)
+        self._front_since = info.front_since if clear and info is not None else None
         if checked - looks[0] > 2 * HISTORY:
             del looks[: bisect.bisect_left(looks, checked - HISTORY)]
             self._floor = looks[0]
@@ -121,15 +131,30 @@ class FocusJudge:
 
         Every look from the last one before ``lo`` (or from ``lo`` less the tail, if
         earlier) to the newest counts: one that saw a sensitive app or a prompt
-        suppresses. Before the first look since the judge was reset, every look
-        counts; before the looks kept, nothing is known: suppressed.
+        suppresses, unless the window in front at the newest look got there after
+        that sighting and a tail before ``lo``. Before the first look since the
+        judge was reset, every look counts; before the looks kept, nothing is
+        known: suppressed.
         """
         if lo < self._floor:
             return True, True
         looks = self._looks
         i = bisect.bisect_right(looks, lo)
         since = min(looks[i - 1] if i else self._floor, lo - self._tail)
-        return self._last_sensitive >= since, self._last_secure >= since
+        sensitive = self._last_sensitive >= since and not self._left(self._last_sensitive, lo)
+        secure = self._last_secure >= since and not self._left(self._last_secure, lo)
+        return sensitive, secure
+
+    def _left(self, seen: float, lo: float) -> bool:
+        """Whether what was seen at ``seen`` left the front a tail before ``lo``.
+
+        The window in front now got there at ``front_since``: after the sighting, the
+        sighted window (or title, or prompt) was gone by then. The same window with a
+        sensitive title or a prompt earlier (``front_since`` before the sighting)
+        does not count: when its title changed is not known.
+        """
+        front = self._front_since
+        return front is not None and front > seen and lo - self._tail >= front
 
     def done(self, look: Look) -> None:
         """The queued input up to ``look`` is judged: it becomes the check before."""

@@ -438,6 +438,52 @@ def test_the_judge_weighs_a_time_against_the_looks_since_it_and_forgets_old_ones
     assert judge.judge_span(1005.0, 1005.0) == (True, True)  # its looks are forgotten
 
 
+def _judged_after_leaving(window_then: WindowInfo, window_now: WindowInfo) -> FocusJudge:
+    """Looks at 1001 and 1002 see ``window_then``; the look at 1003 sees ``window_now``."""
+    clock, focus = ManualClock(), FakeFocus(window_then)
+    judge = FocusJudge(focus, 0.25, clock)
+    apps = SensitiveApps.from_policy(load_policy(), Path("/nonexistent"))
+    for window in (window_then, window_then, window_now):
+        clock.advance(1.0)
+        focus.window = window
+        judge.done(judge.look(apps))
+    return judge
+
+
+def test_a_dated_switch_away_from_a_sensitive_app_keeps_what_was_typed_a_tail_after_it():
+    # Slack seen at 1001 and 1002; the X server dates the switch to the editor at 1002.4.
+    judge = _judged_after_leaving(SLACK, replace(CODE, front_since=1002.4))
+    assert judge.judge_span(1002.7, 1002.8) == (False, False)  # in the editor, past the tail
+    assert judge.judge_span(1002.5, 1002.6) == (True, False)  # within the tail of the switch
+    assert judge.judge_span(1002.2, 1002.3) == (True, False)  # before the switch: in slack
+    # Undated (polling, or no input clock): the look before saw slack, so it stays dropped.
+    undated = _judged_after_leaving(SLACK, CODE)
+    assert undated.judge_span(1002.7, 1002.8) == (True, False)
+
+
+def test_a_dated_switch_away_from_a_password_prompt_keeps_what_followed_it():
+    judge = _judged_after_leaving(PROMPT, replace(CODE, front_since=1002.4))
+    assert judge.judge_span(1002.7, 1002.8) == (False, False)
+    assert judge.judge_span(1002.3, 1002.4) == (False, True)
+
+
+def test_a_window_whose_title_stopped_being_sensitive_is_not_cleared_by_its_old_switch():
+    # A browser on a bank page at 1001 and 1002, another page at 1003: same window, in
+    # front since 1000.5, so when the bank page went away is not known.
+    bank = WindowInfo("chromium", AppCategory.BROWSER, hint="chromium Online Banking - Chromium")
+    judge = _judged_after_leaving(
+        replace(bank, front_since=1000.5),
+        replace(bank, hint="chromium Docs - Chromium", front_since=1000.5),
+    )
+    assert judge.judge_span(1002.7, 1002.8) == (True, False)
+
+
+def test_a_switch_away_and_back_between_two_looks_is_not_dated_clear():
+    # The editor came back at 1002.4 after windows nobody saw: flagged, fails closed.
+    judge = _judged_after_leaving(CODE, replace(CODE, front_since=1002.4, unseen_switch=True))
+    assert judge.judge_span(1002.7, 1002.8) == (True, False)
+
+
 def test_focus_failure_fails_closed(rig, hearth_home):
     recorder, source, focus, sink = rig
     grant(hearth_home, (Modality.KEYS,))

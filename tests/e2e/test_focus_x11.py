@@ -9,6 +9,7 @@ import pytest
 from Xlib import display as xlib_display
 
 from client.recording.capture.focus_x11 import X11Focus
+from client.recording.capture.x11_time import ServerClockProbe
 
 pytestmark = pytest.mark.e2e
 
@@ -92,4 +93,36 @@ def test_focus_that_left_and_came_back_between_two_looks_is_flagged(xdisplay, ki
         assert titled is not None and not titled.unseen_switch
     finally:
         focus.close()
+        conn.close()
+
+
+def test_a_switch_is_dated_by_the_x_servers_clock(xdisplay, kit):
+    # The recorder keeps what is typed a tail after a sensitive app left the front,
+    # before any look saw the new window, only if this date is right.
+    conn = xlib_display.Display(xdisplay)
+    probe = ServerClockProbe(xlib_display.Display(xdisplay))
+    focus = X11Focus(xdisplay)
+    try:
+        server = probe.measure()
+        focus.server_time = lambda ms: server.to_local(ms) + server.error
+        editor = _window(conn, "code", "notes.txt - Code")
+        term = _window(conn, "xterm", "~")
+        _in_front(kit, focus, editor, "code")
+        before = time.monotonic()
+        kit.activate(str(term.id))
+        after = time.monotonic()
+        info = _seen(focus, lambda i: i is not None and i.app_id == "terminal")
+        assert info is not None and info.front_since is not None
+        assert before - server.error <= info.front_since <= after + 2 * server.error
+        term.set_wm_name("vim notes")  # a title change is not a switch: same date
+        conn.sync()
+        retitled = _seen(focus, lambda i: i is not info)
+        assert retitled is not None and retitled.front_since == info.front_since
+        focus.server_time = None  # no input clock (no keys granted): undated
+        kit.activate(str(editor.id))
+        undated = _seen(focus, lambda i: i is not None and i.app_id == "code")
+        assert undated is not None and undated.front_since is None
+    finally:
+        focus.close()
+        probe.close()
         conn.close()

@@ -116,19 +116,26 @@ def busy() -> Iterator[None]:
         loop.wait(5)
 
 
-def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> list:
-    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.TEXT))
+def _answer_prompt(kit, hearth_home, terminal, tmux: bool, grants: tuple, secret: str):
+    """Start a recorder, type ``secret`` at the terminal's echo-off prompt, then "hello"."""
+    grant(hearth_home, grants)
     window, out = terminal(PROMPT, tmux=tmux)
     recorder = kit.start_recorder(hearth_home)
     kit.activate(window)
     time.sleep(0.3)
-    kit.xdotool("type", "--delay", "20", CANARY)
+    kit.xdotool("type", "--delay", "20", secret)
     kit.xdotool("key", "Return")
     _wait_for(out, "got ")
     # Keys are judged by the look before them too: let an idle look (every 0.5 s)
     # see the prompt gone first.
     time.sleep(0.8)
     kit.xdotool("type", "--delay", "20", "hello")
+    return window, out, recorder
+
+
+def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> list:
+    grants = (Modality.KEYS, Modality.APPS, Modality.TEXT)
+    _, out, recorder = _answer_prompt(kit, hearth_home, terminal, tmux, grants, CANARY)
     kit.xdotool("key", "Return")
     assert _wait_for(out, "done") == f"done {len(CANARY)} 5"
     code, _, err = recorder.stop()
@@ -145,16 +152,8 @@ def _type_password_then_a_line(kit, hearth_home, terminal, tmux: bool) -> list:
 
 
 def _password_under_load(kit, hearth_home, terminal, tmux: bool) -> None:
-    grant(hearth_home, (Modality.KEYS, Modality.APPS, Modality.POINTER))
-    window, out = terminal(PROMPT, tmux=tmux)
-    recorder = kit.start_recorder(hearth_home)
-    kit.activate(window)
-    time.sleep(0.3)
-    kit.xdotool("type", "--delay", "20", DIGITS)
-    kit.xdotool("key", "Return")
-    _wait_for(out, "got ")
-    time.sleep(0.8)
-    kit.xdotool("type", "--delay", "20", "hello")
+    grants = (Modality.KEYS, Modality.APPS, Modality.POINTER)
+    window, out, recorder = _answer_prompt(kit, hearth_home, terminal, tmux, grants, DIGITS)
     kit.xdotool("mousemove", "--window", window, "40", "40")
     kit.xdotool("click", "1")
     kit.xdotool("type", "--delay", "20", "ab")

@@ -31,6 +31,10 @@ class WindowInfo:
     unseen_switch: bool = False
     # The window's process (X11 ``_NET_WM_PID``; 0 when unknown), for the echo probe.
     pid: int = field(default=0, repr=False)
+    # The latest the window can have come to the front, on the recorder's monotonic
+    # clock (X11: the server's stamp of the ``_NET_ACTIVE_WINDOW`` change, plus the
+    # clock mapping's error); None when the backend cannot date the switch.
+    front_since: float | None = field(default=None, repr=False)
 
 
 class FocusBackend(Protocol):

@@ -12,6 +12,13 @@ When ``_NET_ACTIVE_WINDOW`` changed since the last call yet the same window is i
 front, focus went elsewhere and came back unseen: the result says so
 (``WindowInfo.unseen_switch``) and the recorder fails closed.
 
+Each ``PropertyNotify`` carries the server's time: the last change of
+``_NET_ACTIVE_WINDOW`` dates when the window in front got there
+(``WindowInfo.front_since``), once ``server_time`` maps server time to ours (the
+X input source measures that mapping; ``hearth record`` links the two). The
+recorder then knows when a sensitive app left the front, not only that it had
+by the next look.
+
 Window classes and roles are cached per window. The title is read for the
 private-browsing, sensitive-site and password-prompt checks and then dropped: it
 only ever reaches ``WindowInfo.hint``, which is never stored.
@@ -28,6 +35,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
@@ -48,7 +56,7 @@ _PROPERTY_CHANGE_MASK: Final = 0x400000
 _CW_EVENT_MASK: Final = 0x800
 _GET_INPUT_FOCUS: Final = struct.pack("=BxH", 43, 1)
 _PACKET = struct.Struct("=BBHI")  # type, detail, sequence, length (replies, generic events)
-_PROPERTY = struct.Struct("=4xII")  # window, atom
+_PROPERTY = struct.Struct("=4xIII")  # window, atom, time (server ms)
 _UNKNOWN: Final = object()
 
 
@@ -71,6 +79,7 @@ class FocusWatch:
         self._pending = b""
         self.dirty = True
         self.switched = False  # _NET_ACTIVE_WINDOW itself changed (not just a title)
+        self.switched_ms: int | None = None  # the server's time of the last such change
 
     def _select(self, window: int, mask: int) -> None:
         self._socket.sendall(
@@ -115,9 +124,10 @@ class FocusWatch:
             if kind == 1:
                 replied = True
             elif kind == _PROPERTY_NOTIFY:
-                window, atom = _PROPERTY.unpack_from(data, offset)
+                window, atom, server_ms = _PROPERTY.unpack_from(data, offset)
                 if window == self._root and atom == self._active_atom:
                     self.dirty = self.switched = True
+                    self.switched_ms = server_ms
                 elif window == self._window and atom in self._window_atoms:
                     self.dirty = True
             # errors (kind 0), e.g. selecting on a window that just closed: nothing to do
@@ -161,6 +171,9 @@ class X11Focus:
         self._classes: dict[int, tuple[str, str, str, int]] = {}
         self._last: Any = _UNKNOWN
         self._last_wid = 0
+        self._front_ms: int | None = None  # server time the window in front got there
+        # Maps a server time to the latest our clock can have read then (None: unknown).
+        self.server_time: Callable[[int], float | None] | None = None
         self._watch: FocusWatch | None = None
         try:
             names = {intern(a) for a in ("WM_CLASS", "WM_NAME", "WM_WINDOW_ROLE")}
@@ -209,12 +222,15 @@ class X11Focus:
             try:
                 changed = watch.changed()
                 switched, watch.switched = watch.switched, False
+                if switched:
+                    self._front_ms = watch.switched_ms
                 if not changed and self._last is not _UNKNOWN:
                     return self._last  # type: ignore[no-any-return]
             except OSError as exc:
                 _log.warning("focus watch lost (polling now): %s", type(exc).__name__)
                 watch.close()
                 self._watch = watch = None
+                self._front_ms = None
         previous = self._last_wid
         self._last = _UNKNOWN
         info = self._read()
@@ -253,7 +269,15 @@ class X11Focus:
             hint=f"{instance} {klass} {title}",
             secure_input=looks_like_secure_prompt((instance, klass), role, title),
             pid=pid,
+            front_since=self._front_since(),
         )
+
+    def _front_since(self) -> float | None:
+        """When the window in front got there, on our clock (watched and mapped only)."""
+        server_ms, to_local = self._front_ms, self.server_time
+        if server_ms is None or to_local is None or self._watch is None:
+            return None
+        return to_local(server_ms)
 
     def close(self) -> None:
         """Close the X connections."""

@@ -259,6 +259,16 @@ class XRecordSource:
         """How far a mapped event time may be off (seconds)."""
         return self._server.error if self._server is not None else 0.0
 
+    def latest_local_time(self, server_ms: int) -> float | None:
+        """The latest our clock can have read at server time ``server_ms``; None unmeasured.
+
+        The focus backend dates a window switch with it (``WindowInfo.front_since``):
+        the upper end of the error keeps input typed just before the switch on the
+        side of the window it was typed into.
+        """
+        server = self._server
+        return None if server is None else server.to_local(server_ms) + server.error
+
     # -- keyboard
 
     def start_keyboard(self, on_press: KeyCallback, on_release: KeyCallback) -> None:
