@@ -10,7 +10,11 @@ round's time here. For a window of K positions the same norm is a K x K product:
 (the gradient of row v is the sum of the output gradients at the positions that
 read v). With K <= 64 that is a few small batched matrix products, exact to
 rounding, and the norms, hence the clipping and the privacy guarantee, are the
-same. Registering it replaces Opacus' sampler for ``nn.Embedding`` in this process.
+same. When the table is small (rows x dim no more than twice K x K, as for the gap
+buckets) each example's gradient itself, scattered into its own copy of the table,
+is cheaper than the products of tiny matrices; with K = 1 the norm is the output
+gradient's. All three are exact. Registering it replaces Opacus' sampler for
+``nn.Embedding`` in this process; ``client.learning.clipped_gradients`` calls it directly.
 """
 
 from __future__ import annotations
@@ -25,11 +29,21 @@ def embedding_norm_sample(
 ) -> dict[nn.Parameter, torch.Tensor]:
     """Each example's gradient norm for ``layer.weight`` (Opacus' norm-sampler contract)."""
     ids = activations[0].reshape(activations[0].shape[0], -1)
-    grads = backprops.reshape(ids.shape[0], ids.shape[1], -1)
+    batch, window = ids.shape
+    grads = backprops.reshape(batch, window, -1)
     if layer.padding_idx is not None:  # the padding row receives no gradient
         grads = grads * (ids != layer.padding_idx).unsqueeze(-1).to(grads.dtype)
-    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(grads.dtype)
-    squared = (torch.bmm(grads, grads.transpose(1, 2)) * same).sum(dim=(1, 2))
+    rows, dim = layer.weight.shape
+    if window == 1:  # one row read: its gradient is the output's
+        squared = grads.square().sum(dim=(1, 2))
+    elif rows * dim <= 2 * window * window:  # small table: each example's own gradient
+        slots = (torch.arange(batch).unsqueeze(1) * rows + ids).reshape(-1)
+        own = torch.zeros(batch * rows, dim, dtype=grads.dtype)
+        own.index_add_(0, slots, grads.reshape(-1, dim))
+        squared = own.view(batch, -1).square().sum(dim=1)
+    else:
+        same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(grads.dtype)
+        squared = (torch.bmm(grads, grads.transpose(1, 2)) * same).sum(dim=(1, 2))
     return {layer.weight: squared.clamp(min=0).sqrt()}  # type: ignore[dict-item]
 
 
