@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from client.learning.ghost_norms import embedding_norm_sample
+from client.learning.ghost_norms import embedding_squared_norms
 
 # Opacus' clipping factor, max_grad_norm / (norm + 1e-6), capped at 1.
 _NORM_EPSILON = 1e-6
@@ -110,14 +110,12 @@ def _squared_norms(layer: nn.Module, inputs: torch.Tensor, grad: torch.Tensor) -
     if isinstance(layer, nn.Linear):
         if grad.dim() != 2:
             raise ValueError("a Linear layer must read (batch, features) inputs")
-        out_sq = grad.square().sum(dim=1)
-        total = out_sq * inputs.square().sum(dim=1) if layer.weight.requires_grad else 0 * out_sq
-        if layer.bias is not None and layer.bias.requires_grad:
-            total = total + out_sq
-        return total
+        out_sq = (grad * grad).sum(dim=1)  # |g_i|^2: the bias's, and a factor of the weight's
+        in_sq = (inputs * inputs).sum(dim=1) if layer.weight.requires_grad else 0.0
+        has_bias = layer.bias is not None and layer.bias.requires_grad
+        return out_sq * (in_sq + 1.0) if has_bias else out_sq * in_sq
     assert isinstance(layer, nn.Embedding)
-    norms = embedding_norm_sample(layer, [inputs], grad)[layer.weight]  # type: ignore[index]
-    return norms.square()
+    return embedding_squared_norms(layer, inputs, grad)
 
 
 def _set_clipped_sum(

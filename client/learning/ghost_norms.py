@@ -28,23 +28,31 @@ def embedding_norm_sample(
     layer: nn.Embedding, activations: list[torch.Tensor], backprops: torch.Tensor
 ) -> dict[nn.Parameter, torch.Tensor]:
     """Each example's gradient norm for ``layer.weight`` (Opacus' norm-sampler contract)."""
-    ids = activations[0].reshape(activations[0].shape[0], -1)
+    squared = embedding_squared_norms(layer, activations[0], backprops)
+    return {layer.weight: squared.sqrt()}  # type: ignore[dict-item]
+
+
+def embedding_squared_norms(
+    layer: nn.Embedding, ids: torch.Tensor, backprops: torch.Tensor
+) -> torch.Tensor:
+    """Each example's squared gradient norm for ``layer.weight``, from its ids and backprops."""
+    ids = ids.reshape(ids.shape[0], -1)
     batch, window = ids.shape
     grads = backprops.reshape(batch, window, -1)
     if layer.padding_idx is not None:  # the padding row receives no gradient
         grads = grads * (ids != layer.padding_idx).unsqueeze(-1).to(grads.dtype)
     rows, dim = layer.weight.shape
     if window == 1:  # one row read: its gradient is the output's
-        squared = grads.square().sum(dim=(1, 2))
-    elif rows * dim <= 2 * window * window:  # small table: each example's own gradient
+        return (grads * grads).sum(dim=(1, 2))
+    if rows * dim <= 2 * window * window:  # small table: each example's own gradient
         slots = (torch.arange(batch).unsqueeze(1) * rows + ids).reshape(-1)
         own = torch.zeros(batch * rows, dim, dtype=grads.dtype)
         own.index_add_(0, slots, grads.reshape(-1, dim))
-        squared = own.view(batch, -1).square().sum(dim=1)
-    else:
-        same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(grads.dtype)
-        squared = (torch.bmm(grads, grads.transpose(1, 2)) * same).sum(dim=(1, 2))
-    return {layer.weight: squared.clamp(min=0).sqrt()}  # type: ignore[dict-item]
+        own = own.view(batch, -1)
+        return (own * own).sum(dim=1)
+    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(grads.dtype)
+    squared = (torch.bmm(grads, grads.transpose(1, 2)) * same).sum(dim=(1, 2))
+    return squared.clamp(min=0)
 
 
 register_norm_sampler(nn.Embedding)(embedding_norm_sample)
