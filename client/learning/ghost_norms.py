@@ -50,8 +50,8 @@ def embedding_squared_norms(
         own.index_add_(0, slots, grads.reshape(-1, dim))
         own = own.view(batch, -1)
         return (own * own).sum(dim=1)
-    same = (ids.unsqueeze(2) == ids.unsqueeze(1)).to(grads.dtype)
-    squared = (torch.bmm(grads, grads.transpose(1, 2)) * same).sum(dim=(1, 2))
+    same = ids.unsqueeze(2) == ids.unsqueeze(1)
+    squared = torch.where(same, torch.bmm(grads, grads.transpose(1, 2)), 0.0).sum(dim=(1, 2))
     return squared.clamp(min=0)
 
 
