@@ -74,7 +74,9 @@ class ClippedGradients:
         if not torch.is_grad_enabled():
             return
         if module in self._seen:
-            raise ValueError("a layer ran twice in one forward pass (tied weights): not supported")
+            raise ValueError(
+                "a layer ran twice before backward (tied weights, or two forward passes)"
+            )
         self._seen[module] = (inputs[0].detach(), out)
 
     def backward(self, losses: torch.Tensor) -> None:
