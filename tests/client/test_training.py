@@ -97,13 +97,19 @@ def test_dp_step_clips_each_example_before_summing():
 
 
 @pytest.mark.parametrize("padding_idx", [None, 0])
-def test_the_embedding_norm_sampler_gives_each_examples_exact_gradient_norm(padding_idx):
-    """The K x K form equals the norm of each example's own embedding gradient, repeats included."""
+@pytest.mark.parametrize(
+    ("rows", "dim", "window"),
+    [(12, 4, 8), (60, 16, 8), (12, 4, 1)],  # each-example table, K x K form, one position
+)
+def test_the_embedding_norm_sampler_gives_each_examples_exact_gradient_norm(
+    padding_idx, rows, dim, window
+):
+    """Each form equals the norm of each example's own embedding gradient, repeats included."""
     torch.manual_seed(0)
-    layer = torch.nn.Embedding(12, 4, padding_idx=padding_idx)
-    ids = torch.randint(0, 12, (32, 8))
-    ids[:, :3] = 0  # left padding, and ids repeated within a window
-    backprops = torch.randn(32, 8, 4)
+    layer = torch.nn.Embedding(rows, dim, padding_idx=padding_idx)
+    ids = torch.randint(0, 12, (32, window))
+    ids[::2, : min(3, window)] = 0  # left padding, and ids repeated within a window
+    backprops = torch.randn(32, window, dim)
     got = embedding_norm_sample(layer, [ids], backprops)[layer.weight]
     for i in range(32):
         out = layer(ids[i : i + 1])
