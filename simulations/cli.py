@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -184,7 +185,8 @@ def sweep(
         str | None,
         typer.Option(
             help="device epsilon caps ('1,2,4,8,inf'), or with --user-level user-level "
-            "targets ('0.5,1,2,4,8,none'); inf or none: no noise"
+            "targets ('0.5,1,2,4,8,none'); inf or none: no noise; with --user-level, local: "
+            "device DP without central noise"
         ),
     ] = None,
     employees: Annotated[
@@ -211,6 +213,26 @@ def sweep(
         str | None,
         typer.Option(help="--user-level: the no-noise run's learning rates to choose from"),
     ] = None,
+    local_noise: Annotated[
+        float | None,
+        typer.Option(
+            min=0.3,
+            help="--user-level: the devices' DP-SGD noise multiplier (default: the one the "
+            "shipped policy plans); its per-round device epsilon is reported",
+        ),
+    ] = None,
+    update_clip: Annotated[
+        float | None,
+        typer.Option(min=0.01, help="--user-level: update clip of the noised campaigns"),
+    ] = None,
+    shipped_scale: Annotated[
+        bool,
+        typer.Option(
+            "--shipped-scale",
+            help="--user-level: each target's z x N / 10,000, the shipped 10,000-device "
+            "population's noise on the mean",
+        ),
+    ] = False,
 ) -> None:
     """Accuracy against epsilon, a plot and a table.
 
@@ -218,19 +240,27 @@ def sweep(
     user-level mechanism in process at each user-level target.
     """
     try:
+        asked = [] if epsilons is None else [e.strip() for e in epsilons.split(",")]
+        local_only = "local" in asked and user_level
         values = (
             None
             if epsilons is None
             else [
-                math.inf if e.strip() in ("inf", "none") else float(e) for e in epsilons.split(",")
+                math.inf if e in ("inf", "none") else float(e)
+                for e in asked
+                if not (user_level and e == "local")
             ]
         )
         grid = None if learning_rates is None else [float(r) for r in learning_rates.split(",")]
     except ValueError:
-        console.print("[red]--epsilons and --learning-rates must be numbers, comma-separated[/]")
+        console.print(
+            "[red]--epsilons and --learning-rates must be numbers, comma-separated "
+            "(--epsilons also none, or local with --user-level)[/]"
+        )
         raise typer.Exit(1) from None
     if user_level:
-        _user_level_sweep(values, employees or 1000, rounds, hours or 1.0, root, out, grid)
+        options = UserSweepOptions(local_noise, update_clip, shipped_scale, local_only)
+        _user_level_sweep(values, employees or 1000, rounds, hours or 1.0, root, out, grid, options)
         return
     sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
     points = run_sweep(
@@ -246,6 +276,16 @@ def sweep(
     console.print(f"plot: {png}")
 
 
+@dataclass(frozen=True)
+class UserSweepOptions:
+    """The levers of ``sweep --user-level`` beyond the targets (None: as shipped)."""
+
+    local_noise: float | None = None
+    update_clip: float | None = None
+    shipped_scale: bool = False
+    local_only: bool = False
+
+
 def _user_level_sweep(
     targets: list[float] | None,
     employees: int,
@@ -254,6 +294,7 @@ def _user_level_sweep(
     root: Path | None,
     out: Path | None,
     grid: list[float] | None,
+    options: UserSweepOptions,
 ) -> None:
     """Seed (or reuse) the population, run every target in process, write PNG + MD + JSON."""
     from simulations.user_level_sweep import (  # noqa: PLC0415 (torch: only when asked)
@@ -276,6 +317,7 @@ def _user_level_sweep(
 
     def show(point: Any) -> None:
         label = "none" if math.isinf(point.target_epsilon) else f"{point.target_epsilon:g}"
+        label += " (device DP only)" if point.local_noise and not point.noise_multiplier else ""
         console.print(
             f"user epsilon {label}: z {point.noise_multiplier:.3f}, top-1 {point.top1:.3f}, "
             f"relative loss {point.relative_loss:+.1%}"
@@ -289,6 +331,10 @@ def _user_level_sweep(
         grid or LEARNING_RATE_GRID,
         on_point=show,
         on_search=_show_search,
+        update_clip=options.update_clip,
+        local_noise=options.local_noise,
+        shipped_scale=options.shipped_scale,
+        local_only=options.local_only,
     )
     png, table, data = write_user_outputs(setup, points, out or Path("bench/user-sweep"))
     console.print(table.read_text())

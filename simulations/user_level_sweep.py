@@ -76,6 +76,18 @@ class UserSweepSetup:
     device_delta: float
     local_noise: float
     learning_rate: float
+    # The device's side of the lever (``device_spend``): what one round of local DP-SGD
+    # at ``local_noise`` (and its noised evaluation) costs an example, and how many
+    # rounds a day of data can join before ``device_epsilon_cap`` stops it.
+    device_epsilon_round: float = math.nan
+    device_rounds_within_cap: int = 0
+    # The data side: median training examples per device and the expected DP-SGD batch
+    # (``sample_rate`` x that), against the fixed divisor ``batch_size``.
+    examples_per_device: float = math.nan
+    expected_batch: float = math.nan
+    # True: each target's z x N / 10,000, so the noise on the mean is the shipped
+    # 10,000-device population's at that target (the epsilons are that population's).
+    shipped_scale: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,14 @@ class UserSweepPoint:
     # above them only scales the central noise up; one below clips every update.
     update_norm_median: float = math.nan
     update_norm_p90: float = math.nan
+    # The devices' local DP-SGD noise in this campaign (0: none). A point with no
+    # central noise but local noise is "device DP only"; the baseline has neither.
+    local_noise: float = 0.0
+
+
+def is_baseline(point: UserSweepPoint) -> bool:
+    """The campaign without any noise that every point's loss is measured against."""
+    return point.noise_multiplier == 0 and point.local_noise == 0
 
 
 def shipped_policy() -> PrivacyPolicy:
@@ -134,6 +154,50 @@ def policy_at(noise: float, min_cohort: int, update_clip: float | None = None) -
     return parse_policy(text, "user-level sweep policy")
 
 
+@dataclass(frozen=True)
+class DeviceSpend:
+    """What local DP-SGD at one noise multiplier costs each example, per the device's ledger."""
+
+    noise: float
+    epsilon_one_round: float  # one round's steps and its evaluation, at delta
+    rounds_within_cap: int  # whole rounds a day of data can join under the cap
+    lifetime_rounds: int  # the rounds a day joins at the policy's rounds_per_day
+
+
+def device_spend(policy: PrivacyPolicy, noise: float, most: int = 10_000) -> DeviceSpend:
+    """The ledger's charge for a round at ``noise`` (``planned_noise``'s round and filter).
+
+    A round is ``steps`` Poisson-sampled DP-SGD steps at ``sample_rate`` plus one
+    evaluation release, charged to every day of data it could read; a day stops at
+    the first round its filter would not admit.
+    """
+    from privacy.renyi_filter import lifetime_rounds, rdp_of  # noqa: PLC0415
+
+    t = policy.training
+    rule = BudgetRule.from_policy(policy)
+    orders = rule.renyi.orders
+
+    def spent(rounds: int) -> Any:
+        return rdp_of(
+            [
+                (noise, t.sample_rate, t.steps * rounds),
+                (t.evaluation_noise_multiplier, 1.0, rounds),
+            ],
+            orders,
+        )
+
+    zero = np.zeros(len(orders))
+    rounds = 0
+    while rounds < most and rule.renyi.admits(zero, spent(rounds + 1)):
+        rounds += 1
+    return DeviceSpend(
+        noise,
+        rule.renyi.epsilon(spent(1)),
+        rounds,
+        lifetime_rounds(t.rounds_per_day, rule.retention_days),
+    )
+
+
 def noise_for(target: float, sampling: float, rounds: int, delta: float) -> float:
     """The accountant's least ``z`` for ``target`` over ``rounds`` at ``sampling`` (0: none)."""
     return 0.0 if math.isinf(target) else noise_for_target(target, sampling, rounds, delta)
@@ -163,10 +227,17 @@ def run_user_sweep(
     on_point: Callable[[UserSweepPoint], None] | None = None,
     on_search: Callable[[LearningRateSearch], None] | None = None,
     update_clip: float | None = None,
+    local_noise: float | None = None,
+    shipped_scale: bool = False,
+    local_only: bool = False,
 ) -> tuple[UserSweepSetup, list[UserSweepPoint]]:
     """Every target's campaign on the same devices, the non-private one first.
 
-    ``update_clip`` replaces the shipped update clip in the noised campaigns.
+    ``update_clip`` replaces the shipped update clip in the noised campaigns;
+    ``local_noise`` the devices' DP-SGD noise multiplier (default: the noise the shipped
+    policy plans for a day's lifetime), its cost reported as the ledger charges it.
+    ``shipped_scale`` runs each target at z x N / 10,000, the shipped population's
+    noise on the mean; ``local_only`` adds a campaign with device DP and no central noise.
     """
     shipped = shipped_policy()
     campaign = default_campaign()
@@ -182,8 +253,14 @@ def run_user_sweep(
     model_config = ModelConfig(context_length=campaign.context_length)
     dp_policy = policy_at(1.0, min_cohort, update_clip)
     dp_train = train_config(dp_policy, campaign.learning_rate)
-    local = planned_noise(dp_policy, BudgetRule.from_policy(dp_policy))
+    local = (
+        planned_noise(dp_policy, BudgetRule.from_policy(dp_policy))
+        if local_noise is None
+        else local_noise
+    )
     dp_train = replace(dp_train, noise_multiplier=local) if dp_train.private else dp_train
+    spend = device_spend(dp_policy, dp_train.noise_multiplier)
+    examples = float(np.median([len(t) for t in train])) if train else 0.0
     setup = UserSweepSetup(
         population=population,
         sampling=sampling,
@@ -197,7 +274,14 @@ def run_user_sweep(
         device_delta=shipped.privacy.delta,
         local_noise=dp_train.noise_multiplier if dp_train.private else 0.0,
         learning_rate=campaign.learning_rate,
+        device_epsilon_round=spend.epsilon_one_round,
+        device_rounds_within_cap=spend.rounds_within_cap,
+        examples_per_device=examples,
+        expected_batch=dp_train.sample_rate * examples,
+        shipped_scale=shipped_scale,
     )
+    # The noise on the mean z x clip / (q x N) is the shipped population's at z x scale.
+    scale = population / SHIPPED_POPULATION if shipped_scale else 1.0
 
     def shape(policy: PrivacyPolicy, config: Any) -> UserLevelCampaign:
         return UserLevelCampaign(
@@ -210,12 +294,19 @@ def run_user_sweep(
             seed=campaign.seed,
         )
 
-    ordered = sorted(targets, key=lambda t: (not math.isinf(t), t))
+    # (target, local only): the baseline first, then device DP alone, then each target.
+    ordered = [(t, False) for t in sorted(targets, key=lambda t: (not math.isinf(t), t))]
+    if local_only:
+        ordered.insert(sum(math.isinf(t) for t, _ in ordered), (math.inf, True))
     baseline: float | None = None
     points = []
-    for target in ordered:
-        z = noise_for(target, sampling, horizon, delta)
-        if z > 0:
+    for target, device_only in ordered:
+        accounted = noise_for(target, sampling, horizon, delta)
+        z = accounted * scale
+        if device_only:
+            policy = local_only_policy(dp_policy)
+            config = dp_train
+        elif z > 0:
             policy, config = policy_at(z, min_cohort, update_clip), dp_train
         else:
             policy = policy_at(0.0, min_cohort)
@@ -226,14 +317,14 @@ def run_user_sweep(
             config = replace(config, learning_rate=search.best)
         outcome = run_user_level(train, shape(policy, config), model_config)
         top1, top3 = (float(score) for score in mean_accuracy(outcome.model, held))
-        if math.isinf(target):
-            baseline = top1
-        noised = [NoisedRound(z, sampling)]
+        noised = [NoisedRound(accounted, sampling)]
         norms = [n for round_norms in outcome.update_norms for n in round_norms]
         point = UserSweepPoint(
             target_epsilon=target,
             noise_multiplier=z,
-            noise_std_on_mean=z * setup.update_clip / (sampling * population),
+            noise_std_on_mean=z * policy.training.update_clip_norm / (sampling * population)
+            if z > 0
+            else 0.0,
             epsilon_campaign=epsilon_readers(noised * trained, delta) if z > 0 else math.inf,
             epsilon_horizon=epsilon_readers(noised * horizon, delta) if z > 0 else math.inf,
             top1=top1,
@@ -244,11 +335,23 @@ def run_user_sweep(
             rounds_aggregated=sum(outcome.aggregated),
             update_norm_median=float(np.median(norms)) if norms else math.nan,
             update_norm_p90=float(np.percentile(norms, 90)) if norms else math.nan,
+            local_noise=config.noise_multiplier if config.private else 0.0,
         )
+        if is_baseline(point):
+            baseline = top1
+            point = replace(point, relative_loss=0.0)
         points.append(point)
         if on_point is not None:
             on_point(point)
     return setup, points
+
+
+def local_only_policy(dp_policy: PrivacyPolicy) -> PrivacyPolicy:
+    """``dp_policy`` without central noise: each device's DP-SGD and update clip only."""
+    text = _set(default_policy_text(), "min_cohort", str(dp_policy.training.min_cohort))
+    text = _set(text, "central_noise_multiplier", "0.0")
+    text = _set(text, "update_clip_norm", f"{dp_policy.training.update_clip_norm!r}")
+    return parse_policy(text, "user-level sweep policy (device DP only)")
 
 
 def _eps(value: float) -> str:
@@ -271,29 +374,46 @@ def to_json(setup: UserSweepSetup, points: Sequence[UserSweepPoint]) -> dict[str
     }
 
 
+def _label(point: UserSweepPoint) -> str:
+    if point.noise_multiplier == 0 and point.local_noise > 0:
+        return "none (device DP only)"
+    return _eps(point.target_epsilon)
+
+
 def _markdown(setup: UserSweepSetup, points: Sequence[UserSweepPoint]) -> str:
+    scale = (
+        f"z x {setup.population:,} / {SHIPPED_POPULATION:,} (the shipped population's noise "
+        "on the mean; epsilons are that population's)"
+        if setup.shipped_scale
+        else "z"
+    )
     head = (
         f"Population {setup.population:,}, q = {setup.sampling:g} (expected cohort "
         f"{setup.sampling * setup.population:g}, min_cohort {setup.min_cohort}), "
         f"{setup.campaign_rounds} rounds trained; z planned for {setup.horizon_rounds} rounds "
         f"in {setup.horizon_days:g} days at delta {setup.delta:g} (user-level, facing readers "
-        f"of the model; facing the server: none, no SecAgg+ in process). Device: epsilon cap "
-        f"{setup.device_epsilon_cap:g} per example (delta {setup.device_delta:g}), local noise "
-        f"{setup.local_noise:.3f}, update clip {setup.update_clip:g}; none: no DP at all."
+        f"of the model; facing the server: none, no SecAgg+ in process); run at {scale}. "
+        f"Device: epsilon cap {setup.device_epsilon_cap:g} per example (delta "
+        f"{setup.device_delta:g}), local noise {setup.local_noise:.3f} (device epsilon "
+        f"{setup.device_epsilon_round:.2f} a round, {setup.device_rounds_within_cap} rounds "
+        f"a day of data within the cap), update clip {setup.update_clip:g}; data: median "
+        f"{setup.examples_per_device:.0f} training examples a device, expected DP-SGD batch "
+        f"{setup.expected_batch:.0f}; none: no DP at all."
     )
     lines = [
         head,
         "",
         "| user epsilon target | z | noise std on mean | user eps (campaign) "
-        "| user eps (horizon) | learning rate | top-1 | top-3 | relative loss | mean cohort "
-        "| update norm median / p90 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| user eps (horizon) | local noise | learning rate | top-1 | top-3 | relative loss "
+        "| mean cohort | update norm median / p90 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {_eps(p.target_epsilon)} | {p.noise_multiplier:.3f} | {p.noise_std_on_mean:.4f} "
+            f"| {_label(p)} | {p.noise_multiplier:.3f} | {p.noise_std_on_mean:.4f} "
             f"| {_eps(round(p.epsilon_campaign, 3)) if p.noise_multiplier else 'none'} "
             f"| {_eps(round(p.epsilon_horizon, 3)) if p.noise_multiplier else 'none'} "
-            f"| {p.learning_rate:g} | {p.top1:.3f} | {p.top3:.3f} | {p.relative_loss:+.1%} "
-            f"| {p.mean_cohort:.0f} | {p.update_norm_median:.3g} / {p.update_norm_p90:.3g} |"
+            f"| {p.local_noise:.3f} | {p.learning_rate:g} | {p.top1:.3f} | {p.top3:.3f} "
+            f"| {p.relative_loss:+.1%} | {p.mean_cohort:.0f} "
+            f"| {p.update_norm_median:.3g} / {p.update_norm_p90:.3g} |"
             for p in points
         ),
     ]
@@ -316,7 +436,9 @@ def write_user_outputs(
         [p.target_epsilon for p in finite], [p.top1 for p in finite], "o-", label="user-level DP"
     )
     for p in points:
-        if math.isinf(p.target_epsilon):
+        if math.isinf(p.target_epsilon) and p.noise_multiplier == 0 and p.local_noise > 0:
+            ax.axhline(p.top1, color="orange", linestyle="-.", label="device DP only")
+        elif is_baseline(p):
             ax.axhline(p.top1, color="green", linestyle="--", label="no noise (own learning rate)")
             ax.axhline(
                 p.top1 * (1 - LOSS_TARGET), color="gray", linestyle=":", label="5 % below it"
@@ -345,9 +467,12 @@ __all__ = [
     "LEARNING_RATE_GRID",
     "LOSS_TARGET",
     "SWEEP_JSON",
+    "DeviceSpend",
     "UserSweepPoint",
     "UserSweepSetup",
+    "device_spend",
     "horizon_rounds",
+    "is_baseline",
     "load_devices",
     "noise_for",
     "policy_at",

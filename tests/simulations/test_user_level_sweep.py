@@ -16,7 +16,9 @@ from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from privacy import cli as privacy_cli
 from privacy.cli import app as privacy_app
 from privacy.distributed_noise import share_std
+from privacy.ledger import BudgetRule, planned_noise
 from privacy.policy import default_policy_text, parse_policy
+from simulations import cli as sim_cli
 from simulations import inprocess
 from simulations import user_level_sweep as sweep
 from simulations.inprocess import UserLevelCampaign, run_user_level
@@ -301,3 +303,103 @@ def test_the_sweep_runs_its_noised_campaigns_at_the_update_clip_asked(monkeypatc
     )
     assert seen == [0.5] and setup.update_clip == 0.5
     assert point.noise_std_on_mean == pytest.approx(4.0 * 0.5 / 4)
+
+
+def test_the_device_spend_is_the_ledgers_and_the_planned_noise_just_fills_a_days_lifetime():
+    policy = policy_at(1.0, 80)
+    planned = planned_noise(policy, BudgetRule.from_policy(policy))
+    spend = sweep.device_spend(policy, planned)
+    assert spend.rounds_within_cap == spend.lifetime_rounds == 15
+    # Less local noise buys fewer rounds per day of data: the ledger, not the noise, pays.
+    assert sweep.device_spend(policy, planned * 0.97).rounds_within_cap < 15
+    lower = sweep.device_spend(policy, 1.0)
+    assert 0 < lower.rounds_within_cap < 15 and lower.epsilon_one_round > spend.epsilon_one_round
+    # A floor of 0.6 spends more than the cap in one round: no device could join it.
+    floor = sweep.device_spend(policy, 0.6)
+    assert floor.rounds_within_cap == 0 and floor.epsilon_one_round > 10.0
+
+
+def test_the_shipped_scale_runs_the_shipped_populations_noise_on_the_mean(monkeypatch):
+    monkeypatch.setattr(sweep, "horizon_rounds", lambda *_: 90)
+    seen = []
+    monkeypatch.setattr(
+        sweep, "run_user_level", lambda c, campaign, m: seen.append(campaign) or _fake_outcome()
+    )
+    monkeypatch.setattr(sweep, "mean_accuracy", lambda *_: (0.4, 0.6))
+    clients = _clients(20, 8)
+    setup, (point,) = sweep.run_user_sweep(clients, clients, targets=(1.0,), shipped_scale=True)
+    z = noise_for(1.0, Q, 90, 1e-7)
+    assert setup.shipped_scale
+    assert seen[0].policy.training.central_noise_multiplier == pytest.approx(z * 20 / 10_000)
+    assert point.noise_std_on_mean == pytest.approx(z * 5.0 / (Q * 10_000))
+    # The epsilons are the shipped population's at the accounted z, not this run's tiny z.
+    assert point.epsilon_horizon == pytest.approx(1.0, abs=0.01)
+
+
+def _fake_outcome():
+    return inprocess.UserLevelOutcome(NextActionPolicy(ModelConfig()), (2,), (True,), ((1.0,),))
+
+
+def test_local_noise_and_the_device_dp_only_campaign_run_as_asked(monkeypatch):
+    monkeypatch.setattr(sweep, "SHIPPED_POPULATION", sweep.SHIPPED_PER_ROUND)  # q = 1
+    monkeypatch.setattr(sweep, "horizon_rounds", lambda *_: 10)
+    monkeypatch.setattr(sweep, "noise_for", lambda target, *_: 0.0 if math.isinf(target) else 4.0)
+    seen = []
+    scores = iter([(0.5, 0.7), (0.4, 0.6), (0.2, 0.3)])
+
+    def spy(clients, campaign, config):
+        training = campaign.policy.training
+        seen.append((training.central_noise_multiplier, campaign.train.noise_multiplier))
+        seen[-1] += (campaign.train.private, training.update_clip_norm)
+        return _fake_outcome()
+
+    monkeypatch.setattr(sweep, "run_user_level", spy)
+    monkeypatch.setattr(sweep, "mean_accuracy", lambda *_: next(scores))
+    monkeypatch.setattr(sweep, "tune_user_level", lambda *_: inprocess.LearningRateSearch(0.5, ()))
+    clients = _clients(4, 30)
+    setup, points = sweep.run_user_sweep(
+        clients,
+        clients,
+        targets=(8.0, math.inf),
+        rounds=1,
+        grid=(0.5,),
+        local_noise=1.2,
+        local_only=True,
+    )
+    # The baseline, device DP only, then the target.
+    assert seen == [
+        (0.0, 0.0, False, sweep.NO_UPDATE_CLIP),
+        (0.0, 1.2, True, 5.0),
+        (4.0, 1.2, True, 5.0),
+    ]
+    baseline, device_only, target = points
+    assert sweep.is_baseline(baseline) and not sweep.is_baseline(device_only)
+    assert (
+        device_only.local_noise == target.local_noise == 1.2 and device_only.noise_std_on_mean == 0
+    )
+    assert device_only.relative_loss == pytest.approx(1 - 0.4 / 0.5)
+    assert target.relative_loss == pytest.approx(1 - 0.2 / 0.5)
+    assert setup.local_noise == 1.2
+    assert setup.device_rounds_within_cap == sweep.device_spend(SHIPPED, 1.2).rounds_within_cap
+    assert (
+        setup.examples_per_device == 30
+        and setup.expected_batch == 30 * SHIPPED.training.sample_rate
+    )
+
+
+def test_the_cli_passes_the_levers_to_the_sweep(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sim_cli, "_user_level_sweep", lambda *args: calls.append(args))
+    result = CliRunner().invoke(
+        sim_cli.app,
+        [
+            *("sweep", "--user-level", "--epsilons", "none,local,1", "--hours", "8"),
+            *("--local-noise", "1.2", "--update-clip", "2", "--shipped-scale"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ((targets, _, _, hours, _, _, _, options),) = calls
+    assert targets == [math.inf, 1.0] and hours == 8.0
+    assert options == sim_cli.UserSweepOptions(1.2, 2.0, True, True)
+    bad = CliRunner().invoke(sim_cli.app, ["sweep", "--user-level", "--epsilons", "1,loc"])
+    assert bad.exit_code == 1 and "comma-separated" in bad.output
