@@ -31,38 +31,71 @@ from torch import nn
 from client.learning.featurize import Examples
 
 SMOOTHING = 0.1
+DEFAULT_ORDER = 5
+BACKOFF_STRENGTH = 4.0
 
 
 class PersonalCounts:
-    """Interpolated trigram probabilities from one person's examples (seen contexts only)."""
+    """Interpolated n-gram probabilities from one person's examples, by app in focus.
 
-    def __init__(self, examples: Examples, vocab_size: int) -> None:
-        v = vocab_size
-        previous = examples.context[:, -1] if len(examples) else np.zeros(0, np.int64)
-        before = examples.context[:, -2] if examples.context.shape[1] > 1 else previous * 0
+    A context is the previous action, the category of the app the next action
+    happens in (``Examples.category``, which the model reads too), then the
+    ``order - 2`` actions before the previous one, newest first. Each context backs
+    off to the one without its oldest part, down to the previous action alone and
+    the person's frequencies. A context is numbered by its parent and its oldest
+    part, so each level's table has one row per context actually seen, whatever
+    the vocabulary's size.
+    """
+
+    def __init__(self, examples: Examples, vocab_size: int, order: int = DEFAULT_ORDER) -> None:
+        if order < 2:
+            raise ValueError("personal counts need order >= 2 (at least the previous action)")
+        self.vocab_size = v = vocab_size
+        self.order = min(order, examples.context.shape[1] + 1)
         target = examples.target
         unigram = np.bincount(target, minlength=v).astype(np.float64) + SMOOTHING
         unigram /= unigram.sum()
-        self.bigram = _interpolate(
-            _counts(previous, target, v, v), np.broadcast_to(unigram, (v, v))
-        )
-        keys = before * v + previous
-        self.keys, rows = np.unique(keys, return_inverse=True)
-        trigram = _counts(rows.reshape(-1), target, len(self.keys), v)
-        self.trigram = _interpolate(trigram, self.bigram[self.keys % v])
-        self.vocab_size = v
+        self.unigram = unigram
+        columns = _contexts(examples.context, examples.category, self.order)
+        self.base = max(v, int(columns.max()) + 1 if columns.size else 1)
+        # levels[j]: the sorted keys of the contexts of j + 1 parts, and their rows.
+        self.levels: list[tuple[NDArray[np.int64], NDArray[np.float64]]] = []
+        parents = np.zeros(len(target), dtype=np.int64)
+        lower: NDArray[np.float64] = unigram[None, :]
+        for j in range(columns.shape[1]):
+            keys = parents * self.base + columns[:, j]
+            unique, rows = np.unique(keys, return_inverse=True)
+            if len(unique) == 0:
+                break
+            rows = rows.reshape(-1)
+            below = lower[unique // self.base] if j else np.broadcast_to(unigram, (len(unique), v))
+            table = _interpolate(_counts(rows, target, len(unique), v), below)
+            self.levels.append((unique, table))
+            parents, lower = rows, table
 
-    def probabilities(self, context: NDArray[np.int64]) -> NDArray[np.float64]:
-        """(batch, vocab) next-action probabilities given (batch, K) windows."""
-        v = self.vocab_size
-        previous = context[:, -1]
-        before = context[:, -2] if context.shape[1] > 1 else previous * 0
-        keys = before * v + previous
-        found = np.searchsorted(self.keys, keys).clip(max=max(0, len(self.keys) - 1))
-        seen = (self.keys[found] == keys) if len(self.keys) else np.zeros(len(keys), bool)
-        out = self.bigram[previous].copy()
-        out[seen] = self.trigram[found[seen]]
+    def probabilities(
+        self, context: NDArray[np.int64], category: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        """(batch, vocab) next-action probabilities given (batch, K) windows and categories."""
+        columns = _contexts(context, category, self.order)
+        out = np.broadcast_to(self.unigram, (len(context), self.vocab_size)).copy()
+        parents = np.zeros(len(context), dtype=np.int64)
+        seen = np.ones(len(context), dtype=bool)
+        for j, (unique, table) in enumerate(self.levels):
+            keys = parents * self.base + columns[:, j]
+            found = np.searchsorted(unique, keys).clip(max=len(unique) - 1)
+            seen &= (unique[found] == keys) & (columns[:, j] < self.base)
+            out[seen] = table[found[seen]]
+            parents = found
         return out
+
+
+def _contexts(
+    context: NDArray[np.int64], category: NDArray[np.int64], order: int
+) -> NDArray[np.int64]:
+    """(batch, order) context parts, outermost level first: previous, category, earlier."""
+    newest_first = context[:, ::-1][:, : order - 1]
+    return np.concatenate([newest_first[:, :1], category[:, None], newest_first[:, 1:]], axis=1)
 
 
 def _counts(
@@ -77,7 +110,9 @@ def _interpolate(counts: NDArray[np.float64], lower: NDArray[np.float64]) -> NDA
     """Witten-Bell: trust a context's counts by how many it has against how many kinds."""
     total = counts.sum(axis=1, keepdims=True)
     kinds = (counts > 0).sum(axis=1, keepdims=True)
-    weight = np.divide(total, total + kinds, out=np.zeros_like(total), where=total > 0)
+    weight = np.divide(
+        total, total + BACKOFF_STRENGTH * kinds, out=np.zeros_like(total), where=total > 0
+    )
     relative = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
     mixed: NDArray[np.float64] = weight * relative + (1.0 - weight) * lower
     return mixed
@@ -101,7 +136,7 @@ class PersonalPolicy(nn.Module):
     ) -> torch.Tensor:
         """(batch, vocab) log-probabilities of the geometric mixture."""
         model_log_p = torch.log_softmax(self.model(context, category, gaps), dim=1)
-        counts_p = self.counts.probabilities(context.numpy())
+        counts_p = self.counts.probabilities(context.numpy(), category.numpy())
         counts_log_p = torch.from_numpy(np.log(counts_p)).to(model_log_p.dtype)
         mixed = self.weight * counts_log_p + (1.0 - self.weight) * model_log_p
         return torch.log_softmax(mixed, dim=1)

@@ -287,15 +287,17 @@ def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
 class PersonalizeConfig:
     """Local fine-tuning of the received global model, mixed with the person's own counts.
 
-    ``counts_weight`` is the weight of the device's own interpolated trigram
+    ``counts_weight`` is the weight of the device's own interpolated counts
     (``client.learning.personal_ngram``) in the mixture; 0 is fine-tuning alone.
-    Neither part is ever uploaded.
+    Neither part is ever uploaded. The defaults (10 epochs, weight 0.6) are the ones
+    that did best on the demo devices' validation tails (the last 20% of each
+    training part), never chosen on held-out data.
     """
 
-    epochs: int = 5
+    epochs: int = 10
     learning_rate: float = 1e-3
     batch_size: int = 64
-    counts_weight: float = 0.5
+    counts_weight: float = 0.6
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
