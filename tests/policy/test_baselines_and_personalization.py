@@ -108,31 +108,53 @@ def test_the_personal_mixture_ranks_by_both_parts_and_never_touches_the_global_m
     mine = _examples([3, 5, 6, 4, 5, 7] * 40, k=8)
     model = NextActionPolicy(ModelConfig())
     before = [a.copy() for a in get_arrays(model).values()]
-    counts_only = personalize(model, mine, PersonalizeConfig(epochs=0, counts_weight=1.0))
+    counts_only = personalize(
+        model, mine, PersonalizeConfig(epochs=0, counts_weight=1.0, global_weight=0)
+    )
     assert isinstance(counts_only, PersonalPolicy)
     assert evaluate(counts_only, mine)["top1"] == 1.0  # the counts alone know the habit
     assert not isinstance(
-        personalize(model, mine, PersonalizeConfig(epochs=1, counts_weight=0)), PersonalPolicy
+        personalize(model, mine, PersonalizeConfig(epochs=1, counts_weight=0, global_weight=0)),
+        PersonalPolicy,
     )
     after = list(get_arrays(model).values())
     assert all(np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
-def test_the_personal_mixture_is_a_normalized_product_of_both_parts():
+def test_the_personal_mixture_is_a_normalized_product_of_its_parts():
     torch.manual_seed(0)
     mine = _examples([3, 5, 6, 4, 5, 7] * 20, k=8)
-    model = NextActionPolicy(ModelConfig())
+    model, shared = NextActionPolicy(ModelConfig()), NextActionPolicy(ModelConfig())
     counts = PersonalCounts(mine, model.config.vocab_size)
     context, category = torch.from_numpy(mine.context), torch.from_numpy(mine.category)
     gaps = torch.from_numpy(mine.gaps)
     with torch.no_grad():
         model_log_p = torch.log_softmax(model(context, category, gaps), dim=1)
-        counts_log_p = torch.from_numpy(
-            np.log(counts.probabilities(mine.context, mine.category))
-        ).float()
+        shared_log_p = torch.log_softmax(shared(context, category, gaps), dim=1)
+        counts_p = counts.probabilities(mine.context, mine.category)
+        counts_log_p = torch.from_numpy(np.log(counts_p)).float()
         mixed = PersonalPolicy(model, counts, 0.3)(context, category, gaps)
+        three = PersonalPolicy(model, counts, 0.3, shared, 0.2)(context, category, gaps)
         only_counts = PersonalPolicy(model, counts, 1.0)(context, category, gaps)
     assert torch.allclose(mixed.exp().sum(dim=1), torch.ones(len(mine)), atol=1e-5)
     expected = torch.log_softmax(0.3 * counts_log_p + 0.7 * model_log_p, dim=1)
     assert torch.allclose(mixed, expected, atol=1e-5)  # log space, not a sum of probabilities
+    expected = torch.log_softmax(0.3 * counts_log_p + 0.5 * model_log_p + 0.2 * shared_log_p, 1)
+    assert torch.allclose(three, expected, atol=1e-5)
     assert torch.allclose(only_counts, counts_log_p, atol=1e-5)
+
+
+def test_the_personal_policy_keeps_its_own_copy_of_the_received_model():
+    # The next round loads new weights into the global model; the personal policy
+    # must not change with it.
+    mine = _examples([3, 5, 6, 4, 5, 7] * 10, k=8)
+    model = NextActionPolicy(ModelConfig())
+    personal = personalize(
+        model, mine, PersonalizeConfig(epochs=0, counts_weight=0.3, global_weight=0.5)
+    )
+    context, category = torch.from_numpy(mine.context), torch.from_numpy(mine.category)
+    with torch.no_grad():
+        before = personal(context, category)
+        for param in model.parameters():
+            param.add_(1.0)
+        assert torch.equal(personal(context, category), before)
