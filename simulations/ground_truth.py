@@ -58,7 +58,8 @@ class GroundTruth:
             **asdict(self),
             "note": "simulation only: exact top-1/top-3 on every synthetic employee's held-out "
             "data; personal_*: each device's local fine-tuning of the global model mixed "
-            "with its own action counts (client.learning.personal_ngram), never uploaded",
+            "with its own action counts (client.learning.personal_ngram) and the received "
+            "global model, never uploaded",
         }
         path.write_text(json.dumps(record, indent=2) + "\n")
         return path

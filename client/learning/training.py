@@ -287,21 +287,29 @@ def evaluate(model: nn.Module, examples: Examples) -> dict[str, float]:
 class PersonalizeConfig:
     """Local fine-tuning of the received global model, mixed with the person's own counts.
 
-    ``counts_weight`` is the weight of the device's own interpolated trigram
-    (``client.learning.personal_ngram``) in the mixture; 0 is fine-tuning alone.
-    Neither part is ever uploaded.
+    ``counts_weight`` is the weight of the device's own interpolated counts
+    (``client.learning.personal_ngram``) in the mixture and ``global_weight`` that
+    of the global model as received; the fine-tuned copy has the rest. Both 0 is
+    fine-tuning alone. Nothing personal is ever uploaded. The defaults were chosen
+    on the demo devices' validation tails (the last 20% of each training part),
+    never on held-out data: 10 epochs (fine-tuned copy's top-1), counts 0.6
+    (likelihood), global 0.1 (top-1).
     """
 
-    epochs: int = 5
+    epochs: int = 10
     learning_rate: float = 1e-3
     batch_size: int = 64
-    counts_weight: float = 0.5
+    counts_weight: float = 0.6
+    global_weight: float = 0.1
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("personalization needs epochs >= 0, batch size >= 1, a positive rate")
-        if not 0.0 <= self.counts_weight <= 1.0:
-            raise ValueError("personalization's counts_weight must be in [0, 1]")
+        weights = (self.counts_weight, self.global_weight)
+        if min(weights) < 0 or sum(weights) > 1:
+            raise ValueError(
+                "personalization's counts_weight and global_weight must be >= 0, at most 1 in all"
+            )
 
 
 def personalize(
@@ -319,10 +327,11 @@ def personalize(
     """
     config = config or PersonalizeConfig()
     model = _fine_tune(copy.deepcopy(global_model), examples, config)
-    if config.counts_weight == 0 or len(examples) == 0:
+    if config.counts_weight == config.global_weight == 0 or len(examples) == 0:
         return model
     counts = PersonalCounts(examples, global_model.config.vocab_size)
-    return PersonalPolicy(model, counts, config.counts_weight)
+    shared = copy.deepcopy(global_model).eval() if config.global_weight > 0 else None
+    return PersonalPolicy(model, counts, config.counts_weight, shared, config.global_weight)
 
 
 def _fine_tune(model: nn.Module, examples: Examples, config: PersonalizeConfig) -> nn.Module:
