@@ -12,13 +12,10 @@ are yardsticks for the ML team; nothing here runs on a laptop.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from client.learning.app import HELD_OUT_FRACTION
 from client.learning.device import (
@@ -28,7 +25,7 @@ from client.learning.device import (
     simulated_device_home,
 )
 from client.learning.featurize import split_held_out
-from client.learning.threads import TRAINING_THREADS
+from client.learning.threads import training_threads
 from client.learning.training import PersonalizeConfig, evaluate, personalize
 from policy.baselines import Bigram, MostFrequent, NGram
 from policy.model import NextActionPolicy
@@ -74,23 +71,6 @@ def _model(checkpoint_dir: Path) -> NextActionPolicy:
     return model
 
 
-@contextmanager
-def _device_threads() -> Iterator[None]:
-    """Fine-tune and score on the devices' one training thread, then restore this process's.
-
-    A device trains on one thread (``client.learning.threads``); torch's default of
-    one per core made each simulated device's personalization fight the rest of the
-    federation for the cores (a 10-epoch fine-tune: 24 s against 0.4 s on a loaded
-    machine).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(TRAINING_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def ground_truth(
     root: Path,
     employees: int,
@@ -101,7 +81,7 @@ def ground_truth(
 
     ``personalization`` None skips the personalized figures.
     """
-    with _device_threads():
+    with training_threads():  # as the devices fine-tune: one thread each
         return _score(root, employees, checkpoint_dir, personalization)
 
 

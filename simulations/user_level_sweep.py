@@ -35,6 +35,7 @@ import numpy as np
 from client.learning.app import HELD_OUT_FRACTION, train_config
 from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home
 from client.learning.featurize import Examples, split_held_out
+from client.learning.threads import training_threads
 from policy.model import ModelConfig
 from privacy.ledger import BudgetRule, planned_noise
 from privacy.policy import PrivacyPolicy, default_policy_text, parse_policy
@@ -218,6 +219,7 @@ def load_devices(
     return train, held
 
 
+@training_threads()  # each device trains on one thread, as on a laptop
 def run_user_sweep(
     train: Sequence[Examples],
     held: Sequence[Examples],
