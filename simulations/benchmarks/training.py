@@ -15,11 +15,17 @@ from pathlib import Path
 import psutil
 import torch
 
-from client.learning.device import Device, clear_examples_cache, simulated_device_home
+from client.learning.device import (
+    SIM_POLICY_FILE,
+    Device,
+    clear_examples_cache,
+    simulated_device_home,
+)
 from client.learning.featurize import split_held_out
 from client.learning.training import train_round
 from policy.model import NextActionPolicy, count_parameters
 from policy.round_contract import DEFAULT_CONTEXT_LENGTH
+from privacy.policy import demo_policy_text
 from server.checkpoints import read_sidecars
 from simulations.benchmarks import Measurement
 from simulations.campaign import campaign_train_config
@@ -120,12 +126,18 @@ def _local_rounds(root: Path, repeats: int) -> list[Measurement]:
 
 def _round_time(root: Path, clients: int) -> Measurement:
     seed_population(root, employees=clients, seed=7, hours=8.0)
+    # The shipped policy's cohort (800 a round) cannot be met by 20 or 100 devices: its
+    # rounds would wait out the round timeout and aggregate nothing. The demo policy,
+    # as `hearth-sim demo` uses at this size.
+    policy_file = root / SIM_POLICY_FILE
+    policy_file.write_text(demo_policy_text())
     run = run_app(
         num_supernodes=clients,
         run_config={
             "num-server-rounds": 2,
             "sim-root": str(root),
             "checkpoint-dir": str(root / "checkpoints"),
+            "policy-file": str(policy_file),
         },
         flwr_home=root / "flwr-home",
         log_file=root / "flwr.log",
