@@ -32,7 +32,15 @@ from numpy.typing import NDArray
 
 from policy.durable import fsync_directory
 from privacy.accountants import HistoryEntry
-from privacy.renyi_filter import RenyiFilter, day_of, filter_for, rdp_of, window
+from privacy.renyi_filter import (
+    Charge,
+    RenyiFilter,
+    RoundCharges,
+    day_of,
+    filter_for,
+    rdp_of,
+    window,
+)
 
 if TYPE_CHECKING:
     from privacy.policy import PrivacyPolicy
@@ -569,7 +577,14 @@ def planned_noise(policy: PrivacyPolicy, rule: BudgetRule) -> float:
 
     t = policy.training
     rounds = lifetime_rounds(t.rounds_per_day, rule.retention_days)
-    evaluation = (t.evaluation_noise_multiplier, 1.0, 1)
-    return lifetime_noise(
-        rule.renyi, ((t.sample_rate, t.steps),), evaluation, rounds, t.local_noise_multiplier
-    )
+    round_charges, evaluation = planned_round(policy)
+    return lifetime_noise(rule.renyi, round_charges, evaluation, rounds, t.local_noise_multiplier)
+
+
+def planned_round(policy: PrivacyPolicy) -> tuple[RoundCharges, Charge]:
+    """The round the planner charges: ``steps`` DP-SGD steps at ``sample_rate``, one evaluation.
+
+    As (sample rate, steps) pairs at the round's noise, and the evaluation release.
+    """
+    t = policy.training
+    return ((t.sample_rate, t.steps),), (t.evaluation_noise_multiplier, 1.0, 1)

@@ -164,10 +164,27 @@ def filter_for(orders: Sequence[float], cap: float, delta: float) -> RenyiFilter
     return RenyiFilter(tuple(float(a) for a in orders), float(cap), float(delta))
 
 
+RoundCharges = tuple[tuple[float, int], ...]  # (sample rate, steps) a round, at its noise
+
+
+def rounds_rdp(
+    orders: Sequence[float],
+    noise: float,
+    round_charges: RoundCharges,
+    evaluation: Charge | None,
+    rounds: int,
+) -> NDArray[np.float64]:
+    """RDP of ``rounds`` whole rounds: ``round_charges`` at ``noise``, each with its evaluation."""
+    charges: list[Charge] = [(noise, q, s * rounds) for q, s in round_charges]
+    if evaluation is not None:
+        charges.append((evaluation[0], evaluation[1], evaluation[2] * rounds))
+    return rdp_of(charges, orders)
+
+
 @functools.lru_cache(maxsize=64)
 def lifetime_noise(
     renyi: RenyiFilter,
-    round_charges: tuple[tuple[float, int], ...],
+    round_charges: RoundCharges,
     evaluation: Charge | None,
     rounds: int,
     floor: float,
@@ -183,10 +200,7 @@ def lifetime_noise(
     from privacy.accountants import PlanningError, smallest_noise  # noqa: PLC0415
 
     def fits(z: float) -> bool:
-        charges: list[Charge] = [(z, q, s * rounds) for q, s in round_charges]
-        if evaluation is not None:
-            charges.append((evaluation[0], evaluation[1], evaluation[2] * rounds))
-        spent = rdp_of(charges, renyi.orders)
+        spent = rounds_rdp(renyi.orders, z, round_charges, evaluation, rounds)
         return renyi.admits(np.zeros_like(spent), spent)
 
     start = max(floor, 1e-3)

@@ -37,7 +37,7 @@ from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device
 from client.learning.featurize import Examples, split_held_out
 from client.learning.threads import training_threads
 from policy.model import ModelConfig
-from privacy.ledger import BudgetRule, planned_noise
+from privacy.ledger import BudgetRule, planned_noise, planned_round
 from privacy.policy import PrivacyPolicy, default_policy_text, parse_policy
 from privacy.user_level import NoisedRound, epsilon_readers, noise_for_target, rounds_within
 from simulations.campaign import default_campaign
@@ -172,20 +172,15 @@ def device_spend(policy: PrivacyPolicy, noise: float, most: int = 10_000) -> Dev
     evaluation release, charged to every day of data it could read; a day stops at
     the first round its filter would not admit.
     """
-    from privacy.renyi_filter import lifetime_rounds, rdp_of  # noqa: PLC0415
+    from privacy.renyi_filter import lifetime_rounds, rounds_rdp  # noqa: PLC0415
 
     t = policy.training
     rule = BudgetRule.from_policy(policy)
     orders = rule.renyi.orders
+    round_charges, evaluation = planned_round(policy)
 
     def spent(rounds: int) -> Any:
-        return rdp_of(
-            [
-                (noise, t.sample_rate, t.steps * rounds),
-                (t.evaluation_noise_multiplier, 1.0, rounds),
-            ],
-            orders,
-        )
+        return rounds_rdp(orders, noise, round_charges, evaluation, rounds)
 
     zero = np.zeros(len(orders))
     rounds = 0

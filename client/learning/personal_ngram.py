@@ -131,6 +131,14 @@ def _interpolate(counts: NDArray[np.float64], lower: NDArray[np.float64]) -> NDA
     return mixed
 
 
+def check_weights(counts: float, shared: float) -> None:
+    """The counts' and the shared model's weights: each >= 0, at most 1 together."""
+    if min(counts, shared) < 0 or counts + shared > 1:
+        raise ValueError(
+            "personalization's counts and global-model weights must be >= 0, at most 1 in all"
+        )
+
+
 class PersonalPolicy(nn.Module):
     """A fine-tuned copy of the global model mixed with the person's own counts.
 
@@ -149,10 +157,7 @@ class PersonalPolicy(nn.Module):
         shared_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        if min(weight, shared_weight) < 0 or weight + shared_weight > 1:
-            raise ValueError(
-                "the counts' and shared model's weights must be >= 0, at most 1 in all"
-            )
+        check_weights(weight, shared_weight)
         if shared_weight > 0 and shared is None:
             raise ValueError("a shared model's weight needs the shared model")
         self.model, self.counts, self.weight = model, counts, weight

@@ -32,7 +32,7 @@ from torch import nn
 
 from client.learning.clipped_gradients import ClippedGradients
 from client.learning.featurize import Examples
-from client.learning.personal_ngram import PersonalCounts, PersonalPolicy
+from client.learning.personal_ngram import PersonalCounts, PersonalPolicy, check_weights
 from policy.model import NextActionPolicy, get_arrays
 from policy.replies import EVAL_LOSS_BOUND, EVALUATE_SUMS
 from privacy.accountants import epsilon_local
@@ -305,11 +305,7 @@ class PersonalizeConfig:
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0:
             raise ValueError("personalization needs epochs >= 0, batch size >= 1, a positive rate")
-        weights = (self.counts_weight, self.global_weight)
-        if min(weights) < 0 or sum(weights) > 1:
-            raise ValueError(
-                "personalization's counts_weight and global_weight must be >= 0, at most 1 in all"
-            )
+        check_weights(self.counts_weight, self.global_weight)
 
 
 def personalize(

@@ -119,8 +119,9 @@ class FocusJudge:
             self._last_sensitive = checked
         if secure:
             self._last_secure = checked
-        clear = info is not None and not (sensitive or secure)
-        self._front_since = info.front_since if clear and info is not None else None
+        self._front_since = (
+            info.front_since if info is not None and not (sensitive or secure) else None
+        )
         if checked - looks[0] > 2 * HISTORY:
             del looks[: bisect.bisect_left(looks, checked - HISTORY)]
             self._floor = looks[0]

@@ -273,9 +273,12 @@ class X11Focus:
         )
 
     def _front_since(self) -> float | None:
-        """When the window in front got there, on our clock (watched and mapped only)."""
+        """When the window in front got there, on our clock (watched and mapped only).
+
+        ``_front_ms`` is set only from the watch, and cleared when it is lost.
+        """
         server_ms, to_local = self._front_ms, self.server_time
-        if server_ms is None or to_local is None or self._watch is None:
+        if server_ms is None or to_local is None:
             return None
         return to_local(server_ms)
 
