@@ -97,6 +97,7 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
         f"{population.events:,} events in encrypted vaults under {settings.root / 'devices'} "
         f"({time.perf_counter() - started:.1f}s)"
     )
+    spend_population(settings.root)
     checkpoints = settings.root / "checkpoints"
     # A new campaign on freshly seeded employees: an earlier demo's rounds are not its own.
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -152,6 +153,16 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     truth = ground_truth(settings.root, scored, checkpoints, PersonalizeConfig())
     truth.write(checkpoints)
     return DemoResult(run, checkpoints, rows, truth)
+
+
+def spend_population(root: Path) -> None:
+    """A campaign is about to charge these devices' ledgers: the next demo seeds fresh ones.
+
+    Reused, the devices would start the next demo with this one's spend on their
+    ledgers and refuse rounds at their cap (a second ``make demo`` stopped after 5
+    rounds). Campaigns that never touch the ledgers (the in-process sweeps) still reuse.
+    """
+    (root / "population.json").unlink(missing_ok=True)
 
 
 def seed_or_reuse(settings: DemoSettings, console: Console) -> Population:
