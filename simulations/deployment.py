@@ -5,6 +5,13 @@ started in its own process group and stopped by that group's id. Devices reach
 the SuperLink through ``TlsTap``, a TLS-terminating relay that counts (and on
 request keeps) every byte a device sends and receives, in plaintext: the test
 owns the federation's CA, so the relay presents the SuperLink's own certificate.
+
+``federation(..., zygote=True)`` starts one preloaded interpreter
+(``client.deployment.zygote``) for the whole fleet and forks every device's
+processes from it (``hearth join`` in its module form, then through
+``HEARTH_ZYGOTE`` its SuperNode and ClientApp tasks): the fleet benchmark's way to
+fit 100 SuperNodes on one machine. Without it every process starts fresh, as on
+laptops.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 import psutil
 
 from client.control.consent import grant
+from client.deployment.zygote import ENV_ZYGOTE, ZygoteChild, private_socket_path, spawn
 from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import demo_policy_text, load_policy
@@ -144,13 +152,20 @@ def run(command: list[str], env: dict[str, str], timeout: float = 120) -> str:
 class Process:
     """A process started here, in its own process group."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | ZygoteChild
     log: Path
 
     @classmethod
-    def start(cls, command: list[str], env: dict[str, str], log: Path) -> Process:
-        """Start ``command`` with output to ``log``."""
+    def start(
+        cls, command: list[str], env: dict[str, str], log: Path, zygote: Path | None = None
+    ) -> Process:
+        """Start ``command`` with output to ``log``; ``[python, -m, module, ...]`` by ``zygote``."""
         with open(log, "ab") as handle:
+            if zygote is not None:
+                child = spawn(
+                    zygote, command[2], command[3:], env=env, stdout=handle, stderr=handle
+                )
+                return cls(child, log)
             proc = subprocess.Popen(
                 command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
             )
@@ -162,9 +177,12 @@ class Process:
         return self.proc.poll() is None
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the group this process leads and wait for it."""
+        """Signal the group this process leads (or, forked by a zygote, it) and wait for it."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)  # the group created for it
+            if isinstance(self.proc, ZygoteChild):
+                self.proc.send_signal(sig)  # the zygote ends what it started when it stops
+            else:
+                os.killpg(self.proc.pid, sig)  # the group created for it
             self.proc.wait(timeout=30)
 
 
@@ -293,6 +311,8 @@ class Federation:
     tap: TlsTap
     homes: list[Path] = field(default_factory=list)
     joins: list[Process] = field(default_factory=list)
+    zygote: Process | None = None  # forks every device process (``federation(zygote=True)``)
+    zygote_socket: Path | None = None
 
     @property
     def org_key(self) -> Path:
@@ -350,12 +370,18 @@ class Federation:
     def start_join(self, device: int) -> Process:
         """Start ``hearth join`` for device ``device`` (through the tap); its log is appended to.
 
-        The device pins the federation's policy, signed by the organisation.
+        The device pins the federation's policy, signed by the organisation. With a
+        zygote, ``hearth join``'s module form is forked from it, and so (through
+        ``HEARTH_ZYGOTE``) are the device's SuperNode and tasks.
         """
+        env = {**self.env, "HEARTH_HOME": str(self.homes[device])}
+        command = [str(BIN / "hearth"), "join"]
+        if self.zygote_socket is not None:
+            command = [sys.executable, "-m", "client.deployment.join"]
+            env[ENV_ZYGOTE] = str(self.zygote_socket)
         return Process.start(
             [
-                str(BIN / "hearth"),
-                "join",
+                *command,
                 "--superlink",
                 f"127.0.0.1:{self.tap.port}",
                 "--root-cert",
@@ -369,8 +395,9 @@ class Federation:
                 "--policy-signature",
                 self.policy_signature(),
             ],
-            {**self.env, "HEARTH_HOME": str(self.homes[device])},
+            env,
             self.root / f"join-{device}.log",
+            self.zygote_socket,
         )
 
     def rejoin(self, device: int) -> None:
@@ -407,8 +434,12 @@ def federation(
     keep_sent: bool = True,
     device_epsilon_cap: float | None = None,
     distributed_noise: DistributedNoise | None = None,
+    zygote: bool = False,
 ) -> Iterator[Federation]:
-    """A SuperLink with ``devices`` joined devices under ``root``; everything stops after."""
+    """A SuperLink with ``devices`` joined devices under ``root``; everything stops after.
+
+    ``zygote``: fork every device's processes from one preloaded interpreter.
+    """
     pki = init_pki(root / "pki").root
     # The org key is kept away from the SuperLink (`up` refuses one it could read).
     generate_org_key(root / "org-key", ORG_KEY_PASSPHRASE, public_directory=pki)
@@ -425,7 +456,23 @@ def federation(
     )
     joins: list[Process] = []
     fed: Federation | None = None
+    forks: Process | None = None
+    socket_path: Path | None = None
     try:
+        if zygote:
+            socket_path = private_socket_path(root / "zygote")
+            forks = Process.start(
+                [
+                    sys.executable,
+                    "-m",
+                    "client.deployment.zygote",
+                    "--socket-dir",
+                    str(root / "zygote"),
+                ],
+                env,
+                root / "zygote.log",
+            )
+            wait_for(socket_path.exists, 180, "the zygote's socket")
         # `up` registers the devices (one process for all of them, server.node_registration).
         up_timeout = 90 + 10 * devices
         wait_for(
@@ -434,7 +481,20 @@ def federation(
         tap = TlsTap(
             port, pki / "superlink.crt", pki / "superlink.key", pki / "ca.crt", keep_sent
         ).start()
-        fed = Federation(root, pki, state, policy, env, port, up, up_command, tap, joins=joins)
+        fed = Federation(
+            root,
+            pki,
+            state,
+            policy,
+            env,
+            port,
+            up,
+            up_command,
+            tap,
+            joins=joins,
+            zygote=forks,
+            zygote_socket=socket_path,
+        )
         for i in range(devices):
             home = root / f"home-{i}"
             seed_device(home, i, policy=policy)
@@ -454,3 +514,5 @@ def federation(
         up.kill(signal.SIGTERM)
         if fed is not None:
             fed.up.kill(signal.SIGTERM)  # a restarted SuperLink
+        if forks is not None:
+            forks.kill(signal.SIGTERM)  # and it ends anything of the devices' still running

@@ -13,6 +13,11 @@ public key (``--org-key``), then the privacy policy the organisation signed
 (``--policy`` with ``--policy-signature``, ``client.control.policy_pin``), checked against
 that key. Without a pinned policy, or without the employee's consent to exactly
 that policy, it does not join at all.
+
+With ``HEARTH_ZYGOTE`` set (a fleet on one machine, ``client.deployment.zygote``) the
+SuperNode and the ClientApp tasks are forked from that preloaded interpreter instead
+of started fresh; a laptop leaves it unset. ``python -m client.deployment.join ARGS``
+is ``hearth join ARGS``, the form a zygote can start.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Final
 from client.control.participation import consent_problem, record
 from client.control.policy_pin import load_pinned, pin_policy
 from client.deployment.bundle_trust import BundleRefused, pin_org_key, pinned_key_path
+from client.deployment.zygote import ChildProcess, start_process
 from client.storage.home import ensure_private_dir
 from privacy.policy import PolicyError
 
@@ -148,7 +154,7 @@ def join(config: JoinConfig) -> int:
     os.environ.update({"FLWR_HOME": env["FLWR_HOME"], ENV_SECRET_FILE: str(secret)})
     command = supernode_command(config, runtime_port, secret)
     stop = threading.Event()
-    current: list[subprocess.Popen[bytes]] = []
+    current: list[ChildProcess] = []
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -157,7 +163,7 @@ def join(config: JoinConfig) -> int:
         # A laptop that was offline, a SuperLink restart, or a node the SuperLink still
         # believes online: Flower's SuperNode exits, and hearth starts it again.
         while not stop.is_set():
-            current[:] = [subprocess.Popen(command, env=env)]
+            current[:] = [start_process(command, env)]
             record(config.home, "join", joined=True, superlink=config.superlink, pid=os.getpid())
             current[0].wait()
             stop.wait(RESTART_SECONDS)
@@ -181,3 +187,8 @@ def join(config: JoinConfig) -> int:
 
 
 __all__ = ["JoinConfig", "JoinError", "join", "prepare", "supernode_command"]
+
+if __name__ == "__main__":
+    from client.cli.main import app
+
+    app(["join", *sys.argv[1:]], prog_name="hearth")

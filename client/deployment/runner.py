@@ -24,6 +24,12 @@ A refusal or a decline is replied as an error: a code and its fixed word from
 code UNAVAILABLE), while the real reason is recorded for ``hearth status`` only.
 Dependencies are never installed at run time.
 
+On a machine that hosts a fleet, ``HEARTH_ZYGOTE`` makes ``serve`` fork each task
+from a preloaded interpreter (``client.deployment.zygote``) instead of starting a
+fresh one: the forked task runs this same ``task`` code, with the same checks in
+the same order; only the import of torch and Flower is saved. Unset (every
+laptop), tasks are fresh processes.
+
 No code of the bundle runs on the device. The bundle's ClientApp must be the
 device's own ``client.learning.app:app`` (``client.deployment.bundle_trust`` refuses any other), and
 this process runs the *installed* hearth's ClientApp, in process, with the run's
@@ -38,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -73,6 +78,7 @@ from client.control.participation import admit, read_deployment, record
 from client.control.policy_pin import device_policy
 from client.deployment.bundle_trust import BundleRefused, RunClaim, admit_bundle
 from client.deployment.governor import Governor, lower_priority
+from client.deployment.zygote import ChildProcess, start_process
 
 # The device's own ClientApp, from the installed hearth: the only app code a device runs.
 from client.learning.app import app as device_app
@@ -245,7 +251,7 @@ def _superexec_interceptors() -> list[ProtobufClientInterceptor]:
 def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None:
     """Claim ClientApp tasks from the SuperNode and run each behind the gate."""
     client = _runtime_client(runtime_api_address, _superexec_interceptors())
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[ChildProcess] = []
     try:
         while stop is None or not stop.is_set():
             children = [c for c in children if c.poll() is None]
@@ -254,7 +260,7 @@ def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None
             )
             if response.HasField("task") and response.token:
                 children.append(
-                    subprocess.Popen(
+                    start_process(
                         [
                             sys.executable,
                             "-m",

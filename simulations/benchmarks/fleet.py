@@ -35,8 +35,9 @@ from pathlib import Path
 
 import psutil
 
+from client.deployment.zygote import children as zygote_children
 from simulations.benchmarks import Measurement, write_results
-from simulations.benchmarks.deployment import _campaign, _prioritise_superlink
+from simulations.benchmarks.deployment import _Campaign, _campaign, _prioritise_superlink
 from simulations.deployment import DistributedNoise, Federation, federation
 
 SUBJECT = "fleet"
@@ -56,41 +57,78 @@ MIN_AVAILABLE_BYTES = 2 * 2**30
 # `hearth join` 63 MiB, its SuperNode 93 MiB, the ClientApp task (torch) ~300 MiB (USS).
 DEVICE_PEAK_BYTES = 480 * 2**20
 FLEET = 100
+PSS_EVERY = 5  # seconds between PSS samples (each walks ~300 page tables)
 
 
 class OutOfMemory(RuntimeError):
     """The federation was stopped: the machine was running out of memory."""
 
 
-def _tree_rss(root: psutil.Process) -> int:
-    total = 0
+def _pss(proc: psutil.Process) -> int:
+    """Proportional set size: each shared page divided among the processes mapping it."""
     with contextlib.suppress(psutil.Error):
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
-    return total
+        return int(proc.memory_full_info().pss)
+    return 0
+
+
+def _tree(root: int) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(root)
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
+@dataclass(frozen=True)
+class FleetMemory:
+    """One sample of the federation's PSS: server side, the zygote, each device (by home)."""
+
+    server: int
+    zygote: int
+    devices: dict[str, int]
+    processes: int
+
+    @property
+    def total(self) -> int:
+        """Every federation process, each shared page counted once."""
+        return self.server + self.zygote + sum(self.devices.values())
+
+
+def fleet_memory(fed: Federation) -> FleetMemory:
+    """PSS of every federation process; a device's processes are grouped by its HEARTH_HOME.
+
+    They are the zygote's children, not ``hearth join``'s, so the zygote says which
+    device (the HEARTH_HOME of the request) each one runs for.
+    """
+    assert fed.zygote is not None and fed.zygote_socket is not None
+    server = _tree(fed.up.proc.pid)
+    devices: dict[str, int] = {}
+    listed = zygote_children(fed.zygote_socket)
+    for child in listed:
+        home = child.home or "?"
+        devices[home] = devices.get(home, 0) + _pss(psutil.Process(child.pid))
+    return FleetMemory(
+        server=sum(_pss(p) for p in server),
+        zygote=_pss(psutil.Process(fed.zygote.proc.pid)),
+        devices=devices,
+        processes=len(server) + 1 + len(listed),
+    )
 
 
 @dataclass
 class _FleetSampler:
-    """Peak RSS of the whole federation, of one device, and of the machine's memory use."""
+    """Peak PSS of the whole federation and of one device; the machine's memory drop."""
 
     fed: Federation
-    peak_total: int = 0
-    peak_server: int = 0
+    peak: FleetMemory | None = None
     peak_device: int = 0
+    peak_processes: int = 0
     baseline_available: int = field(default_factory=lambda: psutil.virtual_memory().available)
     peak_drop: int = 0
     out_of_memory: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def sample(self) -> None:
-        """One sample of every process tree of the federation."""
-        server = _tree_rss(psutil.Process(self.fed.up.proc.pid))
-        devices = [_tree_rss(psutil.Process(j.proc.pid)) for j in self.fed.joins if j.running]
-        self.peak_server = max(self.peak_server, server)
-        self.peak_device = max([self.peak_device, *devices])
-        self.peak_total = max(self.peak_total, server + sum(devices))
+    def guard(self) -> None:
+        """Track the available memory; stop the federation below ``MIN_AVAILABLE_BYTES``."""
         available = psutil.virtual_memory().available
         self.peak_drop = max(self.peak_drop, self.baseline_available - available)
         if available < MIN_AVAILABLE_BYTES and not self.out_of_memory:
@@ -99,10 +137,23 @@ class _FleetSampler:
                 process.kill(signal.SIGTERM)
             _thread.interrupt_main()  # the campaign's wait ends; the federation unwinds
 
+    def sample(self) -> FleetMemory:
+        """One PSS sample of every federation process."""
+        memory = fleet_memory(self.fed)
+        if self.peak is None or memory.total > self.peak.total:
+            self.peak = memory
+        self.peak_device = max([self.peak_device, *memory.devices.values()])
+        self.peak_processes = max(self.peak_processes, memory.processes)
+        return memory
+
     def _loop(self) -> None:
+        tick = 0
         while not self._stop.wait(1.0):
-            with contextlib.suppress(psutil.Error):
-                self.sample()
+            with contextlib.suppress(psutil.Error, OSError):
+                self.guard()
+                if tick % PSS_EVERY == 0:  # PSS walks every page table: not every second
+                    self.sample()
+            tick += 1
 
     def __enter__(self) -> _FleetSampler:
         threading.Thread(target=self._loop, daemon=True).start()
@@ -127,12 +178,12 @@ def measure(devices: int) -> list[Measurement]:
             keep_sent=False,
             device_epsilon_cap=1000.0,
             distributed_noise=noise,
+            zygote=True,
         ) as fed,
     ):
         ready = time.perf_counter() - started
         sampler = _FleetSampler(fed, baseline_available=available)
-        sampler.sample()
-        idle_total = sampler.peak_total
+        idle = sampler.sample()
         try:
             with sampler:
                 _prioritise_superlink(fed)
@@ -142,10 +193,24 @@ def measure(devices: int) -> list[Measurement]:
         except KeyboardInterrupt:
             if not sampler.out_of_memory:
                 raise
+            peak = sampler.peak.total if sampler.peak else 0
             raise OutOfMemory(
-                f"{devices} SuperNodes: stopped at {sampler.peak_total / 2**20:,.0f} MiB RSS, "
+                f"{devices} SuperNodes: stopped at {peak / 2**20:,.0f} MiB PSS, "
                 f"the machine had less than {MIN_AVAILABLE_BYTES / 2**30:g} GiB available"
             ) from None
+    return _measurements(devices, noise, (plain, secagg), sampler, idle, ready)
+
+
+def _measurements(
+    devices: int,
+    noise: DistributedNoise,
+    campaigns: tuple[_Campaign, _Campaign],
+    sampler: _FleetSampler,
+    idle: FleetMemory,
+    ready: float,
+) -> list[Measurement]:
+    plain, secagg = campaigns
+    peak = sampler.peak or idle
     at = f"{devices} SuperNodes"
     mib = 2**20
     out = [
@@ -173,14 +238,29 @@ def measure(devices: int) -> list[Measurement]:
         ),
         Measurement(
             SUBJECT,
-            f"peak RSS of every federation process, {at}",
-            sampler.peak_total / mib,
+            f"peak PSS of every federation process, {at}",
+            peak.total / mib,
             "MiB",
-            note=f"idle after joining: {idle_total / mib:,.0f} MiB; sums shared pages "
-            "once per process",
+            note=f"{sampler.peak_processes} processes at most; idle after joining: "
+            f"{idle.total / mib:,.0f} MiB",
         ),
-        Measurement(SUBJECT, f"peak RSS, server side, {at}", sampler.peak_server / mib, "MiB"),
-        Measurement(SUBJECT, f"peak RSS of one device, {at}", sampler.peak_device / mib, "MiB"),
+        Measurement(
+            SUBJECT,
+            f"PSS per device at that peak (mean), {at}",
+            sum(peak.devices.values()) / max(1, len(peak.devices)) / mib,
+            "MiB",
+            note=f"idle after joining: {sum(idle.devices.values()) / max(1, devices) / mib:,.0f}"
+            " MiB; hearth join + SuperNode + its ClientApp task(s)",
+        ),
+        Measurement(SUBJECT, f"peak PSS of one device, {at}", sampler.peak_device / mib, "MiB"),
+        Measurement(SUBJECT, f"PSS, server side, at that peak, {at}", peak.server / mib, "MiB"),
+        Measurement(
+            SUBJECT,
+            f"PSS of the zygote, {at}",
+            peak.zygote / mib,
+            "MiB",
+            note="its share of the preloaded pages every device process maps",
+        ),
         Measurement(
             SUBJECT,
             f"peak drop in available memory, {at}",
