@@ -176,13 +176,26 @@ class Process:
         """Whether the process has not exited."""
         return self.proc.poll() is None
 
+    def send(self, sig: int) -> None:
+        """Signal the process (its group, if it leads one) without waiting."""
+        if self.proc.poll() is None:
+            if isinstance(self.proc, ZygoteChild):
+                self.proc.send_signal(sig)
+            else:
+                os.killpg(self.proc.pid, sig)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the group this process leads (or, forked by a zygote, it) and wait for it."""
         if self.proc.poll() is None:
             if isinstance(self.proc, ZygoteChild):
                 self.proc.send_signal(sig)  # the zygote ends what it started when it stops
-            else:
-                os.killpg(self.proc.pid, sig)  # the group created for it
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()  # a device that would not stop on a loaded machine
+                    self.proc.wait(timeout=30)
+                return
+            os.killpg(self.proc.pid, sig)  # the group created for it
             self.proc.wait(timeout=30)
 
 
@@ -509,6 +522,8 @@ def federation(
         )
         yield fed
     finally:
+        for process in joins:  # every device at once: a fleet stops in parallel
+            process.send(signal.SIGTERM)
         for process in joins:
             process.kill(signal.SIGTERM)
         up.kill(signal.SIGTERM)

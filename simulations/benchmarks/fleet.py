@@ -9,23 +9,30 @@ joins), so the only difference is secure aggregation: the share itself is one
 Gaussian draw per parameter. The second round of each campaign is timed
 (checkpoint to checkpoint), as in the ``deployment`` subject.
 
-Memory: every process of the federation (the SuperLink with its ServerApp, every
-device's ``hearth join`` with its SuperNode and ClientApp processes) is sampled
-once a second. The RSS sum counts shared pages (Python, torch's libraries) once per
-process, so it overstates; the drop in the machine's available memory is the other
-bound, and on a shared machine it also moves with everyone else's work.
+Processes: one zygote (``client.deployment.zygote``) imports torch, Flower's
+SuperNode and hearth's runner once, and every device process is forked from it:
+each device's ``hearth join``, its SuperNode and one ClientApp task per message,
+still separate processes, none a thread of another. Pages the children do not write
+stay shared, so the kernel holds them once; a laptop starts fresh processes
+(``HEARTH_ZYGOTE`` unset), so a laptop's device costs what a fresh ``hearth join``
+does, not these figures. The round time no longer includes every task importing
+torch.
 
-100 SuperNodes do not fit on a 23 GB machine: a device is three Python processes
-during a round (``hearth join``, its SuperNode, and the ClientApp task that imports
-torch), about 480 MiB at the peak, and every device of a round runs at once. The
-full run takes as many as the available memory holds (``largest_fleet``), and a
-guard stops the federation if the machine runs low anyway.
+Memory: proportional set size (PSS: a page shared by N processes counts 1/N in
+each), summed over every federation process: the SuperLink side (``hearth-server up``
+and its children), the zygote, and each device's processes, grouped by the
+HEARTH_HOME of the request that forked them (the zygote keeps it; they are the
+zygote's children, not ``hearth join``'s). Sampled every ``PSS_EVERY`` seconds;
+the drop in the machine's available memory, sampled every second, is the other
+figure, and on a shared machine it also moves with everyone else's work. A guard
+stops the federation if less than ``MIN_AVAILABLE_BYTES`` remain.
 """
 
 from __future__ import annotations
 
 import _thread
 import contextlib
+import json
 import signal
 import tempfile
 import threading
@@ -57,7 +64,7 @@ MIN_AVAILABLE_BYTES = 2 * 2**30
 # `hearth join` 63 MiB, its SuperNode 93 MiB, the ClientApp task (torch) ~300 MiB (USS).
 DEVICE_PEAK_BYTES = 480 * 2**20
 FLEET = 100
-PSS_EVERY = 5  # seconds between PSS samples (each walks ~300 page tables)
+PSS_EVERY = 10  # seconds between PSS samples (each walks ~300 page tables: CPU)
 
 
 class OutOfMemory(RuntimeError):
@@ -163,7 +170,36 @@ class _FleetSampler:
         self._stop.set()
 
 
-def measure(devices: int) -> list[Measurement]:
+def _first_round(fed: Federation, secaggplus: bool, round_timeout: float) -> _Campaign:
+    """A one-round campaign, timed from ``flwr run`` to its checkpoint (ServerApp start too)."""
+    checkpoints = fed.root / f"campaign-{'secagg' if secaggplus else 'plain'}"
+    overrides: dict[str, object] = {
+        "num-server-rounds": 1,
+        "secaggplus": secaggplus,
+        "round-timeout": round_timeout,
+        "checkpoint-dir": str(checkpoints),
+        "policy-file": str(fed.policy),
+        "bundle-signature": fed.token(),
+    }
+    started = time.time()
+    log = fed.flwr_run(overrides, timeout=round_timeout * 5)
+    done = checkpoints / "round-0001.json"
+    deadline = time.monotonic() + round_timeout * 5
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)  # `flwr run --stream` may return early on a loaded machine
+    if not done.exists():
+        raise RuntimeError(f"the one-round campaign did not finish:\n{log[-2000:]}")
+    trained = int(json.loads(done.read_text())["fit"].get("clients_trained", 0))
+    return _Campaign(done.stat().st_mtime - started, 0.0, 0.0, trained)
+
+
+def _timed(fed: Federation, secaggplus: bool, rounds: int, timeout: float) -> _Campaign:
+    if rounds == 1:
+        return _first_round(fed, secaggplus, timeout)
+    return _campaign(fed, secaggplus=secaggplus, rounds=rounds, round_timeout=timeout)
+
+
+def measure(devices: int, rounds: int = ROUNDS) -> list[Measurement]:
     """Plain FedAvg and SecAgg+ with distributed noise at ``devices`` SuperNodes."""
     noise = DistributedNoise(
         noise_multiplier=1.0, min_cohort=max(2, int(devices * COHORT_FRACTION))
@@ -188,8 +224,8 @@ def measure(devices: int) -> list[Measurement]:
             with sampler:
                 _prioritise_superlink(fed)
                 timeout = round_timeout(devices)
-                plain = _campaign(fed, secaggplus=False, rounds=ROUNDS, round_timeout=timeout)
-                secagg = _campaign(fed, secaggplus=True, rounds=ROUNDS, round_timeout=timeout)
+                plain = _timed(fed, False, rounds, timeout)
+                secagg = _timed(fed, True, rounds, timeout)
         except KeyboardInterrupt:
             if not sampler.out_of_memory:
                 raise
@@ -198,7 +234,7 @@ def measure(devices: int) -> list[Measurement]:
                 f"{devices} SuperNodes: stopped at {peak / 2**20:,.0f} MiB PSS, "
                 f"the machine had less than {MIN_AVAILABLE_BYTES / 2**30:g} GiB available"
             ) from None
-    return _measurements(devices, noise, (plain, secagg), sampler, idle, ready)
+    return _measurements(devices, noise, (plain, secagg), sampler, idle, ready, rounds)
 
 
 def _measurements(
@@ -208,8 +244,10 @@ def _measurements(
     sampler: _FleetSampler,
     idle: FleetMemory,
     ready: float,
+    rounds: int,
 ) -> list[Measurement]:
     plain, secagg = campaigns
+    timed = "round 1 of 1, from `flwr run`" if rounds == 1 else f"round {rounds} of {rounds}"
     peak = sampler.peak or idle
     at = f"{devices} SuperNodes"
     mib = 2**20
@@ -219,7 +257,7 @@ def _measurements(
             f"round time, {label}, {at}",
             c.round_seconds,
             "s",
-            note=f"{c.trained} of {devices} devices in the aggregate",
+            note=f"{c.trained} of {devices} devices in the aggregate; {timed}",
         )
         for label, c in (
             ("FedAvg", plain),
@@ -279,11 +317,13 @@ def largest_fleet() -> int:
     return max(2, min(FLEET, int(spare // DEVICE_PEAK_BYTES)))
 
 
-def run(quick: bool, sizes: tuple[int, ...] | None = None) -> list[Measurement]:
+def run(
+    quick: bool, sizes: tuple[int, ...] | None = None, rounds: int = ROUNDS
+) -> list[Measurement]:
     """Quick: 10 SuperNodes. Full: 100, or as many as the available memory holds."""
     results: list[Measurement] = []
     for devices in sizes or ((10,) if quick else (largest_fleet(),)):
-        results += measure(devices)
+        results += measure(devices, rounds)
     return results
 
 
@@ -297,8 +337,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", type=int, nargs="+", default=[100])
     parser.add_argument("--out", type=Path, default=Path("bench/fleet"), help="JSON + Markdown")
+    parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="1: time the only round, from `flwr run`"
+    )
     args = parser.parse_args()
-    measured = run(False, tuple(args.devices))
+    measured = run(False, tuple(args.devices), args.rounds)
     write_results(args.out, measured)
     for m in measured:
         print(f"{m.name}: {m.value:,.2f} {m.unit} {m.note}", flush=True)
