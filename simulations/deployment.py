@@ -481,6 +481,7 @@ def federation(
                     "client.deployment.zygote",
                     "--socket-dir",
                     str(root / "zygote"),
+                    "--exit-with-parent",  # a federation that died takes its fleet along
                 ],
                 env,
                 root / "zygote.log",

@@ -337,7 +337,9 @@ class Zygote:
     children: dict[int, _Child] = field(default_factory=dict)
     waiting: dict[socket.socket, int] = field(default_factory=dict)  # conn -> requester pid
     stopping: bool = False
+    exit_with_parent: bool = False  # stop (and end every child) when who started us dies
     _pid: int = field(default_factory=os.getpid)
+    _parent: int = field(default_factory=os.getppid)
     _handlers: dict[signal.Signals, Any] = field(default_factory=dict)
 
     def _bind(self) -> None:
@@ -545,6 +547,8 @@ class Zygote:
                         break
                 else:
                     self._reap(sel)
+                    if self.exit_with_parent and os.getppid() != self._parent:
+                        self.stopping = True  # orphaned: whoever started the fleet is gone
         finally:
             signal.set_wakeup_fd(-1)
             if os.getpid() == self._pid:
@@ -590,14 +594,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--socket-dir", type=Path, required=True, help="a private directory")
     parser.add_argument("--preload", nargs="*", default=list(PRELOAD), help="modules to import")
+    parser.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process dies"
+    )
     args = parser.parse_args(argv)
+    parent = os.getppid()  # before the seconds of preloading
     try:
         path = private_socket_path(args.socket_dir)
     except ZygoteError as exc:
         print(f"hearth zygote: {exc}", file=sys.stderr)
         return 2
     preload(args.preload)
-    order = Zygote(path).serve()
+    order = Zygote(path, exit_with_parent=args.exit_with_parent, _parent=parent).serve()
     if order is None:
         return 0
     return _run_child(order)  # SystemExit from the module ends this process with its code

@@ -209,3 +209,16 @@ def test_without_hearth_zygote_processes_start_fresh_as_on_a_laptop(
     with pytest.raises(ZygoteError, match="no zygote"):
         start_process([sys.executable, "-m", "json.tool"])
     assert not isinstance(child, ZygoteChild)
+
+
+def test_a_zygote_told_to_exit_with_its_parent_stops_when_orphaned(tmp_path: Path) -> None:
+    directory = tmp_path / "s"
+    zygote = [sys.executable, "-m", "client.deployment.zygote", "--socket-dir", str(directory)]
+    zygote += ["--preload", "json", "--exit-with-parent"]
+    # The shell starts the zygote, sees its socket, and exits: the zygote is orphaned.
+    script = f"{' '.join(zygote)} & while [ ! -S {directory}/zygote.sock ]; do sleep 0.05; done"
+    subprocess.run(["sh", "-c", script], check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while (directory / "zygote.sock").exists():
+        assert time.monotonic() < deadline, "an orphaned zygote kept serving"
+        time.sleep(0.05)
