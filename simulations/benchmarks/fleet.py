@@ -26,6 +26,11 @@ zygote's children, not ``hearth join``'s). Sampled every ``PSS_EVERY`` seconds;
 the drop in the machine's available memory, sampled every second, is the other
 figure, and on a shared machine it also moves with everyone else's work. A guard
 stops the federation if less than ``MIN_AVAILABLE_BYTES`` remain.
+
+At 100 SuperNodes on two cores the fleet fits in memory (about 150 MiB PSS a device)
+but a round does not finish in useful time: the ClientApp tasks run at the governor's
+low priority (nice +10) behind 200 idle ``hearth join`` and SuperNode processes that
+poll at nice 0 (README, "deployment").
 """
 
 from __future__ import annotations
@@ -60,9 +65,11 @@ def round_timeout(devices: int) -> float:
 # The machine is shared: below this much available memory the federation is stopped
 # rather than let the kernel's OOM killer pick someone's process.
 MIN_AVAILABLE_BYTES = 2 * 2**30
-# What one device's processes hold at the peak of a round, measured at 10 SuperNodes:
-# `hearth join` 63 MiB, its SuperNode 93 MiB, the ClientApp task (torch) ~300 MiB (USS).
-DEVICE_PEAK_BYTES = 480 * 2**20
+# What one device's processes hold during a round, forked by the zygote, measured at 100
+# SuperNodes with ~90 tasks alive: 153 MiB PSS on average (`hearth join` 23 MiB, its
+# SuperNode 45, a ClientApp task 96 on average and 240 at most); fresh processes took
+# ~480 MiB (join 63, SuperNode 93, task ~300 USS). 200 leaves room for tasks near their peak.
+DEVICE_PEAK_BYTES = 200 * 2**20
 FLEET = 100
 PSS_EVERY = 10  # seconds between PSS samples (each walks ~300 page tables: CPU)
 
