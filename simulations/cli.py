@@ -397,7 +397,11 @@ def _user_level_sweep(
         label += " (device DP only)" if point.local_noise and not point.noise_multiplier else ""
         console.print(
             f"user epsilon {label}: z {point.noise_multiplier:.3f}, top-1 {point.top1:.3f}, "
-            f"relative loss {point.relative_loss:+.1%}"
+            + (
+                f"relative loss {point.relative_loss:+.1%}"
+                if math.isfinite(point.relative_loss)
+                else "no baseline in this run"
+            )
         )
 
     setup, points = run_user_sweep(
