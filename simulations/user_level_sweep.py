@@ -351,10 +351,9 @@ def run_user_sweep(
         else:
             policy = policy_at(0.0, min_cohort)
             config = train_config(policy, campaign.learning_rate)
-            search = tune_user_level(train, shape(policy, config, False), model_config, grid)
-            if on_search is not None:
-                on_search(search)
-            config = replace(config, learning_rate=search.best)
+            shaped = shape(policy, config, False)
+            rate = _baseline_rate(train, shaped, model_config, grid, on_search)
+            config = replace(config, learning_rate=rate)
         shaped = shape(policy, config, device_only or z > 0)
         chosen = _tuned(train, shaped, model_config, (rates, momenta), on_server_search)
         outcome = run_user_level(train, chosen, model_config)
@@ -368,6 +367,22 @@ def run_user_sweep(
         if on_point is not None:
             on_point(point)
     return setup, points
+
+
+def _baseline_rate(
+    train: Sequence[Examples],
+    shaped: UserLevelCampaign,
+    model_config: ModelConfig,
+    grid: Sequence[float],
+    on_search: Callable[[LearningRateSearch], None] | None,
+) -> float:
+    """The no-noise campaign's learning rate: the best on validation (one given: that one)."""
+    if len(grid) == 1:
+        return grid[0]
+    search = tune_user_level(train, shaped, model_config, grid)
+    if on_search is not None:
+        on_search(search)
+    return search.best
 
 
 def _device_round(policy: PrivacyPolicy, learning_rate: float, local_noise: float | None) -> Any:

@@ -278,3 +278,19 @@ def test_the_cli_passes_the_new_levers(monkeypatch, tmp_path):
     assert sim_cli._model_config(options).hidden == 32
     bad = CliRunner().invoke(sim_cli.app, ["sweep", "--user-level", "--accountant", "prv"])
     assert bad.exit_code == 1 and "rdp or pld" in bad.output
+
+
+def test_one_learning_rate_given_is_used_without_a_search(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("searched a grid of one rate")
+
+    monkeypatch.setattr(sweep, "tune_user_level", refuse)
+    monkeypatch.setattr(sweep, "mean_accuracy", lambda *_: (0.5, 0.7))
+    monkeypatch.setattr(
+        sweep,
+        "run_user_level",
+        lambda c, campaign, m: inprocess.UserLevelOutcome(NextActionPolicy(m), (2,), (True,)),
+    )
+    clients = _clients(20, 8)
+    _, (none,) = sweep.run_user_sweep(clients, clients, targets=(math.inf,), grid=(0.25,))
+    assert none.learning_rate == 0.25
