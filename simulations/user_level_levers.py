@@ -219,11 +219,15 @@ def plot(rows: Sequence[LeverRow], png: Path) -> None:
 
     shown = [(row, loss) for row, loss in with_losses(rows) if not row.baseline]
     shown = [(row, loss) for row, loss in shown if math.isfinite(loss)]
-    fig, ax = plt.subplots(figsize=(8, 0.6 + 0.32 * max(1, len(shown))))
+    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.32 * max(1, len(shown))))
     labels = [
-        f"{r.label}, {r.devices:,} dev, {r.rounds} of {r.budget_rounds} rounds, "
-        f"{r.accountant}, {r.model_parameters:,} params, local {r.local_noise:.3g}, "
-        f"clip {r.update_clip:g}"
+        f"{r.label}, {r.devices:,} dev, "
+        + (
+            f"{r.rounds} of {r.budget_rounds} rounds a year, {r.accountant}"
+            if r.noise_accounted > 0
+            else f"{r.rounds} rounds"
+        )
+        + f", {r.model_parameters:,} params, local {r.local_noise:.3g}, clip {r.update_clip:g}"
         for r, _ in shown
     ]
     ax.barh(range(len(shown)), [100 * loss for _, loss in shown], color="tab:blue")
@@ -232,8 +236,7 @@ def plot(rows: Sequence[LeverRow], png: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("relative top-1 loss against the same campaign without noise (%)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, bbox_inches="tight")  # the long labels whole
     plt.close(fig)
 
 
