@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import shlex
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +23,7 @@ from rich.progress import (
 
 from client.storage.home import hearth_home
 from client.storage.keys import VaultKeyError
+from privacy.accountants import UserAccountant
 from simulations.campaign import default_campaign
 from simulations.demo import DemoSettings, run_demo, seed_or_reuse, summary
 from simulations.event_log import EventLogError, read_log
@@ -233,6 +236,38 @@ def sweep(
             "population's noise on the mean",
         ),
     ] = False,
+    budget_rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="--user-level: noised rounds a year the budget covers (default: the 90 the "
+            "shipped z buys); --rounds is this campaign's share",
+        ),
+    ] = None,
+    accountant: Annotated[
+        str, typer.Option(help="--user-level: the accountant choosing z, rdp or pld")
+    ] = "rdp",
+    server_learning_rates: Annotated[
+        str | None,
+        typer.Option(help="--user-level: server learning rates to choose from on validation"),
+    ] = None,
+    server_momenta: Annotated[
+        str | None,
+        typer.Option(help="--user-level: server momenta to choose from on validation"),
+    ] = None,
+    hidden: Annotated[
+        int | None, typer.Option(min=1, help="--user-level: the model's hidden width (64)")
+    ] = None,
+    token_dim: Annotated[
+        int | None, typer.Option(min=1, help="--user-level: the model's token embedding (16)")
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            help="--user-level: append the run to this levers record (.json) and rewrite "
+            "its .md and .png"
+        ),
+    ] = None,
 ) -> None:
     """Accuracy against epsilon, a plot and a table.
 
@@ -252,14 +287,31 @@ def sweep(
             ]
         )
         grid = None if learning_rates is None else [float(r) for r in learning_rates.split(",")]
+        server_grid = _numbers(server_learning_rates), _numbers(server_momenta)
     except ValueError:
         console.print(
-            "[red]--epsilons and --learning-rates must be numbers, comma-separated "
-            "(--epsilons also none, or local with --user-level)[/]"
+            "[red]--epsilons, --learning-rates, --server-learning-rates and --server-momenta "
+            "must be numbers, comma-separated (--epsilons also none, or local with "
+            "--user-level)[/]"
         )
         raise typer.Exit(1) from None
+    if accountant not in ("rdp", "pld"):
+        console.print("[red]--accountant must be rdp or pld[/]")
+        raise typer.Exit(1)
     if user_level:
-        options = UserSweepOptions(local_noise, update_clip, shipped_scale, local_only)
+        options = UserSweepOptions(
+            local_noise,
+            update_clip,
+            shipped_scale,
+            local_only,
+            budget_rounds=budget_rounds,
+            accountant="pld" if accountant == "pld" else "rdp",
+            server_learning_rates=server_grid[0],
+            server_momenta=server_grid[1],
+            hidden=hidden,
+            token_dim=token_dim,
+            record=record,
+        )
         _user_level_sweep(values, employees or 1000, rounds, hours or 1.0, root, out, grid, options)
         return
     sweep_root = (root or hearth_home() / "sim" / "sweep").resolve()
@@ -284,6 +336,30 @@ class UserSweepOptions:
     update_clip: float | None = None
     shipped_scale: bool = False
     local_only: bool = False
+    budget_rounds: int | None = None
+    accountant: UserAccountant = "rdp"
+    server_learning_rates: tuple[float, ...] = ()
+    server_momenta: tuple[float, ...] = ()
+    hidden: int | None = None
+    token_dim: int | None = None
+    record: Path | None = None
+
+
+def _model_config(options: UserSweepOptions) -> Any:
+    """The model the sweep trains: the shipped shape unless a smaller one was asked."""
+    from policy.model import ModelConfig  # noqa: PLC0415 (torch: only when asked)
+
+    shipped = ModelConfig(context_length=default_campaign().context_length)
+    return replace(
+        shipped,
+        hidden=options.hidden or shipped.hidden,
+        token_dim=options.token_dim or shipped.token_dim,
+    )
+
+
+def _numbers(text: str | None) -> tuple[float, ...]:
+    """A comma-separated list of numbers (``ValueError`` for anything else)."""
+    return () if text is None else tuple(float(x) for x in text.split(","))
 
 
 def _user_level_sweep(
@@ -297,7 +373,8 @@ def _user_level_sweep(
     options: UserSweepOptions,
 ) -> None:
     """Seed (or reuse) the population, run every target in process, write PNG + MD + JSON."""
-    from simulations.user_level_sweep import (  # noqa: PLC0415 (torch: only when asked)
+    from simulations.user_level_levers import record  # noqa: PLC0415 (torch: only when asked)
+    from simulations.user_level_sweep import (  # noqa: PLC0415
         DEFAULT_TARGETS,
         LEARNING_RATE_GRID,
         load_devices,
@@ -320,7 +397,11 @@ def _user_level_sweep(
         label += " (device DP only)" if point.local_noise and not point.noise_multiplier else ""
         console.print(
             f"user epsilon {label}: z {point.noise_multiplier:.3f}, top-1 {point.top1:.3f}, "
-            f"relative loss {point.relative_loss:+.1%}"
+            + (
+                f"relative loss {point.relative_loss:+.1%}"
+                if math.isfinite(point.relative_loss)
+                else "no baseline in this run"
+            )
         )
 
     setup, points = run_user_sweep(
@@ -335,7 +416,19 @@ def _user_level_sweep(
         local_noise=options.local_noise,
         shipped_scale=options.shipped_scale,
         local_only=options.local_only,
+        budget_rounds=options.budget_rounds,
+        accountant=options.accountant,
+        model_config=_model_config(options),
+        server_rates=options.server_learning_rates,
+        server_momenta=options.server_momenta,
+        on_server_search=lambda s: console.print(f"server optimizer search: {s}"),
     )
+    if options.record is not None:
+        command = "hearth-sim " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        data, table, png = record(options.record, setup, points, command, hours)
+        console.print(table.read_text())
+        console.print(f"levers: {data}, {table}, {png}")
+        return
     png, table, data = write_user_outputs(setup, points, out or Path("bench/user-sweep"))
     console.print(table.read_text())
     console.print(f"plot: {png}; data for `hearth-privacy plan user --utility-sweep`: {data}")

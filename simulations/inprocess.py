@@ -129,6 +129,10 @@ class UserLevelCampaign:
     server_learning_rate: float = 1.0
     server_momentum: float = 0.7
     seed: int = 7  # the initial model only; sampling and noise come from the OS CSPRNG
+    # The rounds a device's ledger admits for its data (``device_spend``'s rounds within
+    # the cap; None: no limit): a sampled device past them declines, as on a laptop.
+    # The simulated data is one day's, so every round it joins charges the same day.
+    device_rounds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class UserLevelOutcome:
     cohorts: tuple[int, ...]
     aggregated: tuple[bool, ...]
     update_norms: tuple[tuple[float, ...], ...] = ()
+    declined: int = 0  # sampled device-rounds a device's ledger refused (``device_rounds``)
 
 
 def _draw_central_noise(std: float, shape: tuple[int, ...]) -> NDArray[np.float64]:
@@ -164,7 +169,8 @@ def run_user_level(
     """One campaign as the ServerApp and ClientApps run it, without Flower's processes.
 
     Per round: a Poisson cohort at ``q``; each sampled device with data trains its
-    local round, clips its whole update to ``update_clip_norm`` and, under
+    local round (unless its ledger admits no more rounds: ``device_rounds``), clips
+    its whole update to ``update_clip_norm`` and, under
     ``distributed_noise``, adds its share; the server discards a round with fewer
     than ``min_cohort`` contributors and otherwise steps with the sum over ``q x N``
     (central noise added there when the policy does not distribute it). Without
@@ -185,6 +191,8 @@ def run_user_level(
     )
     share = share_std(campaign.policy)
     cohorts, aggregated, norms = [], [], []
+    joined = [0] * len(clients)
+    declined = 0
     for _ in range(campaign.rounds):
         cohort = poisson_indices(len(clients), campaign.sampling)
         cohorts.append(len(cohort))
@@ -192,6 +200,10 @@ def run_user_level(
         for index in cohort:
             if not len(clients[index]):
                 continue  # a device without data declines the round
+            if campaign.device_rounds is not None and joined[index] >= campaign.device_rounds:
+                declined += 1
+                continue  # its ledger refuses another round on the same data
+            joined[index] += 1
             local = NextActionPolicy(model_config)
             set_arrays(local, strategy.global_arrays)
             result = train_round(local, clients[index], campaign.train)
@@ -207,7 +219,7 @@ def run_user_level(
         aggregated.append(True)
     model = NextActionPolicy(model_config)
     set_arrays(model, strategy.global_arrays)
-    return UserLevelOutcome(model, tuple(cohorts), tuple(aggregated), tuple(norms))
+    return UserLevelOutcome(model, tuple(cohorts), tuple(aggregated), tuple(norms), declined)
 
 
 def tune_user_level(
@@ -225,3 +237,37 @@ def tune_user_level(
         scores.append((rate, top1))
     best = max(scores, key=lambda s: (s[1], -s[0]))[0]
     return LearningRateSearch(best, tuple(scores))
+
+
+@dataclass(frozen=True)
+class ServerSearch:
+    """The chosen server learning rate and momentum, and every candidate's validation top-1."""
+
+    best: tuple[float, float]
+    scores: tuple[tuple[float, float, float], ...]  # (server rate, momentum, top-1)
+
+
+def tune_server(
+    train: Sequence[Examples],
+    campaign: UserLevelCampaign,
+    model_config: ModelConfig,
+    rates: Sequence[float],
+    momenta: Sequence[float],
+) -> ServerSearch:
+    """The server optimizer with the best validation top-1, each candidate one whole campaign.
+
+    Under noise each candidate is one noised campaign on ``train``'s fitting parts;
+    the simulation chooses on synthetic devices and the choice ships as the campaign's
+    run config, so a real population pays for the one campaign that runs. (Choosing on
+    real devices by running several noised campaigns would charge each to the budget.)
+    """
+    fits, validations = zip(*(split_held_out(t, VALIDATION_FRACTION) for t in train), strict=True)
+    scores = []
+    for rate in rates:
+        for momentum in momenta:
+            candidate = replace(campaign, server_learning_rate=rate, server_momentum=momentum)
+            model = run_user_level(fits, candidate, model_config).model
+            scores.append((rate, momentum, mean_accuracy(model, validations)[0]))
+    # Ties go to the smaller step (rate / (1 - momentum)): the one the noise moves least.
+    best = max(scores, key=lambda s: (s[2], -s[0] / (1 - s[1])))
+    return ServerSearch((best[0], best[1]), tuple(scores))

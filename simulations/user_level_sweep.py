@@ -36,7 +36,8 @@ from client.learning.app import HELD_OUT_FRACTION, train_config
 from client.learning.device import SIM_PASSPHRASE_FILE, Device, simulated_device_home
 from client.learning.featurize import Examples, split_held_out
 from client.learning.threads import training_threads
-from policy.model import ModelConfig
+from policy.model import ModelConfig, NextActionPolicy
+from privacy.accountants import UserAccountant
 from privacy.ledger import BudgetRule, planned_noise, planned_round
 from privacy.policy import PrivacyPolicy, default_policy_text, parse_policy
 from privacy.user_level import NoisedRound, epsilon_readers, noise_for_target, rounds_within
@@ -44,9 +45,12 @@ from simulations.campaign import default_campaign
 from simulations.inprocess import (
     LEARNING_RATE_GRID,
     LearningRateSearch,
+    ServerSearch,
     UserLevelCampaign,
+    UserLevelOutcome,
     mean_accuracy,
     run_user_level,
+    tune_server,
     tune_user_level,
 )
 
@@ -89,6 +93,14 @@ class UserSweepSetup:
     # True: each target's z x N / 10,000, so the noise on the mean is the shipped
     # 10,000-device population's at that target (the epsilons are that population's).
     shipped_scale: bool = False
+    # The accountant that chose z (and reports the epsilons), the model's size, and the
+    # server optimizers the noised campaigns chose from on validation data.
+    accountant: UserAccountant = "rdp"
+    hidden: int = ModelConfig.hidden
+    token_dim: int = ModelConfig.token_dim
+    model_parameters: int = 0
+    server_learning_rates: tuple[float, ...] = ()
+    server_momenta: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,11 @@ class UserSweepPoint:
     # The devices' local DP-SGD noise in this campaign (0: none). A point with no
     # central noise but local noise is "device DP only"; the baseline has neither.
     local_noise: float = 0.0
+    # The server optimizer this campaign ran (chosen on validation when a grid was given).
+    server_learning_rate: float = 1.0
+    server_momentum: float = 0.7
+    # Sampled device-rounds the devices' ledgers refused (past their rounds within the cap).
+    rounds_declined: int = 0
 
 
 def is_baseline(point: UserSweepPoint) -> bool:
@@ -194,9 +211,18 @@ def device_spend(policy: PrivacyPolicy, noise: float, most: int = 10_000) -> Dev
     )
 
 
-def noise_for(target: float, sampling: float, rounds: int, delta: float) -> float:
+def noise_for(
+    target: float, sampling: float, rounds: int, delta: float, accountant: UserAccountant = "rdp"
+) -> float:
     """The accountant's least ``z`` for ``target`` over ``rounds`` at ``sampling`` (0: none)."""
-    return 0.0 if math.isinf(target) else noise_for_target(target, sampling, rounds, delta)
+    if math.isinf(target):
+        return 0.0
+    return noise_for_target(target, sampling, rounds, delta, accountant)
+
+
+def parameter_count(model_config: ModelConfig) -> int:
+    """The numbers in one update: the central noise is drawn on every one of them."""
+    return sum(p.numel() for p in NextActionPolicy(model_config).parameters())
 
 
 def load_devices(
@@ -227,6 +253,12 @@ def run_user_sweep(
     local_noise: float | None = None,
     shipped_scale: bool = False,
     local_only: bool = False,
+    budget_rounds: int | None = None,
+    accountant: UserAccountant = "rdp",
+    model_config: ModelConfig | None = None,
+    server_rates: Sequence[float] = (),
+    server_momenta: Sequence[float] = (),
+    on_server_search: Callable[[ServerSearch], None] | None = None,
 ) -> tuple[UserSweepSetup, list[UserSweepPoint]]:
     """Every target's campaign on the same devices, the non-private one first.
 
@@ -235,27 +267,31 @@ def run_user_sweep(
     policy plans for a day's lifetime), its cost reported as the ledger charges it.
     ``shipped_scale`` runs each target at z x N / 10,000, the shipped population's
     noise on the mean; ``local_only`` adds a campaign with device DP and no central noise.
+
+    ``rounds`` may use more of the year than the default campaign's 10; ``budget_rounds``
+    is the noised rounds a year the budget is spread over (default: the 90 the shipped
+    ``z`` buys), ``accountant`` the one choosing each target's ``z``. ``server_rates`` x
+    ``server_momenta`` is searched on validation data for every campaign (the baseline's
+    after its learning rate); empty: the default campaign's. A device whose ledger
+    admits no more rounds for its data declines (``device_spend``'s rounds within the
+    cap), as on a laptop.
     """
     shipped = shipped_policy()
     campaign = default_campaign()
     population = len(train)
     sampling = SHIPPED_PER_ROUND / SHIPPED_POPULATION
     delta = shipped.privacy.delta_user
-    horizon = horizon_rounds(shipped, sampling)
+    horizon = horizon_rounds(shipped, sampling) if budget_rounds is None else budget_rounds
     trained = campaign.num_server_rounds if rounds is None else rounds
     # The shipped min_cohort against its expected cohort, at this population's.
     min_cohort = max(
         1, math.floor(shipped.training.min_cohort * sampling * population / SHIPPED_PER_ROUND)
     )
-    model_config = ModelConfig(context_length=campaign.context_length)
+    model_config = model_config or ModelConfig(context_length=campaign.context_length)
+    rates = tuple(server_rates) or (campaign.server_learning_rate,)
+    momenta = tuple(server_momenta) or (campaign.server_momentum,)
     dp_policy = policy_at(1.0, min_cohort, update_clip)
-    dp_train = train_config(dp_policy, campaign.learning_rate)
-    local = (
-        planned_noise(dp_policy, BudgetRule.from_policy(dp_policy))
-        if local_noise is None
-        else local_noise
-    )
-    dp_train = replace(dp_train, noise_multiplier=local) if dp_train.private else dp_train
+    dp_train = _device_round(dp_policy, campaign.learning_rate, local_noise)
     spend = device_spend(dp_policy, dp_train.noise_multiplier)
     examples = float(np.median([len(t) for t in train])) if train else 0.0
     setup = UserSweepSetup(
@@ -276,11 +312,17 @@ def run_user_sweep(
         examples_per_device=examples,
         expected_batch=dp_train.sample_rate * examples,
         shipped_scale=shipped_scale,
+        accountant=accountant,
+        hidden=model_config.hidden,
+        token_dim=model_config.token_dim,
+        model_parameters=parameter_count(model_config),
+        server_learning_rates=rates,
+        server_momenta=momenta,
     )
     # The noise on the mean z x clip / (q x N) is the shipped population's at z x scale.
     scale = population / SHIPPED_POPULATION if shipped_scale else 1.0
 
-    def shape(policy: PrivacyPolicy, config: Any) -> UserLevelCampaign:
+    def shape(policy: PrivacyPolicy, config: Any, private: bool) -> UserLevelCampaign:
         return UserLevelCampaign(
             rounds=trained,
             train=config,
@@ -289,6 +331,7 @@ def run_user_sweep(
             server_learning_rate=campaign.server_learning_rate,
             server_momentum=campaign.server_momentum,
             seed=campaign.seed,
+            device_rounds=spend.rounds_within_cap if private else None,
         )
 
     # (target, local only): the baseline first, then device DP alone, then each target.
@@ -298,7 +341,7 @@ def run_user_sweep(
     baseline: float | None = None
     points = []
     for target, device_only in ordered:
-        accounted = noise_for(target, sampling, horizon, delta)
+        accounted = noise_for(target, sampling, horizon, delta, accountant)
         z = accounted * scale
         if device_only:
             policy = local_only_policy(dp_policy)
@@ -308,39 +351,107 @@ def run_user_sweep(
         else:
             policy = policy_at(0.0, min_cohort)
             config = train_config(policy, campaign.learning_rate)
-            search = tune_user_level(train, shape(policy, config), model_config, grid)
-            if on_search is not None:
-                on_search(search)
-            config = replace(config, learning_rate=search.best)
-        outcome = run_user_level(train, shape(policy, config), model_config)
-        top1, top3 = (float(score) for score in mean_accuracy(outcome.model, held))
-        noised = [NoisedRound(accounted, sampling)]
-        norms = [n for round_norms in outcome.update_norms for n in round_norms]
-        point = UserSweepPoint(
-            target_epsilon=target,
-            noise_multiplier=z,
-            noise_std_on_mean=z * policy.training.update_clip_norm / (sampling * population)
-            if z > 0
-            else 0.0,
-            epsilon_campaign=epsilon_readers(noised * trained, delta) if z > 0 else math.inf,
-            epsilon_horizon=epsilon_readers(noised * horizon, delta) if z > 0 else math.inf,
-            top1=top1,
-            top3=top3,
-            relative_loss=(1 - top1 / baseline) if baseline else math.nan,
-            learning_rate=config.learning_rate,
-            mean_cohort=sum(outcome.cohorts) / max(1, len(outcome.cohorts)),
-            rounds_aggregated=sum(outcome.aggregated),
-            update_norm_median=float(np.median(norms)) if norms else math.nan,
-            update_norm_p90=float(np.percentile(norms, 90)) if norms else math.nan,
-            local_noise=config.noise_multiplier if config.private else 0.0,
-        )
+            shaped = shape(policy, config, False)
+            rate = _baseline_rate(train, shaped, model_config, grid, on_search)
+            config = replace(config, learning_rate=rate)
+        shaped = shape(policy, config, device_only or z > 0)
+        chosen = _tuned(train, shaped, model_config, (rates, momenta), on_server_search)
+        outcome = run_user_level(train, chosen, model_config)
+        point = _point(setup, target, accounted * scale, accounted, chosen, outcome, held)
+        if baseline:
+            point = replace(point, relative_loss=1 - point.top1 / baseline)
         if is_baseline(point):
-            baseline = top1
+            baseline = point.top1
             point = replace(point, relative_loss=0.0)
         points.append(point)
         if on_point is not None:
             on_point(point)
     return setup, points
+
+
+def _baseline_rate(
+    train: Sequence[Examples],
+    shaped: UserLevelCampaign,
+    model_config: ModelConfig,
+    grid: Sequence[float],
+    on_search: Callable[[LearningRateSearch], None] | None,
+) -> float:
+    """The no-noise campaign's learning rate: the best on validation (one given: that one)."""
+    if len(grid) == 1:
+        return grid[0]
+    search = tune_user_level(train, shaped, model_config, grid)
+    if on_search is not None:
+        on_search(search)
+    return search.best
+
+
+def _device_round(policy: PrivacyPolicy, learning_rate: float, local_noise: float | None) -> Any:
+    """The devices' local round: at ``local_noise``, else the noise the policy plans."""
+    config = train_config(policy, learning_rate)
+    local = (
+        planned_noise(policy, BudgetRule.from_policy(policy))
+        if local_noise is None
+        else local_noise
+    )
+    return replace(config, noise_multiplier=local) if config.private else config
+
+
+def _tuned(
+    train: Sequence[Examples],
+    shaped: UserLevelCampaign,
+    model_config: ModelConfig,
+    grid: tuple[tuple[float, ...], tuple[float, ...]],
+    on_search: Callable[[ServerSearch], None] | None,
+) -> UserLevelCampaign:
+    """``shaped`` at the server optimizer chosen on validation (the only one: no search)."""
+    rates, momenta = grid
+    if len(rates) * len(momenta) == 1:
+        return replace(shaped, server_learning_rate=rates[0], server_momentum=momenta[0])
+    search = tune_server(train, shaped, model_config, rates, momenta)
+    if on_search is not None:
+        on_search(search)
+    rate, momentum = search.best
+    return replace(shaped, server_learning_rate=rate, server_momentum=momentum)
+
+
+def _point(
+    setup: UserSweepSetup,
+    target: float,
+    z: float,
+    accounted: float,
+    chosen: UserLevelCampaign,
+    outcome: UserLevelOutcome,
+    held: Sequence[Examples],
+) -> UserSweepPoint:
+    """One campaign's outcome scored on every held-out part (relative loss not yet known)."""
+    top1, top3 = (float(score) for score in mean_accuracy(outcome.model, held))
+    noised = [NoisedRound(accounted, setup.sampling)]
+    norms = [n for round_norms in outcome.update_norms for n in round_norms]
+    accountant: UserAccountant = "pld" if setup.accountant == "pld" else "rdp"
+
+    def epsilon(rounds: int) -> float:
+        return epsilon_readers(noised * rounds, setup.delta, accountant) if z > 0 else math.inf
+
+    clip = chosen.policy.training.update_clip_norm
+    return UserSweepPoint(
+        target_epsilon=target,
+        noise_multiplier=z,
+        noise_std_on_mean=z * clip / (setup.sampling * setup.population) if z > 0 else 0.0,
+        epsilon_campaign=epsilon(setup.campaign_rounds),
+        epsilon_horizon=epsilon(setup.horizon_rounds),
+        top1=top1,
+        top3=top3,
+        relative_loss=math.nan,
+        learning_rate=chosen.train.learning_rate,
+        mean_cohort=sum(outcome.cohorts) / max(1, len(outcome.cohorts)),
+        rounds_aggregated=sum(outcome.aggregated),
+        update_norm_median=float(np.median(norms)) if norms else math.nan,
+        update_norm_p90=float(np.percentile(norms, 90)) if norms else math.nan,
+        local_noise=chosen.train.noise_multiplier if chosen.train.private else 0.0,
+        server_learning_rate=chosen.server_learning_rate,
+        server_momentum=chosen.server_momentum,
+        rounds_declined=outcome.declined,
+    )
 
 
 def local_only_policy(dp_policy: PrivacyPolicy) -> PrivacyPolicy:
