@@ -78,6 +78,7 @@ from client.control.participation import admit, read_deployment, record
 from client.control.policy_pin import device_policy
 from client.deployment.bundle_trust import BundleRefused, RunClaim, admit_bundle
 from client.deployment.governor import Governor, lower_priority
+from client.deployment.patience import next_wait
 from client.deployment.zygote import ChildProcess, start_process
 
 # The device's own ClientApp, from the installed hearth: the only app code a device runs.
@@ -86,7 +87,10 @@ from client.learning.egress import EGRESS_ERROR_CODE
 from client.storage.home import hearth_home
 from policy.replies import BUNDLE_REFUSED, REFUSAL_REASONS, UNAVAILABLE, refusal_reason
 
-POLL_SECONDS: Final = 0.5
+# The executor's poll of its SuperNode for a task: soon after the last task (a round's
+# next stage follows within seconds), then less often (client.deployment.patience).
+SHORTEST_POLL_SECONDS: Final = 0.2
+LONGEST_POLL_SECONDS: Final = 2.0
 ENV_SECRET_FILE: Final = "HEARTH_SUPEREXEC_SECRET_FILE"  # noqa: S105 (a path, not a secret)
 # The error codes a reply may carry; anything else becomes CLIENT_ERROR.
 CLIENT_ERROR: Final = 1
@@ -252,6 +256,7 @@ def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None
     """Claim ClientApp tasks from the SuperNode and run each behind the gate."""
     client = _runtime_client(runtime_api_address, _superexec_interceptors())
     children: list[ChildProcess] = []
+    last_task = time.monotonic()
     try:
         while stop is None or not stop.is_set():
             children = [c for c in children if c.poll() is None]
@@ -273,8 +278,10 @@ def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None
                         ]
                     )
                 )
+                last_task = time.monotonic()
                 continue
-            time.sleep(POLL_SECONDS)
+            waited = time.monotonic() - last_task
+            time.sleep(next_wait(waited, SHORTEST_POLL_SECONDS, LONGEST_POLL_SECONDS))
     finally:
         client.close()
         for child in children:

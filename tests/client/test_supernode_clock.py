@@ -2,6 +2,9 @@ import importlib
 import inspect
 import types
 
+import pytest
+
+from client.deployment.patience import next_wait
 from client.deployment.supernode import (
     ACTIVE_POLL_SECONDS,
     ACTIVE_WINDOW_SECONDS,
@@ -33,6 +36,26 @@ def test_during_a_round_the_idle_wait_is_short_then_returns_to_flowers() -> None
     assert clock.wait_for(0.5) == 0.5  # other waits are Flower's own
     now.t += ACTIVE_WINDOW_SECONDS + 1
     assert clock.wait_for(FLOWER_IDLE_SECONDS) == FLOWER_IDLE_SECONDS
+
+
+def test_a_supernode_waiting_long_in_a_round_polls_less_often() -> None:
+    # 100 SuperNodes polling every 0.3 s while the server waited for the slowest device
+    # starved the devices' own training of CPU: the wait grows with the time waited.
+    now = FakeNow()
+    clock = RoundAwareClock(now)
+    clock.message_arrived()
+    now.t += 10.0
+    assert clock.wait_for(FLOWER_IDLE_SECONDS) == pytest.approx(1.0)
+    now.t += 50.0
+    assert clock.wait_for(FLOWER_IDLE_SECONDS) == FLOWER_IDLE_SECONDS  # never above Flower's
+
+
+def test_the_next_poll_waits_a_tenth_of_the_wait_within_bounds() -> None:
+    assert next_wait(0.0, 0.2, 2.0) == 0.2
+    assert next_wait(5.0, 0.2, 2.0) == pytest.approx(0.5)
+    assert next_wait(3600.0, 0.2, 2.0) == 2.0
+    with pytest.raises(ValueError, match="shortest <= longest"):
+        next_wait(1.0, 2.0, 1.0)
 
 
 def test_install_notes_each_pulled_message_and_replaces_time_in_the_loop() -> None:
