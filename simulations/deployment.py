@@ -34,7 +34,7 @@ from pathlib import Path
 import psutil
 
 from client.control.consent import grant
-from client.deployment.zygote import ENV_ZYGOTE, ZygoteChild, private_socket_path, spawn
+from client.deployment.zygote_client import ENV_ZYGOTE, ZygoteChild, private_socket_path, spawn
 from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
 from privacy.policy import demo_policy_text, load_policy
@@ -390,7 +390,7 @@ class Federation:
         env = {**self.env, "HEARTH_HOME": str(self.homes[device])}
         command = [str(BIN / "hearth"), "join"]
         if self.zygote_socket is not None:
-            command = [sys.executable, "-m", "client.deployment.join"]
+            command = [sys.executable, "-m", "client.cli", "join"]
             env[ENV_ZYGOTE] = str(self.zygote_socket)
         return Process.start(
             [

@@ -16,7 +16,7 @@ that policy, it does not join at all.
 
 With ``HEARTH_ZYGOTE`` set (a fleet on one machine, ``client.deployment.zygote``) the
 SuperNode and the ClientApp tasks are forked from that preloaded interpreter instead
-of started fresh; a laptop leaves it unset. ``python -m client.deployment.join ARGS``
+of started fresh; a laptop leaves it unset. ``python -m client.cli join ARGS``
 is ``hearth join ARGS``, the form a zygote can start.
 """
 
@@ -37,7 +37,7 @@ from typing import Final
 from client.control.participation import consent_problem, record
 from client.control.policy_pin import load_pinned, pin_policy
 from client.deployment.bundle_trust import BundleRefused, pin_org_key, pinned_key_path
-from client.deployment.zygote import ChildProcess, start_process
+from client.deployment.zygote_client import ChildProcess, start_process
 from client.storage.home import ensure_private_dir
 from privacy.policy import PolicyError
 
@@ -187,8 +187,3 @@ def join(config: JoinConfig) -> int:
 
 
 __all__ = ["JoinConfig", "JoinError", "join", "prepare", "supernode_command"]
-
-if __name__ == "__main__":
-    from client.cli.main import app
-
-    app(["join", *sys.argv[1:]], prog_name="hearth")

@@ -79,7 +79,7 @@ from client.control.policy_pin import device_policy
 from client.deployment.bundle_trust import BundleRefused, RunClaim, admit_bundle
 from client.deployment.governor import Governor, lower_priority
 from client.deployment.patience import next_wait
-from client.deployment.zygote import ChildProcess, start_process
+from client.deployment.zygote_client import ChildProcess, start_process
 
 # The device's own ClientApp, from the installed hearth: the only app code a device runs.
 from client.learning.app import app as device_app

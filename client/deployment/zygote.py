@@ -47,24 +47,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
-import runpy
 import selectors
 import signal
 import socket
-import stat
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Final, Protocol
+from typing import Any, Final
 
-ENV_ZYGOTE: Final = "HEARTH_ZYGOTE"
+from client.deployment.zygote_child import Order, become
+from client.deployment.zygote_client import (
+    MAX_MESSAGE,
+    TERMINATE_GRACE_SECONDS,
+    ChildInfo,
+    ZygoteError,
+    decode_message,
+    private_socket_path,
+    send_message,
+)
+
 # What every device process imports: the executor, Flower's SuperNode, hearth's CLI for
 # `hearth join`, and what the ClientApp imports when a message arrives (torch, Opacus,
 # the vault, the accountants: seconds and ~180 MiB a task otherwise).
@@ -92,210 +98,8 @@ IMPORT_TIME_ENV: Final = (
     "FLWR_TELEMETRY_LOGGING",
     "FLWR_LOG_LEVEL",
 )
-MAX_MESSAGE: Final = 256 * 1024
-TERMINATE_GRACE_SECONDS: Final = 5.0
-LOST: Final = -int(signal.SIGKILL)  # the exit code reported when the zygote went away
-
-
-class ZygoteError(RuntimeError):
-    """A request the zygote could not carry out; one line says why."""
-
-
-class ChildProcess(Protocol):
-    """The part of ``subprocess.Popen`` that ``hearth join`` and the executor use."""
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-
-    def poll(self) -> int | None:
-        """The exit code, or None while it runs."""
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the exit code; ``subprocess.TimeoutExpired`` after ``timeout``."""
-
-    def terminate(self) -> None:
-        """SIGTERM."""
-
-    def kill(self) -> None:
-        """SIGKILL."""
-
-
-def _send(sock: socket.socket, message: Mapping[str, Any], fds: Sequence[int] = ()) -> None:
-    data = json.dumps(message).encode()
-    if len(data) > MAX_MESSAGE:
-        raise ZygoteError(f"zygote message of {len(data)} bytes exceeds {MAX_MESSAGE}")
-    if fds:
-        socket.send_fds(sock, [data], list(fds))
-    else:
-        sock.sendall(data)
-
-
-def _decode(data: bytes) -> dict[str, Any]:
-    message = json.loads(data)
-    if not isinstance(message, dict):
-        raise ValueError("a zygote message is a JSON object")
-    return message
-
-
-def _connect(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sock.connect(str(path))
-    except OSError as exc:
-        sock.close()
-        raise ZygoteError(f"no zygote at {path}: {exc.strerror}") from None
-    return sock
-
-
-class ZygoteChild:
-    """A process forked by the zygote, seen from the requester; ``Popen``'s small interface.
-
-    The connection stays open while the child runs: signals go over it, and the
-    zygote sends the exit code when it has reaped the child. If the requester goes
-    away (its end closes), the zygote terminates the child.
-    """
-
-    def __init__(self, sock: socket.socket, pid: int) -> None:
-        self._sock = sock
-        self._pid = pid
-        self._lock = threading.Lock()
-        self.returncode: int | None = None
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self._pid
-
-    def _receive(self, timeout: float) -> None:
-        with self._lock:
-            if self.returncode is not None:
-                return
-            ready = selectors.DefaultSelector()
-            with ready:
-                ready.register(self._sock, selectors.EVENT_READ)
-                if not ready.select(timeout):
-                    return
-            try:
-                data = self._sock.recv(MAX_MESSAGE)
-            except OSError:
-                data = b""
-            self.returncode = int(_decode(data)["exit"]) if data else LOST
-            self._sock.close()
-
-    def poll(self) -> int | None:
-        """The exit code, or None while the child runs."""
-        self._receive(0)
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
-        """Wait for the exit code (slices, so that another thread may poll meanwhile)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = 0.2 if deadline is None else min(0.2, max(0.0, deadline - time.monotonic()))
-            self._receive(left)
-            if self.returncode is not None:
-                return self.returncode
-            if deadline is not None and time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired(f"zygote child {self._pid}", timeout or 0.0)
-
-    def send_signal(self, sig: int) -> None:
-        """Ask the zygote to send ``sig`` to the child (nothing once it has exited)."""
-        if self.poll() is None:
-            with contextlib.suppress(OSError):
-                _send(self._sock, {"signal": int(sig)})
-
-    def terminate(self) -> None:
-        """SIGTERM."""
-        self.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL."""
-        self.send_signal(signal.SIGKILL)
-
-
-def _fd(stream: IO[Any] | int | None, default: int) -> int:
-    if stream is None:
-        return default
-    return stream if isinstance(stream, int) else stream.fileno()
-
-
-def spawn(
-    path: Path,
-    module: str,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-    stdin: IO[Any] | int | None = None,
-    stdout: IO[Any] | int | None = None,
-    stderr: IO[Any] | int | None = None,
-) -> ZygoteChild:
-    """``python -m module *argv`` forked by the zygote at ``path``; stdio default to ours."""
-    request = {
-        "module": module,
-        "argv": list(argv),
-        "env": dict(os.environ if env is None else env),
-        "cwd": str(cwd or Path.cwd()),
-        "executable": sys.executable,
-    }
-    sock = _connect(path)
-    try:
-        _send(sock, request, [_fd(stdin, 0), _fd(stdout, 1), _fd(stderr, 2)])
-        reply = _decode(sock.recv(MAX_MESSAGE) or b'{"error": "the zygote closed"}')
-    except (OSError, ValueError) as exc:
-        sock.close()
-        raise ZygoteError(f"zygote at {path}: {exc}") from None
-    if "error" in reply:
-        sock.close()
-        raise ZygoteError(str(reply["error"]))
-    return ZygoteChild(sock, int(reply["pid"]))
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """One running child: who asked (their pid) and the HEARTH_HOME it runs for."""
-
-    pid: int
-    module: str
-    home: str | None
-    requester: int
-
-
-def children(path: Path) -> list[ChildInfo]:
-    """The zygote's running children, for grouping a device's processes."""
-    sock = _connect(path)
-    with sock:
-        _send(sock, {"list": True})
-        reply = _decode(sock.recv(MAX_MESSAGE))
-    return [ChildInfo(**c) for c in reply["children"]]
-
-
-def start_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> ChildProcess:
-    """Start ``[python, "-m", module, *args]``: through the zygote if ``HEARTH_ZYGOTE`` is set.
-
-    Without it this is ``subprocess.Popen(command, env=env)``, as on every laptop.
-    """
-    zygote = os.environ.get(ENV_ZYGOTE)
-    if not zygote:
-        return subprocess.Popen(command, env=env)
-    if len(command) < 3 or command[1] != "-m" or command[0] != sys.executable:
-        raise ZygoteError(f"the zygote runs `{sys.executable} -m MODULE` only, not {command[:3]}")
-    return spawn(Path(zygote), command[2], command[3:], env=env)
-
 
 # ---------------------------------------------------------------- the zygote itself
-
-
-@dataclass(frozen=True)
-class _Order:
-    """What a freshly forked child is to run."""
-
-    module: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    fds: list[int]
 
 
 @dataclass
@@ -317,15 +121,6 @@ def _thread_count() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return threading.active_count()
-
-
-def private_socket_path(directory: Path) -> Path:
-    """``directory/zygote.sock``, after checking that only this user can enter ``directory``."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = directory.stat()
-    if info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
-        raise ZygoteError(f"{directory} must be this user's and mode 0700 (chmod 700 {directory})")
-    return directory / "zygote.sock"
 
 
 @dataclass
@@ -355,7 +150,7 @@ class Zygote:
 
     def _refuse(self, conn: socket.socket, why: str) -> None:
         with contextlib.suppress(OSError):
-            _send(conn, {"error": why})
+            send_message(conn, {"error": why})
         conn.close()
 
     def _check(self, request: dict[str, Any], fds: list[int]) -> str | None:
@@ -375,7 +170,7 @@ class Zygote:
 
     def _request(
         self, conn: socket.socket, requester: int, sel: selectors.BaseSelector
-    ) -> _Order | None:
+    ) -> Order | None:
         data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 3)
         if not data:
             sel.unregister(conn)
@@ -383,14 +178,14 @@ class Zygote:
             return None
         del self.waiting[conn]
         try:
-            request = _decode(data)
+            request = decode_message(data)
         except ValueError:
             request = {}
         if request.get("list"):
             sel.unregister(conn)
             running = [c.info.__dict__ for c in self.children.values()]
             with contextlib.suppress(OSError):
-                _send(conn, {"children": running})
+                send_message(conn, {"children": running})
             conn.close()
             return None
         problem = "a truncated request" if flags & socket.MSG_TRUNC else self._check(request, fds)
@@ -404,7 +199,7 @@ class Zygote:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            return _Order(
+            return Order(
                 request["module"],
                 list(request.get("argv", [])),
                 request["env"],
@@ -416,7 +211,7 @@ class Zygote:
         home = request["env"].get("HEARTH_HOME")
         self.children[pid] = _Child(conn, ChildInfo(pid, request["module"], home, requester))
         try:
-            _send(conn, {"pid": pid})
+            send_message(conn, {"pid": pid})
         except OSError:  # the requester is already gone
             self._lost(conn, sel)
         return None
@@ -441,7 +236,7 @@ class Zygote:
             self._lost(conn, sel)
             return
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            sig = int(_decode(data)["signal"])
+            sig = int(decode_message(data)["signal"])
             for pid, child in self.children.items():
                 if child.conn is conn:
                     with contextlib.suppress(ProcessLookupError):
@@ -459,7 +254,7 @@ class Zygote:
             if child is None or child.conn is None:
                 continue
             with contextlib.suppress(OSError):
-                _send(child.conn, {"exit": os.waitstatus_to_exitcode(status)})
+                send_message(child.conn, {"exit": os.waitstatus_to_exitcode(status)})
             with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(child.conn)
             child.conn.close()
@@ -498,7 +293,7 @@ class Zygote:
 
     def _handle(
         self, sock: socket.socket, wake: socket.socket, sel: selectors.BaseSelector
-    ) -> _Order | None:
+    ) -> Order | None:
         if sock is self.listener:
             self._accept(sel)
         elif sock is wake:
@@ -522,7 +317,7 @@ class Zygote:
                 child.conn.close()
         self.children.clear()
 
-    def serve(self) -> _Order | None:
+    def serve(self) -> Order | None:
         """Answer requests until SIGTERM or SIGINT; in a forked child, return its order."""
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
@@ -537,7 +332,7 @@ class Zygote:
         sel = selectors.DefaultSelector()
         sel.register(self.listener, selectors.EVENT_READ)
         sel.register(wake_r, selectors.EVENT_READ)
-        order: _Order | None = None
+        order: Order | None = None
         try:
             while not self.stopping and order is None:
                 for key, _ in sel.select(1.0):
@@ -558,26 +353,6 @@ class Zygote:
             wake_w.close()
             sel.close()
         return order
-
-
-def _run_child(order: _Order) -> int:
-    """In the forked child: become ``python -m module argv`` and run it."""
-    for target, fd in enumerate(order.fds):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(order.cwd)
-    os.environ.clear()
-    os.environ.update(order.env)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()  # a fork copies the legacy generator's state
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(line_buffering=stream.isatty())  # type: ignore[union-attr]
-    sys.argv = ["-m", *order.argv]
-    # A fresh `python -m` runs the module as __main__ next to no copy of itself.
-    sys.modules.pop(order.module, None)
-    runpy.run_module(order.module, run_name="__main__", alter_sys=True)
-    return 0
 
 
 def preload(modules: Sequence[str] = PRELOAD) -> None:
@@ -608,22 +383,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = Zygote(path, exit_with_parent=args.exit_with_parent, _parent=parent).serve()
     if order is None:
         return 0
-    return _run_child(order)  # SystemExit from the module ends this process with its code
+    return become(order)  # SystemExit from the module ends this process with its code
 
 
 __all__ = [
-    "ENV_ZYGOTE",
-    "ChildInfo",
-    "ChildProcess",
+    "IMPORT_TIME_ENV",
+    "PRELOAD",
+    "THREAD_ENV",
     "Zygote",
-    "ZygoteChild",
-    "ZygoteError",
-    "children",
     "main",
-    "private_socket_path",
-    "spawn",
-    "start_process",
+    "preload",
 ]
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

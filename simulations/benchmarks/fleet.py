@@ -47,7 +47,7 @@ from pathlib import Path
 
 import psutil
 
-from client.deployment.zygote import children as zygote_children
+from client.deployment.zygote_client import children as zygote_children
 from simulations.benchmarks import Measurement, write_results
 from simulations.benchmarks.deployment import _Campaign, _campaign, _prioritise_superlink
 from simulations.deployment import DistributedNoise, Federation, federation

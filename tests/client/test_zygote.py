@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from client.deployment.zygote import (
+from client.deployment.zygote import Zygote
+from client.deployment.zygote_client import (
     ENV_ZYGOTE,
-    Zygote,
     ZygoteChild,
     ZygoteError,
     children,

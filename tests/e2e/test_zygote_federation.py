@@ -7,7 +7,7 @@ import json
 import psutil
 import pytest
 
-from client.deployment.zygote import children
+from client.deployment.zygote_client import children
 from simulations.deployment import CANARY, deployment, federation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -26,7 +26,7 @@ def test_a_secaggplus_round_with_every_device_process_forked_by_the_zygote(
         homes = {str(h) for h in fed.homes}
         assert {c.home for c in running} == homes
         assert {c.module for c in running} == {
-            "client.deployment.join",
+            "client.cli",
             "client.deployment.supernode",
         }
         assert {c.pid for c in running} <= {p.pid for p in zygote.children()}
