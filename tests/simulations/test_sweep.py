@@ -105,4 +105,7 @@ def test_the_tuned_no_dp_federation_scores_at_least_the_best_dp_one(tmp_path):
             update_clip_norm=5.0,
         )
         scores[epsilon] = mean_accuracy(federate(train, dp, ModelConfig()), held)[0]
-    assert scores[math.inf] >= max(scores[1.0], scores[4.0]), scores
+    # Example sampling and DP noise come from the OS CSPRNG, so on 3 devices' 168 held-out
+    # examples a run moves by a few points (CI once saw no DP 0.208 against epsilon 4's
+    # 0.220); the broken yardstick this guards against, no DP at the DP rate, scores 0.0.
+    assert scores[math.inf] >= max(scores[1.0], scores[4.0]) - 0.05, scores
