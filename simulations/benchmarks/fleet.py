@@ -65,11 +65,12 @@ def round_timeout(devices: int) -> float:
 # The machine is shared: below this much available memory the federation is stopped
 # rather than let the kernel's OOM killer pick someone's process.
 MIN_AVAILABLE_BYTES = 2 * 2**30
-# What one device's processes hold during a round, forked by the zygote, measured at 100
-# SuperNodes with ~90 tasks alive: 153 MiB PSS on average (`hearth join` 23 MiB, its
-# SuperNode 45, a ClientApp task 96 on average and 240 at most); fresh processes took
-# ~480 MiB (join 63, SuperNode 93, task ~300 USS). 200 leaves room for tasks near their peak.
-DEVICE_PEAK_BYTES = 200 * 2**20
+# What one device's processes hold at a round's peak, forked by the zygote: 461 MiB PSS on
+# average at 20 SuperNodes (every device training at once; a task's training memory is its
+# own). 153 MiB at 100 SuperNodes with ~90 tasks alive was not the peak: a later run at 100,
+# its pollers backed off, had every device training at once and took the machine's 23 GB
+# faster than the guard's samples (load ~300); it was killed by hand.
+DEVICE_PEAK_BYTES = 460 * 2**20
 FLEET = 100
 PSS_EVERY = 10  # seconds between PSS samples (each walks ~300 page tables: CPU)
 
@@ -330,6 +331,12 @@ def run(
     """Quick: 10 SuperNodes. Full: 100, or as many as the available memory holds."""
     results: list[Measurement] = []
     for devices in sizes or ((10,) if quick else (largest_fleet(),)):
+        if devices > largest_fleet():
+            raise SystemExit(
+                f"{devices} SuperNodes need ~{devices * DEVICE_PEAK_BYTES / 2**30:.0f} GiB at a "
+                f"round's peak; this machine holds {largest_fleet()}: pass --devices "
+                f"{largest_fleet()} or fewer"
+            )
         results += measure(devices, rounds)
     return results
 
