@@ -99,8 +99,6 @@ IMPORT_TIME_ENV: Final = (
     "FLWR_LOG_LEVEL",
 )
 
-# ---------------------------------------------------------------- the zygote itself
-
 
 @dataclass
 class _Child:
@@ -221,11 +219,14 @@ class Zygote:
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(conn)
         conn.close()
-        for pid, child in self.children.items():
-            if child.conn is conn:
-                child.conn = None
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+        for pid, child in self._started_by(conn):
+            child.conn = None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _started_by(self, conn: socket.socket) -> list[tuple[int, _Child]]:
+        """The children a requester's connection asked for."""
+        return [(pid, child) for pid, child in self.children.items() if child.conn is conn]
 
     def _control(self, conn: socket.socket, sel: selectors.BaseSelector) -> None:
         try:
@@ -237,10 +238,9 @@ class Zygote:
             return
         with contextlib.suppress(ValueError, KeyError, TypeError):
             sig = int(decode_message(data)["signal"])
-            for pid, child in self.children.items():
-                if child.conn is conn:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
+            for pid, _child in self._started_by(conn):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
 
     def _reap(self, sel: selectors.BaseSelector) -> None:
         while True:

@@ -331,11 +331,11 @@ def run(
     """Quick: 10 SuperNodes. Full: 100, or as many as the available memory holds."""
     results: list[Measurement] = []
     for devices in sizes or ((10,) if quick else (largest_fleet(),)):
-        if devices > largest_fleet():
+        holds = largest_fleet()
+        if devices > holds:
             raise SystemExit(
                 f"{devices} SuperNodes need ~{devices * DEVICE_PEAK_BYTES / 2**30:.0f} GiB at a "
-                f"round's peak; this machine holds {largest_fleet()}: pass --devices "
-                f"{largest_fleet()} or fewer"
+                f"round's peak; this machine holds {holds}: pass --devices {holds} or fewer"
             )
         results += measure(devices, rounds)
     return results

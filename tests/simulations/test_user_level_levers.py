@@ -3,6 +3,7 @@ rounds and accountant, a smaller model, and the levers record."""
 
 import json
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import dp_accounting
@@ -196,7 +197,7 @@ def _setup(**changes):
         shipped_scale=True,
         model_parameters=16_107,
     )
-    return base.__class__(**{**base.__dict__, **changes})
+    return replace(base, **changes)
 
 
 def _point(target, z, top1, loss, local=1.2):
