@@ -34,6 +34,7 @@ from pathlib import Path
 import psutil
 
 from client.control.consent import grant
+from client.deployment.task_slots import ENV_TASK_SLOTS, make_slots
 from client.deployment.zygote_client import ENV_ZYGOTE, ZygoteChild, private_socket_path, spawn
 from client.storage.vault import Vault
 from policy.events import AppCategory, Focus, Modality, Text
@@ -448,10 +449,13 @@ def federation(
     device_epsilon_cap: float | None = None,
     distributed_noise: DistributedNoise | None = None,
     zygote: bool = False,
+    task_slots: int | None = None,
 ) -> Iterator[Federation]:
     """A SuperLink with ``devices`` joined devices under ``root``; everything stops after.
 
     ``zygote``: fork every device's processes from one preloaded interpreter.
+    ``task_slots``: at most this many ClientApp tasks of the whole fleet run at once
+    (``client.deployment.task_slots``: one machine standing in for many laptops).
     """
     pki = init_pki(root / "pki").root
     # The org key is kept away from the SuperLink (`up` refuses one it could read).
@@ -460,6 +464,8 @@ def federation(
         add_device(pki, f"d{i}")
     policy = relaxed_policy(root / "policy.toml", device_epsilon_cap, distributed_noise)
     env = base_env(policy)
+    if task_slots is not None:
+        env[ENV_TASK_SLOTS] = str(make_slots(root / "task-slots", task_slots))
     port = free_port()
     state = root / "state"
     up_command = [str(BIN / "hearth-server"), "up", "--pki", str(pki), "--state", str(state)]

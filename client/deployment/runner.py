@@ -79,6 +79,7 @@ from client.control.policy_pin import device_policy
 from client.deployment.bundle_trust import BundleRefused, RunClaim, admit_bundle
 from client.deployment.governor import Governor, lower_priority
 from client.deployment.patience import next_wait
+from client.deployment.task_slots import Slot, slots_directory, try_acquire
 from client.deployment.zygote_client import ChildProcess, start_process
 
 # The device's own ClientApp, from the installed hearth: the only app code a device runs.
@@ -252,32 +253,40 @@ def _superexec_interceptors() -> list[ProtobufClientInterceptor]:
     return interceptors
 
 
+def _claim(
+    client: RuntimeHttpClient, runtime_api_address: str, slot: Slot | None
+) -> ChildProcess | None:
+    """Claim one ClientApp task and start its process (holding ``slot``), or None if none."""
+    response = client.AcquireTask(
+        AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
+    )
+    if not (response.HasField("task") and response.token):
+        return None
+    command = [sys.executable, "-m", "client.deployment.runner", "task"]
+    command += ["--runtime-api-address", runtime_api_address, "--token", response.token]
+    return start_process(command, keep=() if slot is None else (slot.fd,))
+
+
 def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None:
     """Claim ClientApp tasks from the SuperNode and run each behind the gate."""
     client = _runtime_client(runtime_api_address, _superexec_interceptors())
     children: list[ChildProcess] = []
     last_task = time.monotonic()
+    slots = slots_directory()
     try:
         while stop is None or not stop.is_set():
             children = [c for c in children if c.poll() is None]
-            response = client.AcquireTask(
-                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP.value])
-            )
-            if response.HasField("task") and response.token:
-                children.append(
-                    start_process(
-                        [
-                            sys.executable,
-                            "-m",
-                            "client.deployment.runner",
-                            "task",
-                            "--runtime-api-address",
-                            runtime_api_address,
-                            "--token",
-                            response.token,
-                        ]
-                    )
-                )
+            slot = try_acquire(slots) if slots is not None else None
+            if slots is not None and slot is None:
+                time.sleep(SHORTEST_POLL_SECONDS)  # the machine's task slots are all taken
+                continue
+            try:
+                child = _claim(client, runtime_api_address, slot)
+            finally:
+                if slot is not None:
+                    slot.close()  # a task started holds its own copy of the lock
+            if child is not None:
+                children.append(child)
                 last_task = time.monotonic()
                 continue
             waited = time.monotonic() - last_task

@@ -160,8 +160,8 @@ class Zygote:
         for name in IMPORT_TIME_ENV:
             if env.get(name) != os.environ.get(name):
                 return f"{name} differs from the zygote's: start a zygote with the same {name}"
-        if len(fds) != 3:
-            return "a request passes stdin, stdout and stderr"
+        if len(fds) not in (3, 4):
+            return "a request passes stdin, stdout, stderr and at most one descriptor to keep"
         if threading.active_count() != 1 or _thread_count() != 1:
             return "the zygote has more than one thread: refusing to fork"
         return None
@@ -169,7 +169,7 @@ class Zygote:
     def _request(
         self, conn: socket.socket, requester: int, sel: selectors.BaseSelector
     ) -> Order | None:
-        data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 3)
+        data, fds, flags, _ = socket.recv_fds(conn, MAX_MESSAGE, 4)
         if not data:
             sel.unregister(conn)
             conn.close()

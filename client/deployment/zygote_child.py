@@ -28,7 +28,7 @@ class Order:
 
 def become(order: Order) -> int:
     """In the forked child: become ``python -m module argv`` and run it."""
-    for target, fd in enumerate(order.fds):
+    for target, fd in enumerate(order.fds[:3]):  # the rest (a task slot) stays open as is
         os.dup2(fd, target)
         os.close(fd)
     os.chdir(order.cwd)

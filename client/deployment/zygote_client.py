@@ -165,8 +165,12 @@ def spawn(
     stdin: IO[Any] | int | None = None,
     stdout: IO[Any] | int | None = None,
     stderr: IO[Any] | int | None = None,
+    keep: Sequence[int] = (),
 ) -> ZygoteChild:
-    """``python -m module *argv`` forked by the zygote at ``path``; stdio default to ours."""
+    """``python -m module *argv`` forked by the zygote at ``path``; stdio default to ours.
+
+    ``keep``: at most one more descriptor the child holds open for its life (a task slot).
+    """
     request = {
         "module": module,
         "argv": list(argv),
@@ -176,7 +180,8 @@ def spawn(
     }
     sock = _connect(path)
     try:
-        send_message(sock, request, [_fd(stdin, 0), _fd(stdout, 1), _fd(stderr, 2)])
+        stdio = [_fd(stdin, 0), _fd(stdout, 1), _fd(stderr, 2)]
+        send_message(sock, request, [*stdio, *keep])
         reply = decode_message(sock.recv(MAX_MESSAGE) or b'{"error": "the zygote closed"}')
     except (OSError, ValueError) as exc:
         sock.close()
@@ -206,17 +211,20 @@ def children(path: Path) -> list[ChildInfo]:
     return [ChildInfo(**c) for c in reply["children"]]
 
 
-def start_process(command: Sequence[str], env: Mapping[str, str] | None = None) -> ChildProcess:
+def start_process(
+    command: Sequence[str], env: Mapping[str, str] | None = None, keep: Sequence[int] = ()
+) -> ChildProcess:
     """Start ``[python, "-m", module, *args]``: through the zygote if ``HEARTH_ZYGOTE`` is set.
 
     Without it this is ``subprocess.Popen(command, env=env)``, as on every laptop.
+    ``keep``: a descriptor the child inherits and holds until it exits (a task slot).
     """
     zygote = os.environ.get(ENV_ZYGOTE)
     if not zygote:
-        return subprocess.Popen(command, env=env)
+        return subprocess.Popen(command, env=env, pass_fds=tuple(keep))
     if len(command) < 3 or command[1] != "-m" or command[0] != sys.executable:
         raise ZygoteError(f"the zygote runs `{sys.executable} -m MODULE` only, not {command[:3]}")
-    return spawn(Path(zygote), command[2], command[3:], env=env)
+    return spawn(Path(zygote), command[2], command[3:], env=env, keep=keep)
 
 
 def private_socket_path(directory: Path) -> Path:

@@ -27,10 +27,13 @@ the drop in the machine's available memory, sampled every second, is the other
 figure, and on a shared machine it also moves with everyone else's work. A guard
 stops the federation if less than ``MIN_AVAILABLE_BYTES`` remain.
 
-At 100 SuperNodes on two cores the fleet fits in memory (about 150 MiB PSS a device)
-but a round does not finish in useful time: the ClientApp tasks run at the governor's
-low priority (nice +10) behind 200 idle ``hearth join`` and SuperNode processes that
-poll at nice 0 (README, "deployment").
+Task slots: at most ``task_slots`` ClientApp tasks of the whole fleet run at once
+(``client.deployment.task_slots``), the same for both campaigns. One machine stands in
+for a hundred laptops, each of which would train on its own cores; on two cores a
+round trains no faster with every device at once, and each training task holds a few
+hundred MiB of its own, so a round of 100 all at once needs ~45 GiB (README,
+"deployment"). The slots cap memory, not the protocol: every device still takes part
+in every stage, and SecAgg+'s extra stages wait for slots like training does.
 """
 
 from __future__ import annotations
@@ -66,11 +69,14 @@ def round_timeout(devices: int) -> float:
 # rather than let the kernel's OOM killer pick someone's process.
 MIN_AVAILABLE_BYTES = 2 * 2**30
 # What one device's processes hold at a round's peak, forked by the zygote: 461 MiB PSS on
-# average at 20 SuperNodes (every device training at once; a task's training memory is its
-# own). 153 MiB at 100 SuperNodes with ~90 tasks alive was not the peak: a later run at 100,
-# its pollers backed off, had every device training at once and took the machine's 23 GB
-# faster than the guard's samples (load ~300); it was killed by hand.
-DEVICE_PEAK_BYTES = 460 * 2**20
+# average at 20 SuperNodes with every device training at once, 71 MiB of it idle (`hearth
+# join` and its SuperNode); a task's training memory is its own. A run at 100 without task
+# slots had every device training at once and took the machine's 23 GB faster than the
+# guard's samples (load ~300); it was killed by hand.
+DEVICE_IDLE_BYTES = 75 * 2**20
+TASK_PEAK_BYTES = 400 * 2**20
+SERVER_BYTES = 700 * 2**20
+TASK_SLOTS = 8
 FLEET = 100
 PSS_EVERY = 10  # seconds between PSS samples (each walks ~300 page tables: CPU)
 
@@ -207,7 +213,7 @@ def _timed(fed: Federation, secaggplus: bool, rounds: int, timeout: float) -> _C
     return _campaign(fed, secaggplus=secaggplus, rounds=rounds, round_timeout=timeout)
 
 
-def measure(devices: int, rounds: int = ROUNDS) -> list[Measurement]:
+def measure(devices: int, rounds: int = ROUNDS, task_slots: int = TASK_SLOTS) -> list[Measurement]:
     """Plain FedAvg and SecAgg+ with distributed noise at ``devices`` SuperNodes."""
     noise = DistributedNoise(
         noise_multiplier=1.0, min_cohort=max(2, int(devices * COHORT_FRACTION))
@@ -223,6 +229,7 @@ def measure(devices: int, rounds: int = ROUNDS) -> list[Measurement]:
             device_epsilon_cap=1000.0,
             distributed_noise=noise,
             zygote=True,
+            task_slots=task_slots,
         ) as fed,
     ):
         ready = time.perf_counter() - started
@@ -242,7 +249,8 @@ def measure(devices: int, rounds: int = ROUNDS) -> list[Measurement]:
                 f"{devices} SuperNodes: stopped at {peak / 2**20:,.0f} MiB PSS, "
                 f"the machine had less than {MIN_AVAILABLE_BYTES / 2**30:g} GiB available"
             ) from None
-    return _measurements(devices, noise, (plain, secagg), sampler, idle, ready, rounds)
+    timed = (plain, secagg)
+    return _measurements(devices, noise, timed, sampler, idle, ready, (rounds, task_slots))
 
 
 def _measurements(
@@ -252,10 +260,12 @@ def _measurements(
     sampler: _FleetSampler,
     idle: FleetMemory,
     ready: float,
-    rounds: int,
+    shape: tuple[int, int],
 ) -> list[Measurement]:
     plain, secagg = campaigns
+    rounds, slots = shape
     timed = "round 1 of 1, from `flwr run`" if rounds == 1 else f"round {rounds} of {rounds}"
+    timed += f"; at most {slots} tasks of the fleet at once"
     peak = sampler.peak or idle
     at = f"{devices} SuperNodes"
     mib = 2**20
@@ -319,25 +329,37 @@ def _measurements(
     return out
 
 
-def largest_fleet() -> int:
+def fleet_bytes(devices: int, task_slots: int) -> int:
+    """What a fleet holds at a round's peak: every device joined, ``task_slots`` tasks training."""
+    busy = min(devices, task_slots)
+    return SERVER_BYTES + devices * DEVICE_IDLE_BYTES + busy * TASK_PEAK_BYTES
+
+
+def largest_fleet(task_slots: int = TASK_SLOTS) -> int:
     """The most SuperNodes (up to 100) whose round fits in this machine's available memory."""
     spare = psutil.virtual_memory().available - MIN_AVAILABLE_BYTES
-    return max(2, min(FLEET, int(spare // DEVICE_PEAK_BYTES)))
+    fits = [n for n in range(2, FLEET + 1) if fleet_bytes(n, task_slots) <= spare]
+    return max([2, *fits])
 
 
 def run(
-    quick: bool, sizes: tuple[int, ...] | None = None, rounds: int = ROUNDS
+    quick: bool,
+    sizes: tuple[int, ...] | None = None,
+    rounds: int = ROUNDS,
+    task_slots: int = TASK_SLOTS,
 ) -> list[Measurement]:
     """Quick: 10 SuperNodes. Full: 100, or as many as the available memory holds."""
     results: list[Measurement] = []
-    for devices in sizes or ((10,) if quick else (largest_fleet(),)):
-        holds = largest_fleet()
+    for devices in sizes or ((10,) if quick else (largest_fleet(task_slots),)):
+        holds = largest_fleet(task_slots)
         if devices > holds:
+            need = fleet_bytes(devices, task_slots) / 2**30
             raise SystemExit(
-                f"{devices} SuperNodes need ~{devices * DEVICE_PEAK_BYTES / 2**30:.0f} GiB at a "
-                f"round's peak; this machine holds {holds}: pass --devices {holds} or fewer"
+                f"{devices} SuperNodes with {task_slots} task slots need ~{need:.0f} GiB at a "
+                f"round's peak; this machine holds {holds}: pass --devices {holds} or fewer, "
+                "or fewer --task-slots"
             )
-        results += measure(devices, rounds)
+        results += measure(devices, rounds, task_slots)
     return results
 
 
@@ -354,8 +376,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--rounds", type=int, default=ROUNDS, help="1: time the only round, from `flwr run`"
     )
+    parser.add_argument(
+        "--task-slots", type=int, default=TASK_SLOTS, help="most tasks of the fleet at once"
+    )
     args = parser.parse_args()
-    measured = run(False, tuple(args.devices), args.rounds)
+    if args.task_slots < 1:
+        parser.error("--task-slots must be at least 1")
+    measured = run(False, tuple(args.devices), args.rounds, args.task_slots)
     write_results(args.out, measured)
     for m in measured:
         print(f"{m.name}: {m.value:,.2f} {m.unit} {m.note}", flush=True)

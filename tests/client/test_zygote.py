@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from client.deployment.task_slots import make_slots, try_acquire
 from client.deployment.zygote import Zygote
 from client.deployment.zygote_client import (
     ENV_ZYGOTE,
@@ -26,6 +27,7 @@ from client.deployment.zygote_client import (
     spawn,
     start_process,
 )
+from tests.client.test_task_slots import free_within
 
 PROBE = """
 import os, sys, time
@@ -111,6 +113,21 @@ def test_each_child_draws_its_own_numpy_randomness_not_the_zygotes_copy(
             next(x for x in (tmp_path / f"o{i}").read_text().splitlines() if "random" in x)
         )
     assert draws[0] != draws[1]
+
+
+def test_a_child_holds_the_task_slot_passed_to_it_until_it_exits(
+    zygote: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    sock, env = zygote
+    directory = make_slots(tmp_path / "slots", 1)
+    slot = try_acquire(directory)
+    assert slot is not None
+    child = spawn(sock, "zygote_probe", ["sleep"], env=env, keep=(slot.fd,))
+    slot.close()  # the requester's copy; the zygote closed its own after the fork
+    assert not free_within(directory, 0.5)
+    child.kill()
+    child.wait(10)
+    assert free_within(directory, 5)
 
 
 def test_terminate_kill_and_a_vanished_requester_end_children_and_leave_no_zombie(
