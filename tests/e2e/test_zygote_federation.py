@@ -1,4 +1,5 @@
-"""A real round through the zygote: devices forked from one preloaded interpreter train."""
+"""A real round through the zygote: devices forked from one preloaded interpreter train,
+one task of the fleet at a time."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ def test_a_secaggplus_round_with_every_device_process_forked_by_the_zygote(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     root = tmp_path_factory.mktemp("zy")
-    with federation(root, DEVICES, keep_sent=True, device_epsilon_cap=1000.0, zygote=True) as fed:
+    # One task slot for the fleet: every stage of SecAgg+ still completes, a task at a time.
+    with federation(
+        root, DEVICES, keep_sent=True, device_epsilon_cap=1000.0, zygote=True, task_slots=1
+    ) as fed:
         assert fed.zygote is not None and fed.zygote_socket is not None
         zygote = psutil.Process(fed.zygote.proc.pid)
         # Each device's `hearth join` and its SuperNode are the zygote's children, by home.
