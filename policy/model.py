@@ -19,12 +19,12 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from policy.round_contract import DEFAULT_CONTEXT_LENGTH
+from policy.round_contract import DEFAULT_CONTEXT_LENGTH, DEFAULT_HIDDEN_WIDTH
 from policy.vocabulary import CATEGORY_NAMES, NUM_GAP_BUCKETS, PAD, TOKENS
 
 # Fields a configuration written before they existed lacks, with the value that
-# reproduces the model it describes (no gap embedding), not today's default.
-LEGACY_DEFAULTS: dict[str, Any] = {"gap_dim": 0, "gap_buckets": NUM_GAP_BUCKETS}
+# reproduces the model it describes (no gap embedding, hidden width 64), not today's default.
+LEGACY_DEFAULTS: dict[str, Any] = {"gap_dim": 0, "gap_buckets": NUM_GAP_BUCKETS, "hidden": 64}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class ModelConfig:
     context_length: int = DEFAULT_CONTEXT_LENGTH
     token_dim: int = 16
     category_dim: int = 8
-    hidden: int = 64
+    # The campaign's run config ``hidden-width`` (32: the company campaign; the demo's 64).
+    hidden: int = DEFAULT_HIDDEN_WIDTH
     tokens: tuple[str, ...] = TOKENS
     categories: tuple[str, ...] = CATEGORY_NAMES
     gap_dim: int = 4

@@ -24,6 +24,12 @@ from typing import Final, TypeVar
 DEFAULT_LEARNING_RATE: Final = 4.0
 DEFAULT_CONTEXT_LENGTH: Final = 8  # actions the model reads; privacy.accountants' K too
 MAX_CONTEXT_LENGTH: Final = 64
+# The model's hidden width: 32 for the company campaign under user-level DP (a smaller
+# model loses less top-1 to the central noise: bench/user-sweep/levers2.md rows 10, 12,
+# 16). A device builds nothing wider than MAX_HIDDEN_WIDTH, so no server can make its
+# uploads larger than that model's.
+DEFAULT_HIDDEN_WIDTH: Final = 32
+MAX_HIDDEN_WIDTH: Final = 256
 
 ConfigValue = int | float | str | bytes | bool
 T = TypeVar("T", int, float, str)
@@ -35,13 +41,14 @@ class RoundContractError(ValueError):
 
 @dataclass(frozen=True)
 class RoundContract:
-    """Which round of how many, the policy it runs under, a learning rate and the context length."""
+    """Which round of how many, the policy it runs under, a learning rate and the model's shape."""
 
     server_round: int
     total_rounds: int
     policy_hash: str
     learning_rate: float = DEFAULT_LEARNING_RATE
     context_length: int = DEFAULT_CONTEXT_LENGTH
+    hidden_width: int = DEFAULT_HIDDEN_WIDTH
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.learning_rate) or self.learning_rate <= 0:
@@ -49,6 +56,10 @@ class RoundContract:
         if not 1 <= self.context_length <= MAX_CONTEXT_LENGTH:
             raise RoundContractError(
                 f"round config 'context-length' must be in 1..{MAX_CONTEXT_LENGTH}"
+            )
+        if not 1 <= self.hidden_width <= MAX_HIDDEN_WIDTH:
+            raise RoundContractError(
+                f"round config 'hidden-width' must be in 1..{MAX_HIDDEN_WIDTH}"
             )
         if self.server_round < 0 or self.total_rounds < self.server_round:
             raise RoundContractError("round config 'round' and 'num-rounds' are inconsistent")
@@ -61,6 +72,7 @@ class RoundContract:
             "policy-hash": self.policy_hash,
             "learning-rate": self.learning_rate,
             "context-length": self.context_length,
+            "hidden-width": self.hidden_width,
         }
 
     @classmethod
@@ -69,8 +81,8 @@ class RoundContract:
 
         A missing ``policy-hash`` reads as "" (no policy has it), so a device refuses
         the round as a policy mismatch and records it, as for any other policy.
-        ``num-rounds`` defaults to ``round``, the learning rate and context length
-        to the campaign's defaults. Raises ``RoundContractError`` naming the key.
+        ``num-rounds`` defaults to ``round``, the learning rate, context length and
+        hidden width to the campaign's defaults. Raises ``RoundContractError`` naming the key.
         """
         server_round = _get(config, "round", int)
         return cls(
@@ -79,6 +91,7 @@ class RoundContract:
             policy_hash=_get(config, "policy-hash", str, ""),
             learning_rate=_get(config, "learning-rate", float, DEFAULT_LEARNING_RATE),
             context_length=_get(config, "context-length", int, DEFAULT_CONTEXT_LENGTH),
+            hidden_width=_get(config, "hidden-width", int, DEFAULT_HIDDEN_WIDTH),
         )
 
 

@@ -236,7 +236,13 @@ def plan_user(
     ] = None,
     noise: Annotated[float | None, typer.Option(help="noise multiplier -> epsilon")] = None,
     target_epsilon: Annotated[float | None, typer.Option(help="epsilon -> noise")] = None,
-    clip: Annotated[float, typer.Option(help="update clip norm (sweep: noise on the mean)")] = 5.0,
+    clip: Annotated[
+        float | None,
+        typer.Option(
+            help="update clip norm (sweep: noise on the mean; default: the policy's, "
+            "HEARTH_POLICY or the shipped one)"
+        ),
+    ] = None,
     max_noise_std: Annotated[
         float | None,
         typer.Option(help="sweep: utility bound, the most noise std per coordinate of the mean"),
@@ -276,6 +282,8 @@ def plan_user(
             except ValueError as exc:
                 raise _fail(str(exc)) from None
             max_noise_std = bound.max_noise_std if bound.max_noise_std is not None else 0.0
+        if clip is None:
+            clip = _policy(None).training.update_clip_norm
         _plan_user_sweep(population, delta, target_epsilon, clip, max_noise_std, as_json, bound)
         return
     _one_direction(noise, target_epsilon)

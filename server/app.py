@@ -58,7 +58,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
     """
     training = policy.training
     torch.manual_seed(config.seed)
-    model_config = ModelConfig(context_length=config.context_length)
+    model_config = ModelConfig(context_length=config.context_length, hidden=config.hidden_width)
     arrays = get_arrays(NextActionPolicy(model_config))
     inner = DeltaFedAvg(
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),

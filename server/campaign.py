@@ -124,6 +124,7 @@ def round_instructions(
         policy_hash=policy_hash(policy),
         learning_rate=config.learning_rate,
         context_length=config.context_length,
+        hidden_width=config.hidden_width,
     ).to_config()
 
 

@@ -10,8 +10,10 @@ from typing import Any
 
 from policy.round_contract import (
     DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_HIDDEN_WIDTH,
     DEFAULT_LEARNING_RATE,
     MAX_CONTEXT_LENGTH,
+    MAX_HIDDEN_WIDTH,
 )
 from server.home import server_home
 
@@ -30,6 +32,8 @@ class CampaignConfig:
     # The round contract's defaults (pyproject.toml's [tool.flwr.app.config] spells the same).
     learning_rate: float = DEFAULT_LEARNING_RATE
     context_length: int = DEFAULT_CONTEXT_LENGTH
+    # The model's hidden width (``ModelConfig.hidden``), sent to devices with every round.
+    hidden_width: int = DEFAULT_HIDDEN_WIDTH
     server_learning_rate: float = 1.0
     server_momentum: float = 0.7
     seed: int = 7  # the initial model only; never noise or sampling
@@ -82,6 +86,11 @@ class CampaignConfig:
         if not 1 <= self.context_length <= MAX_CONTEXT_LENGTH:
             raise ServerConfigError(
                 f"run config 'context-length' must be in 1..{MAX_CONTEXT_LENGTH}"
+            )
+        if not 1 <= self.hidden_width <= MAX_HIDDEN_WIDTH:
+            raise ServerConfigError(
+                f"run config 'hidden-width' must be in 1..{MAX_HIDDEN_WIDTH} (devices refuse "
+                f"a wider model), got {self.hidden_width}"
             )
         if not 0 <= self.server_momentum < 1:
             raise ServerConfigError("run config 'server-momentum' must be in [0, 1)")

@@ -203,7 +203,10 @@ def sweep(
         typer.Option(min=0.5, help="hours of work per employee (default 8; --user-level: 1)"),
     ] = None,
     root: Annotated[Path | None, typer.Option(help="where the sweep keeps its state")] = None,
-    out: Annotated[Path | None, typer.Option(help="where the plot and table go")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="where the plot and table go (with --record: only when given)"),
+    ] = None,
     user_level: Annotated[
         bool,
         typer.Option(
@@ -240,7 +243,7 @@ def sweep(
         int | None,
         typer.Option(
             min=1,
-            help="--user-level: noised rounds a year the budget covers (default: the 90 the "
+            help="--user-level: noised rounds a year the budget covers (default: the 30 the "
             "shipped z buys); --rounds is this campaign's share",
         ),
     ] = None,
@@ -256,7 +259,10 @@ def sweep(
         typer.Option(help="--user-level: server momenta to choose from on validation"),
     ] = None,
     hidden: Annotated[
-        int | None, typer.Option(min=1, help="--user-level: the model's hidden width (64)")
+        int | None,
+        typer.Option(
+            min=1, help="--user-level: the model's hidden width (default: the run config's, 32)"
+        ),
     ] = None,
     token_dim: Annotated[
         int | None, typer.Option(min=1, help="--user-level: the model's token embedding (16)")
@@ -349,7 +355,8 @@ def _model_config(options: UserSweepOptions) -> Any:
     """The model the sweep trains: the shipped shape unless a smaller one was asked."""
     from policy.model import ModelConfig  # noqa: PLC0415 (torch: only when asked)
 
-    shipped = ModelConfig(context_length=default_campaign().context_length)
+    campaign = default_campaign()
+    shipped = ModelConfig(context_length=campaign.context_length, hidden=campaign.hidden_width)
     return replace(
         shipped,
         hidden=options.hidden or shipped.hidden,
@@ -428,7 +435,8 @@ def _user_level_sweep(
         data, table, png = record(options.record, setup, points, command, hours)
         console.print(table.read_text())
         console.print(f"levers: {data}, {table}, {png}")
-        return
+        if out is None:
+            return
     png, table, data = write_user_outputs(setup, points, out or Path("bench/user-sweep"))
     console.print(table.read_text())
     console.print(f"plot: {png}; data for `hearth-privacy plan user --utility-sweep`: {data}")

@@ -102,7 +102,9 @@ def tune_non_private(root: Path, employees: int, rounds: int, seed: int) -> Lear
         seed=seed,
     )
     return tune_learning_rate(
-        train, federation, ModelConfig(context_length=campaign.context_length)
+        train,
+        federation,
+        ModelConfig(context_length=campaign.context_length, hidden=campaign.hidden_width),
     )
 
 

@@ -3,11 +3,13 @@
 For each target user-level epsilon the accountant (``privacy.user_level``) chooses the
 least central noise multiplier ``z`` that keeps the policy's horizon within it: the
 rounds at the shipped sampling rate ``q`` that the shipped policy's ``z`` buys in its
-horizon (90 a year at ``q = 0.1``), so a campaign's share of the year is what ships.
-The device's local DP is unchanged (the shipped policy's, with the noise each device
-plans for its lifetime). ``none`` is the same campaign without any noise, clipping or
-local DP, at its own learning rate tuned on validation data carved from the devices'
-training parts. Every point is scored exactly on every device's held-out part.
+horizon (30 a year at ``q = 0.1``), so a campaign's share of the year is what ships. At
+the policy's own target the ``z`` is the policy's, so that point is the shipped campaign
+itself. The device's local DP is unchanged (the shipped policy's, with the noise each
+device plans for its lifetime), and so is the model (the run config's hidden width).
+``none`` is the same campaign without any noise, clipping or local DP, at its own
+learning rate tuned on validation data carved from the devices' training parts. Every
+point is scored exactly on every device's held-out part.
 
 A round of 1,000 devices through ``flwr run`` takes minutes, so the campaigns run in
 process (``simulations.inprocess.run_user_level``: the same local round, update clip,
@@ -269,12 +271,13 @@ def run_user_sweep(
     noise on the mean; ``local_only`` adds a campaign with device DP and no central noise.
 
     ``rounds`` may use more of the year than the default campaign's 10; ``budget_rounds``
-    is the noised rounds a year the budget is spread over (default: the 90 the shipped
-    ``z`` buys), ``accountant`` the one choosing each target's ``z``. ``server_rates`` x
-    ``server_momenta`` is searched on validation data for every campaign (the baseline's
-    after its learning rate); empty: the default campaign's. A device whose ledger
-    admits no more rounds for its data declines (``device_spend``'s rounds within the
-    cap), as on a laptop.
+    is the noised rounds a year the budget is spread over (default: the 30 the shipped
+    ``z`` buys), ``accountant`` the one choosing each target's ``z``; with neither given,
+    the policy's own target runs at the policy's ``z`` (the shipped campaign exactly).
+    ``server_rates`` x ``server_momenta`` is searched on validation data for every
+    campaign (the baseline's after its learning rate); empty: the default campaign's. A
+    device whose ledger admits no more rounds for its data declines (``device_spend``'s
+    rounds within the cap), as on a laptop.
     """
     shipped = shipped_policy()
     campaign = default_campaign()
@@ -287,7 +290,9 @@ def run_user_sweep(
     min_cohort = max(
         1, math.floor(shipped.training.min_cohort * sampling * population / SHIPPED_PER_ROUND)
     )
-    model_config = model_config or ModelConfig(context_length=campaign.context_length)
+    model_config = model_config or ModelConfig(
+        context_length=campaign.context_length, hidden=campaign.hidden_width
+    )
     rates = tuple(server_rates) or (campaign.server_learning_rate,)
     momenta = tuple(server_momenta) or (campaign.server_momentum,)
     dp_policy = policy_at(1.0, min_cohort, update_clip)
@@ -338,10 +343,16 @@ def run_user_sweep(
     ordered = [(t, False) for t in sorted(targets, key=lambda t: (not math.isinf(t), t))]
     if local_only:
         ordered.insert(sum(math.isinf(t) for t, _ in ordered), (math.inf, True))
+    # The shipped budget and accountant: the policy's own target runs the policy's own z.
+    as_shipped = budget_rounds is None and accountant == "rdp"
     baseline: float | None = None
     points = []
     for target, device_only in ordered:
-        accounted = noise_for(target, sampling, horizon, delta, accountant)
+        accounted = (
+            shipped.training.central_noise_multiplier
+            if as_shipped and target == shipped.privacy.user_epsilon_target
+            else noise_for(target, sampling, horizon, delta, accountant)
+        )
         z = accounted * scale
         if device_only:
             policy = local_only_policy(dp_policy)

@@ -36,7 +36,13 @@ from numpy.typing import NDArray
 
 from client.learning.clipping import clip_update
 from client.learning.distributed_noise import make_distributed_noise_mod
-from client.learning.egress import ArraySpec, make_egress_guard, reply_arrays, reply_size
+from client.learning.egress import (
+    ArraySpec,
+    EgressViolation,
+    make_egress_guard,
+    reply_arrays,
+    reply_size,
+)
 from client.learning.featurize import Examples, split_held_out
 from client.learning.secagg_guard import check_plain_round, check_secagg
 from client.learning.threads import TRAINING_THREADS
@@ -52,7 +58,12 @@ from policy.replies import (
     UNAVAILABLE,
     refusal_reason,
 )
-from policy.round_contract import DEFAULT_CONTEXT_LENGTH, RoundContract, RoundContractError
+from policy.round_contract import (
+    DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_HIDDEN_WIDTH,
+    RoundContract,
+    RoundContractError,
+)
 from privacy.policy import PolicyError, PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
@@ -99,11 +110,21 @@ def evaluation_entry(policy: PrivacyPolicy) -> HistoryEntry:
     return (policy.training.evaluation_noise_multiplier, 1.0, 1)
 
 
-def _model(context_length: int, parameters: list[NDArray[np.float32]]) -> NextActionPolicy:
+def _model(ins: RoundContract, parameters: list[NDArray[np.float32]]) -> NextActionPolicy:
+    """The global model at the shape the round's contract names (bounded there).
+
+    Arrays of any other count or shape decline the round: the server sent a model
+    other than the one it told the device to train.
+    """
     from policy.model import ModelConfig, NextActionPolicy, set_arrays  # noqa: PLC0415
 
-    model = NextActionPolicy(ModelConfig(context_length=context_length))
-    set_arrays(model, parameters)
+    model = NextActionPolicy(
+        ModelConfig(context_length=ins.context_length, hidden=ins.hidden_width)
+    )
+    try:
+        set_arrays(model, parameters)
+    except ValueError:
+        raise Declined(PROTOCOL_ERROR) from None
     return model
 
 
@@ -201,6 +222,7 @@ class HearthClient(NumPyClient):
         from privacy.ledger import BudgetRule, planned_noise  # noqa: PLC0415
 
         ins, policy = self._admit(config)
+        model = _model(ins, parameters)  # a model other than the one named: before any charge
         config_ = train_config(policy, ins.learning_rate)
         train, _ = self._split(ins.context_length, policy.privacy.max_examples_per_device)
         if len(train) == 0:
@@ -217,7 +239,7 @@ class HearthClient(NumPyClient):
             self._charge(
                 ledger, plan_round(config_).as_history(), policy, ins.server_round, "train"
             )
-        result = train_round(_model(ins.context_length, parameters), train, config_)
+        result = train_round(model, train, config_)
         update = clip_update(result.delta, policy.training.update_clip_norm)
         if not all(np.isfinite(a).all() for a in update):
             raise Declined(PROTOCOL_ERROR)
@@ -234,7 +256,7 @@ class HearthClient(NumPyClient):
         _, held = self._split(ins.context_length, policy.privacy.max_examples_per_device)
         if len(held) == 0:
             raise Declined(UNAVAILABLE)
-        sums = held_out_sums(_model(ins.context_length, parameters), held)
+        sums = held_out_sums(_model(ins, parameters), held)
         z_eval = policy.training.evaluation_noise_multiplier
         if policy.training.local_noise_multiplier > 0:
             self._charge(
@@ -247,22 +269,39 @@ class HearthClient(NumPyClient):
         return EVALUATE_LOSS, EVALUATE_WEIGHT, metrics
 
 
-def model_spec(context_length: int = DEFAULT_CONTEXT_LENGTH) -> list[ArraySpec]:
+def model_spec(
+    context_length: int = DEFAULT_CONTEXT_LENGTH, hidden_width: int = DEFAULT_HIDDEN_WIDTH
+) -> list[ArraySpec]:
     """Names, shapes and dtypes of the global model: all a reply may carry."""
-    return list(_model_spec(context_length))
+    return list(_model_spec(context_length, hidden_width))
 
 
 @cache
-def _model_spec(context_length: int) -> tuple[ArraySpec, ...]:
+def _model_spec(context_length: int, hidden_width: int) -> tuple[ArraySpec, ...]:
     """Built once per process: a model is built only to read its shapes (2 ms a message)."""
     from policy.model import ModelConfig, NextActionPolicy  # noqa: PLC0415
 
-    model = NextActionPolicy(ModelConfig(context_length=context_length))
+    model = NextActionPolicy(ModelConfig(context_length=context_length, hidden=hidden_width))
     return tuple(ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters())
 
 
 def _spec_for(context: Context) -> list[ArraySpec]:
-    return model_spec(int(context.run_config.get("context-length", DEFAULT_CONTEXT_LENGTH)))
+    """The run's model, within the bounds the round contract holds every server to.
+
+    Out of bounds, nothing may leave: a wider model would carry more of the device.
+    """
+    run = context.run_config
+    try:
+        shape = RoundContract(
+            0,
+            0,
+            "",
+            context_length=int(run.get("context-length", DEFAULT_CONTEXT_LENGTH)),
+            hidden_width=int(run.get("hidden-width", DEFAULT_HIDDEN_WIDTH)),
+        )
+    except (RoundContractError, TypeError, ValueError) as exc:
+        raise EgressViolation(f"the run's model shape is refused: {exc}") from None
+    return model_spec(shape.context_length, shape.hidden_width)
 
 
 def _clip_for(context: Context) -> float:

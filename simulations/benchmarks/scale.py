@@ -27,6 +27,7 @@ from flwr.common import Scalar
 
 from client.storage.home import hearth_home
 from simulations.benchmarks import Measurement, markdown, write_results
+from simulations.campaign import default_campaign
 from simulations.demo import DemoSettings, run_demo
 from simulations.flwr_runner import local_actors
 
@@ -167,6 +168,8 @@ def measure(
         workers=2,
         score=False,
         actors=actors,
+        # Every size trains the company campaign's model, also where the demo policy runs.
+        extra_config=(("hidden-width", default_campaign().hidden_width),),
     )
     with _TreeUsage() as usage:
         result = run_demo(settings)

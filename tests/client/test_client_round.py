@@ -4,18 +4,19 @@ import json
 
 import numpy as np
 import pytest
+from flwr.app import Context, RecordDict
 from typer.testing import CliRunner
 
 from client.cli.main import app
 from client.control.consent import grant, revoke
 from client.control.participation import read_deployment
 from client.control.pause import pause
-from client.learning.app import Declined, HearthClient
+from client.learning.app import Declined, HearthClient, _spec_for
 from client.learning.device import Device
-from client.learning.egress import ALLOWED_METRICS
+from client.learning.egress import ALLOWED_METRICS, EgressViolation
 from client.storage.vault import Vault
 from policy.events import Modality
-from policy.model import NextActionPolicy, get_arrays
+from policy.model import ModelConfig, NextActionPolicy, get_arrays
 from policy.replies import (
     EVALUATE_SUMS,
     POLICY_MISMATCH,
@@ -23,7 +24,7 @@ from policy.replies import (
     TRAIN_WEIGHT,
     UNAVAILABLE,
 )
-from privacy.policy import load_policy, policy_hash
+from privacy.policy import default_policy_text, load_policy, policy_hash
 from simulations.generator import generate_employee
 from simulations.sweep import policy_for
 
@@ -81,6 +82,40 @@ def test_a_round_over_the_cap_trains_nothing_and_leaves_the_ledger_alone(hearth_
     device.set_employee_cap(entries[-1].epsilon_after + 0.001)
     assert _declined(lambda: client.fit(_params(), _config(round=2))) == UNAVAILABLE
     assert device.ledger().entries == entries
+
+
+def _params_at(width):
+    return list(get_arrays(NextActionPolicy(ModelConfig(hidden=width))).values())
+
+
+def test_a_model_other_than_the_width_it_was_told_or_past_its_bound_is_refused(hearth_home):
+    """A server cannot make a device train (and upload) a model other than the one it named."""
+    device = _device(hearth_home)
+    client = HearthClient(device)
+    wide = _params_at(64)
+    # Told 32 (the default), sent 64: refused before anything is charged or trained.
+    assert _declined(lambda: client.fit(wide, _config())) == PROTOCOL_ERROR
+    assert _declined(lambda: client.evaluate(wide, _config())) == PROTOCOL_ERROR
+    # A width past the device's bound is refused whatever arrays come with it.
+    huge = _config(**{"hidden-width": 257})
+    assert _declined(lambda: client.fit(_params_at(257), huge)) == PROTOCOL_ERROR
+    assert device.ledger().entries == []
+    # Told 64 and sent 64: it trains, and the update has the 64-wide shapes.
+    delta, _, _ = client.fit(wide, _config(**{"hidden-width": 64}))
+    assert [d.shape for d in delta] == [w.shape for w in wide]
+
+
+def test_the_egress_guard_holds_replies_to_the_run_configs_width_within_its_bound():
+    def context(run_config):
+        return Context(
+            run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=run_config
+        )
+
+    assert [s.shape for s in _spec_for(context({}))] == [a.shape for a in _params_at(32)]
+    at_64 = _spec_for(context({"hidden-width": 64}))
+    assert [s.shape for s in at_64] == [a.shape for a in _params_at(64)]
+    with pytest.raises(EgressViolation, match=r"'hidden-width' must be in 1\.\.256"):
+        _spec_for(context({"hidden-width": 100_000}))
 
 
 def test_a_normal_round_records_what_it_spent_and_returns_a_delta_of_weight_one(hearth_home):
@@ -177,9 +212,14 @@ def _spent():
 
 
 def test_a_short_campaign_spends_a_short_campaigns_share_and_the_next_campaign_trains(
-    hearth_home,
+    hearth_home, tmp_path, monkeypatch
 ):
     """Issue 19: a 2-round campaign spent 9.99 of 10, and every later one trained nothing."""
+    # A pace of 1 round a day (the shipped policy's is 0.2: 3 rounds a day of data).
+    paced = tmp_path / "paced.toml"
+    paced.write_text(default_policy_text().replace("rounds_per_day = 0.2", "rounds_per_day = 1.0"))
+    monkeypatch.setenv("HEARTH_POLICY", str(paced))
+    assert load_policy().training.rounds_per_day == 1.0
     device = _device(hearth_home)
     client = HearthClient(device)
     _campaign(client, 2)

@@ -7,6 +7,7 @@ import pytest
 
 from policy.round_contract import (
     DEFAULT_CONTEXT_LENGTH,
+    DEFAULT_HIDDEN_WIDTH,
     DEFAULT_LEARNING_RATE,
     RoundContract,
     RoundContractError,
@@ -33,6 +34,7 @@ def test_the_campaign_defaults_are_the_contracts_and_pyprojects():
     run_config = tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
     assert run_config["learning-rate"] == CampaignConfig().learning_rate == DEFAULT_LEARNING_RATE
     assert run_config["context-length"] == CampaignConfig().context_length == DEFAULT_CONTEXT_LENGTH
+    assert run_config["hidden-width"] == CampaignConfig().hidden_width == DEFAULT_HIDDEN_WIDTH == 32
     # A device told only the round and the policy trains as the default campaign would.
     partial = {"round": 1, "policy-hash": "h"}
     assert RoundContract.from_config(partial) == RoundContract(1, 1, "h")
@@ -46,6 +48,9 @@ def test_the_campaign_defaults_are_the_contracts_and_pyprojects():
         ({"round": 1, "policy-hash": "h", "learning-rate": "4"}, "'learning-rate' must be float"),
         ({"round": 1, "policy-hash": "h", "learning-rate": -1.0}, "'learning-rate' must be"),
         ({"round": 1, "policy-hash": "h", "context-length": 65}, "'context-length' must be in"),
+        ({"round": 1, "policy-hash": "h", "hidden-width": 257}, "'hidden-width' must be in"),
+        ({"round": 1, "policy-hash": "h", "hidden-width": 0}, "'hidden-width' must be in"),
+        ({"round": 1, "policy-hash": "h", "hidden-width": 32.0}, "'hidden-width' must be int"),
         ({"round": 4, "num-rounds": 3, "policy-hash": "h"}, "inconsistent"),
     ],
 )
@@ -66,3 +71,19 @@ def test_a_run_config_every_device_would_decline_is_refused_before_round_one():
         CampaignConfig.from_run_config({"learning-rate": 0.0})
     with pytest.raises(ServerConfigError, match="'context-length'"):
         CampaignConfig.from_run_config({"context-length": 65})
+
+
+@pytest.mark.parametrize("width", [0, 257, 10_000])
+def test_a_run_config_hidden_width_out_of_bounds_is_refused_in_one_line(width):
+    with pytest.raises(ServerConfigError, match=r"'hidden-width' must be in 1\.\.256") as bad:
+        CampaignConfig.from_run_config({"hidden-width": width})
+    assert "\n" not in str(bad.value)
+    with pytest.raises(ServerConfigError, match="'hidden-width' must be int"):
+        CampaignConfig.from_run_config({"hidden-width": "64"})
+
+
+def test_the_hidden_width_the_run_config_names_is_what_every_device_is_told():
+    config = CampaignConfig.from_run_config({"hidden-width": 64})
+    sent = round_instructions(config, load_policy(), 1)
+    assert sent["hidden-width"] == 64
+    assert RoundContract.from_config(sent).hidden_width == 64

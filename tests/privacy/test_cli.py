@@ -220,4 +220,4 @@ def test_audit_says_per_example_over_the_days_the_campaigns_policy_keeps_it(tmp_
 
 def test_plan_local_says_per_example_over_the_days_it_is_kept():
     text = " ".join(runner.invoke(app, ["plan", "local", "--rounds", "3"]).output.split())
-    assert "over the 14 days it is kept" in text and "plan --rounds 15" in text
+    assert "over the 14 days it is kept" in text and "plan --rounds 3" in text

@@ -39,7 +39,7 @@ def test_the_device_cap_is_per_example_over_the_days_it_is_kept_not_one_campaign
     assert "Per example, over the 14 days it is kept" in words
     assert "in every campaign" in words and "per campaign" not in words
     assert "fixed orders 2, 3, 4, 5, 6, 8, 12, 16, 32, 64" in words
-    assert "can join 15 rounds over its lifetime (1 a day, whatever the campaign)" in words
+    assert "can join 3 rounds over its lifetime (0.2 a day, whatever the campaign)" in words
 
 
 def test_a_policy_whose_orders_leave_no_room_under_the_cap_is_refused_in_one_line():
@@ -56,7 +56,7 @@ def test_a_policy_whose_orders_leave_no_room_under_the_cap_is_refused_in_one_lin
 def test_the_description_gives_the_per_action_figure_of_a_laptop_spending_the_cap():
     policy = load_policy()
     shape = RoundShape(0.25, 8, 8.0)
-    noise, per_action = per_action_at_cap(10.0, 1e-5, shape, 15, 8)
+    noise, per_action = per_action_at_cap(10.0, 1e-5, shape, 3, 8)  # 0.2 a day over 15 days
     words = describe(policy)
     assert f"noise x{noise:.2f}" in words
     assert f"epsilon {per_action:,.0f} per action" in words
@@ -164,8 +164,11 @@ def test_the_shipped_deployment_policy_differs_from_the_default_only_in_aggregat
     deployment = parse_policy(deployment_policy_text(), "deployment_policy.toml")
     changed = {c.setting for c in policy_changes(load_policy(), deployment)}
     # The deployment policy keeps no central noise (a cohort of 3 cannot carry it); the
-    # default targets 10,000 laptops with distributed noise.
+    # default targets 10,000 laptops with distributed noise, and its update clip and local
+    # pace are chosen for that noise (bench/user-sweep/levers2.md).
     assert changed == {
+        "training.update_clip_norm",
+        "training.rounds_per_day",
         "privacy.user_epsilon_target",
         "privacy.user_delta",
         "training.central_noise_multiplier",

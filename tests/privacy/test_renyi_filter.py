@@ -145,7 +145,7 @@ def test_planned_noise_lets_a_day_join_every_round_of_its_lifetime_and_no_more(t
     rule = BudgetRule.from_policy(policy)
     noise = planned_noise(policy, rule)
     rounds = lifetime_rounds(policy.training.rounds_per_day, policy.data.retention_days)
-    assert rounds == 15  # 14 days kept: on 15 calendar days
+    assert rounds == 3  # 0.2 a day, 14 days kept: on 15 calendar days
     t = policy.training
     per_round = [(noise, t.sample_rate, t.steps), (t.evaluation_noise_multiplier, 1.0, 1)]
     spent = rdp_of(per_round * rounds, rule.renyi.orders)

@@ -11,6 +11,7 @@ from server.app import build_strategy
 from server.campaign import CampaignStrategy
 from server.checkpoints import latest_checkpoint, load_checkpoint
 from server.config import CampaignConfig, ServerConfigError
+from server.model_loader import load_policy
 from tests.server.fakes import Manager as _Manager
 from tests.server.fakes import small_policy_text
 
@@ -22,8 +23,10 @@ def _policy(central_noise=0.0):
     return parse_policy(text)
 
 
-def _strategy(tmp_path, policy, context_length=8):
-    config = CampaignConfig(checkpoint_dir=str(tmp_path), context_length=context_length)
+def _strategy(tmp_path, policy, context_length=8, hidden_width=32):
+    config = CampaignConfig(
+        checkpoint_dir=str(tmp_path), context_length=context_length, hidden_width=hidden_width
+    )
     return build_strategy(config, policy, run_id=1)
 
 
@@ -98,6 +101,20 @@ def test_a_checkpoint_dir_of_another_model_is_refused(tmp_path):
     _round(_strategy(tmp_path, _policy()), 1)
     with pytest.raises(ServerConfigError, match="another model"):
         _strategy(tmp_path, _policy(), context_length=4).resume()
+    with pytest.raises(ServerConfigError, match="another model"):
+        _strategy(tmp_path, _policy(), hidden_width=64).resume()
+
+
+@pytest.mark.parametrize("width", [32, 64])
+def test_a_campaigns_checkpoints_record_its_width_and_load_policy_rebuilds_it(tmp_path, width):
+    _round(_strategy(tmp_path, _policy(), hidden_width=width), 1)
+    sidecar = json.loads((tmp_path / "round-0001.json").read_text())
+    assert sidecar["config"]["hidden_width"] == sidecar["model"]["hidden"] == width
+    loaded = load_policy(tmp_path)
+    assert loaded.config.hidden == width
+    assert loaded.model.out.weight.shape[1] == width
+    [(token, p)] = loaded.predict_next(["switch:editor", "key:letter"], k=1)
+    assert token in loaded.tokens and 0 < p <= 1
 
 
 def test_resuming_is_asked_for_in_the_run_config():

@@ -52,6 +52,25 @@ def test_every_checkpoint_names_its_vocabulary_and_reads_back_the_same_model(che
     assert load_policy(checkpoints).config == ModelConfig(context_length=4)
 
 
+@pytest.mark.parametrize("recorded", ["model without hidden", "no model"])
+def test_a_checkpoint_written_before_hidden_width_loads_as_64_and_predicts(tmp_path, recorded):
+    """Checkpoints of campaigns before the run config named the width: all were 64 wide."""
+    config = ModelConfig(context_length=4, hidden=64)
+    arrays = get_arrays(NextActionPolicy(config))
+    model = {k: v for k, v in config.to_dict().items() if k != "hidden"}
+    sidecar = (
+        {"model": model}
+        if recorded == "model without hidden"
+        else {"config": {"context_length": 4}}  # older still: no model record, no gaps
+    )
+    if recorded == "no model":
+        arrays = get_arrays(NextActionPolicy(ModelConfig.from_dict({"context_length": 4})))
+    save_checkpoint(tmp_path, 1, list(arrays), list(arrays.values()), sidecar)
+    policy = load_policy(tmp_path)
+    assert policy.config.hidden == 64 and ModelConfig().hidden == 32
+    assert len(policy.predict_next(ACTIONS, k=2)) == 2
+
+
 def test_model_list_shows_each_round_with_cohort_accuracy_and_privacy_unit(checkpoints):
     result = CliRunner().invoke(app, ["model", "list", str(checkpoints)])
     assert result.exit_code == 0, result.output

@@ -42,4 +42,6 @@ def test_secaggplus_switch_is_read_from_the_run_config_and_validated():
 
 def test_round_instructions_carry_nothing_that_bears_on_privacy():
     sent = round_instructions(CampaignConfig(secaggplus=True), load_policy(), 1)
-    assert set(sent) == {"round", "num-rounds", "policy-hash", "learning-rate", "context-length"}
+    # The model's shape is the server's choice within the bounds every device holds it to.
+    shape = {"context-length", "hidden-width"}
+    assert set(sent) == {"round", "num-rounds", "policy-hash", "learning-rate", *shape}

@@ -166,7 +166,7 @@ def test_the_sweep_searches_the_server_optimizer_for_every_campaign(monkeypatch)
     _, (_, noised) = sweep.run_user_sweep(
         clients,
         clients,
-        targets=(1.0, math.inf),
+        targets=(2.0, math.inf),  # not the policy's own target: its z is the policy's
         rounds=1,
         server_rates=(0.5, 1.0),
         server_momenta=(0.7, 0.9),

@@ -49,9 +49,18 @@ def test_the_horizon_is_the_rounds_the_shipped_noise_buys_at_the_shipped_target(
     rounds = horizon_rounds(SHIPPED, Q)
     z = SHIPPED.training.central_noise_multiplier
     delta = SHIPPED.privacy.delta_user
-    assert rounds == 90  # what the shipped policy and README say
+    assert rounds == 30  # what the shipped policy and README say: three default campaigns
     assert _dp_accounting_epsilon(z, Q, rounds, delta) <= SHIPPED.privacy.user_epsilon_target
     assert _dp_accounting_epsilon(z, Q, rounds + 20, delta) > SHIPPED.privacy.user_epsilon_target
+
+
+def test_the_shipped_noise_keeps_30_rounds_a_year_within_epsilon_1_and_not_31():
+    """Google's RDP accountant, as the server's runs: user epsilon 1 at delta 1e-7, q = 0.1."""
+    z = SHIPPED.training.central_noise_multiplier
+    assert (SHIPPED.privacy.user_epsilon_target, SHIPPED.privacy.delta_user) == (1.0, 1e-7)
+    assert SHIPPED.privacy.user_horizon_days == 365
+    assert _dp_accounting_rdp(z, 0.1, 30, 1e-7) <= 1.0
+    assert _dp_accounting_rdp(z, 0.1, 31, 1e-7) > 1.0
 
 
 def _dp_accounting_rdp(z: float, q: float, rounds: int, delta: float) -> float:
@@ -234,7 +243,7 @@ def test_plan_user_reads_the_sweep_as_its_utility_bound(tmp_path, monkeypatch):
     # The grid's noise planning is tested with the accountant; here only the bound matters.
     monkeypatch.setattr(privacy_cli, "noise_for_target", lambda _t, q, rounds, _d: q * rounds)
     _, _, data = write_user_outputs(_setup(), POINTS, tmp_path)
-    plan = _plan("--utility-sweep", str(data), "--max-loss", "0.05")
+    plan = _plan("--utility-sweep", str(data), "--max-loss", "0.05", "--clip", "5")
     # The most noise on the mean at which every point up to it lost at most 5 %: eps 4's.
     assert plan["utility"]["max_noise_std"] == pytest.approx(1.8 * 5.0 / 100)
     assert plan["utility"]["sweep_population"] == 1000
@@ -248,6 +257,12 @@ def test_plan_user_reads_the_sweep_as_its_utility_bound(tmp_path, monkeypatch):
     strict = _plan("--utility-sweep", str(data), "--max-loss", "0.01")
     assert strict["utility"]["max_noise_std"] is None
     assert not any(r["meets_utility"] for r in strict["plans"])
+    # Without --clip, the noise on the mean is at the policy's update clip.
+    clip = SHIPPED.training.update_clip_norm
+    for row in strict["plans"]:
+        assert row["noise_std_on_mean"] == pytest.approx(
+            row["sampling_rate"] * row["rounds"] * clip / row["per_round"]
+        )
 
 
 def test_plan_user_refuses_a_file_that_is_not_a_sweep_in_one_line(tmp_path):
@@ -274,7 +289,8 @@ def test_the_sweep_runs_each_target_and_scores_against_the_no_noise_run(monkeypa
     none, dp = points
     assert math.isinf(none.target_epsilon) and none.noise_multiplier == 0.0
     assert none.relative_loss == 0.0 and none.learning_rate == 0.5
-    assert dp.noise_multiplier == 4.0 and dp.noise_std_on_mean == pytest.approx(4.0 * 5.0 / 6)
+    clip = SHIPPED.training.update_clip_norm
+    assert dp.noise_multiplier == 4.0 and dp.noise_std_on_mean == pytest.approx(4.0 * clip / 6)
     # One round trained of the ten the horizon allows, each accounted at what ran (q = 1).
     assert dp.epsilon_horizon == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 10, 1e-7), rel=0.02)
     assert dp.epsilon_campaign == pytest.approx(_dp_accounting_rdp(4.0, 1.0, 1, 1e-7), rel=0.02)
@@ -309,31 +325,40 @@ def test_the_device_spend_is_the_ledgers_and_the_planned_noise_just_fills_a_days
     policy = policy_at(1.0, 80)
     planned = planned_noise(policy, BudgetRule.from_policy(policy))
     spend = sweep.device_spend(policy, planned)
-    assert spend.rounds_within_cap == spend.lifetime_rounds == 15
+    assert spend.rounds_within_cap == spend.lifetime_rounds == 3  # 0.2 a day over 15 days
     # Less local noise buys fewer rounds per day of data: the ledger, not the noise, pays.
-    assert sweep.device_spend(policy, planned * 0.97).rounds_within_cap < 15
+    assert sweep.device_spend(policy, planned * 0.97).rounds_within_cap < 3
     lower = sweep.device_spend(policy, 1.0)
-    assert 0 < lower.rounds_within_cap < 15 and lower.epsilon_one_round > spend.epsilon_one_round
+    assert 0 < lower.rounds_within_cap < 3 and lower.epsilon_one_round > spend.epsilon_one_round
     # A floor of 0.6 spends more than the cap in one round: no device could join it.
     floor = sweep.device_spend(policy, 0.6)
     assert floor.rounds_within_cap == 0 and floor.epsilon_one_round > 10.0
 
 
 def test_the_shipped_scale_runs_the_shipped_populations_noise_on_the_mean(monkeypatch):
-    monkeypatch.setattr(sweep, "horizon_rounds", lambda *_: 90)
     seen = []
     monkeypatch.setattr(
         sweep, "run_user_level", lambda c, campaign, m: seen.append(campaign) or _fake_outcome()
     )
     monkeypatch.setattr(sweep, "mean_accuracy", lambda *_: (0.4, 0.6))
     clients = _clients(20, 8)
-    setup, (point,) = sweep.run_user_sweep(clients, clients, targets=(1.0,), shipped_scale=True)
-    z = noise_for(1.0, Q, 90, 1e-7)
-    assert setup.shipped_scale
+    setup, (point, two) = sweep.run_user_sweep(
+        clients, clients, targets=(1.0, 2.0), shipped_scale=True
+    )
+    # At the policy's own target the sweep runs the policy's own z: the shipped campaign.
+    z = SHIPPED.training.central_noise_multiplier
+    clip = SHIPPED.training.update_clip_norm
+    assert setup.shipped_scale and setup.horizon_rounds == 30
     assert seen[0].policy.training.central_noise_multiplier == pytest.approx(z * 20 / 10_000)
-    assert point.noise_std_on_mean == pytest.approx(z * 5.0 / (Q * 10_000))
+    assert point.noise_std_on_mean == pytest.approx(z * clip / (Q * 10_000))
     # The epsilons are the shipped population's at the accounted z, not this run's tiny z.
-    assert point.epsilon_horizon == pytest.approx(1.0, abs=0.01)
+    assert point.epsilon_horizon == pytest.approx(0.996, abs=0.001)
+    # Any other target: the accountant's least z for the same 30 rounds.
+    assert two.noise_multiplier == pytest.approx(noise_for(2.0, Q, 30, 1e-7) * 20 / 10_000)
+    assert two.epsilon_horizon == pytest.approx(2.0, abs=0.01)
+    # The model is the run config's (hidden-width 32), the local noise the policy's plan.
+    assert (setup.hidden, setup.update_clip) == (32, clip)
+    assert setup.local_noise == pytest.approx(1.158, abs=0.001)
 
 
 def _fake_outcome():
@@ -369,8 +394,8 @@ def test_local_noise_and_the_device_dp_only_campaign_run_as_asked(monkeypatch):
     # The baseline, device DP only, then the target.
     assert seen == [
         (0.0, 0.0, False, sweep.NO_UPDATE_CLIP),
-        (0.0, 1.2, True, 5.0),
-        (4.0, 1.2, True, 5.0),
+        (0.0, 1.2, True, SHIPPED.training.update_clip_norm),
+        (4.0, 1.2, True, SHIPPED.training.update_clip_norm),
     ]
     baseline, device_only, target = points
     assert sweep.is_baseline(baseline) and not sweep.is_baseline(device_only)
