@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import cache
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -36,14 +35,9 @@ from numpy.typing import NDArray
 
 from client.learning.clipping import clip_update
 from client.learning.distributed_noise import make_distributed_noise_mod
-from client.learning.egress import (
-    ArraySpec,
-    EgressViolation,
-    make_egress_guard,
-    reply_arrays,
-    reply_size,
-)
+from client.learning.egress import make_egress_guard, reply_arrays, reply_size
 from client.learning.featurize import Examples, split_held_out
+from client.learning.model_shape import run_model_spec
 from client.learning.secagg_guard import check_plain_round, check_secagg
 from client.learning.threads import TRAINING_THREADS
 from policy.model_version import model_version
@@ -58,12 +52,7 @@ from policy.replies import (
     UNAVAILABLE,
     refusal_reason,
 )
-from policy.round_contract import (
-    DEFAULT_CONTEXT_LENGTH,
-    DEFAULT_HIDDEN_WIDTH,
-    RoundContract,
-    RoundContractError,
-)
+from policy.round_contract import RoundContract, RoundContractError
 from privacy.policy import PolicyError, PrivacyPolicy, policy_hash
 
 if TYPE_CHECKING:
@@ -269,41 +258,6 @@ class HearthClient(NumPyClient):
         return EVALUATE_LOSS, EVALUATE_WEIGHT, metrics
 
 
-def model_spec(
-    context_length: int = DEFAULT_CONTEXT_LENGTH, hidden_width: int = DEFAULT_HIDDEN_WIDTH
-) -> list[ArraySpec]:
-    """Names, shapes and dtypes of the global model: all a reply may carry."""
-    return list(_model_spec(context_length, hidden_width))
-
-
-@cache
-def _model_spec(context_length: int, hidden_width: int) -> tuple[ArraySpec, ...]:
-    """Built once per process: a model is built only to read its shapes (2 ms a message)."""
-    from policy.model import ModelConfig, NextActionPolicy  # noqa: PLC0415
-
-    model = NextActionPolicy(ModelConfig(context_length=context_length, hidden=hidden_width))
-    return tuple(ArraySpec(name, tuple(p.shape), "float32") for name, p in model.named_parameters())
-
-
-def _spec_for(context: Context) -> list[ArraySpec]:
-    """The run's model, within the bounds the round contract holds every server to.
-
-    Out of bounds, nothing may leave: a wider model would carry more of the device.
-    """
-    run = context.run_config
-    try:
-        shape = RoundContract(
-            0,
-            0,
-            "",
-            context_length=int(run.get("context-length", DEFAULT_CONTEXT_LENGTH)),
-            hidden_width=int(run.get("hidden-width", DEFAULT_HIDDEN_WIDTH)),
-        )
-    except (RoundContractError, TypeError, ValueError) as exc:
-        raise EgressViolation(f"the run's model shape is refused: {exc}") from None
-    return model_spec(shape.context_length, shape.hidden_width)
-
-
 def _clip_for(context: Context) -> float:
     from client.learning.device import device_for  # noqa: PLC0415
 
@@ -406,7 +360,7 @@ def _policy_for(context: Context) -> PrivacyPolicy:
     return device_for(context).policy()
 
 
-egress_guard_mod = make_egress_guard(_spec_for, observe=_log_upload, max_norm_for=_clip_for)
+egress_guard_mod = make_egress_guard(run_model_spec, observe=_log_upload, max_norm_for=_clip_for)
 distributed_noise_mod = make_distributed_noise_mod(_policy_for)
 
 app = ClientApp(

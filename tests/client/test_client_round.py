@@ -11,9 +11,10 @@ from client.cli.main import app
 from client.control.consent import grant, revoke
 from client.control.participation import read_deployment
 from client.control.pause import pause
-from client.learning.app import Declined, HearthClient, _spec_for
+from client.learning.app import Declined, HearthClient
 from client.learning.device import Device
 from client.learning.egress import ALLOWED_METRICS, EgressViolation
+from client.learning.model_shape import run_model_spec
 from client.storage.vault import Vault
 from policy.events import Modality
 from policy.model import ModelConfig, NextActionPolicy, get_arrays
@@ -111,11 +112,11 @@ def test_the_egress_guard_holds_replies_to_the_run_configs_width_within_its_boun
             run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config=run_config
         )
 
-    assert [s.shape for s in _spec_for(context({}))] == [a.shape for a in _params_at(32)]
-    at_64 = _spec_for(context({"hidden-width": 64}))
+    assert [s.shape for s in run_model_spec(context({}))] == [a.shape for a in _params_at(32)]
+    at_64 = run_model_spec(context({"hidden-width": 64}))
     assert [s.shape for s in at_64] == [a.shape for a in _params_at(64)]
     with pytest.raises(EgressViolation, match=r"'hidden-width' must be in 1\.\.256"):
-        _spec_for(context({"hidden-width": 100_000}))
+        run_model_spec(context({"hidden-width": 100_000}))
 
 
 def test_a_normal_round_records_what_it_spent_and_returns_a_delta_of_weight_one(hearth_home):

@@ -8,7 +8,6 @@ from flwr.app.metadata import Metadata
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-from client.learning.app import model_spec
 from client.learning.egress import (
     EGRESS_ERROR_CODE,
     EgressViolation,
@@ -17,6 +16,7 @@ from client.learning.egress import (
     check_metrics,
     make_egress_guard,
 )
+from client.learning.model_shape import model_spec
 from policy.model import NextActionPolicy, get_arrays
 
 SPEC = model_spec()

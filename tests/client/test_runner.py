@@ -33,6 +33,7 @@ from client.control.pause import pause
 from client.deployment.bundle_trust import pin_org_key
 from client.deployment.governor import Decision
 from client.learning.device import Device
+from client.learning.model_shape import model_spec
 from policy.events import Modality
 from policy.replies import BUNDLE_REFUSED, POLICY_MISMATCH, UNAVAILABLE, refusal_reason
 from policy.signed_bundle import key_id
@@ -315,7 +316,7 @@ def test_a_signed_bundles_code_never_runs_on_the_device(
     monkeypatch.setattr(runner, "lower_priority", lambda: None)
     _task_input(monkeypatch, fab, _token(org[0], fab))
     message, context, run, content = runner.pull_task_input(None)
-    zeros = [np.zeros(s.shape, dtype=np.float32) for s in device_app.model_spec(8)]
+    zeros = [np.zeros(s.shape, dtype=np.float32) for s in model_spec(8)]
     fitins = FitIns(ndarrays_to_parameters(zeros), {"round": 3})
     message.content = compat.fitins_to_recorddict(fitins, True)
     monkeypatch.setattr(runner, "pull_task_input", lambda client: (message, context, run, content))
@@ -384,7 +385,7 @@ def test_a_secaggplus_round_masks_only_what_the_devices_egress_guard_passed(
         device_app.egress_guard_mod,
         device_app.refusal_mod,
     ]
-    spec = device_app.model_spec(8)
+    spec = model_spec(8)
     seen: list[list[str]] = []
 
     def train(message: Message, context: Context) -> Message:  # stands in for DP-SGD
