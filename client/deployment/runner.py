@@ -276,10 +276,12 @@ def serve(runtime_api_address: str, stop: threading.Event | None = None) -> None
     try:
         while stop is None or not stop.is_set():
             children = [c for c in children if c.poll() is None]
-            slot = try_acquire(slots) if slots is not None else None
-            if slots is not None and slot is None:
-                time.sleep(SHORTEST_POLL_SECONDS)  # the machine's task slots are all taken
-                continue
+            slot = None
+            if slots is not None:
+                slot = try_acquire(slots)
+                if slot is None:
+                    time.sleep(SHORTEST_POLL_SECONDS)  # the machine's task slots are all taken
+                    continue
             try:
                 child = _claim(client, runtime_api_address, slot)
             finally:

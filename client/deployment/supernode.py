@@ -7,14 +7,14 @@ and after each reply the next message usually is not there yet (the server
 waits for every device), so a round paid that nap five times per device.
 
 ``python -m client.deployment.supernode ARGS`` runs Flower's own ``flower-supernode`` with
-the same arguments and one change: for ``ACTIVE_WINDOW_SECONDS`` after a message
-arrived (a round is in progress) the idle wait is a tenth of the time since that
-message (``client.deployment.patience``), from ``ACTIVE_POLL_SECONDS`` up to Flower's
-3 s: the next stage is pulled within ~10 % of the wait, and a device that waits
-for the slowest of a large cohort does not poll the SuperLink three times a second;
-otherwise it stays Flower's 3 s, so an idle laptop does not poll more than
-Flower's own SuperNode would. Everything else, TLS and authentication included,
-is Flower's code unchanged.
+the same arguments and one change: after a message arrived (a round is in progress)
+the idle wait is a tenth of the time since that message
+(``client.deployment.patience``), from ``ACTIVE_POLL_SECONDS`` up to Flower's 3 s,
+which it reaches 30 s after the message: the next stage is pulled within ~10 % of
+the wait, and a device that waits for the slowest of a large cohort does not poll
+the SuperLink three times a second; otherwise it stays Flower's 3 s, so an idle
+laptop does not poll more than Flower's own SuperNode would. Everything else, TLS
+and authentication included, is Flower's code unchanged.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any, Final
 from client.deployment.patience import next_wait
 
 ACTIVE_POLL_SECONDS: Final = 0.3
-ACTIVE_WINDOW_SECONDS: Final = 120.0
 FLOWER_IDLE_SECONDS: Final = 3.0
 SUPERNODE_LOOP: Final = "flwr.supernode.start_client_internal"
 
@@ -47,8 +46,8 @@ class RoundAwareClock:
 
     def wait_for(self, seconds: float) -> float:
         """How long an idle wait of ``seconds`` lasts: shorter while a round is in progress."""
-        since = self._now() - self.last_message
-        if seconds == FLOWER_IDLE_SECONDS and since < ACTIVE_WINDOW_SECONDS:
+        if seconds == FLOWER_IDLE_SECONDS:  # never a message: since is infinite, so 3 s
+            since = self._now() - self.last_message
             return next_wait(since, ACTIVE_POLL_SECONDS, FLOWER_IDLE_SECONDS)
         return seconds
 
