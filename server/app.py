@@ -25,7 +25,7 @@ from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from numpy.typing import NDArray
 
-from policy.model import ModelConfig, NextActionPolicy, get_arrays
+from policy.model import NextActionPolicy, get_arrays
 from privacy.distributed_noise import MODULUS_RANGE, QUANTIZATION_RANGE, required_clipping_range
 from privacy.policy import PrivacyPolicy, load_policy, policy_hash
 from privacy.randomness import gaussian, secret_generator
@@ -58,7 +58,7 @@ def build_strategy(config: CampaignConfig, policy: PrivacyPolicy, run_id: int) -
     """
     training = policy.training
     torch.manual_seed(config.seed)
-    model_config = ModelConfig(context_length=config.context_length, hidden=config.hidden_width)
+    model_config = config.model_config()
     arrays = get_arrays(NextActionPolicy(model_config))
     inner = DeltaFedAvg(
         initial_parameters=ndarrays_to_parameters(list(arrays.values())),

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy.round_contract import (
     DEFAULT_CONTEXT_LENGTH,
@@ -16,6 +16,9 @@ from policy.round_contract import (
     MAX_HIDDEN_WIDTH,
 )
 from server.home import server_home
+
+if TYPE_CHECKING:
+    from policy.model import ModelConfig
 
 
 class ServerConfigError(ValueError):
@@ -48,6 +51,12 @@ class CampaignConfig:
     tensorboard: bool = False  # each round's metrics as event files in checkpoint-dir/tensorboard
     # The user-level ledger that outlives campaigns ("": <server home>/user-level-ledger.json).
     user_ledger: str = ""
+
+    def model_config(self) -> ModelConfig:
+        """The global model this campaign trains: the shape its round contract names."""
+        from policy.model import ModelConfig  # noqa: PLC0415 (torch: only when a model is built)
+
+        return ModelConfig(context_length=self.context_length, hidden=self.hidden_width)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CampaignConfig:

@@ -353,10 +353,7 @@ class UserSweepOptions:
 
 def _model_config(options: UserSweepOptions) -> Any:
     """The model the sweep trains: the shipped shape unless a smaller one was asked."""
-    from policy.model import ModelConfig  # noqa: PLC0415 (torch: only when asked)
-
-    campaign = default_campaign()
-    shipped = ModelConfig(context_length=campaign.context_length, hidden=campaign.hidden_width)
+    shipped = default_campaign().model_config()  # torch: only when asked
     return replace(
         shipped,
         hidden=options.hidden or shipped.hidden,

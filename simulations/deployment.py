@@ -188,15 +188,14 @@ class Process:
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the group this process leads (or, forked by a zygote, it) and wait for it."""
         if self.proc.poll() is None:
-            if isinstance(self.proc, ZygoteChild):
-                self.proc.send_signal(sig)  # the zygote ends what it started when it stops
+            self.send(sig)
+            if isinstance(self.proc, ZygoteChild):  # the zygote ends what it started as it stops
                 try:
                     self.proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     self.proc.kill()  # a device that would not stop on a loaded machine
                     self.proc.wait(timeout=30)
                 return
-            os.killpg(self.proc.pid, sig)  # the group created for it
             self.proc.wait(timeout=30)
 
 

@@ -34,7 +34,6 @@ from client.learning.device import (
 )
 from client.learning.featurize import split_held_out
 from client.learning.training import plan_round
-from policy.model import ModelConfig
 from privacy.accountants import noise_for_local
 from privacy.policy import demo_policy_text
 from server.checkpoints import read_sidecars
@@ -101,11 +100,7 @@ def tune_non_private(root: Path, employees: int, rounds: int, seed: int) -> Lear
         server_momentum=campaign.server_momentum,
         seed=seed,
     )
-    return tune_learning_rate(
-        train,
-        federation,
-        ModelConfig(context_length=campaign.context_length, hidden=campaign.hidden_width),
-    )
+    return tune_learning_rate(train, federation, campaign.model_config())
 
 
 def run_sweep(

@@ -290,9 +290,7 @@ def run_user_sweep(
     min_cohort = max(
         1, math.floor(shipped.training.min_cohort * sampling * population / SHIPPED_PER_ROUND)
     )
-    model_config = model_config or ModelConfig(
-        context_length=campaign.context_length, hidden=campaign.hidden_width
-    )
+    model_config = model_config or campaign.model_config()
     rates = tuple(server_rates) or (campaign.server_learning_rate,)
     momenta = tuple(server_momenta) or (campaign.server_momentum,)
     dp_policy = policy_at(1.0, min_cohort, update_clip)
